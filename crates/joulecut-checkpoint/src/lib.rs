@@ -1,0 +1,33 @@
+//! Read and write joulecut checkpoints: plain safetensors files whose `__metadata__` describes the
+//! model and how each tensor is compressed (format: `docs/FORMAT.md`).
+//!
+//! ```no_run
+//! use joulecut_checkpoint::{Checkpoint, CheckpointWriter, DenseTensor, TensorData};
+//! # fn main() -> joulecut_checkpoint::Result<()> {
+//! let ck = Checkpoint::open("model.safetensors")?;
+//! let mut out = CheckpointWriter::derived_from(&ck)?;
+//! for name in ck.names() {
+//!     let (shape, values) = ck.get_f32(name)?;
+//!     out.insert(name.clone(), TensorData::Dense(DenseTensor::from_f32(shape, &values)));
+//! }
+//! out.write("dense.safetensors", &[ck.path()])?;
+//! # Ok(()) }
+//! ```
+
+mod encoding;
+mod error;
+pub mod meta;
+mod read;
+mod select;
+mod tensor;
+mod write;
+
+pub use encoding::{Encodings, TensorEncoding};
+pub use error::{Error, Result};
+pub use meta::HistoryEntry;
+pub use read::{Checkpoint, StoredInfo, dtype_size};
+pub use select::{Selection, SelectionError};
+pub use tensor::{
+    DenseTensor, FloatType, Int8Tensor, SparseTensor, SparseValues, TensorData, numel,
+};
+pub use write::{CheckpointWriter, atomic_write, refuse_input, temp_path};

@@ -1,0 +1,33 @@
+//! joulecut's `__metadata__` keys and the history record.
+
+use serde::{Deserialize, Serialize};
+
+/// Format version key.
+pub const FORMAT: &str = "joulecut.format";
+/// Model config key (JSON).
+pub const MODEL: &str = "joulecut.model";
+/// Encodings key (JSON map).
+pub const ENCODINGS: &str = "joulecut.encodings";
+/// History key (JSON list).
+pub const HISTORY: &str = "joulecut.history";
+/// The format version this crate writes.
+pub const FORMAT_VERSION: &str = "1";
+
+/// One step applied to a checkpoint (`joulecut.history`, newest last).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// joulecut version that applied the step.
+    pub tool: String,
+    /// The command (`train`, `prune`, `quantize`, ...).
+    pub command: String,
+    /// Its parameters.
+    #[serde(default)]
+    pub params: serde_json::Value,
+}
+
+impl HistoryEntry {
+    /// A history entry stamped with this crate's version.
+    pub fn new(command: impl Into<String>, params: serde_json::Value) -> Self {
+        HistoryEntry { tool: format!("joulecut {}", env!("CARGO_PKG_VERSION")), command: command.into(), params }
+    }
+}

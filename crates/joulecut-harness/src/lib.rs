@@ -1,0 +1,29 @@
+//! The harness: datasets (IDX / Fashion-MNIST, generated), the training loop and evaluation that
+//! the CLI and the benchmark runner share.
+//!
+//! ```
+//! use candle_core::Device;
+//! use joulecut_harness::{CrossEntropy, NoHook, Silent, TrainConfig, data, train};
+//! use joulecut_models::{Model, ModelConfig, init_varmap};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let splits = data::synthetic(512, 128, 16, 3, 0);
+//! let cfg = ModelConfig::parse("mlp:16-32-3")?;
+//! let vm = init_varmap(&cfg, 0, &Device::Cpu)?;
+//! let model = Model::from_varmap(&cfg, &vm)?;
+//! let tc = TrainConfig { epochs: 3, batch_size: 32, ..Default::default() };
+//! let report = train(&model, &vm, &splits.train, &splits.test, &tc, &mut CrossEntropy, &mut NoHook, &mut Silent, &Device::Cpu)?;
+//! assert!(report.accuracy > 0.9);
+//! # Ok(()) }
+//! ```
+
+pub mod data;
+mod error;
+mod eval;
+mod train;
+
+pub use error::{Error, Result};
+pub use eval::{EvalStats, LatencyStats, evaluate, latency};
+pub use train::{
+    CrossEntropy, EpochStats, Event, NoHook, Objective, Observer, OptimizerKind, Silent, StepHook, TrainConfig,
+    TrainReport, train,
+};

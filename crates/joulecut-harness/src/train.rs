@@ -1,0 +1,293 @@
+//! The training loop, split into steps, an objective, hooks and an observer: the loop never prints;
+//! a renderer (indicatif, JSON) observes it.
+
+use std::time::Instant;
+
+use candle_core::{D, DType, Device, Tensor};
+use candle_nn::{Optimizer, VarMap};
+use joulecut_models::{Model, Rng};
+use serde::{Deserialize, Serialize};
+
+use crate::data::Dataset;
+use crate::eval::{EvalStats, evaluate};
+use crate::{Error, Result};
+
+/// Which optimiser updates the weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// Adam (PyTorch semantics; weight decay added to the gradient).
+    Adam,
+    /// AdamW (decoupled weight decay).
+    AdamW,
+    /// Plain stochastic gradient descent.
+    Sgd,
+}
+
+/// Training settings (recorded in checkpoints and reports).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Samples per step.
+    pub batch_size: usize,
+    /// Learning rate.
+    pub lr: f64,
+    /// Optimiser.
+    pub optimizer: OptimizerKind,
+    /// Weight decay (AdamW only).
+    pub weight_decay: f64,
+    /// Seed for shuffling (and, in the CLI, initialisation).
+    pub seed: u64,
+    /// Evaluate on the test set after every epoch (otherwise only after the last).
+    pub eval_every_epoch: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 5,
+            batch_size: 128,
+            lr: 1e-3,
+            optimizer: OptimizerKind::Adam,
+            weight_decay: 0.0,
+            seed: 0,
+            eval_every_epoch: true,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 {
+            return Err(Error::BadSetting("--batch-size must be at least 1".into()));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(Error::BadSetting(format!("--lr must be a positive number, got {}", self.lr)));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(Error::BadSetting(format!("weight decay must be >= 0, got {}", self.weight_decay)));
+        }
+        Ok(())
+    }
+}
+
+/// The loss a step minimises. Returns `(loss, logits)`; `indices` are the samples' positions in
+/// the training set (so an objective can look up cached teacher outputs).
+pub trait Objective {
+    /// Loss and logits for one batch.
+    fn loss(&mut self, model: &Model, x: &Tensor, y: &Tensor, indices: &[u32]) -> candle_core::Result<(Tensor, Tensor)>;
+}
+
+/// Plain cross-entropy on the labels.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CrossEntropy;
+
+impl Objective for CrossEntropy {
+    fn loss(&mut self, model: &Model, x: &Tensor, y: &Tensor, _: &[u32]) -> candle_core::Result<(Tensor, Tensor)> {
+        let logits = candle_core::Module::forward(model, x)?;
+        Ok((candle_nn::loss::cross_entropy(&logits, y)?, logits))
+    }
+}
+
+/// Called after every optimiser step (e.g. to re-apply pruning masks).
+pub trait StepHook {
+    /// `step` counts optimiser steps from 0 over the whole run.
+    fn after_step(&mut self, vm: &VarMap, step: usize) -> Result<()>;
+}
+
+/// A hook that does nothing.
+#[derive(Debug, Default)]
+pub struct NoHook;
+
+impl StepHook for NoHook {
+    fn after_step(&mut self, _: &VarMap, _: usize) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Progress events.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// A step finished.
+    Step {
+        /// Epoch, 1-based.
+        epoch: usize,
+        /// Step within the epoch, 1-based.
+        step: usize,
+        /// Steps per epoch.
+        steps: usize,
+        /// Running mean loss of the epoch.
+        loss: f32,
+        /// Running training accuracy of the epoch.
+        accuracy: f32,
+        /// Training samples per second so far this epoch.
+        samples_per_second: f64,
+    },
+    /// An epoch finished.
+    Epoch(EpochStats),
+}
+
+/// Receives progress events (a renderer).
+pub trait Observer {
+    /// One event.
+    fn event(&mut self, e: &Event);
+}
+
+/// Ignores events.
+#[derive(Debug, Default)]
+pub struct Silent;
+
+impl Observer for Silent {
+    fn event(&mut self, _: &Event) {}
+}
+
+/// Statistics of one epoch.
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochStats {
+    /// Epoch, 1-based.
+    pub epoch: usize,
+    /// Mean training loss.
+    pub loss: f32,
+    /// Training accuracy.
+    pub train_accuracy: f32,
+    /// Seconds spent in training steps.
+    pub seconds: f64,
+    /// Training samples per second.
+    pub samples_per_second: f64,
+    /// Test evaluation, if run after this epoch.
+    pub test: Option<EvalStats>,
+}
+
+/// What a training run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    /// Per-epoch statistics.
+    pub epochs: Vec<EpochStats>,
+    /// Final test accuracy.
+    pub accuracy: f64,
+    /// Training samples per second over the run (steps only, evaluation excluded).
+    pub samples_per_second: f64,
+    /// Seconds in training steps.
+    pub train_seconds: f64,
+}
+
+/// Builds the optimiser for `vm`.
+fn optimizer(vm: &VarMap, cfg: &TrainConfig) -> candle_core::Result<Box<dyn FnMut(&Tensor) -> candle_core::Result<()>>> {
+    let vars = vm.all_vars();
+    Ok(match cfg.optimizer {
+        OptimizerKind::Adam | OptimizerKind::AdamW => {
+            let wd = if cfg.optimizer == OptimizerKind::AdamW { cfg.weight_decay } else { 0.0 };
+            let mut o = candle_nn::AdamW::new(
+                vars,
+                candle_nn::ParamsAdamW { lr: cfg.lr, weight_decay: wd, ..Default::default() },
+            )?;
+            Box::new(move |l| o.backward_step(l))
+        }
+        OptimizerKind::Sgd => {
+            let mut o = candle_nn::SGD::new(vars, cfg.lr)?;
+            Box::new(move |l| o.backward_step(l))
+        }
+    })
+}
+
+/// Trains `model` (whose layers alias `vm`) on `train`, evaluating on `test`.
+#[allow(clippy::too_many_arguments)]
+pub fn train(
+    model: &Model,
+    vm: &VarMap,
+    train: &Dataset,
+    test: &Dataset,
+    cfg: &TrainConfig,
+    objective: &mut dyn Objective,
+    hook: &mut dyn StepHook,
+    observer: &mut dyn Observer,
+    device: &Device,
+) -> Result<TrainReport> {
+    cfg.validate()?;
+    let mcfg = model.config();
+    if train.dim != mcfg.input_dim() || train.classes > mcfg.classes() {
+        return Err(Error::Mismatch(format!(
+            "the data has {} features and {} classes but {} takes {} inputs and has {} outputs",
+            train.dim,
+            train.classes,
+            mcfg.name(),
+            mcfg.input_dim(),
+            mcfg.classes()
+        )));
+    }
+    if train.is_empty() {
+        return Err(Error::BadSetting("the training set is empty".into()));
+    }
+    let (xs, ys) = train.tensors(device)?;
+    let mut step_fn = optimizer(vm, cfg).map_err(Error::candle("create optimiser"))?;
+    let mut rng = Rng::new(cfg.seed.wrapping_add(0x5eed));
+    let mut order: Vec<u32> = (0..train.len() as u32).collect();
+    let bs = cfg.batch_size.min(train.len());
+    let steps = train.len().div_ceil(bs);
+    let mut report = TrainReport { epochs: Vec::new(), accuracy: 0.0, samples_per_second: 0.0, train_seconds: 0.0 };
+    let mut global_step = 0;
+    let mut total_samples = 0usize;
+    for epoch in 1..=cfg.epochs {
+        rng.shuffle(&mut order);
+        let t0 = Instant::now();
+        let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
+        for (s, chunk) in order.chunks(bs).enumerate() {
+            let idx = Tensor::from_slice(chunk, chunk.len(), device).map_err(Error::candle("batch indices"))?;
+            let x = xs.index_select(&idx, 0).map_err(Error::candle("gather batch"))?;
+            let y = ys.index_select(&idx, 0).map_err(Error::candle("gather batch"))?;
+            let (loss, logits) = objective.loss(model, &x, &y, chunk).map_err(Error::candle("forward pass"))?;
+            step_fn(&loss).map_err(Error::candle("backward pass / optimiser step"))?;
+            hook.after_step(vm, global_step)?;
+            global_step += 1;
+            let l = loss.to_scalar::<f32>().map_err(Error::candle("read loss"))?;
+            if !l.is_finite() {
+                return Err(Error::Diverged { epoch, step: s + 1, loss: l });
+            }
+            let hits = logits
+                .argmax(D::Minus1)
+                .and_then(|p| p.eq(&y))
+                .and_then(|e| e.to_dtype(DType::U32))
+                .and_then(|e| e.sum_all())
+                .and_then(|e| e.to_scalar::<u32>())
+                .map_err(Error::candle("training accuracy"))?;
+            loss_sum += l as f64 * chunk.len() as f64;
+            correct += hits as usize;
+            seen += chunk.len();
+            observer.event(&Event::Step {
+                epoch,
+                step: s + 1,
+                steps,
+                loss: (loss_sum / seen as f64) as f32,
+                accuracy: correct as f32 / seen as f32,
+                samples_per_second: seen as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+            });
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        report.train_seconds += secs;
+        total_samples += seen;
+        let test_stats = if cfg.eval_every_epoch || epoch == cfg.epochs {
+            Some(evaluate(model, test, 1000, device)?)
+        } else {
+            None
+        };
+        let stats = EpochStats {
+            epoch,
+            loss: (loss_sum / seen as f64) as f32,
+            train_accuracy: correct as f32 / seen as f32,
+            seconds: secs,
+            samples_per_second: seen as f64 / secs.max(1e-9),
+            test: test_stats,
+        };
+        observer.event(&Event::Epoch(stats.clone()));
+        report.epochs.push(stats);
+    }
+    report.samples_per_second = total_samples as f64 / report.train_seconds.max(1e-9);
+    report.accuracy = match report.epochs.last().and_then(|e| e.test.as_ref()) {
+        Some(t) => t.accuracy,
+        None => evaluate(model, test, 1000, device)?.accuracy,
+    };
+    Ok(report)
+}

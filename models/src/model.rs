@@ -1,0 +1,263 @@
+//! The model: layers built from a `VarMap` (training) or from a checkpoint in any encoding (eval).
+
+use candle_core::{Device, Module, Tensor};
+use candle_nn::VarMap;
+use joulecut_checkpoint::{Checkpoint, TensorData};
+
+use crate::{Error, ModelConfig, Result};
+
+/// How a layer computes: through a kernel that exploits its compression (*real* saving), or densely
+/// (*nominal*: e.g. a masked dense matrix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LayerPath {
+    /// Plain f32 dense kernels; the stored tensor was dense.
+    Dense,
+    /// The stored tensor was compressed but is decoded to dense f32 for compute (nominal saving).
+    Decoded,
+    /// int8 GEMM kernels.
+    Int8,
+    /// Sparse (CSR) kernels.
+    Sparse,
+}
+
+/// A fully-connected or convolution layer as the model runs it.
+pub struct Layer {
+    /// Weight name without `.weight` (`fc1`, `conv2`).
+    pub name: String,
+    /// Which kernels run it.
+    pub path: LayerPath,
+    module: Box<dyn Module + Send + Sync>,
+}
+
+impl std::fmt::Debug for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Layer").field("name", &self.name).field("path", &self.path).finish()
+    }
+}
+
+impl Layer {
+    /// Wraps any module (a compressed kernel from `joulecut-quant` or `joulecut-prune`).
+    pub fn new(name: impl Into<String>, path: LayerPath, module: Box<dyn Module + Send + Sync>) -> Self {
+        Layer { name: name.into(), path, module }
+    }
+
+    /// A dense fully-connected layer `y = x·Wᵀ + b` (W is [out, in], PyTorch layout).
+    pub fn dense_linear(name: impl Into<String>, w: Tensor, b: Option<Tensor>, path: LayerPath) -> Self {
+        Layer::new(name, path, Box::new(candle_nn::Linear::new(w, b)))
+    }
+
+    /// A dense conv layer (stride 1), weight [out, in, kh, kw].
+    pub fn dense_conv(name: impl Into<String>, w: Tensor, b: Option<Tensor>, padding: usize, path: LayerPath) -> Self {
+        Layer::new(name, path, Box::new(DenseConv { w, b, padding }))
+    }
+
+    /// Runs the layer.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.module.forward(x)
+    }
+}
+
+struct DenseConv {
+    w: Tensor,
+    b: Option<Tensor>,
+    padding: usize,
+}
+
+impl Module for DenseConv {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = x.conv2d(&self.w, self.padding, 1, 1, 1)?;
+        match &self.b {
+            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+            None => Ok(y),
+        }
+    }
+}
+
+/// Builds layers for compressed tensors. The default builds everything densely; the root crate
+/// supplies one that routes int8 and sparse tensors to real kernels.
+pub trait LayerFactory {
+    /// A fully-connected layer from its stored weight and f32 bias, or `None` to decode densely.
+    fn linear(&self, name: &str, weight: &TensorData, bias: Option<&[f32]>, device: &Device) -> Result<Option<Layer>>;
+    /// A conv layer (stride 1, `padding`), or `None` to decode densely.
+    fn conv(
+        &self,
+        name: &str,
+        weight: &TensorData,
+        bias: Option<&[f32]>,
+        padding: usize,
+        device: &Device,
+    ) -> Result<Option<Layer>>;
+}
+
+/// Decodes every tensor to dense f32.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DenseFactory;
+
+impl LayerFactory for DenseFactory {
+    fn linear(&self, _: &str, _: &TensorData, _: Option<&[f32]>, _: &Device) -> Result<Option<Layer>> {
+        Ok(None)
+    }
+    fn conv(&self, _: &str, _: &TensorData, _: Option<&[f32]>, _: usize, _: &Device) -> Result<Option<Layer>> {
+        Ok(None)
+    }
+}
+
+/// A runnable model.
+#[derive(Debug)]
+pub struct Model {
+    cfg: ModelConfig,
+    convs: Vec<Layer>,
+    fcs: Vec<Layer>,
+}
+
+/// Padding of LeNet-5's conv layers.
+const CONV_PADDING: [usize; 2] = [2, 0];
+
+impl Model {
+    /// The architecture.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// All layers, input first.
+    pub fn layers(&self) -> impl Iterator<Item = &Layer> {
+        self.convs.iter().chain(self.fcs.iter())
+    }
+
+    /// A model whose layers alias the `VarMap`'s variables (so optimiser updates are seen).
+    pub fn from_varmap(cfg: &ModelConfig, vm: &VarMap) -> Result<Self> {
+        let data = vm.data().lock().expect("VarMap lock");
+        let get = |n: &str| -> Result<Tensor> {
+            data.get(n).map(|v| v.as_tensor().clone()).ok_or_else(|| Error::MissingTensor { name: n.into() })
+        };
+        let mut convs = Vec::new();
+        let mut fcs = Vec::new();
+        for (name, _) in cfg.param_shapes().iter().filter(|(n, _)| n.ends_with(".weight")) {
+            let base = name.trim_end_matches(".weight");
+            let (w, b) = (get(name)?, get(&format!("{base}.bias"))?);
+            if base.starts_with("conv") {
+                convs.push(Layer::dense_conv(base, w, Some(b), CONV_PADDING[convs.len()], LayerPath::Dense));
+            } else {
+                fcs.push(Layer::dense_linear(base, w, Some(b), LayerPath::Dense));
+            }
+        }
+        Ok(Model { cfg: cfg.clone(), convs, fcs })
+    }
+
+    /// The architecture of a checkpoint: its `joulecut.model` metadata, else `fallback`, else an
+    /// MLP inferred from PyTorch-style names.
+    pub fn config_of(ck: &Checkpoint, fallback: Option<&ModelConfig>) -> Result<ModelConfig> {
+        if let Some(v) = ck.model_config()? {
+            return ModelConfig::from_json(&v);
+        }
+        if let Some(c) = fallback {
+            return Ok(c.clone());
+        }
+        let shapes: Vec<(String, Vec<usize>)> = ck
+            .names()
+            .iter()
+            .map(|n| Ok((n.clone(), ck.get(n)?.shape().to_vec())))
+            .collect::<Result<_>>()?;
+        ModelConfig::infer_mlp(&shapes).ok_or_else(|| Error::NoConfig { path: ck.path().display().to_string() })
+    }
+
+    /// Loads a model from a checkpoint in any encoding. `factory` decides which compressed
+    /// tensors run through real kernels; the rest are decoded to dense f32.
+    pub fn load(ck: &Checkpoint, cfg: &ModelConfig, device: &Device, factory: &dyn LayerFactory) -> Result<Self> {
+        let expected = cfg.param_shapes();
+        for name in ck.names() {
+            if !expected.iter().any(|(n, _)| n == name) {
+                return Err(Error::UnexpectedTensor { name: name.clone() });
+            }
+        }
+        let mut convs = Vec::new();
+        let mut fcs = Vec::new();
+        for (wname, wshape) in expected.iter().filter(|(n, _)| n.ends_with(".weight")) {
+            let base = wname.trim_end_matches(".weight");
+            let bname = format!("{base}.bias");
+            let w = get_checked(ck, wname, wshape)?;
+            let bshape = [wshape[0]];
+            let b = get_checked(ck, &bname, &bshape)?;
+            let bias = finite(&bname, b.to_f32())?;
+            let is_conv = base.starts_with("conv");
+            let padding = if is_conv { CONV_PADDING[convs.len()] } else { 0 };
+            let custom = if is_conv {
+                factory.conv(base, &w, Some(&bias), padding, device)?
+            } else {
+                factory.linear(base, &w, Some(&bias), device)?
+            };
+            let layer = match custom {
+                Some(l) => l,
+                None => {
+                    let path = if matches!(w, TensorData::Dense(_)) { LayerPath::Dense } else { LayerPath::Decoded };
+                    let wt = Tensor::from_vec(finite(wname, w.to_f32())?, wshape.clone(), device)
+                        .map_err(Error::candle("build weight"))?;
+                    let bt = Tensor::from_vec(bias, bshape.to_vec(), device).map_err(Error::candle("build bias"))?;
+                    if is_conv {
+                        Layer::dense_conv(base, wt, Some(bt), padding, path)
+                    } else {
+                        Layer::dense_linear(base, wt, Some(bt), path)
+                    }
+                }
+            };
+            if is_conv {
+                convs.push(layer);
+            } else {
+                fcs.push(layer);
+            }
+        }
+        Ok(Model { cfg: cfg.clone(), convs, fcs })
+    }
+
+    /// Logits for a batch `[B, input_dim]`, plus the hidden activations after each ReLU
+    /// (for feature distillation).
+    pub fn forward_hidden(&self, x: &Tensor) -> candle_core::Result<(Tensor, Vec<Tensor>)> {
+        let mut hidden = Vec::new();
+        let mut h = x.clone();
+        if let ModelConfig::Lenet5 { in_channels, image, .. } = &self.cfg {
+            let b = x.dim(0)?;
+            h = h.reshape((b, *in_channels, *image, *image))?;
+            for conv in &self.convs {
+                h = conv.forward(&h)?.relu()?.max_pool2d(2)?;
+            }
+            h = h.flatten_from(1)?;
+        }
+        let n = self.fcs.len();
+        for (i, fc) in self.fcs.iter().enumerate() {
+            h = fc.forward(&h)?;
+            if i + 1 < n {
+                h = h.relu()?;
+                hidden.push(h.clone());
+            }
+        }
+        Ok((h, hidden))
+    }
+}
+
+impl Module for Model {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        Ok(self.forward_hidden(x)?.0)
+    }
+}
+
+fn get_checked(ck: &Checkpoint, name: &str, shape: &[usize]) -> Result<TensorData> {
+    if !ck.names().iter().any(|n| n == name) {
+        return Err(Error::MissingTensor { name: name.to_string() });
+    }
+    let t = ck.get(name)?;
+    if t.shape() != shape {
+        return Err(Error::ShapeMismatch { name: name.to_string(), expected: shape.to_vec(), found: t.shape().to_vec() });
+    }
+    Ok(t)
+}
+
+fn finite(name: &str, v: Vec<f32>) -> Result<Vec<f32>> {
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Err(Error::Checkpoint(joulecut_checkpoint::Error::BadTensor {
+            name: name.to_string(),
+            reason: format!("element {i} is {} (NaN/Inf weights)", v[i]),
+        }));
+    }
+    Ok(v)
+}
