@@ -1,0 +1,53 @@
+//! # joulecut-energy
+//!
+//! Every joule figure joulecut prints comes from here. The crate reads energy counters at window
+//! edges (RAPL through perf events or powercap, NVIDIA GPUs through NVML), falls back to a
+//! **labelled** estimate where nothing can be read (virtual machines), and reports each number with
+//! its provenance and quality flags.
+//!
+//! * [`Meter::auto`] picks probes and lists the skipped ones with typed reasons ([`Unavailable`]).
+//! * Windows: [`Meter::window`] (RAII, nestable) and [`Meter::measure`] (closure); an optional
+//!   sync hook runs at both edges.
+//! * [`Measurement`] serialises to the `energy` object of joulecut's JSON: `joules`, `provenance`
+//!   (`measured` | `estimated` | `mixed`), `wall_seconds`, `cpu_seconds`, `domains` (`name`,
+//!   `joules`, `provenance`, `source`, `flags`), `flags`, `baseline`, `net_joules`, `carbon`.
+//! * [`Meter::run_command`] meters a child process (estimate from its `wait4` rusage).
+//!
+//! See `README.md` for the estimate model, its constants and the provenance rules.
+//!
+//! ```
+//! use joulecut_energy::{Meter, MeterConfig};
+//!
+//! let meter = Meter::auto(MeterConfig::from_env().unwrap()).unwrap();
+//! let (sum, m) = meter.measure("sum", || (0..1_000_000u64).sum::<u64>());
+//! assert_eq!(sum, 499_999_500_000);
+//! println!("{:.3} J, {:?}, {}", m.total().0, m.provenance, serde_json::to_string(&m).unwrap());
+//! for s in meter.skipped() {
+//!     println!("skipped {}: {}", s.probe, s.reason);
+//! }
+//! ```
+
+pub mod counter;
+mod error;
+pub mod estimate;
+mod measurement;
+mod meter;
+pub mod nvml;
+pub mod perf;
+pub mod powercap;
+mod probe;
+mod units;
+
+pub use error::{Error, Result};
+pub use measurement::{
+    Baseline, Carbon, DomainEnergy, GridIntensity, Measurement, QualityFlag, TotalProvenance,
+};
+pub use meter::{
+    ChildStatus, CommandOutcome, DEFAULT_MAX_DOMAIN_WATTS, DEFAULT_POWERCAP_ROOT, Meter,
+    MeterConfig, ProbeReport, SyncHook, Window, detect_hypervisor, parse_watts,
+};
+pub use probe::{
+    DomainInfo, FsReader, Probe, ProbeInfo, ProbeSkip, Provenance, Reading, SysfsReader,
+    Unavailable,
+};
+pub use units::{Joules, MicroJoules, Watts};
