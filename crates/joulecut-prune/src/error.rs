@@ -1,0 +1,234 @@
+//! The error type of `joulecut-prune`.
+//!
+//! Every variant names the tensor (and its shape) or the option at fault. [`Error::is_bad_input`]
+//! separates the user's mistakes (a sparsity outside `[0, 1)`, a glob that matches nothing, ...) from
+//! failures of the work itself (a candle error while enforcing a mask), so the CLI can exit with 2 or 1.
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Errors of the pruning library.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A sparsity target outside `[0, 1)`.
+    #[error("invalid sparsity {value}{}: it must be in [0, 1)", for_tensor(.tensor))]
+    InvalidSparsity {
+        /// The value given.
+        value: f64,
+        /// The tensor it was given for (per-layer targets), if any.
+        tensor: Option<String>,
+    },
+
+    /// An N:M pattern with `N = 0` or `N >= M`.
+    #[error("invalid N:M pattern {n}:{m}: it needs 1 <= N < M (keep N of every M weights)")]
+    InvalidNm {
+        /// Kept weights per group.
+        n: usize,
+        /// Group size.
+        m: usize,
+    },
+
+    /// A tensor whose input dimension is not a multiple of `M`.
+    #[error(
+        "cannot apply {n}:{m} sparsity to `{name}` {shape:?}: its input dimension (dim {dim}, size {size}) \
+         is not divisible by {m}"
+    )]
+    NmIndivisible {
+        /// Tensor name.
+        name: String,
+        /// Tensor shape.
+        shape: Vec<usize>,
+        /// The grouped (input) dimension.
+        dim: usize,
+        /// Size of the grouped dimension.
+        size: usize,
+        /// Kept weights per group.
+        n: usize,
+        /// Group size.
+        m: usize,
+    },
+
+    /// A glob that cannot be parsed.
+    #[error("invalid glob `{glob}`")]
+    InvalidGlob {
+        /// The glob as given.
+        glob: String,
+        /// The parser's complaint.
+        #[source]
+        source: globset::Error,
+    },
+
+    /// An include or exclude glob that matches no tensor name.
+    #[error("{kind} glob `{glob}` matches no tensor (of {count} tensors)")]
+    GlobMatchesNothing {
+        /// `include` or `exclude`.
+        kind: &'static str,
+        /// The glob as given.
+        glob: String,
+        /// How many tensor names were tried.
+        count: usize,
+        /// A few of the names, for the hint.
+        examples: Vec<String>,
+    },
+
+    /// The selection is empty.
+    #[error("no tensor selected for pruning (of {count} tensors)")]
+    NothingSelected {
+        /// How many tensors were considered.
+        count: usize,
+    },
+
+    /// Structured pruning of a tensor without an output dimension to prune along (rank < 2).
+    #[error(
+        "cannot prune `{name}` {shape:?} by {granularity}: structured pruning needs a weight of rank >= 2 \
+         ([out, in] or [out, in, kh, kw])"
+    )]
+    RankTooLow {
+        /// Tensor name.
+        name: String,
+        /// Tensor shape.
+        shape: Vec<usize>,
+        /// The granularity asked for.
+        granularity: String,
+    },
+
+    /// A tensor name that does not exist (per-layer targets, masks, chains).
+    #[error("unknown tensor `{name}`")]
+    UnknownTensor {
+        /// The name given.
+        name: String,
+    },
+
+    /// Two options that cannot be combined.
+    #[error("{message}")]
+    IncompatibleOptions {
+        /// What is wrong.
+        message: String,
+        /// How to fix it.
+        hint: String,
+    },
+
+    /// A tensor whose shape or length does not match what it is used with.
+    #[error("shape mismatch for `{name}`: expected {expected:?}, got {actual:?}")]
+    ShapeMismatch {
+        /// Tensor name.
+        name: String,
+        /// The expected shape.
+        expected: Vec<usize>,
+        /// The shape found.
+        actual: Vec<usize>,
+    },
+
+    /// A schedule with inconsistent parameters.
+    #[error("invalid pruning schedule: {reason}")]
+    InvalidSchedule {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A layer chain that cannot be compacted.
+    #[error("cannot compact the chain at `{name}`: {reason}")]
+    InvalidChain {
+        /// The weight where the problem was found.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// An inconsistent sparse matrix (bitmap and values disagree, column index out of range, ...).
+    #[error("invalid sparse matrix `{name}`: {reason}")]
+    InvalidSparse {
+        /// The matrix (or tensor) name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A tensor with a dtype the operation does not support.
+    #[error("unsupported dtype {dtype} for `{name}`: {operation} needs a float tensor")]
+    UnsupportedDtype {
+        /// Tensor name.
+        name: String,
+        /// Its dtype.
+        dtype: String,
+        /// What was attempted.
+        operation: &'static str,
+    },
+
+    /// A candle operation failed.
+    #[error("{action} `{name}`")]
+    Candle {
+        /// What was being done.
+        action: &'static str,
+        /// The tensor it was done to.
+        name: String,
+        /// candle's error.
+        #[source]
+        source: candle_core::Error,
+    },
+}
+
+fn for_tensor(t: &Option<String>) -> String {
+    t.as_ref()
+        .map(|n| format!(" for `{n}`"))
+        .unwrap_or_default()
+}
+
+impl Error {
+    /// Whether the error is the caller's fault (bad option, bad tensor), not a failure of the work.
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(self, Error::Candle { .. })
+    }
+
+    /// A one-line suggestion for fixing the error, where there is one.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::InvalidSparsity { .. } => {
+                Some("give the fraction of weights to remove, e.g. --sparsity 0.9 for 90%".into())
+            }
+            Error::InvalidNm { .. } => Some("use e.g. --nm 2:4 (keep 2 of every 4 weights)".into()),
+            Error::NmIndivisible { name, .. } => {
+                Some(format!("exclude it (--exclude '{name}') or choose an M that divides its input dimension"))
+            }
+            Error::InvalidGlob { .. } => Some("globs use *, ?, [abc] and {a,b}, e.g. 'encoder.*.weight'".into()),
+            Error::GlobMatchesNothing { examples, .. } => Some(format!(
+                "tensor names look like: {}{} (see `joulecut inspect FILE`)",
+                examples.join(", "),
+                if examples.is_empty() { "" } else { ", ..." }
+            )),
+            Error::NothingSelected { .. } => Some(
+                "by default only weights of rank >= 2 are pruned (no biases, norms or embeddings); \
+                 select tensors with --include GLOB"
+                    .into(),
+            ),
+            Error::RankTooLow { name, .. } => Some(format!(
+                "exclude it (--exclude '{name}'), include only weights (e.g. --include '*.weight'), \
+                 or use --granularity unstructured"
+            )),
+            Error::UnknownTensor { .. } => Some("list the tensor names with `joulecut inspect FILE`".into()),
+            Error::IncompatibleOptions { hint, .. } => Some(hint.clone()),
+            Error::InvalidSchedule { .. } => {
+                Some("AGP needs start <= end and frequency >= 1; iterative needs rounds >= 1".into())
+            }
+            Error::InvalidChain { .. } => Some(
+                "a chain lists layers in data-flow order; each layer's input dimension must equal the \
+                 previous layer's outputs (times the spatial size after a flatten)"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn candle(
+        action: &'static str,
+        name: impl Into<String>,
+    ) -> impl FnOnce(candle_core::Error) -> Error {
+        let name = name.into();
+        move |source| Error::Candle {
+            action,
+            name,
+            source,
+        }
+    }
+}
