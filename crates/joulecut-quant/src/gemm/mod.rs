@@ -1,0 +1,582 @@
+//! int8 GEMM with i32 accumulation: `y[m, n] = Σ_k a[m, k] · w[n, k]`.
+//!
+//! * `a`: int8 activations, row-major `[m, k]` (any value in `[-128, 127]`);
+//! * `w`: int8 weights `[n, k]` (PyTorch Linear layout), packed once by [`PackedWeights::pack`] into
+//!   panels of 16 output columns × 4 consecutive `k` (64 bytes), the layout of one AVX-512 VNNI
+//!   `vpdpbusd` operand and of two AVX2 vectors; `k` and `n` are zero-padded to multiples of 4 and 16.
+//!
+//! Kernels, chosen at run time ([`Kernel::detect`]):
+//! * [`Kernel::Avx512Vnni`]: `vpdpbusd` (u8 × i8). The activations are flipped to `a + 128` (a bit
+//!   flip) and the accumulators start at `-128 · Σ_k w[n, k]`, so the result is exact.
+//! * [`Kernel::Avx2`]: `vpmaddubsw(|a|, sign(w, a))` + `vpmaddwd(·, 1)`. The pairwise i16 sums stay
+//!   below 2·128·127 = 32512, so nothing saturates — exact, provided no weight is -128 (packing
+//!   records that; such weights run on [`Kernel::Portable`]).
+//! * [`Kernel::Portable`]: plain Rust over the packed layout (the compiler vectorises it).
+//! * [`Kernel::Reference`]: the scalar triple loop, the tests' oracle ([`gemm_reference`]).
+//!
+//! Rows and columns are split over rayon tasks when the product is large enough to pay for it.
+//! The requantisation epilogue (`i32 → f32` with per-row activation scale × per-column weight scale,
+//! zero-point corrections, bias, optional ReLU) is fused into the tile write-back ([`Requant`]).
+//!
+//! ```
+//! use joulecut_quant::gemm::{gemm_i32, gemm_reference, Kernel, PackedWeights};
+//! let (m, n, k) = (3, 10, 7);
+//! let a: Vec<i8> = (0..m * k).map(|i| (i as i32 * 37 % 255 - 127) as i8).collect();
+//! let w: Vec<i8> = (0..n * k).map(|i| (i as i32 * 91 % 255 - 127) as i8).collect();
+//! let packed = PackedWeights::pack(&w, n, k).unwrap();
+//! let mut y = vec![0i32; m * n];
+//! gemm_i32(Kernel::detect(), &a, m, &packed, &mut y);
+//! assert_eq!(y, gemm_reference(&a, &w, m, n, k));
+//! ```
+
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+
+mod act;
+mod portable;
+
+pub use act::{ActivationQuant, quantize_rows};
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+/// Output columns per packed panel.
+pub const PANEL_N: usize = 16;
+/// Consecutive `k` per packed group.
+pub const GROUP_K: usize = 4;
+/// Bytes of one (panel, k-group) block.
+const BLOCK: usize = PANEL_N * GROUP_K;
+const _: () = assert!(BLOCK == 64, "one block is one 512-bit vector");
+
+/// Largest `k` for which the i32 epilogue (zero-point corrections included) cannot overflow.
+pub const MAX_K: usize = 1 << 15;
+
+/// Work (m·n·k multiply-adds) below which a GEMM runs on the calling thread.
+const PARALLEL_MIN_WORK: usize = 1 << 21;
+
+/// An int8 GEMM implementation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Kernel {
+    /// Scalar triple loop (the test oracle; slow).
+    Reference,
+    /// Portable Rust over the packed layout.
+    Portable,
+    /// AVX2 `vpmaddubsw`/`vpmaddwd`.
+    Avx2,
+    /// AVX-512 VNNI `vpdpbusd`.
+    Avx512Vnni,
+}
+
+impl Kernel {
+    /// Every kernel, slowest first.
+    pub const ALL: [Kernel; 4] = [
+        Kernel::Reference,
+        Kernel::Portable,
+        Kernel::Avx2,
+        Kernel::Avx512Vnni,
+    ];
+
+    /// Whether this CPU can run the kernel.
+    pub fn is_available(self) -> bool {
+        match self {
+            Kernel::Reference | Kernel::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Kernel::Avx2 | Kernel::Avx512Vnni => false,
+        }
+    }
+
+    /// The kernels this CPU can run.
+    pub fn available() -> Vec<Kernel> {
+        Kernel::ALL
+            .into_iter()
+            .filter(|k| k.is_available())
+            .collect()
+    }
+
+    /// The fastest available kernel, or the one named by `JOULECUT_INT8_KERNEL`
+    /// (`reference`, `portable`, `avx2`, `avx512vnni`) when that is available. Cached.
+    pub fn detect() -> Kernel {
+        static DETECTED: OnceLock<Kernel> = OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            let forced = std::env::var("JOULECUT_INT8_KERNEL")
+                .ok()
+                .and_then(|v| v.parse::<Kernel>().ok());
+            match forced {
+                Some(k) if k.is_available() => k,
+                _ => *Kernel::available().last().unwrap_or(&Kernel::Portable),
+            }
+        })
+    }
+
+    /// Short lowercase name (`avx512vnni`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Reference => "reference",
+            Kernel::Portable => "portable",
+            Kernel::Avx2 => "avx2",
+            Kernel::Avx512Vnni => "avx512vnni",
+        }
+    }
+}
+
+impl std::fmt::Display for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Kernel {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Kernel> {
+        Kernel::ALL
+            .into_iter()
+            .find(|k| k.name() == s.to_ascii_lowercase())
+            .ok_or_else(|| Error::BadConfig(format!("unknown int8 kernel `{s}`")))
+    }
+}
+
+/// int8 weights `[n, k]` packed for the kernels, with their column sums.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedWeights {
+    n: usize,
+    k: usize,
+    k_pad: usize,
+    n_pad: usize,
+    /// `[n_pad / 16][k_pad / 4][16][4]`.
+    data: Vec<i8>,
+    /// `Σ_k w[n, k]`, padded with zeros to `n_pad`.
+    col_sums: Vec<i32>,
+    /// `-128 · col_sums`: the VNNI kernel's starting accumulators.
+    vnni_init: Vec<i32>,
+    /// Whether some weight is -128 (the AVX2 kernel can't take those exactly).
+    has_min: bool,
+}
+
+impl PackedWeights {
+    /// Packs row-major `w` of shape `[n, k]`.
+    pub fn pack(w: &[i8], n: usize, k: usize) -> Result<PackedWeights> {
+        if w.len() != n * k || n == 0 || k == 0 || k > MAX_K {
+            return Err(Error::BadShape {
+                name: "int8 weight".into(),
+                shape: vec![n, k],
+                reason: format!(
+                    "{} values; need n·k of them with n, k ≥ 1 and k ≤ {MAX_K}",
+                    w.len()
+                ),
+            });
+        }
+        let k_pad = k.next_multiple_of(GROUP_K);
+        let n_pad = n.next_multiple_of(PANEL_N);
+        let kq = k_pad / GROUP_K;
+        let mut data = vec![0i8; n_pad * k_pad];
+        for (col, row) in w.chunks_exact(k).enumerate() {
+            let (panel, c) = (col / PANEL_N, col % PANEL_N);
+            for (kk, &v) in row.iter().enumerate() {
+                data[(panel * kq + kk / GROUP_K) * BLOCK + c * GROUP_K + kk % GROUP_K] = v;
+            }
+        }
+        let mut col_sums: Vec<i32> = w
+            .chunks_exact(k)
+            .map(|r| r.iter().map(|&v| i32::from(v)).sum())
+            .collect();
+        col_sums.resize(n_pad, 0);
+        let vnni_init = col_sums.iter().map(|s| -128 * s).collect();
+        Ok(PackedWeights {
+            n,
+            k,
+            k_pad,
+            n_pad,
+            data,
+            col_sums,
+            vnni_init,
+            has_min: w.contains(&i8::MIN),
+        })
+    }
+
+    /// Output columns.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Depth (input features).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// `k` rounded up to a multiple of 4: the row stride the kernels want for activations.
+    pub fn k_padded(&self) -> usize {
+        self.k_pad
+    }
+
+    /// `Σ_k w[c, k]` for each column `c`.
+    pub fn col_sums(&self) -> &[i32] {
+        &self.col_sums[..self.n]
+    }
+
+    /// The weight `w[col, kk]` (unpacked).
+    pub fn get(&self, col: usize, kk: usize) -> i8 {
+        let kq = self.k_pad / GROUP_K;
+        self.data[((col / PANEL_N) * kq + kk / GROUP_K) * BLOCK
+            + (col % PANEL_N) * GROUP_K
+            + kk % GROUP_K]
+    }
+
+    /// The weights back in `[n, k]` row-major order.
+    pub fn unpack(&self) -> Vec<i8> {
+        (0..self.n)
+            .flat_map(|c| (0..self.k).map(move |kk| (c, kk)))
+            .map(|(c, kk)| self.get(c, kk))
+            .collect()
+    }
+
+    /// Bytes of packed weight data.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    fn panel(&self, p: usize) -> &[i8] {
+        let len = (self.k_pad / GROUP_K) * BLOCK;
+        &self.data[p * len..(p + 1) * len]
+    }
+}
+
+/// Per-column requantisation: `y = sa[m] · sw[n] · (acc − za[m]·Σw[n] − zw[n]·Σa[m] + k·za[m]·zw[n]) + b[n]`,
+/// then optional ReLU. Build once per layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Requant {
+    /// Weight scale per output column (padded to a multiple of 16).
+    scales: Vec<f32>,
+    /// Weight zero-point per output column; `None` when all are zero.
+    zeros: Option<Vec<i32>>,
+    /// Bias per output column (zeros when there is none).
+    bias: Vec<f32>,
+    /// Apply `max(y, 0)`.
+    relu: bool,
+}
+
+impl Requant {
+    /// `scales` (one per column, or one for all), optional zero-points (same count), optional bias
+    /// (one per column), ReLU on/off.
+    pub fn new(
+        n: usize,
+        scales: &[f32],
+        zero_points: Option<&[i32]>,
+        bias: Option<&[f32]>,
+        relu: bool,
+    ) -> Result<Requant> {
+        let bad = |reason: String| Error::BadParams {
+            name: "int8 epilogue".into(),
+            reason,
+        };
+        let n_pad = n.next_multiple_of(PANEL_N);
+        let widen_i = |v: &[i32]| -> Result<Vec<i32>> {
+            let mut out = match v.len() {
+                1 => vec![v[0]; n],
+                l if l == n => v.to_vec(),
+                l => return Err(bad(format!("{l} zero-points for {n} columns"))),
+            };
+            out.resize(n_pad, 0);
+            Ok(out)
+        };
+        let mut s = match scales.len() {
+            1 => vec![scales[0]; n],
+            l if l == n => scales.to_vec(),
+            l => return Err(bad(format!("{l} scales for {n} columns"))),
+        };
+        s.resize(n_pad, 0.0);
+        let zeros = match zero_points {
+            Some(z) if z.iter().any(|&v| v != 0) => Some(widen_i(z)?),
+            _ => None,
+        };
+        let mut b = match bias {
+            Some(b) if b.len() == n => b.to_vec(),
+            Some(b) => return Err(bad(format!("bias has {} values for {n} columns", b.len()))),
+            None => vec![0.0; n],
+        };
+        b.resize(n_pad, 0.0);
+        Ok(Requant {
+            scales: s,
+            zeros,
+            bias: b,
+            relu,
+        })
+    }
+
+    /// Whether the weights have non-zero zero-points (then the activations' row sums are needed).
+    pub fn needs_row_sums(&self) -> bool {
+        self.zeros.is_some()
+    }
+
+    /// The same epilogue with ReLU switched on or off.
+    pub fn with_relu(mut self, relu: bool) -> Requant {
+        self.relu = relu;
+        self
+    }
+
+    /// Whether ReLU is applied.
+    pub fn relu(&self) -> bool {
+        self.relu
+    }
+}
+
+/// Quantized activation rows `[m, k_pad]` with their grids.
+#[derive(Debug, Clone, Default)]
+pub struct QuantizedRows {
+    /// Row count.
+    pub m: usize,
+    /// Row stride (the weights' `k_padded()`).
+    pub stride: usize,
+    /// int8 values; the padding columns are ignored (their weights are zero).
+    pub data: Vec<i8>,
+    /// Scale per row.
+    pub scales: Vec<f32>,
+    /// Zero-point per row.
+    pub zeros: Vec<i32>,
+    /// `Σ_k a[m, k]` per row (only filled when the weights have zero-points).
+    pub sums: Vec<i32>,
+}
+
+/// Receives finished tiles: `acc` holds `rows × width` i32 results (row-major, `width` = 16 or 32),
+/// for output rows `r0..r0+rows` and columns `c0..`.
+pub(crate) trait TileSink: Sync {
+    fn tile(&self, r0: usize, rows: usize, c0: usize, width: usize, acc: &[i32]);
+}
+
+/// Raw pointer that rayon tasks may share: every task writes a disjoint set of tiles.
+#[derive(Clone, Copy)]
+struct SharedPtr<T>(*mut T);
+// SAFETY: only used for disjoint writes by the tasks of one GEMM call, which outlives them.
+unsafe impl<T> Send for SharedPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for SharedPtr<T> {}
+
+struct I32Sink {
+    out: SharedPtr<i32>,
+    n: usize,
+}
+
+impl TileSink for I32Sink {
+    #[inline(always)]
+    fn tile(&self, r0: usize, rows: usize, c0: usize, width: usize, acc: &[i32]) {
+        let cols = width.min(self.n - c0);
+        for r in 0..rows {
+            // SAFETY: (r0 + r, c0..c0 + cols) is inside the m × n output and owned by this tile.
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(self.out.0.add((r0 + r) * self.n + c0), cols)
+            };
+            dst.copy_from_slice(&acc[r * width..r * width + cols]);
+        }
+    }
+}
+
+struct F32Sink<'a> {
+    out: SharedPtr<f32>,
+    n: usize,
+    k: i32,
+    rows: &'a QuantizedRows,
+    col_sums: &'a [i32],
+    rq: &'a Requant,
+}
+
+impl TileSink for F32Sink<'_> {
+    #[inline(always)]
+    fn tile(&self, r0: usize, rows: usize, c0: usize, width: usize, acc: &[i32]) {
+        let cols = width.min(self.n - c0);
+        let sums = &self.col_sums[c0..c0 + width];
+        let scales = &self.rq.scales[c0..c0 + width];
+        let bias = &self.rq.bias[c0..c0 + width];
+        let mut buf = [0f32; 32];
+        let buf = &mut buf[..width];
+        for r in 0..rows {
+            let row = r0 + r;
+            let (sa, za) = (self.rows.scales[row], self.rows.zeros[row]);
+            let acc = &acc[r * width..(r + 1) * width];
+            match &self.rq.zeros {
+                None => {
+                    for j in 0..width {
+                        let v = acc[j].wrapping_sub(za.wrapping_mul(sums[j]));
+                        buf[j] = v as f32 * (sa * scales[j]) + bias[j];
+                    }
+                }
+                Some(zw) => {
+                    let zw = &zw[c0..c0 + width];
+                    let sa_row = self.rows.sums[row];
+                    for j in 0..width {
+                        let v = acc[j]
+                            .wrapping_sub(za.wrapping_mul(sums[j]))
+                            .wrapping_sub(zw[j].wrapping_mul(sa_row))
+                            .wrapping_add(self.k.wrapping_mul(za).wrapping_mul(zw[j]));
+                        buf[j] = v as f32 * (sa * scales[j]) + bias[j];
+                    }
+                }
+            }
+            if self.rq.relu {
+                buf.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+            // SAFETY: (row, c0..c0 + cols) is inside the m × n output and owned by this tile.
+            let dst =
+                unsafe { std::slice::from_raw_parts_mut(self.out.0.add(row * self.n + c0), cols) };
+            dst.copy_from_slice(&buf[..cols]);
+        }
+    }
+}
+
+/// A rectangle of work: rows `r0..r1`, panels `p0..p1`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Task {
+    pub r0: usize,
+    pub r1: usize,
+    pub p0: usize,
+    pub p1: usize,
+}
+
+/// Splits `m × panels` into tasks for the rayon pool.
+fn plan(m: usize, w: &PackedWeights) -> Vec<Task> {
+    let panels = w.n_pad / PANEL_N;
+    let work = m * w.n_pad * w.k_pad;
+    let threads = rayon::current_num_threads();
+    if work < PARALLEL_MIN_WORK || threads == 1 {
+        return vec![Task {
+            r0: 0,
+            r1: m,
+            p0: 0,
+            p1: panels,
+        }];
+    }
+    let target = 4 * threads;
+    let row_chunks = (m / 16).clamp(1, target);
+    let col_groups = target.div_ceil(row_chunks).min(panels);
+    let rows_per = m.div_ceil(row_chunks).next_multiple_of(8);
+    let panels_per = panels.div_ceil(col_groups);
+    let mut tasks = Vec::new();
+    for r0 in (0..m).step_by(rows_per) {
+        for p0 in (0..panels).step_by(panels_per) {
+            tasks.push(Task {
+                r0,
+                r1: (r0 + rows_per).min(m),
+                p0,
+                p1: (p0 + panels_per).min(panels),
+            });
+        }
+    }
+    tasks
+}
+
+fn run<S: TileSink>(
+    kernel: Kernel,
+    a: &[i8],
+    stride: usize,
+    m: usize,
+    w: &PackedWeights,
+    sink: &S,
+) {
+    let kernel = match kernel {
+        Kernel::Avx2 if w.has_min => Kernel::Portable,
+        k if !k.is_available() => Kernel::Portable,
+        k => k,
+    };
+    let exec = |t: &Task| match kernel {
+        Kernel::Reference => portable::reference_task(a, stride, w, *t, sink),
+        Kernel::Portable => portable::task(a, stride, w, *t, sink),
+        // SAFETY: availability was checked above.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => unsafe { x86::task_avx2(a, stride, w, *t, sink) },
+        // SAFETY: availability was checked above.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512Vnni => unsafe { x86::task_vnni(a, stride, w, *t, sink) },
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => portable::task(a, stride, w, *t, sink),
+    };
+    let tasks = plan(m, w);
+    if tasks.len() == 1 {
+        exec(&tasks[0]);
+    } else {
+        tasks.par_iter().for_each(exec);
+    }
+}
+
+/// `out[m, n] = Σ_k a[m, k] · w[n, k]` exactly, for row-major `a` of shape `[m, w.k()]`.
+///
+/// # Panics
+/// When `a.len() != m · w.k()` or `out.len() != m · w.n()`.
+pub fn gemm_i32(kernel: Kernel, a: &[i8], m: usize, w: &PackedWeights, out: &mut [i32]) {
+    assert_eq!(a.len(), m * w.k, "activation length");
+    assert_eq!(out.len(), m * w.n, "output length");
+    if m == 0 {
+        return;
+    }
+    let padded;
+    let a = if w.k == w.k_pad {
+        a
+    } else {
+        let mut p = vec![0i8; m * w.k_pad];
+        for (dst, src) in p.chunks_exact_mut(w.k_pad).zip(a.chunks_exact(w.k)) {
+            dst[..w.k].copy_from_slice(src);
+        }
+        padded = p;
+        &padded
+    };
+    let sink = I32Sink {
+        out: SharedPtr(out.as_mut_ptr()),
+        n: w.n,
+    };
+    run(kernel, a, w.k_pad, m, w, &sink);
+}
+
+/// The fused int8 GEMM + requantisation: `out[m, n]` (f32) from quantized rows and packed weights.
+///
+/// # Panics
+/// When the rows' stride is not `w.k_padded()`, `out.len() != rows.m · w.n()`, or row sums are
+/// needed and missing.
+pub fn gemm_requant(
+    kernel: Kernel,
+    rows: &QuantizedRows,
+    w: &PackedWeights,
+    rq: &Requant,
+    out: &mut [f32],
+) {
+    assert_eq!(rows.stride, w.k_pad, "activation row stride");
+    assert_eq!(rows.data.len(), rows.m * w.k_pad, "activation length");
+    assert_eq!(out.len(), rows.m * w.n, "output length");
+    assert_eq!(rq.scales.len(), w.n_pad, "epilogue width");
+    assert!(
+        !rq.needs_row_sums() || rows.sums.len() == rows.m,
+        "row sums"
+    );
+    if rows.m == 0 {
+        return;
+    }
+    let sink = F32Sink {
+        out: SharedPtr(out.as_mut_ptr()),
+        n: w.n,
+        k: w.k as i32,
+        rows,
+        col_sums: &w.col_sums,
+        rq,
+    };
+    run(kernel, &rows.data, rows.stride, rows.m, w, &sink);
+}
+
+/// The oracle: `Σ_k a[m, k] · w[n, k]` by a plain triple loop over unpacked row-major inputs.
+pub fn gemm_reference(a: &[i8], w: &[i8], m: usize, n: usize, k: usize) -> Vec<i32> {
+    let mut out = vec![0i32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            out[i * n + j] = (0..k)
+                .map(|kk| i32::from(a[i * k + kk]) * i32::from(w[j * k + kk]))
+                .sum();
+        }
+    }
+    out
+}

@@ -1,0 +1,197 @@
+//! x86-64 kernels: AVX2 (`vpmaddubsw` + `vpmaddwd`) and AVX-512 VNNI (`vpdpbusd`).
+//!
+//! Both walk a task panel by panel (16 output columns; the VNNI kernel takes two panels at a time)
+//! and, inside a panel, rows in micro-tiles; a panel's weights (16 × k bytes) stay in L1 while the
+//! rows stream past.
+
+use core::arch::x86_64::*;
+
+use super::{BLOCK, GROUP_K, PANEL_N, PackedWeights, Task, TileSink};
+
+/// Rows per AVX2 micro-tile (4 rows × 2 vectors = 8 accumulators of 16 registers).
+const MR_AVX2: usize = 4;
+
+/// # Safety
+/// The CPU must support AVX2; `a` must hold `t.r1` rows of `stride = w.k_pad` bytes.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn task_avx2<S: TileSink>(
+    a: &[i8],
+    stride: usize,
+    w: &PackedWeights,
+    t: Task,
+    sink: &S,
+) {
+    assert!(a.len() >= t.r1 * stride && stride == w.k_pad);
+    let kq = w.k_pad / GROUP_K;
+    for p in t.p0..t.p1 {
+        let panel = w.panel(p).as_ptr();
+        let mut r = t.r0;
+        while r < t.r1 {
+            let rows = MR_AVX2.min(t.r1 - r);
+            let mut acc = [0i32; MR_AVX2 * PANEL_N];
+            let ap = a.as_ptr().wrapping_add(r * stride);
+            // SAFETY: rows r..r+rows are in bounds (asserted above); the panel holds kq blocks.
+            unsafe {
+                match rows {
+                    4 => tile_avx2::<4>(ap, stride, panel, kq, &mut acc),
+                    3 => tile_avx2::<3>(ap, stride, panel, kq, &mut acc),
+                    2 => tile_avx2::<2>(ap, stride, panel, kq, &mut acc),
+                    _ => tile_avx2::<1>(ap, stride, panel, kq, &mut acc),
+                }
+            }
+            sink.tile(r, rows, p * PANEL_N, PANEL_N, &acc[..rows * PANEL_N]);
+            r += rows;
+        }
+    }
+}
+
+/// `R` rows × 16 columns over `kq` groups of 4.
+///
+/// Per group and row: broadcast 4 activation bytes, `|a|` once, then per 8-column vector
+/// `vpsignb(w, a)` → `vpmaddubsw(|a|, ·)` (pairs ≤ 2·128·127, no saturation) → `vpmaddwd(·, 1)` → add.
+#[target_feature(enable = "avx2")]
+unsafe fn tile_avx2<const R: usize>(
+    a: *const i8,
+    stride: usize,
+    w: *const i8,
+    kq: usize,
+    out: &mut [i32],
+) {
+    let ones = _mm256_set1_epi16(1);
+    let mut acc0 = [_mm256_setzero_si256(); R];
+    let mut acc1 = [_mm256_setzero_si256(); R];
+    for q in 0..kq {
+        // SAFETY: block q of the panel is 64 bytes; row bytes q*4..q*4+4 are inside each row.
+        unsafe {
+            let wb = w.add(q * BLOCK);
+            let w0 = _mm256_loadu_si256(wb as *const __m256i);
+            let w1 = _mm256_loadu_si256(wb.add(32) as *const __m256i);
+            for r in 0..R {
+                let av = _mm256_set1_epi32(
+                    (a.add(r * stride + q * GROUP_K) as *const i32).read_unaligned(),
+                );
+                let aa = _mm256_abs_epi8(av);
+                let p0 = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(w0, av));
+                let p1 = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(w1, av));
+                acc0[r] = _mm256_add_epi32(acc0[r], _mm256_madd_epi16(p0, ones));
+                acc1[r] = _mm256_add_epi32(acc1[r], _mm256_madd_epi16(p1, ones));
+            }
+        }
+    }
+    for r in 0..R {
+        // SAFETY: out holds R × 16 i32.
+        unsafe {
+            _mm256_storeu_si256(out.as_mut_ptr().add(r * PANEL_N) as *mut __m256i, acc0[r]);
+            _mm256_storeu_si256(
+                out.as_mut_ptr().add(r * PANEL_N + 8) as *mut __m256i,
+                acc1[r],
+            );
+        }
+    }
+}
+
+/// Rows per VNNI micro-tile (8 rows × 2 panels = 16 of 32 registers).
+const MR_VNNI: usize = 8;
+
+/// # Safety
+/// The CPU must support AVX-512F/BW and AVX-512 VNNI; `a` must hold `t.r1` rows of `stride = w.k_pad`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(super) unsafe fn task_vnni<S: TileSink>(
+    a: &[i8],
+    stride: usize,
+    w: &PackedWeights,
+    t: Task,
+    sink: &S,
+) {
+    assert!(a.len() >= t.r1 * stride && stride == w.k_pad);
+    let kq = w.k_pad / GROUP_K;
+    let mut p = t.p0;
+    while p < t.p1 {
+        let np = if t.p1 - p >= 2 { 2 } else { 1 };
+        let panel = w.panel(p).as_ptr();
+        let init = w.vnni_init[p * PANEL_N..].as_ptr();
+        let mut r = t.r0;
+        while r < t.r1 {
+            let rows = MR_VNNI.min(t.r1 - r);
+            let mut acc = [0i32; MR_VNNI * 2 * PANEL_N];
+            let ap = a.as_ptr().wrapping_add(r * stride);
+            let pstride = kq * BLOCK;
+            // SAFETY: rows and panels are in bounds; `init` has np × 16 entries from panel p on.
+            unsafe {
+                macro_rules! go {
+                    ($r:literal) => {
+                        if np == 2 {
+                            tile_vnni::<$r, 2>(ap, stride, panel, pstride, init, kq, &mut acc)
+                        } else {
+                            tile_vnni::<$r, 1>(ap, stride, panel, pstride, init, kq, &mut acc)
+                        }
+                    };
+                }
+                match rows {
+                    8 => go!(8),
+                    7 => go!(7),
+                    6 => go!(6),
+                    5 => go!(5),
+                    4 => go!(4),
+                    3 => go!(3),
+                    2 => go!(2),
+                    _ => go!(1),
+                }
+            }
+            let width = np * PANEL_N;
+            sink.tile(r, rows, p * PANEL_N, width, &acc[..rows * width]);
+            r += rows;
+        }
+        p += np;
+    }
+}
+
+/// `R` rows × `NP` panels of 16 columns: `vpdpbusd(acc, a ^ 0x80, w)` with `acc` starting at
+/// `-128 · Σw`, which makes the u8 × i8 product of the flipped activations exact for i8 × i8.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_vnni<const R: usize, const NP: usize>(
+    a: *const i8,
+    stride: usize,
+    w: *const i8,
+    pstride: usize,
+    init: *const i32,
+    kq: usize,
+    out: &mut [i32],
+) {
+    let flip = _mm512_set1_epi8(i8::MIN);
+    let mut acc = [[_mm512_setzero_si512(); NP]; R];
+    for (j, _) in (0..NP).enumerate() {
+        // SAFETY: init has NP × 16 entries.
+        let v = unsafe { _mm512_loadu_si512(init.add(j * PANEL_N) as *const _) };
+        for accr in acc.iter_mut() {
+            accr[j] = v;
+        }
+    }
+    for q in 0..kq {
+        // SAFETY: block q of panels p..p+NP; row bytes q*4..q*4+4 are inside each row.
+        unsafe {
+            let mut wv = [_mm512_setzero_si512(); NP];
+            for (j, v) in wv.iter_mut().enumerate() {
+                *v = _mm512_loadu_si512(w.add(j * pstride + q * BLOCK) as *const _);
+            }
+            for (r, accr) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_epi32(
+                    (a.add(r * stride + q * GROUP_K) as *const i32).read_unaligned(),
+                );
+                let au = _mm512_xor_si512(av, flip);
+                for j in 0..NP {
+                    accr[j] = _mm512_dpbusd_epi32(accr[j], au, wv[j]);
+                }
+            }
+        }
+    }
+    let width = NP * PANEL_N;
+    for (r, accr) in acc.iter().enumerate() {
+        for (j, v) in accr.iter().enumerate() {
+            // SAFETY: out holds R × width i32.
+            unsafe {
+                _mm512_storeu_si512(out.as_mut_ptr().add(r * width + j * PANEL_N) as *mut _, *v)
+            };
+        }
+    }
+}

@@ -1,0 +1,484 @@
+//! Quantized layers that run through the int8 GEMM: [`Int8Linear`] and [`Int8Conv2d`].
+//!
+//! Both implement [`candle_core::Module`] on f32 CPU tensors: activations are quantized (per row at run
+//! time, or with a calibrated static grid), multiplied by the packed int8 weights with i32
+//! accumulation, and requantised to f32 with bias and optional ReLU in the same pass.
+//!
+//! ```
+//! use candle_core::{Device, Module, Tensor};
+//! use joulecut_quant::{Int8Config, Int8Linear};
+//! let w: Vec<f32> = (0..30).map(|i| (i as f32 - 15.0) / 10.0).collect(); // [3, 10]
+//! let layer = Int8Linear::from_f32("fc", &w, 3, 10, Some(&[0.1, 0.2, 0.3]), &Int8Config::default()).unwrap();
+//! let x = Tensor::ones((2, 10), candle_core::DType::F32, &Device::Cpu).unwrap();
+//! let y = layer.forward(&x).unwrap();
+//! assert_eq!(y.dims(), &[2, 3]);
+//! ```
+
+use std::cell::RefCell;
+
+use candle_core::{DType, Device, Module, Storage, Tensor};
+
+use crate::error::{Error, Result};
+use crate::gemm::{
+    ActivationQuant, Kernel, PackedWeights, QuantizedRows, Requant, gemm_requant, quantize_rows,
+};
+use crate::scheme::{Int8Config, QuantParams, QuantizedTensor, quantize_tensor};
+
+thread_local! {
+    /// Scratch for quantized activations, reused across calls on the same thread.
+    static SCRATCH: RefCell<QuantizedRows> = RefCell::new(QuantizedRows::default());
+}
+
+/// A Linear layer `y = x · Wᵀ + b` with int8 weights `[out, in]`, run by the int8 GEMM.
+#[derive(Debug, Clone)]
+pub struct Int8Linear {
+    in_features: usize,
+    out_features: usize,
+    weights: PackedWeights,
+    requant: Requant,
+    activations: ActivationQuant,
+    kernel: Kernel,
+}
+
+impl Int8Linear {
+    /// From an int8 weight `[out, in]` (per tensor or per output channel, `axis` `None` or `Some(0)`)
+    /// and an optional f32 bias of `out` values.
+    pub fn new(name: &str, weight: &QuantizedTensor, bias: Option<&[f32]>) -> Result<Int8Linear> {
+        Self::from_parts(
+            name,
+            &weight.shape,
+            &weight.values,
+            &weight.scales,
+            weight.zero_points.as_deref(),
+            weight.axis,
+            bias,
+        )
+    }
+
+    /// From raw parts (the fields of a checkpoint's int8 tensor). `name` goes into errors.
+    pub fn from_parts(
+        name: &str,
+        shape: &[usize],
+        values: &[i8],
+        scales: &[f32],
+        zero_points: Option<&[i32]>,
+        axis: Option<usize>,
+        bias: Option<&[f32]>,
+    ) -> Result<Int8Linear> {
+        let bad_shape = |reason: &str| Error::BadShape {
+            name: name.to_string(),
+            shape: shape.to_vec(),
+            reason: reason.into(),
+        };
+        let [out_features, in_features] = *shape else {
+            return Err(bad_shape("a Linear weight must be [out, in]"));
+        };
+        if values.len() != out_features * in_features {
+            return Err(bad_shape(&format!("{} values", values.len())));
+        }
+        if axis.is_some_and(|a| a != 0) {
+            return Err(bad_shape(
+                "per-channel Linear weights must be quantized along axis 0 (output channels)",
+            ));
+        }
+        crate::scheme::validate_params(name, shape, scales, zero_points, axis)?;
+        if let Some(b) = bias {
+            if b.len() != out_features {
+                return Err(Error::BadShape {
+                    name: format!("{name} bias"),
+                    shape: vec![b.len()],
+                    reason: format!("expected [{out_features}]"),
+                });
+            }
+            crate::scheme::check_finite(&format!("{name} bias"), b)?;
+        }
+        let weights =
+            PackedWeights::pack(values, out_features, in_features).map_err(|e| rename(e, name))?;
+        let requant = Requant::new(out_features, scales, zero_points, bias, false)
+            .map_err(|e| rename(e, name))?;
+        Ok(Int8Linear {
+            in_features,
+            out_features,
+            weights,
+            requant,
+            activations: ActivationQuant::Dynamic,
+            kernel: Kernel::detect(),
+        })
+    }
+
+    /// Quantizes an f32 weight `[out, in]` (row-major) per `cfg` and builds the layer.
+    pub fn from_f32(
+        name: &str,
+        weight: &[f32],
+        out_features: usize,
+        in_features: usize,
+        bias: Option<&[f32]>,
+        cfg: &Int8Config,
+    ) -> Result<Int8Linear> {
+        let q = quantize_tensor(name, weight, &[out_features, in_features], cfg)?;
+        Int8Linear::new(name, &q, bias)
+    }
+
+    /// Quantizes a candle Linear layer.
+    pub fn from_linear(
+        name: &str,
+        linear: &candle_nn::Linear,
+        cfg: &Int8Config,
+    ) -> Result<Int8Linear> {
+        let w = linear.weight();
+        let (out_f, in_f) = w
+            .dims2()
+            .map_err(Error::candle(format!("read weight of `{name}`")))?;
+        let wv: Vec<f32> = w
+            .to_dtype(DType::F32)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1())
+            .map_err(Error::candle(format!("read weight of `{name}`")))?;
+        let bv: Option<Vec<f32>> = linear
+            .bias()
+            .map(|b| b.to_dtype(DType::F32).and_then(|t| t.to_vec1()))
+            .transpose()
+            .map_err(Error::candle(format!("read bias of `{name}`")))?;
+        Int8Linear::from_f32(name, &wv, out_f, in_f, bv.as_deref(), cfg)
+    }
+
+    /// Applies ReLU to the output (fused into the GEMM's epilogue).
+    pub fn with_relu(mut self, relu: bool) -> Int8Linear {
+        self.requant = self.requant.with_relu(relu);
+        self
+    }
+
+    /// Uses one calibrated grid for the input instead of per-row dynamic grids.
+    pub fn with_static_input(mut self, params: QuantParams) -> Int8Linear {
+        self.activations = ActivationQuant::Static(params);
+        self
+    }
+
+    /// Forces a GEMM kernel (for tests and benchmarks); unavailable kernels fall back to portable code.
+    pub fn with_kernel(mut self, kernel: Kernel) -> Int8Linear {
+        self.kernel = kernel;
+        self
+    }
+
+    /// Input features.
+    pub fn in_features(&self) -> usize {
+        self.in_features
+    }
+
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        self.out_features
+    }
+
+    /// How the input is quantized.
+    pub fn activation_quant(&self) -> ActivationQuant {
+        self.activations
+    }
+
+    /// The forward pass on a row-major `[m, in]` slice; returns `[m, out]`.
+    ///
+    /// # Panics
+    /// When `x.len() != m · in_features`.
+    pub fn forward_slice(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let mut out = vec![0f32; m * self.out_features];
+        self.forward_into(x, m, &mut out);
+        out
+    }
+
+    /// Like [`Int8Linear::forward_slice`], writing into `out` (`[m, out]`).
+    pub fn forward_into(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        SCRATCH.with(|s| {
+            let mut rows = s.borrow_mut();
+            quantize_rows(
+                x,
+                m,
+                self.in_features,
+                self.weights.k_padded(),
+                self.activations,
+                self.requant.needs_row_sums(),
+                &mut rows,
+            );
+            gemm_requant(self.kernel, &rows, &self.weights, &self.requant, out);
+        })
+    }
+}
+
+fn rename(e: Error, name: &str) -> Error {
+    match e {
+        Error::BadShape { shape, reason, .. } => Error::BadShape {
+            name: name.to_string(),
+            shape,
+            reason,
+        },
+        Error::BadParams { reason, .. } => Error::BadParams {
+            name: name.to_string(),
+            reason,
+        },
+        other => other,
+    }
+}
+
+/// Runs `f` on the contiguous f32 CPU data of `x` (converting or copying only when needed).
+fn with_cpu_f32<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    if !x.device().is_cpu() {
+        candle_core::bail!(
+            "int8 layers run on the CPU; move the input with `to_device(&Device::Cpu)`"
+        );
+    }
+    let x = if x.dtype() == DType::F32 {
+        x.contiguous()?
+    } else {
+        x.to_dtype(DType::F32)?.contiguous()?
+    };
+    let (storage, layout) = x.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("expected CPU storage")
+    };
+    let data = cpu.as_slice::<f32>()?;
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::msg("not contiguous"))?;
+    Ok(f(&data[start..end]))
+}
+
+impl Module for Int8Linear {
+    /// `[..., in]` f32 → `[..., out]` f32.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let dims = x.dims().to_vec();
+        if dims.last() != Some(&self.in_features) {
+            candle_core::bail!(
+                "Int8Linear expects [..., {}], got {dims:?}",
+                self.in_features
+            );
+        }
+        let m = dims[..dims.len() - 1].iter().product();
+        let out = with_cpu_f32(x, |data| self.forward_slice(data, m))?;
+        let mut out_dims = dims;
+        *out_dims.last_mut().expect("rank ≥ 1") = self.out_features;
+        Tensor::from_vec(out, out_dims, &Device::Cpu)
+    }
+}
+
+/// A 2-D convolution (NCHW, weight `[out, in, kh, kw]`, stride, zero padding) run as im2col + the int8
+/// GEMM. Each image's input gets one dynamic asymmetric grid (or the static one), so the im2col copy
+/// moves int8 values.
+#[derive(Debug, Clone)]
+pub struct Int8Conv2d {
+    in_channels: usize,
+    out_channels: usize,
+    kernel_size: (usize, usize),
+    padding: usize,
+    stride: usize,
+    weights: PackedWeights,
+    requant: Requant,
+    activations: ActivationQuant,
+    kernel: Kernel,
+}
+
+impl Int8Conv2d {
+    /// From an int8 weight `[out, in, kh, kw]` (per tensor or per output channel) and optional bias.
+    pub fn new(
+        name: &str,
+        weight: &QuantizedTensor,
+        bias: Option<&[f32]>,
+        padding: usize,
+        stride: usize,
+    ) -> Result<Int8Conv2d> {
+        let shape = &weight.shape;
+        let [out_c, in_c, kh, kw] = shape[..] else {
+            return Err(Error::BadShape {
+                name: name.to_string(),
+                shape: shape.clone(),
+                reason: "a conv weight must be [out, in, kh, kw]".into(),
+            });
+        };
+        if stride == 0 {
+            return Err(Error::BadConfig(format!("`{name}`: stride must be ≥ 1")));
+        }
+        if weight.axis.is_some_and(|a| a != 0) {
+            return Err(Error::BadShape {
+                name: name.to_string(),
+                shape: shape.clone(),
+                reason: "per-channel conv weights must be quantized along axis 0".into(),
+            });
+        }
+        weight.validate(name)?;
+        if let Some(b) = bias {
+            if b.len() != out_c {
+                return Err(Error::BadShape {
+                    name: format!("{name} bias"),
+                    shape: vec![b.len()],
+                    reason: format!("expected [{out_c}]"),
+                });
+            }
+            crate::scheme::check_finite(&format!("{name} bias"), b)?;
+        }
+        let weights = PackedWeights::pack(&weight.values, out_c, in_c * kh * kw)
+            .map_err(|e| rename(e, name))?;
+        let requant = Requant::new(
+            out_c,
+            &weight.scales,
+            weight.zero_points.as_deref(),
+            bias,
+            false,
+        )
+        .map_err(|e| rename(e, name))?;
+        Ok(Int8Conv2d {
+            in_channels: in_c,
+            out_channels: out_c,
+            kernel_size: (kh, kw),
+            padding,
+            stride,
+            weights,
+            requant,
+            activations: ActivationQuant::Dynamic,
+            kernel: Kernel::detect(),
+        })
+    }
+
+    /// Quantizes an f32 weight `[out, in, kh, kw]` per `cfg` and builds the layer.
+    pub fn from_f32(
+        name: &str,
+        weight: &[f32],
+        shape: [usize; 4],
+        bias: Option<&[f32]>,
+        padding: usize,
+        stride: usize,
+        cfg: &Int8Config,
+    ) -> Result<Int8Conv2d> {
+        let q = quantize_tensor(name, weight, &shape, cfg)?;
+        Int8Conv2d::new(name, &q, bias, padding, stride)
+    }
+
+    /// Applies ReLU to the output (fused).
+    pub fn with_relu(mut self, relu: bool) -> Int8Conv2d {
+        self.requant = self.requant.with_relu(relu);
+        self
+    }
+
+    /// Uses one calibrated grid for the input instead of one dynamic grid per image.
+    pub fn with_static_input(mut self, params: QuantParams) -> Int8Conv2d {
+        self.activations = ActivationQuant::Static(params);
+        self
+    }
+
+    /// Forces a GEMM kernel.
+    pub fn with_kernel(mut self, kernel: Kernel) -> Int8Conv2d {
+        self.kernel = kernel;
+        self
+    }
+
+    /// Output spatial size for an `h × w` input.
+    pub fn output_size(&self, h: usize, w: usize) -> (usize, usize) {
+        let (kh, kw) = self.kernel_size;
+        (
+            (h + 2 * self.padding - kh) / self.stride + 1,
+            (w + 2 * self.padding - kw) / self.stride + 1,
+        )
+    }
+
+    /// The forward pass on NCHW data `[n, in, h, w]`; returns `[n, out, oh, ow]` row-major.
+    pub fn forward_slice(&self, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
+        let (c, (kh, kw), pad, st) = (
+            self.in_channels,
+            self.kernel_size,
+            self.padding,
+            self.stride,
+        );
+        assert_eq!(x.len(), n * c * h * w, "input length");
+        let (oh, ow) = self.output_size(h, w);
+        let k = c * kh * kw;
+        let stride = self.weights.k_padded();
+        let rows_per_img = oh * ow;
+        let m = n * rows_per_img;
+        // Quantize each image once (one grid per image), then im2col the int8 values.
+        let mut qimg = QuantizedRows::default();
+        quantize_rows(
+            x,
+            n,
+            c * h * w,
+            c * h * w,
+            self.activations,
+            false,
+            &mut qimg,
+        );
+        let mut rows = QuantizedRows {
+            m,
+            stride,
+            data: vec![0i8; m * stride],
+            scales: Vec::with_capacity(m),
+            zeros: Vec::with_capacity(m),
+            sums: vec![0; m],
+        };
+        let need_sums = self.requant.needs_row_sums();
+        for b in 0..n {
+            let img = &qimg.data[b * c * h * w..(b + 1) * c * h * w];
+            let zp = qimg.zeros[b] as i8;
+            rows.scales
+                .extend(std::iter::repeat_n(qimg.scales[b], rows_per_img));
+            rows.zeros
+                .extend(std::iter::repeat_n(qimg.zeros[b], rows_per_img));
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let r = b * rows_per_img + oy * ow + ox;
+                    let dst = &mut rows.data[r * stride..r * stride + k];
+                    let mut j = 0;
+                    for ci in 0..c {
+                        for dy in 0..kh {
+                            let iy = (oy * st + dy) as isize - pad as isize;
+                            for dx in 0..kw {
+                                let ix = (ox * st + dx) as isize - pad as isize;
+                                dst[j] =
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w
+                                    {
+                                        img[ci * h * w + iy as usize * w + ix as usize]
+                                    } else {
+                                        zp
+                                    };
+                                j += 1;
+                            }
+                        }
+                    }
+                    if need_sums {
+                        rows.sums[r] = dst.iter().map(|&v| i32::from(v)).sum();
+                    }
+                }
+            }
+        }
+        let oc = self.out_channels;
+        let mut y = vec![0f32; m * oc];
+        gemm_requant(self.kernel, &rows, &self.weights, &self.requant, &mut y);
+        // [n, oh·ow, oc] → [n, oc, oh·ow]
+        let mut out = vec![0f32; m * oc];
+        for b in 0..n {
+            let src = &y[b * rows_per_img * oc..(b + 1) * rows_per_img * oc];
+            let dst = &mut out[b * rows_per_img * oc..(b + 1) * rows_per_img * oc];
+            for p in 0..rows_per_img {
+                for o in 0..oc {
+                    dst[o * rows_per_img + p] = src[p * oc + o];
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Module for Int8Conv2d {
+    /// `[n, in, h, w]` f32 → `[n, out, oh, ow]` f32.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        if c != self.in_channels {
+            candle_core::bail!(
+                "Int8Conv2d expects {} input channels, got {c}",
+                self.in_channels
+            );
+        }
+        let (kh, kw) = self.kernel_size;
+        if h + 2 * self.padding < kh || w + 2 * self.padding < kw {
+            candle_core::bail!("input {h}x{w} is smaller than the {kh}x{kw} kernel");
+        }
+        let (oh, ow) = self.output_size(h, w);
+        let out = with_cpu_f32(x, |data| self.forward_slice(data, n, h, w))?;
+        Tensor::from_vec(out, (n, self.out_channels, oh, ow), &Device::Cpu)
+    }
+}

@@ -1,0 +1,232 @@
+//! Int8Linear / Int8Conv2d against f32 candle, fake-quant gradients.
+
+use candle_core::{DType, Device, Module, Tensor, Var};
+use joulecut_quant::{
+    Granularity, Int8Config, Int8Conv2d, Int8Linear, Kernel, Observer, Symmetry, fake_quant,
+    fake_quant_rows,
+};
+
+/// Relative L2 error of an int8 layer's output vs f32 (int8 weights and activations).
+const LINEAR_REL_TOL: f32 = 0.02;
+
+fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+fn rel_l2(a: &Tensor, b: &Tensor) -> f32 {
+    let d = (a - b)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let n = a
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    (d / n).sqrt()
+}
+
+#[test]
+fn int8_linear_is_close_to_f32() {
+    for &(batch, inp, out) in &[
+        (1usize, 784usize, 300usize),
+        (3, 784, 10),
+        (257, 300, 100),
+        (8, 5, 3),
+    ] {
+        let w = values(inp * out, 1, 0.1);
+        let b = values(out, 2, 0.1);
+        let x = Tensor::from_vec(values(batch * inp, 3, 2.0), (batch, inp), &Device::Cpu).unwrap();
+        let wt = Tensor::from_vec(w.clone(), (out, inp), &Device::Cpu).unwrap();
+        let bt = Tensor::from_vec(b.clone(), out, &Device::Cpu).unwrap();
+        let want = candle_nn::Linear::new(wt, Some(bt)).forward(&x).unwrap();
+        for symmetry in [Symmetry::Symmetric, Symmetry::Asymmetric] {
+            for granularity in [Granularity::Tensor, Granularity::Channel] {
+                let cfg = Int8Config {
+                    symmetry,
+                    granularity,
+                    ..Int8Config::default()
+                };
+                for kernel in Kernel::available() {
+                    let layer = Int8Linear::from_f32("fc", &w, out, inp, Some(&b), &cfg)
+                        .unwrap()
+                        .with_kernel(kernel);
+                    let got = layer.forward(&x).unwrap();
+                    assert_eq!(got.dims(), &[batch, out]);
+                    let e = rel_l2(&want, &got);
+                    assert!(
+                        e < LINEAR_REL_TOL,
+                        "{kernel} {cfg:?} {batch}x{inp}x{out}: rel err {e}"
+                    );
+                }
+                // ReLU is fused.
+                let relu = Int8Linear::from_f32("fc", &w, out, inp, Some(&b), &cfg)
+                    .unwrap()
+                    .with_relu(true);
+                let got = relu.forward(&x).unwrap();
+                assert!(rel_l2(&want.relu().unwrap(), &got) < LINEAR_REL_TOL);
+                assert!(
+                    got.flatten_all()
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap()
+                        .iter()
+                        .all(|v| *v >= 0.0)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn int8_linear_static_input_grid() {
+    let (batch, inp, out) = (16, 64, 8);
+    let w = values(inp * out, 4, 0.2);
+    let xv: Vec<f32> = values(batch * inp, 5, 1.0)
+        .iter()
+        .map(|v| v.abs())
+        .collect();
+    let mut obs = Observer::new(joulecut_quant::Calibration::MinMax, Symmetry::Asymmetric);
+    obs.observe(&xv);
+    let layer = Int8Linear::from_f32("fc", &w, out, inp, None, &Int8Config::default())
+        .unwrap()
+        .with_static_input(obs.params().unwrap());
+    let x = Tensor::from_vec(xv, (batch, inp), &Device::Cpu).unwrap();
+    let wt = Tensor::from_vec(w, (out, inp), &Device::Cpu).unwrap();
+    let want = candle_nn::Linear::new(wt, None).forward(&x).unwrap();
+    assert!(rel_l2(&want, &layer.forward(&x).unwrap()) < LINEAR_REL_TOL);
+}
+
+#[test]
+fn int8_linear_rejects_bad_parts() {
+    let vals = vec![1i8; 6];
+    assert!(
+        Int8Linear::from_parts("fc", &[2, 3], &vals, &[0.1, 0.1, 0.1], None, Some(0), None)
+            .is_err()
+    );
+    assert!(Int8Linear::from_parts("fc", &[2, 3], &vals, &[0.1], None, Some(0), None).is_err());
+    assert!(Int8Linear::from_parts("fc", &[2, 3], &vals, &[f32::NAN], None, None, None).is_err());
+    assert!(
+        Int8Linear::from_parts("fc", &[2, 3], &vals, &[0.1], None, None, Some(&[1.0])).is_err()
+    );
+    assert!(Int8Linear::from_parts("fc", &[6], &vals, &[0.1], None, None, None).is_err());
+    assert!(
+        Int8Linear::from_parts(
+            "fc",
+            &[2, 3],
+            &vals,
+            &[0.1, 0.2],
+            Some(&[0, 300]),
+            Some(0),
+            None
+        )
+        .is_err()
+    );
+    let ok = Int8Linear::from_parts(
+        "fc",
+        &[2, 3],
+        &vals,
+        &[0.1, 0.2],
+        Some(&[0, 3]),
+        Some(0),
+        None,
+    )
+    .unwrap();
+    let x = Tensor::ones((1, 4), DType::F32, &Device::Cpu).unwrap();
+    assert!(ok.forward(&x).is_err());
+}
+
+#[test]
+fn int8_conv2d_is_close_to_f32() {
+    for &(n, c, h, o, k, pad, stride) in &[
+        (2usize, 1usize, 28usize, 6usize, 5usize, 2usize, 1usize),
+        (3, 6, 14, 16, 5, 0, 1),
+        (1, 3, 9, 4, 3, 1, 2),
+    ] {
+        let w = values(o * c * k * k, 11, 0.3);
+        let b = values(o, 12, 0.1);
+        let x =
+            Tensor::from_vec(values(n * c * h * h, 13, 1.0), (n, c, h, h), &Device::Cpu).unwrap();
+        let wt = Tensor::from_vec(w.clone(), (o, c, k, k), &Device::Cpu).unwrap();
+        let want = x
+            .conv2d(&wt, pad, stride, 1, 1)
+            .unwrap()
+            .broadcast_add(&Tensor::from_vec(b.clone(), (1, o, 1, 1), &Device::Cpu).unwrap())
+            .unwrap();
+        let layer = Int8Conv2d::from_f32(
+            "conv",
+            &w,
+            [o, c, k, k],
+            Some(&b),
+            pad,
+            stride,
+            &Int8Config::default(),
+        )
+        .unwrap();
+        let got = layer.forward(&x).unwrap();
+        assert_eq!(got.dims(), want.dims());
+        let e = rel_l2(&want, &got);
+        assert!(
+            e < LINEAR_REL_TOL,
+            "conv {n}x{c}x{h} -> {o} k{k} p{pad} s{stride}: rel err {e}"
+        );
+    }
+}
+
+#[test]
+fn fake_quant_is_straight_through() {
+    for granularity in [Granularity::Tensor, Granularity::Channel] {
+        for symmetry in [Symmetry::Symmetric, Symmetry::Asymmetric] {
+            let cfg = Int8Config {
+                symmetry,
+                granularity,
+                ..Int8Config::default()
+            };
+            let wv = values(12, 21, 1.0);
+            let w = Var::from_vec(wv.clone(), (3, 4), &Device::Cpu).unwrap();
+            let y = fake_quant(w.as_tensor(), &cfg).unwrap();
+            // Forward: the int8 grid of quantize_tensor.
+            let q = joulecut_quant::quantize_tensor("w", &wv, &[3, 4], &cfg)
+                .unwrap()
+                .dequantize();
+            assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), q);
+            // Backward: identity.
+            let loss = y
+                .broadcast_mul(&Tensor::new(&[1f32, 2., 3., 4.], &Device::Cpu).unwrap())
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            let g = loss.backward().unwrap();
+            let gw = g.get(&w).unwrap().to_vec2::<f32>().unwrap();
+            assert_eq!(gw, vec![vec![1.0, 2.0, 3.0, 4.0]; 3]);
+        }
+    }
+}
+
+#[test]
+fn fake_quant_rows_matches_tensor_op_path_shape() {
+    let x = Tensor::from_vec(values(40, 31, 3.0), (4, 10), &Device::Cpu).unwrap();
+    let y = fake_quant_rows(&x).unwrap();
+    assert_eq!(y.dims(), x.dims());
+    assert!(rel_l2(&x, &y) < 0.01);
+    // f64 input takes the tensor-op path and agrees closely.
+    let y64 = fake_quant_rows(&x.to_dtype(DType::F64).unwrap())
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap();
+    assert!(rel_l2(&y, &y64) < 1e-3);
+}
