@@ -1,0 +1,37 @@
+//! Fast CPU kernels for training and running small networks on candle.
+//!
+//! Every op here is a candle custom op: it plugs into candle's autograd, so
+//! `loss.backward()` and any `candle_nn::Optimizer` work as usual, but the
+//! forward and backward passes run hand-written kernels (im2col into reused
+//! per-thread buffers + the `gemm` crate, parallel over the batch with rayon).
+//! Each kernel has a plain implementation in [`reference`] that the tests use
+//! as oracle.
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! # fn main() -> candle_core::Result<()> {
+//! let dev = Device::Cpu;
+//! let x = Tensor::randn(0f32, 1., (2, 1, 28, 28), &dev)?;
+//! let w = Tensor::randn(0f32, 0.1, (6, 1, 5, 5), &dev)?;
+//! let b = Tensor::zeros(6, candle_core::DType::F32, &dev)?;
+//! let y = joulecut_ops::conv2d(&x, &w, Some(&b), 2)?; // (2, 6, 28, 28)
+//! let y = joulecut_ops::max_pool2d(&y.relu()?, 2)?; // (2, 6, 14, 14)
+//! assert_eq!(y.dims(), &[2, 6, 14, 14]);
+//! # Ok(())
+//! }
+//! ```
+//!
+//! Threading: all parallel work (ours and `gemm`'s) runs on rayon's global
+//! pool, whose size follows `RAYON_NUM_THREADS` (default: one thread per CPU),
+//! so nothing oversubscribes the machine.
+
+mod conv;
+mod loss;
+pub mod optim;
+mod pool;
+pub mod reference;
+mod storage;
+
+pub use conv::{conv2d, conv2d_relu};
+pub use loss::cross_entropy;
+pub use pool::max_pool2d;

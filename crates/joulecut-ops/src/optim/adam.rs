@@ -1,0 +1,192 @@
+//! Adam and AdamW (PyTorch semantics, bias-corrected, per-parameter step count).
+
+use candle_core::backprop::GradStore;
+use candle_core::{Result, Var};
+use candle_nn::Optimizer;
+
+use super::kernels::{self, AdamStep};
+use super::{f32_vars, update_in_place};
+
+/// Hyper-parameters of [`Adam`]; the defaults are PyTorch's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamConfig {
+    /// Learning rate (default 1e-3).
+    pub lr: f64,
+    /// Decay rates of the first and second moment (default 0.9, 0.999).
+    pub betas: (f64, f64),
+    /// Added to the denominator for stability (default 1e-8).
+    pub eps: f64,
+    /// L2 penalty added to the gradient (default 0).
+    pub weight_decay: f64,
+}
+
+impl Default for AdamConfig {
+    fn default() -> Self {
+        Self {
+            lr: 1e-3,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.,
+        }
+    }
+}
+
+/// Hyper-parameters of [`AdamW`]; the defaults are PyTorch's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWConfig {
+    /// Learning rate (default 1e-3).
+    pub lr: f64,
+    /// Decay rates of the first and second moment (default 0.9, 0.999).
+    pub betas: (f64, f64),
+    /// Added to the denominator for stability (default 1e-8).
+    pub eps: f64,
+    /// Decoupled weight decay: parameters shrink by `lr * weight_decay` per
+    /// step (default 0.01).
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        Self {
+            lr: 1e-3,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
+    }
+}
+
+/// One parameter and its moments.
+#[derive(Debug)]
+struct Slot {
+    var: Var,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    step: u64,
+}
+
+/// State shared by Adam and AdamW.
+#[derive(Debug)]
+struct Core {
+    slots: Vec<Slot>,
+    lr: f64,
+    betas: (f64, f64),
+    eps: f64,
+    weight_decay: f64,
+    decoupled: bool,
+}
+
+impl Core {
+    fn new(
+        vars: Vec<Var>,
+        who: &str,
+        cfg: (f64, (f64, f64), f64, f64),
+        decoupled: bool,
+    ) -> Result<Self> {
+        let slots = f32_vars(vars, who)?
+            .into_iter()
+            .map(|var| {
+                let n = var.elem_count();
+                Slot {
+                    var,
+                    m: vec![0.; n],
+                    v: vec![0.; n],
+                    step: 0,
+                }
+            })
+            .collect();
+        let (lr, betas, eps, weight_decay) = cfg;
+        Ok(Self {
+            slots,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            decoupled,
+        })
+    }
+
+    fn step(&mut self, grads: &GradStore, name: &'static str) -> Result<()> {
+        let (b1, b2) = self.betas;
+        for slot in &mut self.slots {
+            let Some(g) = grads.get(&slot.var) else {
+                continue;
+            };
+            slot.step += 1;
+            let t = slot.step as i32;
+            let bc1 = 1. - b1.powi(t);
+            let bc2 = 1. - b2.powi(t);
+            let s = AdamStep {
+                one_minus_b1: (1. - b1) as f32,
+                beta2: b2 as f32,
+                one_minus_b2: (1. - b2) as f32,
+                step_size: (self.lr / bc1) as f32,
+                bc2_sqrt: bc2.sqrt() as f32,
+                eps: self.eps as f32,
+                l2: if self.decoupled {
+                    0.
+                } else {
+                    self.weight_decay as f32
+                },
+                decay: if self.decoupled {
+                    (1. - self.lr * self.weight_decay) as f32
+                } else {
+                    1.
+                },
+            };
+            let (m, v) = (&mut slot.m, &mut slot.v);
+            update_in_place(&slot.var, g, name, |p, g| kernels::adam(p, g, m, v, &s))?;
+        }
+        Ok(())
+    }
+}
+
+/// Adam (Kingma & Ba), exactly as PyTorch's `torch.optim.Adam` without
+/// `amsgrad`: weight decay is an L2 term added to the gradient.
+#[derive(Debug)]
+pub struct Adam(Core);
+
+/// AdamW (Loshchilov & Hutter), exactly as PyTorch's `torch.optim.AdamW`:
+/// decoupled weight decay applied to the parameter before the Adam update.
+#[derive(Debug)]
+pub struct AdamW(Core);
+
+impl Optimizer for Adam {
+    type Config = AdamConfig;
+
+    fn new(vars: Vec<Var>, c: AdamConfig) -> Result<Self> {
+        Core::new(vars, "Adam", (c.lr, c.betas, c.eps, c.weight_decay), false).map(Self)
+    }
+
+    fn step(&mut self, grads: &GradStore) -> Result<()> {
+        self.0.step(grads, "joulecut-adam")
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.0.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.0.lr = lr;
+    }
+}
+
+impl Optimizer for AdamW {
+    type Config = AdamWConfig;
+
+    fn new(vars: Vec<Var>, c: AdamWConfig) -> Result<Self> {
+        Core::new(vars, "AdamW", (c.lr, c.betas, c.eps, c.weight_decay), true).map(Self)
+    }
+
+    fn step(&mut self, grads: &GradStore) -> Result<()> {
+        self.0.step(grads, "joulecut-adamw")
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.0.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.0.lr = lr;
+    }
+}

@@ -1,0 +1,272 @@
+//! Every kernel against its oracle: forward values and gradients, on random
+//! shapes including odd sizes, batch 1 and 3, and padding 0, 1, 2.
+
+use candle_core::{DType, Device, Tensor, Var};
+use joulecut_ops::reference::{self, ConvShape};
+use proptest::prelude::*;
+
+/// Max |a - b| / (1 + |b|) allowed between a kernel and its f64 reference.
+const CONV_TOL: f32 = 1e-4;
+/// Same for pooling, which only moves values: exact.
+const POOL_TOL: f32 = 0.;
+/// Same for the fused cross-entropy vs candle's op chain.
+const LOSS_TOL: f32 = 1e-5;
+
+fn max_rel_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / (1. + y.abs()))
+        .fold(0., f32::max)
+}
+
+fn flat(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+fn randn(shape: &[usize]) -> Tensor {
+    Tensor::randn(0f32, 1., shape, &Device::Cpu).unwrap()
+}
+
+/// Runs `conv2d` (or the fused relu variant) forward and backward against the reference.
+fn check_conv(s: ConvShape, bias: bool, relu: bool) {
+    let x = Var::from_tensor(&randn(&[s.n, s.c, s.h, s.w])).unwrap();
+    let w = Var::from_tensor(&randn(&[s.o, s.c, s.kh, s.kw])).unwrap();
+    let b = Var::from_tensor(&randn(&[s.o])).unwrap();
+    let y = if relu {
+        joulecut_ops::conv2d_relu(&x, &w, bias.then_some(b.as_tensor()), s.pad).unwrap()
+    } else {
+        joulecut_ops::conv2d(&x, &w, bias.then_some(b.as_tensor()), s.pad).unwrap()
+    };
+    let (xs, ws, bs) = (flat(&x), flat(&w), flat(&b));
+    let mut want = reference::conv2d_forward(&xs, &ws, bias.then_some(bs.as_slice()), &s);
+    if relu {
+        want.iter_mut().for_each(|v| *v = v.max(0.));
+    }
+    assert_eq!(y.dims(), &[s.n, s.o, s.oh(), s.ow()]);
+    let e = max_rel_err(&flat(&y), &want);
+    assert!(
+        e <= CONV_TOL,
+        "forward {s:?} bias={bias} relu={relu}: err {e}"
+    );
+
+    // Loss sum(y * r) for a random r, so the output gradient is r.
+    let r = randn(y.dims());
+    let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let mut gy = flat(&r);
+    if relu {
+        gy.iter_mut().zip(&want).for_each(|(g, &yv)| {
+            if yv <= 0. {
+                *g = 0.
+            }
+        });
+    }
+    let (dx, dw, db) = reference::conv2d_backward(&xs, &ws, &gy, &s);
+    let e = max_rel_err(&flat(grads.get(&x).unwrap()), &dx);
+    assert!(e <= CONV_TOL, "dx {s:?}: err {e}");
+    let e = max_rel_err(&flat(grads.get(&w).unwrap()), &dw);
+    assert!(e <= CONV_TOL, "dw {s:?}: err {e}");
+    if bias {
+        let e = max_rel_err(&flat(grads.get(&b).unwrap()), &db);
+        assert!(e <= CONV_TOL, "db {s:?}: err {e}");
+    } else {
+        assert!(grads.get(&b).is_none());
+    }
+}
+
+#[test]
+fn conv_lenet_shapes() {
+    check_conv(
+        ConvShape {
+            n: 3,
+            c: 1,
+            h: 28,
+            w: 28,
+            o: 6,
+            kh: 5,
+            kw: 5,
+            pad: 2,
+        },
+        true,
+        false,
+    );
+    check_conv(
+        ConvShape {
+            n: 1,
+            c: 6,
+            h: 14,
+            w: 14,
+            o: 16,
+            kh: 5,
+            kw: 5,
+            pad: 0,
+        },
+        true,
+        true,
+    );
+}
+
+#[test]
+fn conv_pointwise_and_large_padding() {
+    check_conv(
+        ConvShape {
+            n: 2,
+            c: 3,
+            h: 5,
+            w: 4,
+            o: 2,
+            kh: 1,
+            kw: 1,
+            pad: 0,
+        },
+        true,
+        false,
+    );
+    // padding > kernel - 1: the input gradient crops instead of padding.
+    check_conv(
+        ConvShape {
+            n: 2,
+            c: 2,
+            h: 4,
+            w: 3,
+            o: 3,
+            kh: 1,
+            kw: 1,
+            pad: 2,
+        },
+        false,
+        false,
+    );
+    check_conv(
+        ConvShape {
+            n: 1,
+            c: 1,
+            h: 3,
+            w: 3,
+            o: 1,
+            kh: 3,
+            kw: 2,
+            pad: 2,
+        },
+        true,
+        true,
+    );
+}
+
+#[test]
+fn conv_input_without_grad_gets_none() {
+    let x = randn(&[2, 1, 6, 6]);
+    let w = Var::from_tensor(&randn(&[4, 1, 3, 3])).unwrap();
+    let y = joulecut_ops::conv2d(&x, &w, None, 1).unwrap();
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(&x).is_none());
+    assert!(grads.get(&w).is_some());
+}
+
+#[test]
+fn conv_matches_candle_conv2d() {
+    let x = randn(&[4, 3, 9, 7]);
+    let w = randn(&[5, 3, 3, 3]);
+    let ours = joulecut_ops::conv2d(&x, &w, None, 1).unwrap();
+    let theirs = x.conv2d(&w, 1, 1, 1, 1).unwrap();
+    let e = max_rel_err(&flat(&ours), &flat(&theirs));
+    assert!(e <= CONV_TOL, "err {e}");
+}
+
+#[test]
+fn conv_rejects_bad_shapes() {
+    let x = randn(&[1, 2, 4, 4]);
+    assert!(joulecut_ops::conv2d(&x, &randn(&[3, 1, 3, 3]), None, 0).is_err());
+    assert!(joulecut_ops::conv2d(&x, &randn(&[3, 2, 7, 7]), None, 1).is_err());
+    assert!(joulecut_ops::conv2d(&x, &randn(&[3, 2, 3, 3]), Some(&randn(&[2])), 1).is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn conv_random_shapes(
+        n in 1usize..4, c in 1usize..4, o in 1usize..5,
+        h in 1usize..10, w in 1usize..10, kh in 1usize..4, kw in 1usize..4,
+        pad in 0usize..3, bias: bool, relu: bool,
+    ) {
+        prop_assume!(h + 2 * pad >= kh && w + 2 * pad >= kw);
+        check_conv(ConvShape { n, c, h, w, o, kh, kw, pad }, bias, relu);
+    }
+
+    #[test]
+    fn pool_random_shapes(n in 1usize..4, c in 1usize..4, h in 1usize..12, w in 1usize..12, k in 1usize..4) {
+        prop_assume!(h >= k && w >= k);
+        check_pool(n, c, h, w, k);
+    }
+}
+
+fn check_pool(n: usize, c: usize, h: usize, w: usize, k: usize) {
+    let x = Var::from_tensor(&randn(&[n, c, h, w])).unwrap();
+    let y = joulecut_ops::max_pool2d(&x, k).unwrap();
+    let (want, idx) = reference::max_pool2d_forward(&flat(&x), n * c, h, w, k);
+    assert_eq!(y.dims(), &[n, c, h / k, w / k]);
+    let e = max_rel_err(&flat(&y), &want);
+    assert!(e <= POOL_TOL, "pool fwd: err {e}");
+    let r = randn(y.dims());
+    let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let dx = reference::max_pool2d_backward(n * c * h * w, &idx, &flat(&r));
+    let e = max_rel_err(&flat(grads.get(&x).unwrap()), &dx);
+    assert!(e <= POOL_TOL, "pool bwd: err {e}");
+}
+
+#[test]
+fn pool_lenet_shapes() {
+    check_pool(3, 6, 28, 28, 2);
+    check_pool(1, 16, 10, 10, 2);
+    check_pool(2, 3, 7, 5, 2); // odd sizes drop the last row/column
+    // Large enough to take the parallel path.
+    check_pool(128, 6, 28, 28, 2);
+}
+
+#[test]
+fn pool_matches_candle() {
+    let x = randn(&[2, 3, 8, 6]);
+    let e = max_rel_err(
+        &flat(&joulecut_ops::max_pool2d(&x, 2).unwrap()),
+        &flat(&x.max_pool2d(2).unwrap()),
+    );
+    assert!(e <= POOL_TOL);
+}
+
+#[test]
+fn cross_entropy_matches_candle() {
+    for (b, c) in [(1, 10), (3, 7), (128, 10)] {
+        let logits = Var::from_tensor(&(randn(&[b, c]) * 3.).unwrap()).unwrap();
+        let t: Vec<u32> = (0..b).map(|i| (i * 7 % c) as u32).collect();
+        let t = Tensor::new(t.as_slice(), &Device::Cpu).unwrap();
+        let ours = joulecut_ops::cross_entropy(&logits, &t).unwrap();
+        let theirs = candle_nn::loss::cross_entropy(&logits, &t).unwrap();
+        let (a, e) = (
+            ours.to_scalar::<f32>().unwrap(),
+            theirs.to_scalar::<f32>().unwrap(),
+        );
+        assert!(
+            (a - e).abs() <= LOSS_TOL * (1. + e.abs()),
+            "loss {a} vs {e}"
+        );
+        let g1 = (ours * 2.).unwrap().backward().unwrap();
+        let g2 = (theirs * 2.).unwrap().backward().unwrap();
+        let err = max_rel_err(
+            &flat(g1.get(&logits).unwrap()),
+            &flat(g2.get(&logits).unwrap()),
+        );
+        assert!(err <= LOSS_TOL, "grad err {err}");
+    }
+}
+
+#[test]
+fn cross_entropy_rejects_bad_targets() {
+    let logits = randn(&[2, 3]);
+    let t = Tensor::new(&[0u32, 3], &Device::Cpu).unwrap();
+    assert!(joulecut_ops::cross_entropy(&logits, &t).is_err());
+    let t = Tensor::new(&[0f32, 1.], &Device::Cpu).unwrap();
+    assert!(joulecut_ops::cross_entropy(&logits, &t).is_err());
+    let t = Tensor::zeros(3, DType::U32, &Device::Cpu).unwrap();
+    assert!(joulecut_ops::cross_entropy(&logits, &t).is_err());
+}
