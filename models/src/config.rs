@@ -33,27 +33,37 @@ pub enum ModelConfig {
 }
 
 /// The architecture names every `--model`/`--student` flag accepts.
-pub const ARCH_NAMES: &str = "lenet-300-100, lenet5, teacher-mlp, or mlp:W0-W1-...-Wn (e.g. mlp:784-32-10)";
+pub const ARCH_NAMES: &str =
+    "lenet-300-100, lenet5, teacher-mlp, or mlp:W0-W1-...-Wn (e.g. mlp:784-32-10)";
 
 impl ModelConfig {
     /// Parses an architecture name (`lenet-300-100`, `lenet5`, `teacher-mlp`, `mlp:784-32-10`).
     pub fn parse(arch: &str) -> Result<Self> {
-        let mlp = |name: &str, widths: Vec<usize>| ModelConfig::Mlp { name: name.to_string(), widths };
+        let mlp = |name: &str, widths: Vec<usize>| ModelConfig::Mlp {
+            name: name.to_string(),
+            widths,
+        };
         match arch {
             "lenet-300-100" => Ok(mlp(arch, vec![784, 300, 100, 10])),
             "teacher-mlp" => Ok(mlp(arch, vec![784, 1200, 1200, 10])),
             "lenet5" | "lenet-5" => Ok(ModelConfig::lenet5()),
             _ => {
                 let Some(spec) = arch.strip_prefix("mlp:") else {
-                    return Err(Error::UnknownArch { arch: arch.to_string() });
+                    return Err(Error::UnknownArch {
+                        arch: arch.to_string(),
+                    });
                 };
                 let widths: Vec<usize> = spec
                     .split('-')
                     .map(|w| w.parse::<usize>().ok().filter(|&w| w > 0))
                     .collect::<Option<_>>()
-                    .ok_or_else(|| Error::UnknownArch { arch: arch.to_string() })?;
+                    .ok_or_else(|| Error::UnknownArch {
+                        arch: arch.to_string(),
+                    })?;
                 if widths.len() < 2 {
-                    return Err(Error::UnknownArch { arch: arch.to_string() });
+                    return Err(Error::UnknownArch {
+                        arch: arch.to_string(),
+                    });
                 }
                 Ok(mlp(arch, widths))
             }
@@ -62,13 +72,20 @@ impl ModelConfig {
 
     /// LeNet-5 for 28x28 grey images and 10 classes.
     pub fn lenet5() -> Self {
-        ModelConfig::Lenet5 { in_channels: 1, image: 28, channels: [6, 16], hidden: vec![120, 84], classes: 10 }
+        ModelConfig::Lenet5 {
+            in_channels: 1,
+            image: 28,
+            channels: [6, 16],
+            hidden: vec![120, 84],
+            classes: 10,
+        }
     }
 
     /// Reads the config from checkpoint metadata JSON.
     pub fn from_json(v: &serde_json::Value) -> Result<Self> {
-        let cfg: ModelConfig =
-            serde_json::from_value(v.clone()).map_err(|e| Error::BadConfig { reason: e.to_string() })?;
+        let cfg: ModelConfig = serde_json::from_value(v.clone()).map_err(|e| Error::BadConfig {
+            reason: e.to_string(),
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -79,14 +96,22 @@ impl ModelConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        let bad = |r: &str| Err(Error::BadConfig { reason: r.to_string() });
+        let bad = |r: &str| {
+            Err(Error::BadConfig {
+                reason: r.to_string(),
+            })
+        };
         match self {
             ModelConfig::Mlp { widths, .. } if widths.len() < 2 || widths.contains(&0) => {
                 bad("an MLP needs at least two non-zero widths")
             }
-            ModelConfig::Lenet5 { image, channels, classes, in_channels, .. }
-                if *image < 12 || channels.contains(&0) || *classes == 0 || *in_channels == 0 =>
-            {
+            ModelConfig::Lenet5 {
+                image,
+                channels,
+                classes,
+                in_channels,
+                ..
+            } if *image < 12 || channels.contains(&0) || *classes == 0 || *in_channels == 0 => {
                 bad("LeNet-5 needs image >= 12 and non-zero channels and classes")
             }
             _ => Ok(()),
@@ -97,11 +122,22 @@ impl ModelConfig {
     pub fn name(&self) -> String {
         match self {
             ModelConfig::Mlp { name, .. } => name.clone(),
-            ModelConfig::Lenet5 { channels, hidden, .. } => {
+            ModelConfig::Lenet5 {
+                channels, hidden, ..
+            } => {
                 if *channels == [6, 16] && *hidden == [120, 84] {
                     "lenet5".into()
                 } else {
-                    format!("lenet5[{}-{}|{}]", channels[0], channels[1], hidden.iter().map(|h| h.to_string()).collect::<Vec<_>>().join("-"))
+                    format!(
+                        "lenet5[{}-{}|{}]",
+                        channels[0],
+                        channels[1],
+                        hidden
+                            .iter()
+                            .map(|h| h.to_string())
+                            .collect::<Vec<_>>()
+                            .join("-")
+                    )
                 }
             }
         }
@@ -111,7 +147,9 @@ impl ModelConfig {
     pub fn input_dim(&self) -> usize {
         match self {
             ModelConfig::Mlp { widths, .. } => widths[0],
-            ModelConfig::Lenet5 { in_channels, image, .. } => in_channels * image * image,
+            ModelConfig::Lenet5 {
+                in_channels, image, ..
+            } => in_channels * image * image,
         }
     }
 
@@ -141,7 +179,13 @@ impl ModelConfig {
         };
         match self {
             ModelConfig::Mlp { widths, .. } => fc(&mut out, widths[0], &widths[1..]),
-            ModelConfig::Lenet5 { in_channels, image, channels, hidden, classes } => {
+            ModelConfig::Lenet5 {
+                in_channels,
+                image,
+                channels,
+                hidden,
+                classes,
+            } => {
                 out.push(("conv1.weight".into(), vec![channels[0], *in_channels, 5, 5]));
                 out.push(("conv1.bias".into(), vec![channels[0]]));
                 out.push(("conv2.weight".into(), vec![channels[1], channels[0], 5, 5]));
@@ -157,7 +201,10 @@ impl ModelConfig {
 
     /// Total parameter count.
     pub fn param_count(&self) -> usize {
-        self.param_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum()
+        self.param_shapes()
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum()
     }
 
     /// Infers an MLP from PyTorch-style tensor names `fc1.weight`, `fc2.weight`, ... (used when a
@@ -181,7 +228,14 @@ impl ModelConfig {
         if widths.len() < 2 || shapes.iter().any(|(k, _)| k.starts_with("conv")) {
             return None;
         }
-        let name = format!("mlp:{}", widths.iter().map(|w| w.to_string()).collect::<Vec<_>>().join("-"));
+        let name = format!(
+            "mlp:{}",
+            widths
+                .iter()
+                .map(|w| w.to_string())
+                .collect::<Vec<_>>()
+                .join("-")
+        );
         Some(ModelConfig::Mlp { name, widths })
     }
 }
@@ -192,9 +246,15 @@ mod tests {
 
     #[test]
     fn names_parse() {
-        assert_eq!(ModelConfig::parse("lenet-300-100").unwrap().param_count(), 266_610);
+        assert_eq!(
+            ModelConfig::parse("lenet-300-100").unwrap().param_count(),
+            266_610
+        );
         assert_eq!(ModelConfig::parse("lenet5").unwrap().param_count(), 61_706);
-        assert_eq!(ModelConfig::parse("teacher-mlp").unwrap().param_count(), 2_395_210);
+        assert_eq!(
+            ModelConfig::parse("teacher-mlp").unwrap().param_count(),
+            2_395_210
+        );
         assert_eq!(ModelConfig::parse("mlp:784-32-10").unwrap().classes(), 10);
         for bad in ["resnet", "mlp:", "mlp:784", "mlp:784-x-10", "mlp:784-0-10"] {
             assert!(ModelConfig::parse(bad).is_err(), "{bad}");

@@ -20,7 +20,9 @@ pub enum Error {
         reason: String,
     },
     /// The checkpoint has no model config and the architecture can't be inferred.
-    #[error("{path} has no `joulecut.model` metadata and its tensors don't look like a known architecture")]
+    #[error(
+        "{path} has no `joulecut.model` metadata and its tensors don't look like a known architecture"
+    )]
     NoConfig {
         /// The file.
         path: String,
@@ -72,7 +74,10 @@ pub enum Error {
 impl Error {
     /// A closure mapping a candle error into [`Error::Candle`] for `action`.
     pub fn candle(action: &'static str) -> impl Fn(candle_core::Error) -> Error {
-        move |source| Error::Candle { action: action.to_string(), source }
+        move |source| Error::Candle {
+            action: action.to_string(),
+            source,
+        }
     }
 
     /// Whether the user's input is at fault (exit code 2).

@@ -77,9 +77,15 @@ pub fn init_varmap(cfg: &ModelConfig, seed: u64, device: &Device) -> Result<VarM
         for (name, shape) in cfg.param_shapes() {
             let bound = 1.0 / (fan_in(cfg, &name, &shape) as f32).sqrt();
             let n: usize = shape.iter().product();
-            let vals: Vec<f32> = (0..n).map(|_| (rng.next_f32() * 2.0 - 1.0) * bound).collect();
-            let t = Tensor::from_vec(vals, shape, device).map_err(Error::candle("init parameters"))?;
-            data.insert(name, Var::from_tensor(&t).map_err(Error::candle("init parameters"))?);
+            let vals: Vec<f32> = (0..n)
+                .map(|_| (rng.next_f32() * 2.0 - 1.0) * bound)
+                .collect();
+            let t =
+                Tensor::from_vec(vals, shape, device).map_err(Error::candle("init parameters"))?;
+            data.insert(
+                name,
+                Var::from_tensor(&t).map_err(Error::candle("init parameters"))?,
+            );
         }
     }
     Ok(vm)
@@ -92,9 +98,15 @@ pub fn load_into_varmap(
 ) -> Result<()> {
     let data = vm.data().lock().expect("VarMap lock");
     for (name, shape, values) in tensors {
-        let var = data.get(&name).ok_or_else(|| Error::UnexpectedTensor { name: name.clone() })?;
+        let var = data
+            .get(&name)
+            .ok_or_else(|| Error::UnexpectedTensor { name: name.clone() })?;
         if var.dims() != shape.as_slice() {
-            return Err(Error::ShapeMismatch { name, expected: var.dims().to_vec(), found: shape });
+            return Err(Error::ShapeMismatch {
+                name,
+                expected: var.dims().to_vec(),
+                found: shape,
+            });
         }
         let t = Tensor::from_vec(values, shape, var.device())
             .and_then(|t| t.to_dtype(DType::F32))
@@ -115,7 +127,12 @@ mod tests {
         let b = init_varmap(&cfg, 7, &Device::Cpu).unwrap();
         let c = init_varmap(&cfg, 8, &Device::Cpu).unwrap();
         let get = |vm: &VarMap| {
-            vm.data().lock().unwrap()["fc1.weight"].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            vm.data().lock().unwrap()["fc1.weight"]
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
         };
         assert_eq!(get(&a), get(&b));
         assert_ne!(get(&a), get(&c));

@@ -32,23 +32,45 @@ pub struct Layer {
 
 impl std::fmt::Debug for Layer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Layer").field("name", &self.name).field("path", &self.path).finish()
+        f.debug_struct("Layer")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .finish()
     }
 }
 
 impl Layer {
     /// Wraps any module (a compressed kernel from `joulecut-quant` or `joulecut-prune`).
-    pub fn new(name: impl Into<String>, path: LayerPath, module: Box<dyn Module + Send + Sync>) -> Self {
-        Layer { name: name.into(), path, module }
+    pub fn new(
+        name: impl Into<String>,
+        path: LayerPath,
+        module: Box<dyn Module + Send + Sync>,
+    ) -> Self {
+        Layer {
+            name: name.into(),
+            path,
+            module,
+        }
     }
 
     /// A dense fully-connected layer `y = x·Wᵀ + b` (W is [out, in], PyTorch layout).
-    pub fn dense_linear(name: impl Into<String>, w: Tensor, b: Option<Tensor>, path: LayerPath) -> Self {
+    pub fn dense_linear(
+        name: impl Into<String>,
+        w: Tensor,
+        b: Option<Tensor>,
+        path: LayerPath,
+    ) -> Self {
         Layer::new(name, path, Box::new(candle_nn::Linear::new(w, b)))
     }
 
     /// A dense conv layer (stride 1), weight [out, in, kh, kw].
-    pub fn dense_conv(name: impl Into<String>, w: Tensor, b: Option<Tensor>, padding: usize, path: LayerPath) -> Self {
+    pub fn dense_conv(
+        name: impl Into<String>,
+        w: Tensor,
+        b: Option<Tensor>,
+        padding: usize,
+        path: LayerPath,
+    ) -> Self {
         Layer::new(name, path, Box::new(DenseConv { w, b, padding }))
     }
 
@@ -78,7 +100,13 @@ impl Module for DenseConv {
 /// supplies one that routes int8 and sparse tensors to real kernels.
 pub trait LayerFactory {
     /// A fully-connected layer from its stored weight and f32 bias, or `None` to decode densely.
-    fn linear(&self, name: &str, weight: &TensorData, bias: Option<&[f32]>, device: &Device) -> Result<Option<Layer>>;
+    fn linear(
+        &self,
+        name: &str,
+        weight: &TensorData,
+        bias: Option<&[f32]>,
+        device: &Device,
+    ) -> Result<Option<Layer>>;
     /// A conv layer (stride 1, `padding`), or `None` to decode densely.
     fn conv(
         &self,
@@ -95,10 +123,23 @@ pub trait LayerFactory {
 pub struct DenseFactory;
 
 impl LayerFactory for DenseFactory {
-    fn linear(&self, _: &str, _: &TensorData, _: Option<&[f32]>, _: &Device) -> Result<Option<Layer>> {
+    fn linear(
+        &self,
+        _: &str,
+        _: &TensorData,
+        _: Option<&[f32]>,
+        _: &Device,
+    ) -> Result<Option<Layer>> {
         Ok(None)
     }
-    fn conv(&self, _: &str, _: &TensorData, _: Option<&[f32]>, _: usize, _: &Device) -> Result<Option<Layer>> {
+    fn conv(
+        &self,
+        _: &str,
+        _: &TensorData,
+        _: Option<&[f32]>,
+        _: usize,
+        _: &Device,
+    ) -> Result<Option<Layer>> {
         Ok(None)
     }
 }
@@ -129,20 +170,36 @@ impl Model {
     pub fn from_varmap(cfg: &ModelConfig, vm: &VarMap) -> Result<Self> {
         let data = vm.data().lock().expect("VarMap lock");
         let get = |n: &str| -> Result<Tensor> {
-            data.get(n).map(|v| v.as_tensor().clone()).ok_or_else(|| Error::MissingTensor { name: n.into() })
+            data.get(n)
+                .map(|v| v.as_tensor().clone())
+                .ok_or_else(|| Error::MissingTensor { name: n.into() })
         };
         let mut convs = Vec::new();
         let mut fcs = Vec::new();
-        for (name, _) in cfg.param_shapes().iter().filter(|(n, _)| n.ends_with(".weight")) {
+        for (name, _) in cfg
+            .param_shapes()
+            .iter()
+            .filter(|(n, _)| n.ends_with(".weight"))
+        {
             let base = name.trim_end_matches(".weight");
             let (w, b) = (get(name)?, get(&format!("{base}.bias"))?);
             if base.starts_with("conv") {
-                convs.push(Layer::dense_conv(base, w, Some(b), CONV_PADDING[convs.len()], LayerPath::Dense));
+                convs.push(Layer::dense_conv(
+                    base,
+                    w,
+                    Some(b),
+                    CONV_PADDING[convs.len()],
+                    LayerPath::Dense,
+                ));
             } else {
                 fcs.push(Layer::dense_linear(base, w, Some(b), LayerPath::Dense));
             }
         }
-        Ok(Model { cfg: cfg.clone(), convs, fcs })
+        Ok(Model {
+            cfg: cfg.clone(),
+            convs,
+            fcs,
+        })
     }
 
     /// The architecture of a checkpoint: its `joulecut.model` metadata, else `fallback`, else an
@@ -159,12 +216,19 @@ impl Model {
             .iter()
             .map(|n| Ok((n.clone(), ck.get(n)?.shape().to_vec())))
             .collect::<Result<_>>()?;
-        ModelConfig::infer_mlp(&shapes).ok_or_else(|| Error::NoConfig { path: ck.path().display().to_string() })
+        ModelConfig::infer_mlp(&shapes).ok_or_else(|| Error::NoConfig {
+            path: ck.path().display().to_string(),
+        })
     }
 
     /// Loads a model from a checkpoint in any encoding. `factory` decides which compressed
     /// tensors run through real kernels; the rest are decoded to dense f32.
-    pub fn load(ck: &Checkpoint, cfg: &ModelConfig, device: &Device, factory: &dyn LayerFactory) -> Result<Self> {
+    pub fn load(
+        ck: &Checkpoint,
+        cfg: &ModelConfig,
+        device: &Device,
+        factory: &dyn LayerFactory,
+    ) -> Result<Self> {
         let expected = cfg.param_shapes();
         for name in ck.names() {
             if !expected.iter().any(|(n, _)| n == name) {
@@ -181,7 +245,11 @@ impl Model {
             let b = get_checked(ck, &bname, &bshape)?;
             let bias = finite(&bname, b.to_f32())?;
             let is_conv = base.starts_with("conv");
-            let padding = if is_conv { CONV_PADDING[convs.len()] } else { 0 };
+            let padding = if is_conv {
+                CONV_PADDING[convs.len()]
+            } else {
+                0
+            };
             let custom = if is_conv {
                 factory.conv(base, &w, Some(&bias), padding, device)?
             } else {
@@ -190,10 +258,15 @@ impl Model {
             let layer = match custom {
                 Some(l) => l,
                 None => {
-                    let path = if matches!(w, TensorData::Dense(_)) { LayerPath::Dense } else { LayerPath::Decoded };
+                    let path = if matches!(w, TensorData::Dense(_)) {
+                        LayerPath::Dense
+                    } else {
+                        LayerPath::Decoded
+                    };
                     let wt = Tensor::from_vec(finite(wname, w.to_f32())?, wshape.clone(), device)
                         .map_err(Error::candle("build weight"))?;
-                    let bt = Tensor::from_vec(bias, bshape.to_vec(), device).map_err(Error::candle("build bias"))?;
+                    let bt = Tensor::from_vec(bias, bshape.to_vec(), device)
+                        .map_err(Error::candle("build bias"))?;
                     if is_conv {
                         Layer::dense_conv(base, wt, Some(bt), padding, path)
                     } else {
@@ -207,7 +280,11 @@ impl Model {
                 fcs.push(layer);
             }
         }
-        Ok(Model { cfg: cfg.clone(), convs, fcs })
+        Ok(Model {
+            cfg: cfg.clone(),
+            convs,
+            fcs,
+        })
     }
 
     /// Logits for a batch `[B, input_dim]`, plus the hidden activations after each ReLU
@@ -215,7 +292,10 @@ impl Model {
     pub fn forward_hidden(&self, x: &Tensor) -> candle_core::Result<(Tensor, Vec<Tensor>)> {
         let mut hidden = Vec::new();
         let mut h = x.clone();
-        if let ModelConfig::Lenet5 { in_channels, image, .. } = &self.cfg {
+        if let ModelConfig::Lenet5 {
+            in_channels, image, ..
+        } = &self.cfg
+        {
             let b = x.dim(0)?;
             h = h.reshape((b, *in_channels, *image, *image))?;
             for conv in &self.convs {
@@ -243,11 +323,17 @@ impl Module for Model {
 
 fn get_checked(ck: &Checkpoint, name: &str, shape: &[usize]) -> Result<TensorData> {
     if !ck.names().iter().any(|n| n == name) {
-        return Err(Error::MissingTensor { name: name.to_string() });
+        return Err(Error::MissingTensor {
+            name: name.to_string(),
+        });
     }
     let t = ck.get(name)?;
     if t.shape() != shape {
-        return Err(Error::ShapeMismatch { name: name.to_string(), expected: shape.to_vec(), found: t.shape().to_vec() });
+        return Err(Error::ShapeMismatch {
+            name: name.to_string(),
+            expected: shape.to_vec(),
+            found: t.shape().to_vec(),
+        });
     }
     Ok(t)
 }

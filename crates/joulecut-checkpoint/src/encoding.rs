@@ -57,7 +57,9 @@ impl TensorEncoding {
                     v.push(format!("{name}:zero_point"));
                 }
             }
-            TensorEncoding::Sparse { values, zero_point, .. } => {
+            TensorEncoding::Sparse {
+                values, zero_point, ..
+            } => {
                 v.push(format!("{name}:bitmap"));
                 v.push(format!("{name}:values"));
                 if values == "I8" {
@@ -110,7 +112,8 @@ pub struct Encodings {
 impl Encodings {
     /// Parses the metadata value.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let map: BTreeMap<String, TensorEncoding> = serde_json::from_str(s).map_err(|e| e.to_string())?;
+        let map: BTreeMap<String, TensorEncoding> =
+            serde_json::from_str(s).map_err(|e| e.to_string())?;
         Ok(Self::from_map(map))
     }
 

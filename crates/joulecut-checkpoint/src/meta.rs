@@ -28,6 +28,10 @@ pub struct HistoryEntry {
 impl HistoryEntry {
     /// A history entry stamped with this crate's version.
     pub fn new(command: impl Into<String>, params: serde_json::Value) -> Self {
-        HistoryEntry { tool: format!("joulecut {}", env!("CARGO_PKG_VERSION")), command: command.into(), params }
+        HistoryEntry {
+            tool: format!("joulecut {}", env!("CARGO_PKG_VERSION")),
+            command: command.into(),
+            params,
+        }
     }
 }

@@ -55,7 +55,10 @@ pub struct Checkpoint {
 
 impl std::fmt::Debug for Checkpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Checkpoint").field("path", &self.path).field("tensors", &self.logical.len()).finish()
+        f.debug_struct("Checkpoint")
+            .field("path", &self.path)
+            .field("tensors", &self.logical.len())
+            .finish()
     }
 }
 
@@ -63,29 +66,52 @@ impl Checkpoint {
     /// Opens and validates a safetensors file.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let file = std::fs::File::open(&path).map_err(|source| Error::Read { path: path.clone(), source })?;
-        let meta = file.metadata().map_err(|source| Error::Read { path: path.clone(), source })?;
+        let file = std::fs::File::open(&path).map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let meta = file.metadata().map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
         if meta.is_dir() {
-            return Err(Error::NotSafetensors { path, reason: "it is a directory".into() });
+            return Err(Error::NotSafetensors {
+                path,
+                reason: "it is a directory".into(),
+            });
         }
         // SAFETY: the map is read-only; joulecut never writes to its inputs. Another process truncating
         // the file while we read it is outside what any mmap-based reader can defend against.
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|source| Error::Read { path: path.clone(), source })?;
-        let bad = |reason: String| Error::NotSafetensors { path: path.clone(), reason };
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let bad = |reason: String| Error::NotSafetensors {
+            path: path.clone(),
+            reason,
+        };
         let len = mmap.len() as u64;
         if len < 8 {
-            return Err(bad(format!("file is {len} bytes, shorter than the 8-byte header length")));
+            return Err(bad(format!(
+                "file is {len} bytes, shorter than the 8-byte header length"
+            )));
         }
         let n = u64::from_le_bytes(mmap[..8].try_into().expect("8 bytes"));
         if n > MAX_HEADER {
-            return Err(bad(format!("header length {n} is implausible (file is {len} bytes)")));
+            return Err(bad(format!(
+                "header length {n} is implausible (file is {len} bytes)"
+            )));
         }
         if 8 + n > len {
-            return Err(bad(format!("header length {n} runs past the end of the file ({len} bytes): truncated?")));
+            return Err(bad(format!(
+                "header length {n} runs past the end of the file ({len} bytes): truncated?"
+            )));
         }
         let header: serde_json::Value = serde_json::from_slice(&mmap[8..8 + n as usize])
             .map_err(|e| bad(format!("header is not JSON ({e})")))?;
-        let obj = header.as_object().ok_or_else(|| bad("header is not a JSON object".into()))?;
+        let obj = header
+            .as_object()
+            .ok_or_else(|| bad("header is not a JSON object".into()))?;
         let data_start = 8 + n as usize;
         let data_len = mmap.len() - data_start;
 
@@ -93,9 +119,13 @@ impl Checkpoint {
         let mut stored = Vec::new();
         for (name, v) in obj {
             if name == "__metadata__" {
-                let m = v.as_object().ok_or_else(|| bad("__metadata__ is not an object".into()))?;
+                let m = v
+                    .as_object()
+                    .ok_or_else(|| bad("__metadata__ is not an object".into()))?;
                 for (k, v) in m {
-                    let s = v.as_str().ok_or_else(|| bad(format!("__metadata__ value `{k}` is not a string")))?;
+                    let s = v
+                        .as_str()
+                        .ok_or_else(|| bad(format!("__metadata__ value `{k}` is not a string")))?;
                     metadata.insert(k.clone(), s.to_string());
                 }
                 continue;
@@ -113,11 +143,18 @@ impl Checkpoint {
                 )));
             }
             if s.range.start < prev_end {
-                return Err(bad(format!("tensor `{}` overlaps the previous tensor's bytes", s.name)));
+                return Err(bad(format!(
+                    "tensor `{}` overlaps the previous tensor's bytes",
+                    s.name
+                )));
             }
             prev_end = s.range.end;
         }
-        let by_name = stored.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
+        let by_name = stored
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect();
         let encodings = match metadata.get(meta::ENCODINGS) {
             Some(s) => Encodings::parse(s).map_err(|reason| Error::BadMetadata {
                 key: meta::ENCODINGS.into(),
@@ -126,7 +163,16 @@ impl Checkpoint {
             })?,
             None => Encodings::default(),
         };
-        let mut ck = Checkpoint { path, mmap, data_start, stored, by_name, metadata, encodings, logical: Vec::new() };
+        let mut ck = Checkpoint {
+            path,
+            mmap,
+            data_start,
+            stored,
+            by_name,
+            metadata,
+            encodings,
+            logical: Vec::new(),
+        };
         ck.logical = ck.compute_logical()?;
         Ok(ck)
     }
@@ -139,7 +185,10 @@ impl Checkpoint {
                 if !self.by_name.contains_key(&part) {
                     return Err(Error::BadTensor {
                         name: name.clone(),
-                        reason: format!("its {} encoding needs stored tensor `{part}`, which is missing", enc.kind()),
+                        reason: format!(
+                            "its {} encoding needs stored tensor `{part}`, which is missing",
+                            enc.kind()
+                        ),
                     });
                 }
                 consumed.insert(part);
@@ -149,7 +198,10 @@ impl Checkpoint {
         let mut seen = HashSet::new();
         for s in &self.stored {
             let logical = if consumed.contains(&s.name) {
-                self.encodings.owner_of(&s.name).unwrap_or(&s.name).to_string()
+                self.encodings
+                    .owner_of(&s.name)
+                    .unwrap_or(&s.name)
+                    .to_string()
             } else {
                 s.name.clone()
             };
@@ -184,11 +236,13 @@ impl Checkpoint {
     pub fn model_config(&self) -> Result<Option<serde_json::Value>> {
         match self.metadata.get(meta::MODEL) {
             None => Ok(None),
-            Some(s) => serde_json::from_str(s).map(Some).map_err(|e| Error::BadMetadata {
-                key: meta::MODEL.into(),
-                path: self.path.clone(),
-                reason: e.to_string(),
-            }),
+            Some(s) => serde_json::from_str(s)
+                .map(Some)
+                .map_err(|e| Error::BadMetadata {
+                    key: meta::MODEL.into(),
+                    path: self.path.clone(),
+                    reason: e.to_string(),
+                }),
         }
     }
 
@@ -219,7 +273,10 @@ impl Checkpoint {
         self.by_name
             .get(name)
             .map(|&i| &self.stored[i])
-            .ok_or_else(|| Error::MissingTensor { name: name.to_string(), path: self.path.clone() })
+            .ok_or_else(|| Error::MissingTensor {
+                name: name.to_string(),
+                path: self.path.clone(),
+            })
     }
 
     /// Total bytes of the file on disk.
@@ -244,26 +301,52 @@ impl Checkpoint {
     pub fn get(&self, name: &str) -> Result<TensorData> {
         let data = match self.encodings.get(name) {
             None => TensorData::Dense(self.dense(name)?),
-            Some(TensorEncoding::Int8 { axis, zero_point, dtype }) => {
+            Some(TensorEncoding::Int8 {
+                axis,
+                zero_point,
+                dtype,
+            }) => {
                 let v = self.stored_info(name)?;
                 if v.dtype != "I8" {
-                    return Err(bad_tensor(name, format!("int8 encoding but stored as {}", v.dtype)));
+                    return Err(bad_tensor(
+                        name,
+                        format!("int8 encoding but stored as {}", v.dtype),
+                    ));
                 }
-                let q = self.int8_parts(name, v.shape.clone(), i8s(self.stored_bytes(v)), *axis, *zero_point, *dtype)?;
+                let q = self.int8_parts(
+                    name,
+                    v.shape.clone(),
+                    i8s(self.stored_bytes(v)),
+                    *axis,
+                    *zero_point,
+                    *dtype,
+                )?;
                 q.validate(name, numel(&q.shape))?;
                 TensorData::Int8(q)
             }
-            Some(TensorEncoding::Sparse { shape, values, axis, zero_point, dtype }) => {
+            Some(TensorEncoding::Sparse {
+                shape,
+                values,
+                axis,
+                zero_point,
+                dtype,
+            }) => {
                 let bm = self.stored_info(&format!("{name}:bitmap"))?;
                 if bm.dtype != "U8" {
-                    return Err(bad_tensor(name, format!("sparse bitmap stored as {}, expected U8", bm.dtype)));
+                    return Err(bad_tensor(
+                        name,
+                        format!("sparse bitmap stored as {}, expected U8", bm.dtype),
+                    ));
                 }
                 let bitmap = self.stored_bytes(bm).to_vec();
                 let vname = format!("{name}:values");
                 let vi = self.stored_info(&vname)?;
                 let values = if values == "I8" {
                     if vi.dtype != "I8" {
-                        return Err(bad_tensor(name, format!("sparse int8 values stored as {}", vi.dtype)));
+                        return Err(bad_tensor(
+                            name,
+                            format!("sparse int8 values stored as {}", vi.dtype),
+                        ));
                     }
                     SparseValues::Int8(self.int8_parts(
                         name,
@@ -275,11 +358,21 @@ impl Checkpoint {
                     )?)
                 } else {
                     let ft = float_type(&vi.dtype).ok_or_else(|| {
-                        bad_tensor(name, format!("sparse values have unsupported dtype {}", vi.dtype))
+                        bad_tensor(
+                            name,
+                            format!("sparse values have unsupported dtype {}", vi.dtype),
+                        )
                     })?;
-                    SparseValues::Float { dtype: ft, bytes: self.stored_bytes(vi).to_vec() }
+                    SparseValues::Float {
+                        dtype: ft,
+                        bytes: self.stored_bytes(vi).to_vec(),
+                    }
                 };
-                let s = SparseTensor { shape: shape.clone(), bitmap, values };
+                let s = SparseTensor {
+                    shape: shape.clone(),
+                    bitmap,
+                    values,
+                };
                 s.validate(name)?;
                 TensorData::Sparse(s)
             }
@@ -292,7 +385,10 @@ impl Checkpoint {
         let t = self.get(name)?;
         let v = t.to_f32();
         if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-            return Err(bad_tensor(name, format!("element {i} is {} (NaN/Inf weights)", v[i])));
+            return Err(bad_tensor(
+                name,
+                format!("element {i} is {} (NaN/Inf weights)", v[i]),
+            ));
         }
         Ok((t.shape().to_vec(), v))
     }
@@ -305,7 +401,11 @@ impl Checkpoint {
                 format!("dtype {} is not a float type joulecut handles (F32, F16, BF16) and has no joulecut encoding", info.dtype),
             )
         })?;
-        Ok(DenseTensor { dtype, shape: info.shape.clone(), bytes: self.stored_bytes(info).to_vec() })
+        Ok(DenseTensor {
+            dtype,
+            shape: info.shape.clone(),
+            bytes: self.stored_bytes(info).to_vec(),
+        })
     }
 
     fn int8_parts(
@@ -318,27 +418,51 @@ impl Checkpoint {
         dtype: FloatType,
     ) -> Result<Int8Tensor> {
         let si = self.stored_info(&format!("{name}:scale")).map_err(|_| {
-            bad_tensor(name, format!("int8 tensor has no scale (`{name}:scale` is missing)"))
+            bad_tensor(
+                name,
+                format!("int8 tensor has no scale (`{name}:scale` is missing)"),
+            )
         })?;
         if si.dtype != "F32" {
-            return Err(bad_tensor(name, format!("scale stored as {}, expected F32", si.dtype)));
+            return Err(bad_tensor(
+                name,
+                format!("scale stored as {}, expected F32", si.dtype),
+            ));
         }
         let scales = f32s(self.stored_bytes(si));
         let zero_points = if has_zp {
             let zi = self.stored_info(&format!("{name}:zero_point"))?;
             if zi.dtype != "I32" {
-                return Err(bad_tensor(name, format!("zero_point stored as {}, expected I32", zi.dtype)));
+                return Err(bad_tensor(
+                    name,
+                    format!("zero_point stored as {}, expected I32", zi.dtype),
+                ));
             }
-            Some(self.stored_bytes(zi).chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+            Some(
+                self.stored_bytes(zi)
+                    .chunks_exact(4)
+                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            )
         } else {
             None
         };
-        Ok(Int8Tensor { shape, values, scales, zero_points, axis, orig_dtype: dtype })
+        Ok(Int8Tensor {
+            shape,
+            values,
+            scales,
+            zero_points,
+            axis,
+            orig_dtype: dtype,
+        })
     }
 }
 
 fn bad_tensor(name: &str, reason: String) -> Error {
-    Error::BadTensor { name: name.to_string(), reason }
+    Error::BadTensor {
+        name: name.to_string(),
+        reason,
+    }
 }
 
 fn float_type(dtype: &str) -> Option<FloatType> {
@@ -355,21 +479,34 @@ fn i8s(b: &[u8]) -> Vec<i8> {
 }
 
 fn f32s(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 fn parse_entry(name: &str, v: &serde_json::Value) -> std::result::Result<StoredInfo, String> {
     let o = v.as_object().ok_or("entry is not an object")?;
-    let dtype = o.get("dtype").and_then(|d| d.as_str()).ok_or("missing dtype")?.to_string();
+    let dtype = o
+        .get("dtype")
+        .and_then(|d| d.as_str())
+        .ok_or("missing dtype")?
+        .to_string();
     let size = dtype_size(&dtype).ok_or_else(|| format!("unknown dtype `{dtype}`"))?;
     let shape: Vec<usize> = o
         .get("shape")
         .and_then(|s| s.as_array())
         .ok_or("missing shape")?
         .iter()
-        .map(|d| d.as_u64().map(|x| x as usize).ok_or("shape has a non-integer"))
+        .map(|d| {
+            d.as_u64()
+                .map(|x| x as usize)
+                .ok_or("shape has a non-integer")
+        })
         .collect::<std::result::Result<_, _>>()?;
-    let offs = o.get("data_offsets").and_then(|s| s.as_array()).ok_or("missing data_offsets")?;
+    let offs = o
+        .get("data_offsets")
+        .and_then(|s| s.as_array())
+        .ok_or("missing data_offsets")?;
     if offs.len() != 2 {
         return Err("data_offsets must have two entries".into());
     }
@@ -383,7 +520,15 @@ fn parse_entry(name: &str, v: &serde_json::Value) -> std::result::Result<StoredI
         .try_fold(size, |acc, &d| acc.checked_mul(d))
         .ok_or("shape overflows")?;
     if end - start != expected {
-        return Err(format!("{} bytes stored but shape {shape:?} of {dtype} needs {expected}", end - start));
+        return Err(format!(
+            "{} bytes stored but shape {shape:?} of {dtype} needs {expected}",
+            end - start
+        ));
     }
-    Ok(StoredInfo { name: name.to_string(), dtype, shape, range: start..end })
+    Ok(StoredInfo {
+        name: name.to_string(),
+        dtype,
+        shape,
+        range: start..end,
+    })
 }

@@ -39,25 +39,49 @@ pub struct Selection {
 }
 
 fn compile(p: &str) -> Result<GlobSet, SelectionError> {
-    let g = Glob::new(p).map_err(|e| SelectionError::BadGlob { pattern: p.into(), reason: e.to_string() })?;
+    let g = Glob::new(p).map_err(|e| SelectionError::BadGlob {
+        pattern: p.into(),
+        reason: e.to_string(),
+    })?;
     let mut b = GlobSetBuilder::new();
     b.add(g);
-    b.build().map_err(|e| SelectionError::BadGlob { pattern: p.into(), reason: e.to_string() })
+    b.build().map_err(|e| SelectionError::BadGlob {
+        pattern: p.into(),
+        reason: e.to_string(),
+    })
 }
 
 const SKIP_BY_DEFAULT: &[&str] = &[
-    "bias", "norm", "ln_", "layernorm", "embed", "wte", "wpe", "position", "lm_head", "classifier",
+    "bias",
+    "norm",
+    "ln_",
+    "layernorm",
+    "embed",
+    "wte",
+    "wpe",
+    "position",
+    "lm_head",
+    "classifier",
 ];
 
 impl Selection {
     /// Builds the rules.
     pub fn new(include: &[String], exclude: &[String]) -> Result<Self, SelectionError> {
-        let include = include.iter().map(|p| Ok((p.clone(), compile(p)?))).collect::<Result<_, _>>()?;
+        let include = include
+            .iter()
+            .map(|p| Ok((p.clone(), compile(p)?)))
+            .collect::<Result<_, _>>()?;
         let mut b = GlobSetBuilder::new();
         for p in exclude {
-            b.add(Glob::new(p).map_err(|e| SelectionError::BadGlob { pattern: p.into(), reason: e.to_string() })?);
+            b.add(Glob::new(p).map_err(|e| SelectionError::BadGlob {
+                pattern: p.into(),
+                reason: e.to_string(),
+            })?);
         }
-        let exclude = b.build().map_err(|e| SelectionError::BadGlob { pattern: exclude.join(","), reason: e.to_string() })?;
+        let exclude = b.build().map_err(|e| SelectionError::BadGlob {
+            pattern: exclude.join(","),
+            reason: e.to_string(),
+        })?;
         Ok(Selection { include, exclude })
     }
 
@@ -95,7 +119,11 @@ impl Selection {
                 return Err(SelectionError::NoMatch { pattern: p.clone() });
             }
         }
-        let out: Vec<&str> = tensors.into_iter().filter(|(n, s)| self.selects(n, s)).map(|(n, _)| n).collect();
+        let out: Vec<&str> = tensors
+            .into_iter()
+            .filter(|(n, s)| self.selects(n, s))
+            .map(|(n, _)| n)
+            .collect();
         if out.is_empty() {
             return Err(SelectionError::Empty);
         }
@@ -111,16 +139,25 @@ mod tests {
     fn default_policy_takes_matrices_only() {
         assert!(Selection::default_takes("fc1.weight", &[300, 784]));
         assert!(!Selection::default_takes("fc1.bias", &[300]));
-        assert!(!Selection::default_takes("encoder.layer.0.LayerNorm.weight", &[768]));
-        assert!(!Selection::default_takes("embeddings.word_embeddings.weight", &[30522, 768]));
+        assert!(!Selection::default_takes(
+            "encoder.layer.0.LayerNorm.weight",
+            &[768]
+        ));
+        assert!(!Selection::default_takes(
+            "embeddings.word_embeddings.weight",
+            &[30522, 768]
+        ));
         assert!(Selection::default_takes("conv1.weight", &[6, 1, 5, 5]));
     }
 
     #[test]
     fn include_exclude() {
         let s = Selection::new(&["fc*.weight".into()], &["fc3.*".into()]).unwrap();
-        let t: Vec<(&str, &[usize])> =
-            vec![("fc1.weight", &[3, 4]), ("fc3.weight", &[2, 3]), ("fc1.bias", &[3])];
+        let t: Vec<(&str, &[usize])> = vec![
+            ("fc1.weight", &[3, 4]),
+            ("fc3.weight", &[2, 3]),
+            ("fc1.bias", &[3]),
+        ];
         assert_eq!(s.apply(t.clone()).unwrap(), vec!["fc1.weight"]);
         let none = Selection::new(&["conv*".into()], &[]).unwrap();
         assert!(matches!(none.apply(t), Err(SelectionError::NoMatch { .. })));

@@ -62,9 +62,11 @@ impl FloatType {
     pub fn decode(self, bytes: &[u8], out: &mut Vec<f32>) {
         out.reserve(bytes.len() / self.size());
         match self {
-            FloatType::F32 => {
-                out.extend(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-            }
+            FloatType::F32 => out.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            ),
             FloatType::F16 => out.extend(
                 bytes
                     .chunks_exact(2)
@@ -82,7 +84,9 @@ impl FloatType {
     pub fn encode(self, values: &[f32]) -> Vec<u8> {
         let mut out = Vec::with_capacity(values.len() * self.size());
         match self {
-            FloatType::F32 => values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+            FloatType::F32 => values
+                .iter()
+                .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
             FloatType::F16 => values
                 .iter()
                 .for_each(|v| out.extend_from_slice(&half::f16::from_f32(*v).to_le_bytes())),
@@ -118,7 +122,11 @@ pub struct DenseTensor {
 impl DenseTensor {
     /// An F32 tensor from values.
     pub fn from_f32(shape: Vec<usize>, values: &[f32]) -> Self {
-        DenseTensor { dtype: FloatType::F32, shape, bytes: FloatType::F32.encode(values) }
+        DenseTensor {
+            dtype: FloatType::F32,
+            shape,
+            bytes: FloatType::F32.encode(values),
+        }
     }
 
     /// The values as f32.
@@ -199,21 +207,36 @@ impl Int8Tensor {
 
     /// Checks scales/zero-points against the shape (name used in the error).
     pub fn validate(&self, name: &str, expected_values: usize) -> Result<()> {
-        let bad = |why: String| Err(Error::BadTensor { name: name.to_string(), reason: why });
+        let bad = |why: String| {
+            Err(Error::BadTensor {
+                name: name.to_string(),
+                reason: why,
+            })
+        };
         if let Some(a) = self.axis {
             if a >= self.shape.len() {
-                return bad(format!("int8 axis {a} out of range for shape {:?}", self.shape));
+                return bad(format!(
+                    "int8 axis {a} out of range for shape {:?}",
+                    self.shape
+                ));
             }
         }
         if self.values.len() != expected_values {
-            return bad(format!("{} int8 values, expected {expected_values}", self.values.len()));
+            return bad(format!(
+                "{} int8 values, expected {expected_values}",
+                self.values.len()
+            ));
         }
         if self.scales.len() != self.channels() {
             return bad(format!(
                 "scale has {} entries, expected {} ({})",
                 self.scales.len(),
                 self.channels(),
-                if self.axis.is_some() { "one per channel" } else { "per tensor" }
+                if self.axis.is_some() {
+                    "one per channel"
+                } else {
+                    "per tensor"
+                }
             ));
         }
         if let Some(s) = self.scales.iter().find(|s| !s.is_finite() || **s < 0.0) {
@@ -221,7 +244,11 @@ impl Int8Tensor {
         }
         if let Some(zp) = &self.zero_points {
             if zp.len() != self.scales.len() {
-                return bad(format!("zero_point has {} entries, scale has {}", zp.len(), self.scales.len()));
+                return bad(format!(
+                    "zero_point has {} entries, scale has {}",
+                    zp.len(),
+                    self.scales.len()
+                ));
             }
         }
         Ok(())
@@ -247,7 +274,11 @@ impl Int8Tensor {
     /// Dequantises a dense int8 tensor to f32 (the reference decoder).
     pub fn dequantize(&self) -> Vec<f32> {
         let (inner, channels) = (self.inner(), self.channels());
-        self.values.iter().enumerate().map(|(i, &q)| self.dequant_at(i, q, inner, channels)).collect()
+        self.values
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| self.dequant_at(i, q, inner, channels))
+            .collect()
     }
 }
 
@@ -262,7 +293,14 @@ impl SparseTensor {
                 nz.push(v);
             }
         }
-        SparseTensor { shape, bitmap, values: SparseValues::Float { dtype, bytes: dtype.encode(&nz) } }
+        SparseTensor {
+            shape,
+            bitmap,
+            values: SparseValues::Float {
+                dtype,
+                bytes: dtype.encode(&nz),
+            },
+        }
     }
 
     /// Number of stored elements (bits set).
@@ -312,17 +350,28 @@ impl SparseTensor {
         if self.bitmap.len() != n.div_ceil(8) {
             return Err(Error::BadTensor {
                 name: name.to_string(),
-                reason: format!("bitmap has {} bytes, expected {} for shape {:?}", self.bitmap.len(), n.div_ceil(8), self.shape),
+                reason: format!(
+                    "bitmap has {} bytes, expected {} for shape {:?}",
+                    self.bitmap.len(),
+                    n.div_ceil(8),
+                    self.shape
+                ),
             });
         }
         let nnz = self.nnz();
         if n % 8 != 0 && self.bitmap.last().is_some_and(|b| b >> (n % 8) != 0) {
-            return Err(Error::BadTensor { name: name.to_string(), reason: "bitmap has bits set past the end".into() });
+            return Err(Error::BadTensor {
+                name: name.to_string(),
+                reason: "bitmap has bits set past the end".into(),
+            });
         }
         let stored = match &self.values {
             SparseValues::Float { dtype, bytes } => {
                 if bytes.len() % dtype.size() != 0 {
-                    return Err(Error::BadTensor { name: name.to_string(), reason: "ragged value bytes".into() });
+                    return Err(Error::BadTensor {
+                        name: name.to_string(),
+                        reason: "ragged value bytes".into(),
+                    });
                 }
                 bytes.len() / dtype.size()
             }
@@ -356,8 +405,14 @@ impl TensorData {
         match self {
             TensorData::Dense(_) => "dense",
             TensorData::Int8(_) => "int8",
-            TensorData::Sparse(SparseTensor { values: SparseValues::Float { .. }, .. }) => "sparse",
-            TensorData::Sparse(SparseTensor { values: SparseValues::Int8(_), .. }) => "sparse-int8",
+            TensorData::Sparse(SparseTensor {
+                values: SparseValues::Float { .. },
+                ..
+            }) => "sparse",
+            TensorData::Sparse(SparseTensor {
+                values: SparseValues::Int8(_),
+                ..
+            }) => "sparse-int8",
         }
     }
 
@@ -366,8 +421,14 @@ impl TensorData {
         match self {
             TensorData::Dense(d) => d.dtype,
             TensorData::Int8(q) => q.orig_dtype,
-            TensorData::Sparse(SparseTensor { values: SparseValues::Float { dtype, .. }, .. }) => *dtype,
-            TensorData::Sparse(SparseTensor { values: SparseValues::Int8(q), .. }) => q.orig_dtype,
+            TensorData::Sparse(SparseTensor {
+                values: SparseValues::Float { dtype, .. },
+                ..
+            }) => *dtype,
+            TensorData::Sparse(SparseTensor {
+                values: SparseValues::Int8(q),
+                ..
+            }) => q.orig_dtype,
         }
     }
 
@@ -394,7 +455,9 @@ impl TensorData {
     /// A candle f32 tensor of the decoded values.
     pub fn to_candle(&self, device: &candle_core::Device) -> Result<candle_core::Tensor> {
         let v = self.to_f32();
-        candle_core::Tensor::from_vec(v, self.shape().to_vec(), device)
-            .map_err(|e| Error::Candle { action: "build tensor".into(), source: e })
+        candle_core::Tensor::from_vec(v, self.shape().to_vec(), device).map_err(|e| Error::Candle {
+            action: "build tensor".into(),
+            source: e,
+        })
     }
 }

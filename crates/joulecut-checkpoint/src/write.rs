@@ -92,14 +92,22 @@ impl CheckpointWriter {
         let mut encodings = Encodings::default();
         for (name, data) in &self.tensors {
             if name.contains(':') && !matches!(data, TensorData::Dense(_)) {
-                return Err(Error::BadTensor { name: name.clone(), reason: "encoded tensor names may not contain ':'".into() });
+                return Err(Error::BadTensor {
+                    name: name.clone(),
+                    reason: "encoded tensor names may not contain ':'".into(),
+                });
             }
             match data {
                 TensorData::Dense(d) => {
                     if d.bytes.len() != numel(&d.shape) * d.dtype.size() {
                         return Err(Error::BadTensor {
                             name: name.clone(),
-                            reason: format!("{} bytes for shape {:?} of {}", d.bytes.len(), d.shape, d.dtype),
+                            reason: format!(
+                                "{} bytes for shape {:?} of {}",
+                                d.bytes.len(),
+                                d.shape,
+                                d.dtype
+                            ),
                         });
                     }
                     out.push(Stored {
@@ -153,7 +161,10 @@ impl CheckpointWriter {
         let mut seen = std::collections::HashSet::new();
         for s in &out {
             if !seen.insert(s.name.as_str()) {
-                return Err(Error::BadTensor { name: s.name.clone(), reason: "stored twice (name clash with an encoded tensor's parts)".into() });
+                return Err(Error::BadTensor {
+                    name: s.name.clone(),
+                    reason: "stored twice (name clash with an encoded tensor's parts)".into(),
+                });
             }
         }
         Ok((out, encodings))
@@ -173,7 +184,12 @@ impl CheckpointWriter {
             md.insert(meta::ENCODINGS.into(), encodings.to_json().into());
         }
         if !self.history.is_empty() {
-            md.insert(meta::HISTORY.into(), serde_json::to_string(&self.history).expect("history").into());
+            md.insert(
+                meta::HISTORY.into(),
+                serde_json::to_string(&self.history)
+                    .expect("history")
+                    .into(),
+            );
         }
         let mut h = serde_json::Map::new();
         h.insert("__metadata__".into(), md.into());
@@ -242,7 +258,9 @@ pub fn refuse_input(out: &Path, inputs: &[&Path]) -> Result<()> {
     let out_c = canon(out);
     for inp in inputs {
         if out == *inp || (out_c.is_some() && out_c == canon(inp)) {
-            return Err(Error::OutputIsInput { path: out.to_path_buf() });
+            return Err(Error::OutputIsInput {
+                path: out.to_path_buf(),
+            });
         }
     }
     Ok(())
@@ -250,7 +268,10 @@ pub fn refuse_input(out: &Path, inputs: &[&Path]) -> Result<()> {
 
 /// The temporary path used while writing `path`.
 pub fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.joulecut-tmp-{}", std::process::id()))
 }
 
@@ -260,9 +281,14 @@ pub fn atomic_write(
     path: &Path,
     fill: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
 ) -> Result<u64> {
-    let werr = |source| Error::Write { path: path.to_path_buf(), source };
+    let werr = |source| Error::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     if path.is_dir() {
-        return Err(werr(std::io::Error::other("the output path is a directory")));
+        return Err(werr(std::io::Error::other(
+            "the output path is a directory",
+        )));
     }
     let tmp = temp_path(path);
     let result = (|| {

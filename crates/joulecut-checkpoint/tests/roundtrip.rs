@@ -10,7 +10,10 @@ fn sample_writer() -> CheckpointWriter {
     let mut w = CheckpointWriter::new();
     w.set_model_config(serde_json::json!({"arch": "mlp", "widths": [4, 3, 2]}));
     w.push_history(HistoryEntry::new("train", serde_json::json!({"epochs": 1})));
-    w.insert("fc1.weight", TensorData::Dense(DenseTensor::from_f32(vec![3, 4], &[0.5; 12])));
+    w.insert(
+        "fc1.weight",
+        TensorData::Dense(DenseTensor::from_f32(vec![3, 4], &[0.5; 12])),
+    );
     w.insert(
         "fc2.weight",
         TensorData::Int8(Int8Tensor {
@@ -24,7 +27,11 @@ fn sample_writer() -> CheckpointWriter {
     );
     w.insert(
         "fc3.weight",
-        TensorData::Sparse(SparseTensor::pack_f32(vec![2, 5], &[0., 1., 0., 0., 2., 3., 0., 0., 0., 0.], FloatType::F32)),
+        TensorData::Sparse(SparseTensor::pack_f32(
+            vec![2, 5],
+            &[0., 1., 0., 0., 2., 3., 0., 0., 0., 0.],
+            FloatType::F32,
+        )),
     );
     let mut q = Int8Tensor {
         shape: vec![2, 5],
@@ -34,9 +41,19 @@ fn sample_writer() -> CheckpointWriter {
         axis: Some(0),
         orig_dtype: FloatType::F32,
     };
-    let sp = SparseTensor::pack_f32(vec![2, 5], &[1., 0., 0., 0., 2., 0., 0., 0., 3., 0.], FloatType::F32);
+    let sp = SparseTensor::pack_f32(
+        vec![2, 5],
+        &[1., 0., 0., 0., 2., 0., 0., 0., 3., 0.],
+        FloatType::F32,
+    );
     q.values = vec![10, -10, 5];
-    w.insert("fc4.weight", TensorData::Sparse(SparseTensor { values: SparseValues::Int8(q), ..sp }));
+    w.insert(
+        "fc4.weight",
+        TensorData::Sparse(SparseTensor {
+            values: SparseValues::Int8(q),
+            ..sp
+        }),
+    );
     w
 }
 
@@ -47,15 +64,24 @@ fn every_encoding_round_trips_bit_exactly() {
     let w = sample_writer();
     w.write(&p, &[]).unwrap();
     let ck = Checkpoint::open(&p).unwrap();
-    assert_eq!(ck.names(), &["fc1.weight", "fc2.weight", "fc3.weight", "fc4.weight"]);
+    assert_eq!(
+        ck.names(),
+        &["fc1.weight", "fc2.weight", "fc3.weight", "fc4.weight"]
+    );
     for (name, data) in w.tensors() {
         assert_eq!(&ck.get(name).unwrap(), data, "{name}");
     }
     assert_eq!(ck.model_config().unwrap().unwrap()["arch"], "mlp");
     assert_eq!(ck.history().unwrap().len(), 1);
     // fc2: per-channel asymmetric dequantisation.
-    assert_eq!(ck.get("fc2.weight").unwrap().to_f32(), vec![0.5, -1.0, 1.5, -32.25, 31.5, -0.25]);
-    assert_eq!(ck.get("fc4.weight").unwrap().to_f32(), vec![1.0, 0., 0., 0., -1.0, 0., 0., 0., 1.0, 0.]);
+    assert_eq!(
+        ck.get("fc2.weight").unwrap().to_f32(),
+        vec![0.5, -1.0, 1.5, -32.25, 31.5, -0.25]
+    );
+    assert_eq!(
+        ck.get("fc4.weight").unwrap().to_f32(),
+        vec![1.0, 0., 0., 0., -1.0, 0., 0., 0., 1.0, 0.]
+    );
     // Rewriting what we read gives the same bytes.
     let mut w2 = CheckpointWriter::derived_from(&ck).unwrap();
     for n in ck.names() {
@@ -83,7 +109,10 @@ fn reject(bytes: &[u8], needle: &str) {
     std::fs::write(&p, bytes).unwrap();
     let err = Checkpoint::open(&p).unwrap_err();
     assert!(err.is_bad_input(), "{err}");
-    assert!(err.to_string().contains(needle), "`{err}` should mention `{needle}`");
+    assert!(
+        err.to_string().contains(needle),
+        "`{err}` should mention `{needle}`"
+    );
 }
 
 fn file_with_header(h: &str, data: usize) -> Vec<u8> {
@@ -100,7 +129,13 @@ fn bad_files_are_rejected_precisely() {
     let mut big = file_with_header("{}", 0);
     big[..8].copy_from_slice(&1000u64.to_le_bytes());
     reject(&big, "past the end");
-    reject(&file_with_header(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 4), "truncated");
+    reject(
+        &file_with_header(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+            4,
+        ),
+        "truncated",
+    );
     reject(
         &file_with_header(
             r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
@@ -108,8 +143,20 @@ fn bad_files_are_rejected_precisely() {
         ),
         "overlaps",
     );
-    reject(&file_with_header(r#"{"a":{"dtype":"Q9","shape":[2],"data_offsets":[0,8]}}"#, 8), "unknown dtype");
-    reject(&file_with_header(r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, 8), "needs 12");
+    reject(
+        &file_with_header(
+            r#"{"a":{"dtype":"Q9","shape":[2],"data_offsets":[0,8]}}"#,
+            8,
+        ),
+        "unknown dtype",
+    );
+    reject(
+        &file_with_header(
+            r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
+            8,
+        ),
+        "needs 12",
+    );
     // int8 without its scale
     reject(
         &file_with_header(
@@ -128,7 +175,10 @@ fn wrong_scale_shape_is_rejected_on_read() {
     std::fs::write(&p, file_with_header(h, 16)).unwrap();
     let ck = Checkpoint::open(&p).unwrap();
     let err = ck.get("a").unwrap_err();
-    assert!(err.to_string().contains("scale has 3 entries, expected 2"), "{err}");
+    assert!(
+        err.to_string().contains("scale has 3 entries, expected 2"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -138,7 +188,10 @@ fn readable_by_the_safetensors_crate() {
     sample_writer().write(&p, &[]).unwrap();
     let bytes = std::fs::read(&p).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    assert_eq!(st.tensor("fc2.weight").unwrap().dtype(), safetensors::Dtype::I8);
+    assert_eq!(
+        st.tensor("fc2.weight").unwrap().dtype(),
+        safetensors::Dtype::I8
+    );
     assert_eq!(st.tensor("fc3.weight:bitmap").unwrap().shape(), &[2]);
 }
 

@@ -69,7 +69,8 @@ impl Dataset {
     pub fn tensors(&self, device: &Device) -> Result<(Tensor, Tensor)> {
         let x = Tensor::from_slice(&self.images, (self.len(), self.dim), device)
             .map_err(Error::candle("copy images to device"))?;
-        let y = Tensor::from_slice(&self.labels, self.len(), device).map_err(Error::candle("copy labels to device"))?;
+        let y = Tensor::from_slice(&self.labels, self.len(), device)
+            .map_err(Error::candle("copy labels to device"))?;
         Ok((x, y))
     }
 }
@@ -96,8 +97,14 @@ pub struct Idx {
 
 /// Reads an IDX file, gzip-compressed or raw, validating magic number, dimensions and length.
 pub fn read_idx(path: &Path) -> Result<Idx> {
-    let raw = std::fs::read(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
-    let bad = |reason: String| Error::BadIdx { path: path.to_path_buf(), reason };
+    let raw = std::fs::read(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bad = |reason: String| Error::BadIdx {
+        path: path.to_path_buf(),
+        reason,
+    };
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&raw[..])
@@ -108,62 +115,105 @@ pub fn read_idx(path: &Path) -> Result<Idx> {
         raw
     };
     if bytes.len() < 4 {
-        return Err(bad(format!("{} bytes is too short for an IDX header", bytes.len())));
+        return Err(bad(format!(
+            "{} bytes is too short for an IDX header",
+            bytes.len()
+        )));
     }
     if bytes[0] != 0 || bytes[1] != 0 {
-        return Err(bad(format!("bad magic number {:02x}{:02x}{:02x}{:02x}: not an IDX file", bytes[0], bytes[1], bytes[2], bytes[3])));
+        return Err(bad(format!(
+            "bad magic number {:02x}{:02x}{:02x}{:02x}: not an IDX file",
+            bytes[0], bytes[1], bytes[2], bytes[3]
+        )));
     }
     if bytes[2] != 0x08 {
-        return Err(bad(format!("element type 0x{:02x} is not unsigned byte (0x08)", bytes[2])));
+        return Err(bad(format!(
+            "element type 0x{:02x} is not unsigned byte (0x08)",
+            bytes[2]
+        )));
     }
     let nd = bytes[3] as usize;
     if nd == 0 || nd > 4 {
-        return Err(bad(format!("{nd} dimensions; expected 1 (labels) or 3 (images)")));
+        return Err(bad(format!(
+            "{nd} dimensions; expected 1 (labels) or 3 (images)"
+        )));
     }
     let header = 4 + 4 * nd;
     if bytes.len() < header {
         return Err(bad("truncated header".into()));
     }
     let dims: Vec<usize> = (0..nd)
-        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize)
+        .map(|i| {
+            u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize
+        })
         .collect();
-    let n = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| bad("dimensions overflow".into()))?;
+    let n = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| bad("dimensions overflow".into()))?;
     let have = bytes.len() - header;
     if have != n {
         return Err(bad(format!(
             "header promises {n} bytes of data ({dims:?}) but the file has {have}: {}",
-            if have < n { "truncated" } else { "trailing garbage" }
+            if have < n {
+                "truncated"
+            } else {
+                "trailing garbage"
+            }
         )));
     }
-    Ok(Idx { dims, data: bytes[header..].to_vec() })
+    Ok(Idx {
+        dims,
+        data: bytes[header..].to_vec(),
+    })
 }
 
 fn find(dir: &Path, stem: &str) -> Option<PathBuf> {
-    [format!("{stem}.gz"), stem.to_string()].into_iter().map(|f| dir.join(f)).find(|p| p.is_file())
+    [format!("{stem}.gz"), stem.to_string()]
+        .into_iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
 }
 
 fn load_split(dir: &Path, prefix: &str) -> Result<(Idx, Idx, PathBuf)> {
     let img_stem = format!("{prefix}-images-idx3-ubyte");
     let lab_stem = format!("{prefix}-labels-idx1-ubyte");
-    let missing = |stem: &str| Error::DatasetMissing { path: dir.join(stem), what: format!("{stem}[.gz]") };
+    let missing = |stem: &str| Error::DatasetMissing {
+        path: dir.join(stem),
+        what: format!("{stem}[.gz]"),
+    };
     let ip = find(dir, &img_stem).ok_or_else(|| missing(&img_stem))?;
     let lp = find(dir, &lab_stem).ok_or_else(|| missing(&lab_stem))?;
     let images = read_idx(&ip)?;
     let labels = read_idx(&lp)?;
     if images.dims.len() != 3 {
-        return Err(Error::BadIdx { path: ip, reason: format!("images need 3 dimensions, found {:?}", images.dims) });
+        return Err(Error::BadIdx {
+            path: ip,
+            reason: format!("images need 3 dimensions, found {:?}", images.dims),
+        });
     }
     if labels.dims.len() != 1 {
-        return Err(Error::BadIdx { path: lp, reason: format!("labels need 1 dimension, found {:?}", labels.dims) });
+        return Err(Error::BadIdx {
+            path: lp,
+            reason: format!("labels need 1 dimension, found {:?}", labels.dims),
+        });
     }
     if images.dims[0] != labels.dims[0] {
         return Err(Error::BadIdx {
             path: lp,
-            reason: format!("{} labels for {} images in {}", labels.dims[0], images.dims[0], ip.display()),
+            reason: format!(
+                "{} labels for {} images in {}",
+                labels.dims[0],
+                images.dims[0],
+                ip.display()
+            ),
         });
     }
     if let Some(&l) = labels.data.iter().find(|&&l| l >= 10) {
-        return Err(Error::BadIdx { path: lp, reason: format!("label {l} is outside 0..10") });
+        return Err(Error::BadIdx {
+            path: lp,
+            reason: format!("label {l} is outside 0..10"),
+        });
     }
     Ok((images, labels, ip))
 }
@@ -171,27 +221,54 @@ fn load_split(dir: &Path, prefix: &str) -> Result<(Idx, Idx, PathBuf)> {
 /// Loads an MNIST-layout dataset (Fashion-MNIST, MNIST) from `dir`.
 pub fn load_mnist_dir(dir: &Path) -> Result<Splits> {
     if !dir.is_dir() {
-        return Err(Error::DatasetMissing { path: dir.to_path_buf(), what: "directory".into() });
+        return Err(Error::DatasetMissing {
+            path: dir.to_path_buf(),
+            what: "directory".into(),
+        });
     }
     let (tri, trl, trp) = load_split(dir, "train")?;
     let (tei, tel, tep) = load_split(dir, "t10k")?;
     if tri.dims[1..] != tei.dims[1..] {
         return Err(Error::BadIdx {
             path: tep,
-            reason: format!("test images are {:?}, training images {:?} ({})", &tei.dims[1..], &tri.dims[1..], trp.display()),
+            reason: format!(
+                "test images are {:?}, training images {:?} ({})",
+                &tei.dims[1..],
+                &tri.dims[1..],
+                trp.display()
+            ),
         });
     }
     let dim = tri.dims[1] * tri.dims[2];
     // Statistics in f64: 47M pixels would lose precision in f32.
     let n = tri.data.len() as f64;
     let mean = tri.data.iter().map(|&p| p as f64 / 255.0).sum::<f64>() / n;
-    let var = tri.data.iter().map(|&p| (p as f64 / 255.0 - mean).powi(2)).sum::<f64>() / n;
+    let var = tri
+        .data
+        .iter()
+        .map(|&p| (p as f64 / 255.0 - mean).powi(2))
+        .sum::<f64>()
+        / n;
     let (mean, std) = (mean as f32, var.sqrt().max(1e-12) as f32);
-    let norm = |d: &[u8]| d.iter().map(|&p| (p as f32 / 255.0 - mean) / std).collect::<Vec<_>>();
+    let norm = |d: &[u8]| {
+        d.iter()
+            .map(|&p| (p as f32 / 255.0 - mean) / std)
+            .collect::<Vec<_>>()
+    };
     let labels = |d: &[u8]| d.iter().map(|&l| l as u32).collect::<Vec<_>>();
     Ok(Splits {
-        train: Dataset { images: norm(&tri.data), labels: labels(&trl.data), dim, classes: 10 },
-        test: Dataset { images: norm(&tei.data), labels: labels(&tel.data), dim, classes: 10 },
+        train: Dataset {
+            images: norm(&tri.data),
+            labels: labels(&trl.data),
+            dim,
+            classes: 10,
+        },
+        test: Dataset {
+            images: norm(&tei.data),
+            labels: labels(&tel.data),
+            dim,
+            classes: 10,
+        },
         source: dir.display().to_string(),
         norm: (mean, std),
     })
@@ -205,7 +282,9 @@ pub fn load_fashion_mnist(flag: Option<&Path>) -> Result<Splits> {
 /// A small learnable dataset for tests: `classes` Gaussian blobs in `dim` dimensions.
 pub fn synthetic(train: usize, test: usize, dim: usize, classes: usize, seed: u64) -> Splits {
     let mut rng = Rng::new(seed);
-    let protos: Vec<Vec<f32>> = (0..classes).map(|_| (0..dim).map(|_| rng.normal()).collect()).collect();
+    let protos: Vec<Vec<f32>> = (0..classes)
+        .map(|_| (0..dim).map(|_| rng.normal()).collect())
+        .collect();
     let mut gen_split = |n: usize| {
         let mut images = Vec::with_capacity(n * dim);
         let mut labels = Vec::with_capacity(n);
@@ -214,11 +293,21 @@ pub fn synthetic(train: usize, test: usize, dim: usize, classes: usize, seed: u6
             labels.push(c as u32);
             images.extend(protos[c].iter().map(|&p| p + 0.8 * rng.normal()));
         }
-        Dataset { images, labels, dim, classes }
+        Dataset {
+            images,
+            labels,
+            dim,
+            classes,
+        }
     };
     let train = gen_split(train);
     let test = gen_split(test);
-    Splits { train, test, source: "generated".into(), norm: (0.0, 1.0) }
+    Splits {
+        train,
+        test,
+        source: "generated".into(),
+        norm: (0.0, 1.0),
+    }
 }
 
 #[cfg(test)]
@@ -246,7 +335,12 @@ mod tests {
         std::fs::write(&gz, enc.finish().unwrap()).unwrap();
         assert_eq!(read_idx(&gz).unwrap().data, vec![1, 2, 3]);
         std::fs::write(&raw, idx(&[2, 2, 2], &[1, 2, 3])).unwrap();
-        assert!(read_idx(&raw).unwrap_err().to_string().contains("truncated"));
+        assert!(
+            read_idx(&raw)
+                .unwrap_err()
+                .to_string()
+                .contains("truncated")
+        );
         std::fs::write(&raw, b"\x12\x34\x08\x01abcd").unwrap();
         assert!(read_idx(&raw).unwrap_err().to_string().contains("magic"));
     }

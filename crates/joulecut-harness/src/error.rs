@@ -67,7 +67,10 @@ pub enum Error {
 impl Error {
     /// A closure mapping a candle error into [`Error::Candle`] for `action`.
     pub fn candle(action: &'static str) -> impl Fn(candle_core::Error) -> Error {
-        move |source| Error::Candle { action: action.to_string(), source }
+        move |source| Error::Candle {
+            action: action.to_string(),
+            source,
+        }
     }
 
     /// Whether the user's input is at fault (exit code 2).

@@ -58,7 +58,12 @@ fn check(model: &Model, data: &Dataset) -> Result<()> {
 }
 
 /// Runs the model over `data` in batches of `batch_size`.
-pub fn evaluate(model: &Model, data: &Dataset, batch_size: usize, device: &Device) -> Result<EvalStats> {
+pub fn evaluate(
+    model: &Model,
+    data: &Dataset,
+    batch_size: usize,
+    device: &Device,
+) -> Result<EvalStats> {
     check(model, data)?;
     if batch_size == 0 {
         return Err(Error::BadSetting("--batch-size must be at least 1".into()));
@@ -70,8 +75,12 @@ pub fn evaluate(model: &Model, data: &Dataset, batch_size: usize, device: &Devic
     let mut start = 0;
     while start < n {
         let len = batch_size.min(n - start);
-        let x = xs.narrow(0, start, len).map_err(Error::candle("slice batch"))?;
-        let y = ys.narrow(0, start, len).map_err(Error::candle("slice batch"))?;
+        let x = xs
+            .narrow(0, start, len)
+            .map_err(Error::candle("slice batch"))?;
+        let y = ys
+            .narrow(0, start, len)
+            .map_err(Error::candle("slice batch"))?;
         let hits = model
             .forward(&x)
             .and_then(|l| l.argmax(D::Minus1))
@@ -96,7 +105,13 @@ pub fn evaluate(model: &Model, data: &Dataset, batch_size: usize, device: &Devic
 
 /// Times `iterations` forward calls of `batch_size` samples (after `iterations / 10 + 1` warm-up
 /// calls), cycling through `data`.
-pub fn latency(model: &Model, data: &Dataset, batch_size: usize, iterations: usize, device: &Device) -> Result<LatencyStats> {
+pub fn latency(
+    model: &Model,
+    data: &Dataset,
+    batch_size: usize,
+    iterations: usize,
+    device: &Device,
+) -> Result<LatencyStats> {
     check(model, data)?;
     let bs = batch_size.clamp(1, data.len());
     let (xs, _) = data.tensors(device)?;
@@ -120,5 +135,11 @@ pub fn latency(model: &Model, data: &Dataset, batch_size: usize, iterations: usi
     }
     times.sort_by(|a, b| a.total_cmp(b));
     let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
-    Ok(LatencyStats { batch_size: bs, iterations, median_us: pct(0.5), p10_us: pct(0.1), p90_us: pct(0.9) })
+    Ok(LatencyStats {
+        batch_size: bs,
+        iterations,
+        median_us: pct(0.5),
+        p10_us: pct(0.1),
+        p90_us: pct(0.9),
+    })
 }

@@ -24,6 +24,6 @@ mod train;
 pub use error::{Error, Result};
 pub use eval::{EvalStats, LatencyStats, evaluate, latency};
 pub use train::{
-    CrossEntropy, EpochStats, Event, NoHook, Objective, Observer, OptimizerKind, Silent, StepHook, TrainConfig,
-    TrainReport, train,
+    CrossEntropy, EpochStats, Event, NoHook, Objective, Observer, OptimizerKind, Silent, StepHook,
+    TrainConfig, TrainReport, train,
 };

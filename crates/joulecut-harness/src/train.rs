@@ -64,10 +64,16 @@ impl TrainConfig {
             return Err(Error::BadSetting("--batch-size must be at least 1".into()));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(Error::BadSetting(format!("--lr must be a positive number, got {}", self.lr)));
+            return Err(Error::BadSetting(format!(
+                "--lr must be a positive number, got {}",
+                self.lr
+            )));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return Err(Error::BadSetting(format!("weight decay must be >= 0, got {}", self.weight_decay)));
+            return Err(Error::BadSetting(format!(
+                "weight decay must be >= 0, got {}",
+                self.weight_decay
+            )));
         }
         Ok(())
     }
@@ -77,7 +83,13 @@ impl TrainConfig {
 /// the training set (so an objective can look up cached teacher outputs).
 pub trait Objective {
     /// Loss and logits for one batch.
-    fn loss(&mut self, model: &Model, x: &Tensor, y: &Tensor, indices: &[u32]) -> candle_core::Result<(Tensor, Tensor)>;
+    fn loss(
+        &mut self,
+        model: &Model,
+        x: &Tensor,
+        y: &Tensor,
+        indices: &[u32],
+    ) -> candle_core::Result<(Tensor, Tensor)>;
 }
 
 /// Plain cross-entropy on the labels.
@@ -85,7 +97,13 @@ pub trait Objective {
 pub struct CrossEntropy;
 
 impl Objective for CrossEntropy {
-    fn loss(&mut self, model: &Model, x: &Tensor, y: &Tensor, _: &[u32]) -> candle_core::Result<(Tensor, Tensor)> {
+    fn loss(
+        &mut self,
+        model: &Model,
+        x: &Tensor,
+        y: &Tensor,
+        _: &[u32],
+    ) -> candle_core::Result<(Tensor, Tensor)> {
         let logits = candle_core::Module::forward(model, x)?;
         Ok((candle_nn::loss::cross_entropy(&logits, y)?, logits))
     }
@@ -174,15 +192,26 @@ pub struct TrainReport {
     pub train_seconds: f64,
 }
 
+/// One optimiser step from a loss.
+type StepFn = Box<dyn FnMut(&Tensor) -> candle_core::Result<()>>;
+
 /// Builds the optimiser for `vm`.
-fn optimizer(vm: &VarMap, cfg: &TrainConfig) -> candle_core::Result<Box<dyn FnMut(&Tensor) -> candle_core::Result<()>>> {
+fn optimizer(vm: &VarMap, cfg: &TrainConfig) -> candle_core::Result<StepFn> {
     let vars = vm.all_vars();
     Ok(match cfg.optimizer {
         OptimizerKind::Adam | OptimizerKind::AdamW => {
-            let wd = if cfg.optimizer == OptimizerKind::AdamW { cfg.weight_decay } else { 0.0 };
+            let wd = if cfg.optimizer == OptimizerKind::AdamW {
+                cfg.weight_decay
+            } else {
+                0.0
+            };
             let mut o = candle_nn::AdamW::new(
                 vars,
-                candle_nn::ParamsAdamW { lr: cfg.lr, weight_decay: wd, ..Default::default() },
+                candle_nn::ParamsAdamW {
+                    lr: cfg.lr,
+                    weight_decay: wd,
+                    ..Default::default()
+                },
             )?;
             Box::new(move |l| o.backward_step(l))
         }
@@ -227,7 +256,12 @@ pub fn train(
     let mut order: Vec<u32> = (0..train.len() as u32).collect();
     let bs = cfg.batch_size.min(train.len());
     let steps = train.len().div_ceil(bs);
-    let mut report = TrainReport { epochs: Vec::new(), accuracy: 0.0, samples_per_second: 0.0, train_seconds: 0.0 };
+    let mut report = TrainReport {
+        epochs: Vec::new(),
+        accuracy: 0.0,
+        samples_per_second: 0.0,
+        train_seconds: 0.0,
+    };
     let mut global_step = 0;
     let mut total_samples = 0usize;
     for epoch in 1..=cfg.epochs {
@@ -235,16 +269,29 @@ pub fn train(
         let t0 = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
         for (s, chunk) in order.chunks(bs).enumerate() {
-            let idx = Tensor::from_slice(chunk, chunk.len(), device).map_err(Error::candle("batch indices"))?;
-            let x = xs.index_select(&idx, 0).map_err(Error::candle("gather batch"))?;
-            let y = ys.index_select(&idx, 0).map_err(Error::candle("gather batch"))?;
-            let (loss, logits) = objective.loss(model, &x, &y, chunk).map_err(Error::candle("forward pass"))?;
+            let idx = Tensor::from_slice(chunk, chunk.len(), device)
+                .map_err(Error::candle("batch indices"))?;
+            let x = xs
+                .index_select(&idx, 0)
+                .map_err(Error::candle("gather batch"))?;
+            let y = ys
+                .index_select(&idx, 0)
+                .map_err(Error::candle("gather batch"))?;
+            let (loss, logits) = objective
+                .loss(model, &x, &y, chunk)
+                .map_err(Error::candle("forward pass"))?;
             step_fn(&loss).map_err(Error::candle("backward pass / optimiser step"))?;
             hook.after_step(vm, global_step)?;
             global_step += 1;
-            let l = loss.to_scalar::<f32>().map_err(Error::candle("read loss"))?;
+            let l = loss
+                .to_scalar::<f32>()
+                .map_err(Error::candle("read loss"))?;
             if !l.is_finite() {
-                return Err(Error::Diverged { epoch, step: s + 1, loss: l });
+                return Err(Error::Diverged {
+                    epoch,
+                    step: s + 1,
+                    loss: l,
+                });
             }
             let hits = logits
                 .argmax(D::Minus1)

@@ -1,0 +1,227 @@
+//! `joulecut energy [--json] -- CMD [ARGS...]`: runs a command and meters it.
+//!
+//! The report (wall time, joules by domain with provenance, average power, skipped probes with
+//! reasons) goes to stderr like `time`/`perf stat`, leaving the command's stdout alone. With
+//! `--json`, stdout holds exactly one JSON object and the command's stdout is sent to stderr.
+//! The exit code is the command's (128 + signal when a signal killed it).
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use joulecut::energy::{GridIntensity, Measurement, Meter, MeterConfig, parse_watts};
+
+use super::error::bad_input;
+use super::output::print_json;
+
+/// Arguments of `joulecut energy`.
+#[derive(Args, Debug)]
+pub struct EnergyArgs {
+    /// Print one JSON object on stdout (the command's own stdout then goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Watts per busy core for the CPU-time estimate [default 10, env JOULECUT_CPU_WATTS_PER_CORE].
+    #[arg(long, value_name = "W")]
+    cpu_watts_per_core: Option<String>,
+    /// Watts per GiB resident for the memory estimate [default 0.375, env
+    /// JOULECUT_MEMORY_WATTS_PER_GIB].
+    #[arg(long, value_name = "W")]
+    memory_watts_per_gib: Option<String>,
+    /// Measure idle power for SECONDS first, and report net energy next to gross.
+    #[arg(long, value_name = "SECONDS")]
+    idle_baseline: Option<f64>,
+    /// Convert energy to carbon at this grid intensity (gCO2e/kWh); needs --grid-source and
+    /// --grid-region. No default intensity is ever assumed.
+    #[arg(long, value_name = "G_PER_KWH", requires_all = ["grid_source", "grid_region"])]
+    grid_intensity: Option<f64>,
+    /// Where the grid intensity comes from (e.g. "Electricity Maps 2024 annual").
+    #[arg(long, value_name = "TEXT", requires = "grid_intensity")]
+    grid_source: Option<String>,
+    /// The grid region of the intensity (e.g. "DE").
+    #[arg(long, value_name = "REGION", requires = "grid_intensity")]
+    grid_region: Option<String>,
+    /// The command to meter, and its arguments (put them after `--`).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    command: Vec<OsString>,
+}
+
+const USAGE_HINT: &str =
+    "usage: joulecut energy [--json] -- CMD [ARGS...], e.g. joulecut energy -- sleep 1";
+
+/// Runs `joulecut energy`.
+pub fn run(args: EnergyArgs) -> anyhow::Result<ExitCode> {
+    let Some((program, rest)) = args.command.split_first() else {
+        return Err(bad_input("no command to meter", USAGE_HINT));
+    };
+    let mut config = MeterConfig::from_env()?;
+    if let Some(w) = &args.cpu_watts_per_core {
+        config.estimate.watts_per_core = parse_watts("--cpu-watts-per-core", w)?;
+    }
+    if let Some(w) = &args.memory_watts_per_gib {
+        config.estimate.memory_watts_per_gib = parse_watts("--memory-watts-per-gib", w)?;
+    }
+    let idle = match args.idle_baseline {
+        Some(s) if !(s.is_finite() && s > 0.0 && s <= 3600.0) => {
+            return Err(bad_input(
+                format!("--idle-baseline {s}: expected seconds in (0, 3600]"),
+                "e.g. --idle-baseline 5",
+            ));
+        }
+        Some(s) => Some(Duration::from_secs_f64(s)),
+        None => None,
+    };
+    let grid = match (args.grid_intensity, args.grid_source, args.grid_region) {
+        (Some(g), Some(source), Some(region)) => {
+            if !(g.is_finite() && g >= 0.0) {
+                return Err(bad_input(
+                    format!("--grid-intensity {g}: expected a non-negative number"),
+                    "grid intensity is in gCO2e/kWh, e.g. --grid-intensity 380",
+                ));
+            }
+            Some(GridIntensity {
+                grams_per_kwh: g,
+                source,
+                region,
+            })
+        }
+        _ => None,
+    };
+
+    let meter = Meter::auto(config).context("set up the energy meter")?;
+    if let Some(d) = idle {
+        let b = meter.measure_idle(d);
+        meter.set_baseline(Some(b));
+    }
+
+    let mut cmd = Command::new(program);
+    cmd.args(rest);
+    if args.json {
+        // Keep stdout for the one JSON object.
+        let err = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("duplicate stderr")?;
+        cmd.stdout(Stdio::from(err));
+    }
+    let label = std::iter::once(program)
+        .chain(rest)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>();
+    let outcome = meter
+        .run_command(&label.join(" "), &mut cmd)
+        .with_context(|| format!("meter `{}`", label.join(" ")))?;
+    let mut m = outcome.measurement;
+    if let Some(g) = grid {
+        m = m.with_carbon(g);
+    }
+    let code = outcome.status.shell_code();
+
+    if args.json {
+        let report = meter.report();
+        print_json(&serde_json::json!({
+            "command": label,
+            "exit_code": outcome.status.code,
+            "signal": outcome.status.signal,
+            "energy": m,
+            "probes": report.probes,
+            "skipped": report.skipped,
+            "hypervisor": report.hypervisor,
+        }))?;
+    } else {
+        print_human(&meter, &label.join(" "), &outcome.status, &m);
+    }
+    Ok(ExitCode::from(code))
+}
+
+/// The serde name of a unit enum (`estimated`, `wrap_corrected`, ...).
+fn name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+fn print_human(
+    meter: &Meter,
+    command: &str,
+    status: &joulecut::energy::ChildStatus,
+    m: &Measurement,
+) {
+    let mut e = std::io::stderr().lock();
+    let ended = match (status.code, status.signal) {
+        (Some(c), _) => format!("exited with {c}"),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        _ => "ended".to_string(),
+    };
+    let _ = writeln!(e, "joulecut energy: `{command}` {ended}");
+    let _ = writeln!(e, "  wall time      {:>10.3} s", m.wall.as_secs_f64());
+    let _ = writeln!(e, "  cpu time       {:>10.3} s", m.cpu.as_secs_f64());
+    let _ = writeln!(
+        e,
+        "  energy         {:>10.3} J  ({})",
+        m.total().0,
+        name(&m.provenance)
+    );
+    for d in &m.domains {
+        let _ = writeln!(
+            e,
+            "    {:<12} {:>10.3} J  {:<10} {}",
+            d.name,
+            d.joules.to_joules().0,
+            name(&d.provenance),
+            d.source
+        );
+    }
+    if let (Some(net), Some(b)) = (m.net_joules, &m.baseline) {
+        let _ = writeln!(
+            e,
+            "  net energy     {:>10.3} J  (idle baseline {:.2} W over {})",
+            net.to_joules().0,
+            b.watts.0,
+            if b.domains.is_empty() {
+                "no measured domain".to_string()
+            } else {
+                b.domains.join(", ")
+            }
+        );
+    }
+    match m.average_watts {
+        Some(w) => {
+            let _ = writeln!(e, "  average power  {:>10.3} W", w.0);
+        }
+        None => {
+            let _ = writeln!(e, "  average power         n/a");
+        }
+    }
+    if let Some(c) = &m.carbon {
+        let _ = writeln!(
+            e,
+            "  carbon         {:>10.4} gCO2e ({} energy x {} g/kWh, {}, {})",
+            c.grams_co2e,
+            c.basis,
+            c.intensity.grams_per_kwh,
+            c.intensity.source,
+            c.intensity.region
+        );
+    }
+    if !m.flags.is_empty() {
+        let flags: Vec<String> = m.flags.iter().map(name).collect();
+        let _ = writeln!(e, "  flags          {}", flags.join(", "));
+    }
+    for (i, s) in meter.skipped().iter().enumerate() {
+        let head = if i == 0 {
+            "  skipped        "
+        } else {
+            "                 "
+        };
+        let _ = writeln!(e, "{head}{}: {}", s.probe, s.message);
+    }
+}

@@ -1,0 +1,133 @@
+//! `joulecut eval`: accuracy, throughput and latency of a checkpoint on the test set, through the
+//! kernels its encoding calls for.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use joulecut::checkpoint::Checkpoint;
+use joulecut::harness;
+use joulecut::models::{LayerPath, Model, ModelConfig};
+
+use super::error::bad_input;
+use super::output::{device, human_bytes, print_json};
+
+/// Arguments of `joulecut eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Checkpoint (.safetensors); the architecture comes from its metadata.
+    file: PathBuf,
+    /// Architecture, for files without joulecut metadata (e.g. a PyTorch state dict).
+    #[arg(long)]
+    model: Option<String>,
+    /// Dataset directory (default: $JOULECUT_DATA or /usr/share/datasets/fashion-mnist).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Batch size for the accuracy/throughput pass and the batched latency.
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    /// Forward calls timed for each latency figure.
+    #[arg(long, default_value_t = 200)]
+    latency_iters: usize,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
+    if a.batch_size == 0 {
+        return Err(bad_input(
+            "--batch-size must be at least 1",
+            "e.g. --batch-size 256",
+        ));
+    }
+    if a.latency_iters == 0 {
+        return Err(bad_input(
+            "--latency-iters must be at least 1",
+            "e.g. --latency-iters 200",
+        ));
+    }
+    let dev = device(&a.device)?;
+    let ck = Checkpoint::open(&a.file)?;
+    let fallback = a.model.as_deref().map(ModelConfig::parse).transpose()?;
+    let cfg = Model::config_of(&ck, fallback.as_ref())?;
+    let model = Model::load(&ck, &cfg, &dev, &joulecut::models::DenseFactory)?;
+    let splits = harness::data::load_fashion_mnist(a.data.as_deref())?;
+    let stats = harness::evaluate(&model, &splits.test, a.batch_size, &dev)?;
+    let lat1 = harness::latency(&model, &splits.test, 1, a.latency_iters, &dev)?;
+    let latb = harness::latency(
+        &model,
+        &splits.test,
+        a.batch_size,
+        (a.latency_iters / 10).max(5),
+        &dev,
+    )?;
+    let (mut params, mut nonzero) = (0usize, 0usize);
+    for n in ck.names() {
+        let t = ck.get(n)?;
+        params += t.shape().iter().product::<usize>();
+        nonzero += t.nonzeros();
+    }
+    let layers: Vec<_> = model
+        .layers()
+        .map(|l| serde_json::json!({"name": l.name, "path": l.path}))
+        .collect();
+    let real = model
+        .layers()
+        .any(|l| matches!(l.path, LayerPath::Int8 | LayerPath::Sparse));
+    let nominal = model.layers().any(|l| l.path == LayerPath::Decoded) || nonzero < params;
+    let saving = if real {
+        "real"
+    } else if nominal {
+        "nominal"
+    } else {
+        "none"
+    };
+    if a.json {
+        print_json(&serde_json::json!({
+            "file": a.file,
+            "model": cfg.name(),
+            "accuracy": stats.accuracy,
+            "samples": stats.samples,
+            "batch_size": stats.batch_size,
+            "seconds": stats.seconds,
+            "samples_per_second": stats.samples_per_second,
+            "latency": {"batch_1": lat1, "batch": latb},
+            "model_bytes": ck.file_bytes(),
+            "params": params,
+            "nonzero_params": nonzero,
+            "layers": layers,
+            "saving": saving,
+            "device": a.device,
+        }))?;
+    } else {
+        println!(
+            "{}: {} ({})",
+            a.file.display(),
+            cfg.name(),
+            human_bytes(ck.file_bytes())
+        );
+        println!(
+            "accuracy          {:.4} ({} / {})",
+            stats.accuracy, stats.correct, stats.samples
+        );
+        println!(
+            "throughput        {:.0} samples/s at batch {}",
+            stats.samples_per_second, stats.batch_size
+        );
+        println!(
+            "latency batch 1   median {:.1} us (p10 {:.1}, p90 {:.1})",
+            lat1.median_us, lat1.p10_us, lat1.p90_us
+        );
+        println!(
+            "latency batch {:<4}median {:.1} us",
+            latb.batch_size, latb.median_us
+        );
+        println!("params            {params} ({nonzero} non-zero)");
+        println!("saving            {saving}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,125 @@
+//! `joulecut inspect`: what a checkpoint holds — per tensor dtype, shape, encoding, bytes and
+//! non-zero fraction — and totals.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use joulecut::checkpoint::{Checkpoint, SparseValues, TensorData};
+
+use super::output::{human_bytes, print_json};
+
+/// Arguments of `joulecut inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Checkpoint (.safetensors).
+    file: PathBuf,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn stored_dtype(t: &TensorData) -> String {
+    match t {
+        TensorData::Dense(d) => d.dtype.to_string(),
+        TensorData::Int8(_) => "I8".into(),
+        TensorData::Sparse(s) => match &s.values {
+            SparseValues::Float { dtype, .. } => dtype.to_string(),
+            SparseValues::Int8(_) => "I8".into(),
+        },
+        _ => "?".into(),
+    }
+}
+
+pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
+    let ck = Checkpoint::open(&a.file)?;
+    let mut rows = Vec::new();
+    let (mut params, mut nonzero, mut tensor_bytes) = (0usize, 0usize, 0usize);
+    for name in ck.names() {
+        let t = ck.get(name)?;
+        let numel: usize = t.shape().iter().product();
+        let nz = t.nonzeros();
+        let bytes = ck.tensor_bytes(name)?;
+        params += numel;
+        nonzero += nz;
+        tensor_bytes += bytes;
+        rows.push(serde_json::json!({
+            "name": name,
+            "dtype": stored_dtype(&t),
+            "shape": t.shape(),
+            "encoding": t.encoding_name(),
+            "bytes": bytes,
+            "params": numel,
+            "nonzero": nz,
+            "nonzero_fraction": if numel == 0 { 0.0 } else { nz as f64 / numel as f64 },
+        }));
+    }
+    let model = ck.model_config()?;
+    let history = ck.history()?;
+    if a.json {
+        let foreign: serde_json::Map<_, _> = ck
+            .metadata()
+            .iter()
+            .filter(|(k, _)| !k.starts_with("joulecut."))
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        print_json(&serde_json::json!({
+            "file": a.file,
+            "tensors": rows,
+            "totals": {
+                "tensors": rows.len(),
+                "params": params,
+                "nonzero_params": nonzero,
+                "nonzero_fraction": if params == 0 { 0.0 } else { nonzero as f64 / params as f64 },
+                "tensor_bytes": tensor_bytes,
+                "bytes_on_disk": ck.file_bytes(),
+            },
+            "model": model,
+            "history": history,
+            "metadata": foreign,
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{}", a.file.display());
+    if let Some(m) = &model {
+        println!("model: {m}");
+    }
+    println!(
+        "{:<40} {:>5} {:>16} {:>11} {:>10} {:>8}",
+        "tensor", "dtype", "shape", "encoding", "bytes", "nonzero"
+    );
+    for r in &rows {
+        println!(
+            "{:<40} {:>5} {:>16} {:>11} {:>10} {:>7.1}%",
+            r["name"].as_str().unwrap_or_default(),
+            r["dtype"].as_str().unwrap_or_default(),
+            format!(
+                "{:?}",
+                r["shape"]
+                    .as_array()
+                    .map(|a| a
+                        .iter()
+                        .map(|d| d.as_u64().unwrap_or(0))
+                        .collect::<Vec<_>>())
+                    .unwrap_or_default()
+            ),
+            r["encoding"].as_str().unwrap_or_default(),
+            r["bytes"],
+            r["nonzero_fraction"].as_f64().unwrap_or(0.0) * 100.0
+        );
+    }
+    println!(
+        "total: {} tensors, {params} params ({nonzero} non-zero, {:.1}%), {} on disk",
+        rows.len(),
+        if params == 0 {
+            0.0
+        } else {
+            100.0 * nonzero as f64 / params as f64
+        },
+        human_bytes(ck.file_bytes())
+    );
+    for h in &history {
+        println!("history: {} {}", h.tool, h.command);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,15 @@
+//! joulecut: compress neural networks — pruning, quantization, distillation — and prove the savings
+//! in joules.
+//!
+//! This facade re-exports the workspace crates so library users depend on one crate:
+//! [`checkpoint`] (safetensors checkpoints and their encodings), [`models`] (reference
+//! architectures), [`harness`] (datasets, training and evaluation loops).
+
+/// Safetensors checkpoints: lazy reading, encodings, selection, atomic writes.
+pub use joulecut_checkpoint as checkpoint;
+/// Energy metering: RAPL, NVML and labelled estimates, windows, measurements with provenance.
+pub use joulecut_energy as energy;
+/// Datasets, training and evaluation loops.
+pub use joulecut_harness as harness;
+/// Reference architectures that rebuild from checkpoint metadata.
+pub use joulecut_models as models;

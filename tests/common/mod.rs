@@ -1,0 +1,83 @@
+//! Shared helpers for end-to-end tests of the `joulecut` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::OnceLock;
+
+use assert_cmd::Command;
+
+/// The real Fashion-MNIST directory (CI installs `dataset-fashion-mnist`).
+pub const DATA: &str = "/usr/share/datasets/fashion-mnist";
+
+/// The binary under test, with `JOULECUT_DATA` cleared.
+pub fn joulecut() -> Command {
+    let mut c = Command::cargo_bin("joulecut").expect("binary built");
+    c.env_remove("JOULECUT_DATA");
+    c
+}
+
+/// Runs and parses stdout as one JSON object; panics with stderr on failure.
+pub fn json(args: &[&str]) -> serde_json::Value {
+    let out = joulecut().args(args).output().expect("run joulecut");
+    assert!(
+        out.status.success(),
+        "joulecut {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Asserts a bad-input failure: exit code 2, a one-line `error:` naming `needle`, and a hint.
+pub fn assert_bad_input(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "expected exit 2, stderr:\n{err}"
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    let e: Vec<&&str> = lines.iter().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(e.len(), 1, "expected one error line:\n{err}");
+    assert!(
+        e[0].contains(needle),
+        "error line should mention `{needle}`:\n{err}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("hint:")),
+        "expected a hint:\n{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A scratch directory that lives for the whole test binary.
+pub fn scratch() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("tempdir"))
+        .path()
+}
+
+/// A LeNet-300-100 trained for `epochs` with the defaults, shared by the tests of one binary.
+pub fn trained_mlp(epochs: usize) -> &'static (PathBuf, serde_json::Value) {
+    static M: OnceLock<(PathBuf, serde_json::Value)> = OnceLock::new();
+    M.get_or_init(|| {
+        let p = scratch().join("mlp.safetensors");
+        let e = epochs.to_string();
+        let v = json(&[
+            "train",
+            "--model",
+            "lenet-300-100",
+            "--epochs",
+            &e,
+            "-o",
+            p.to_str().unwrap(),
+            "--json",
+        ]);
+        (p, v)
+    })
+}
