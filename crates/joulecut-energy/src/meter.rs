@@ -288,7 +288,47 @@ pub fn detect_hypervisor() -> Option<String> {
     .filter_map(|p| std::fs::read_to_string(p).ok())
     .map(|s| s.trim().to_string())
     .find(|s| !s.is_empty());
-    Some(dmi.unwrap_or_else(|| "unknown hypervisor".to_string()))
+    Some(
+        dmi.or_else(cpuid_hypervisor)
+            .unwrap_or_else(|| "unknown hypervisor".to_string()),
+    )
+}
+
+/// The hypervisor's CPUID vendor signature (leaf 0x4000_0000), e.g. `KVMKVMKVM` → `KVM`.
+#[cfg(target_arch = "x86_64")]
+fn cpuid_hypervisor() -> Option<String> {
+    // Only called when /proc/cpuinfo shows the `hypervisor` flag, so the leaf is defined.
+    #[allow(unused_unsafe)]
+    // SAFETY: CPUID is available on every x86_64 CPU and has no side effects.
+    let r = unsafe { std::arch::x86_64::__cpuid(0x4000_0000) };
+    let mut sig = Vec::with_capacity(12);
+    for reg in [r.ebx, r.ecx, r.edx] {
+        sig.extend_from_slice(&reg.to_le_bytes());
+    }
+    let sig = String::from_utf8_lossy(&sig)
+        .trim_matches(char::from(0))
+        .to_string();
+    let name = match sig.as_str() {
+        "KVMKVMKVM" => "KVM",
+        "Microsoft Hv" => "Hyper-V",
+        "VMwareVMware" => "VMware",
+        "XenVMMXenVMM" => "Xen",
+        "TCGTCGTCGTCG" => "QEMU (TCG)",
+        " lrpepyh  vr" | "ACRNACRNACRN" | "VBoxVBoxVBox" => sig.as_str(),
+        other
+            if other.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+                && !other.trim().is_empty() =>
+        {
+            other
+        }
+        _ => return None,
+    };
+    Some(name.trim().to_string())
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn cpuid_hypervisor() -> Option<String> {
+    None
 }
 
 impl Meter {

@@ -202,16 +202,20 @@ pub struct ProbeSkip {
     pub reason: Unavailable,
     /// One-line human summary, the reason's `Display`.
     pub message: String,
+    /// How to make the probe available, when the user can.
+    pub hint: Option<String>,
 }
 
 impl ProbeSkip {
     /// Builds a skip record.
     pub fn new(probe: impl Into<String>, reason: Unavailable) -> Self {
         let message = reason.to_string();
+        let hint = reason.remedy().map(str::to_string);
         ProbeSkip {
             probe: probe.into(),
             reason,
             message,
+            hint,
         }
     }
 }

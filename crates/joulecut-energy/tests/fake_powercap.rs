@@ -14,7 +14,6 @@ use joulecut_energy::{
 
 /// `max_energy_range_uj` of a real 61 µJ-unit package (262 kJ).
 const RANGE: u64 = 262_143_328_850;
-const MODULUS: u64 = RANGE + 1;
 
 struct Tree {
     dir: tempfile::TempDir,

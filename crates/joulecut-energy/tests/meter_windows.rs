@@ -48,7 +48,7 @@ fn estimate_only_meter_lists_skips_and_labels_everything() {
     assert_eq!(m.domain("cpu").unwrap().source, "cpu-time x 10 W/core");
     // ~0.15 s CPU × 10 W ≈ 1.5 J (allow for a loaded CI machine).
     let cpu_j = m.domain("cpu").unwrap().joules.to_joules().0;
-    assert!(cpu_j >= 1.5 && cpu_j < 20.0, "{cpu_j}");
+    assert!((1.5..20.0).contains(&cpu_j), "{cpu_j}");
     let json = serde_json::to_value(&m).unwrap();
     assert_eq!(json["provenance"], "estimated");
     assert!(
