@@ -56,7 +56,7 @@ pub enum Error {
         glob: String,
         /// The parser's complaint.
         #[source]
-        source: globset::Error,
+        source: Box<globset::Error>,
     },
 
     /// An include or exclude glob that matches no tensor name.
@@ -165,9 +165,12 @@ pub enum Error {
         name: String,
         /// candle's error.
         #[source]
-        source: candle_core::Error,
+        source: Box<candle_core::Error>,
     },
 }
+
+// Keep `Result<T>` cheap to return (clippy's `result_large_err` bound is 128 bytes).
+const _: () = assert!(size_of::<Error>() <= 96);
 
 fn for_tensor(t: &Option<String>) -> String {
     t.as_ref()
@@ -228,7 +231,7 @@ impl Error {
         move |source| Error::Candle {
             action,
             name,
-            source,
+            source: Box::new(source),
         }
     }
 }

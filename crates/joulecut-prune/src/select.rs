@@ -45,7 +45,7 @@ fn compile(glob: &str) -> Result<GlobMatcher> {
         .map(|g| g.compile_matcher())
         .map_err(|source| Error::InvalidGlob {
             glob: glob.into(),
-            source,
+            source: Box::new(source),
         })
 }
 
