@@ -88,6 +88,10 @@ struct DenseConv {
 
 impl Module for DenseConv {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        // joulecut-ops' im2col + gemm kernels are CPU-only; other devices use candle's conv.
+        if x.device().is_cpu() {
+            return joulecut_ops::conv2d(x, &self.w, self.b.as_ref(), self.padding);
+        }
         let y = x.conv2d(&self.w, self.padding, 1, 1, 1)?;
         match &self.b {
             Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
@@ -299,7 +303,12 @@ impl Model {
             let b = x.dim(0)?;
             h = h.reshape((b, *in_channels, *image, *image))?;
             for conv in &self.convs {
-                h = conv.forward(&h)?.relu()?.max_pool2d(2)?;
+                h = conv.forward(&h)?.relu()?;
+                h = if h.device().is_cpu() {
+                    joulecut_ops::max_pool2d(&h, 2)?
+                } else {
+                    h.max_pool2d(2)?
+                };
             }
             h = h.flatten_from(1)?;
         }

@@ -38,9 +38,12 @@ pub struct TrainArgs {
     /// Optimiser: adam, adamw or sgd.
     #[arg(long, default_value = "adam")]
     optimizer: String,
-    /// Weight decay (adamw).
+    /// Weight decay (decoupled for adamw, L2 for adam and sgd).
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f64,
+    /// Momentum (sgd).
+    #[arg(long, default_value_t = 0.0)]
+    momentum: f64,
     /// Seed for initialisation and shuffling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -127,6 +130,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         lr: a.lr,
         optimizer,
         weight_decay: a.weight_decay,
+        momentum: a.momentum,
         seed: a.seed,
         eval_every_epoch: true,
     };

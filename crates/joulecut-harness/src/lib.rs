@@ -25,5 +25,5 @@ pub use error::{Error, Result};
 pub use eval::{EvalStats, LatencyStats, evaluate, latency};
 pub use train::{
     CrossEntropy, EpochStats, Event, NoHook, Objective, Observer, OptimizerKind, Silent, StepHook,
-    TrainConfig, TrainReport, train,
+    TrainConfig, TrainReport, cross_entropy, train,
 };

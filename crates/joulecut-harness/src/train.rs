@@ -35,8 +35,10 @@ pub struct TrainConfig {
     pub lr: f64,
     /// Optimiser.
     pub optimizer: OptimizerKind,
-    /// Weight decay (AdamW only).
+    /// Weight decay (decoupled for AdamW, L2 for Adam and SGD).
     pub weight_decay: f64,
+    /// SGD momentum.
+    pub momentum: f64,
     /// Seed for shuffling (and, in the CLI, initialisation).
     pub seed: u64,
     /// Evaluate on the test set after every epoch (otherwise only after the last).
@@ -51,6 +53,7 @@ impl Default for TrainConfig {
             lr: 1e-3,
             optimizer: OptimizerKind::Adam,
             weight_decay: 0.0,
+            momentum: 0.0,
             seed: 0,
             eval_every_epoch: true,
         }
@@ -67,6 +70,12 @@ impl TrainConfig {
             return Err(Error::BadSetting(format!(
                 "--lr must be a positive number, got {}",
                 self.lr
+            )));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return Err(Error::BadSetting(format!(
+                "--momentum must be in [0, 1), got {}",
+                self.momentum
             )));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
@@ -92,6 +101,15 @@ pub trait Objective {
     ) -> candle_core::Result<(Tensor, Tensor)>;
 }
 
+/// Mean cross-entropy, through joulecut-ops' fused kernel on CPU.
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
+    if logits.device().is_cpu() {
+        joulecut_ops::cross_entropy(logits, targets)
+    } else {
+        candle_nn::loss::cross_entropy(logits, targets)
+    }
+}
+
 /// Plain cross-entropy on the labels.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CrossEntropy;
@@ -105,7 +123,7 @@ impl Objective for CrossEntropy {
         _: &[u32],
     ) -> candle_core::Result<(Tensor, Tensor)> {
         let logits = candle_core::Module::forward(model, x)?;
-        Ok((candle_nn::loss::cross_entropy(&logits, y)?, logits))
+        Ok((cross_entropy(&logits, y)?, logits))
     }
 }
 
@@ -195,20 +213,65 @@ pub struct TrainReport {
 /// One optimiser step from a loss.
 type StepFn = Box<dyn FnMut(&Tensor) -> candle_core::Result<()>>;
 
-/// Builds the optimiser for `vm`.
-fn optimizer(vm: &VarMap, cfg: &TrainConfig) -> candle_core::Result<StepFn> {
+/// Builds the optimiser for `vm`: joulecut-ops' fused one-pass updates (PyTorch semantics) on
+/// CPU, candle's optimisers elsewhere.
+fn optimizer(vm: &VarMap, cfg: &TrainConfig, device: &Device) -> candle_core::Result<StepFn> {
+    use joulecut_ops::optim;
     let vars = vm.all_vars();
+    let (lr, wd) = (cfg.lr, cfg.weight_decay);
+    if !device.is_cpu() {
+        return Ok(match cfg.optimizer {
+            OptimizerKind::Adam | OptimizerKind::AdamW => {
+                let wd = if cfg.optimizer == OptimizerKind::AdamW {
+                    wd
+                } else {
+                    0.0
+                };
+                let mut o = candle_nn::AdamW::new(
+                    vars,
+                    candle_nn::ParamsAdamW {
+                        lr,
+                        weight_decay: wd,
+                        ..Default::default()
+                    },
+                )?;
+                Box::new(move |l| o.backward_step(l))
+            }
+            OptimizerKind::Sgd if cfg.momentum == 0.0 && wd == 0.0 => {
+                let mut o = candle_nn::SGD::new(vars, lr)?;
+                Box::new(move |l| o.backward_step(l))
+            }
+            OptimizerKind::Sgd => {
+                let mut o = optim::Sgd::new(
+                    vars,
+                    optim::SgdConfig {
+                        lr,
+                        momentum: cfg.momentum,
+                        weight_decay: wd,
+                        ..Default::default()
+                    },
+                )?;
+                Box::new(move |l| o.backward_step(l))
+            }
+        });
+    }
     Ok(match cfg.optimizer {
-        OptimizerKind::Adam | OptimizerKind::AdamW => {
-            let wd = if cfg.optimizer == OptimizerKind::AdamW {
-                cfg.weight_decay
-            } else {
-                0.0
-            };
-            let mut o = candle_nn::AdamW::new(
+        OptimizerKind::Adam => {
+            let mut o = optim::Adam::new(
                 vars,
-                candle_nn::ParamsAdamW {
-                    lr: cfg.lr,
+                optim::AdamConfig {
+                    lr,
+                    weight_decay: wd,
+                    ..Default::default()
+                },
+            )?;
+            Box::new(move |l| o.backward_step(l))
+        }
+        OptimizerKind::AdamW => {
+            let mut o = optim::AdamW::new(
+                vars,
+                optim::AdamWConfig {
+                    lr,
                     weight_decay: wd,
                     ..Default::default()
                 },
@@ -216,7 +279,15 @@ fn optimizer(vm: &VarMap, cfg: &TrainConfig) -> candle_core::Result<StepFn> {
             Box::new(move |l| o.backward_step(l))
         }
         OptimizerKind::Sgd => {
-            let mut o = candle_nn::SGD::new(vars, cfg.lr)?;
+            let mut o = optim::Sgd::new(
+                vars,
+                optim::SgdConfig {
+                    lr,
+                    momentum: cfg.momentum,
+                    weight_decay: wd,
+                    ..Default::default()
+                },
+            )?;
             Box::new(move |l| o.backward_step(l))
         }
     })
@@ -251,7 +322,7 @@ pub fn train(
         return Err(Error::BadSetting("the training set is empty".into()));
     }
     let (xs, ys) = train.tensors(device)?;
-    let mut step_fn = optimizer(vm, cfg).map_err(Error::candle("create optimiser"))?;
+    let mut step_fn = optimizer(vm, cfg, device).map_err(Error::candle("create optimiser"))?;
     let mut rng = Rng::new(cfg.seed.wrapping_add(0x5eed));
     let mut order: Vec<u32> = (0..train.len() as u32).collect();
     let bs = cfg.batch_size.min(train.len());
