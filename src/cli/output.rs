@@ -42,6 +42,37 @@ pub fn device(spec: &str) -> anyhow::Result<Device> {
     }
 }
 
+/// A meter configured from the environment (`JOULECUT_CPU_WATTS_PER_CORE`, ...).
+pub fn meter() -> anyhow::Result<joulecut::energy::Meter> {
+    let cfg = joulecut::energy::MeterConfig::from_env()?;
+    Ok(joulecut::energy::Meter::auto(cfg)?)
+}
+
+/// One line summarising a measurement: joules, provenance and the sources of its domains.
+pub fn energy_line(m: &joulecut::energy::Measurement) -> String {
+    let v = serde_json::to_value(m).unwrap_or_default();
+    let sources: Vec<String> = v["domains"]
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .map(|d| {
+                    format!(
+                        "{} {}",
+                        d["name"].as_str().unwrap_or("?"),
+                        d["source"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "{:.2} J {} ({})",
+        m.total().0,
+        v["provenance"].as_str().unwrap_or("?"),
+        sources.join("; ")
+    )
+}
+
 /// Human-readable byte count.
 pub fn human_bytes(b: u64) -> String {
     const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -12,7 +12,7 @@ use joulecut::harness::{self, CrossEntropy, OptimizerKind, StepHook, TrainConfig
 use joulecut::models::{Model, ModelConfig, init_varmap, load_into_varmap};
 
 use super::error::bad_input;
-use super::output::{Progress, device, print_json};
+use super::output::{Progress, device, energy_line, meter, print_json};
 
 /// Arguments of `joulecut train`.
 #[derive(Debug, Args)]
@@ -166,17 +166,21 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
     let mut keep = KeepZeros::new(&vm)?;
     let model = Model::from_varmap(&cfg, &vm)?;
     let mut progress = Progress::new(a.quiet || a.json);
-    let report = harness::train(
-        &model,
-        &vm,
-        &splits.train,
-        &splits.test,
-        &tc,
-        &mut CrossEntropy,
-        &mut keep,
-        &mut progress,
-        &dev,
-    )?;
+    let meter = meter()?;
+    let (report, energy) = meter.measure("train", || {
+        harness::train(
+            &model,
+            &vm,
+            &splits.train,
+            &splits.test,
+            &tc,
+            &mut CrossEntropy,
+            &mut keep,
+            &mut progress,
+            &dev,
+        )
+    });
+    let report = report?;
     writer.set_model_config(cfg.to_json());
     writer.push_history(HistoryEntry::new(
         "train",
@@ -197,6 +201,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
             "per_epoch": report.epochs,
             "bytes": bytes,
             "kept_zero_masks": keep.masks.len(),
+            "energy": energy,
             "config": tc,
         }))?;
     } else {
@@ -207,6 +212,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
             report.samples_per_second,
             a.output.display()
         );
+        eprintln!("training energy: {}", energy_line(&energy));
     }
     Ok(ExitCode::SUCCESS)
 }
