@@ -13,3 +13,5 @@ pub use joulecut_energy as energy;
 pub use joulecut_harness as harness;
 /// Reference architectures that rebuild from checkpoint metadata.
 pub use joulecut_models as models;
+/// Pruning: masks, schedules, compaction, sparse kernels.
+pub use joulecut_prune as prune;

@@ -10,6 +10,7 @@ pub mod error;
 mod eval;
 mod inspect;
 mod output;
+mod prune;
 mod train;
 
 /// joulecut: compress neural networks and prove the savings in joules.
@@ -28,6 +29,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// List a checkpoint's tensors: dtype, shape, encoding, bytes, non-zero fraction.
     Inspect(inspect::InspectArgs),
+    /// Prune a checkpoint: unstructured, rows, channels or N:M; compact, pack, sensitivity sweep.
+    Prune(prune::PruneArgs),
     /// Run a command and meter its energy: wall time, joules by domain with provenance, power.
     Energy(energy::EnergyArgs),
 }
@@ -39,5 +42,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Eval(a) => eval::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Energy(a) => energy::run(a),
+        Command::Prune(a) => prune::run(a),
     }
 }

@@ -201,8 +201,8 @@ impl Error {
                 if examples.is_empty() { "" } else { ", ..." }
             )),
             Error::NothingSelected { .. } => Some(
-                "by default only weights of rank >= 2 are pruned (no biases, norms or embeddings); \
-                 select tensors with --include GLOB"
+                "by default only weights of rank >= 2 are pruned (no biases, norms, embeddings or output \
+                 heads); select tensors with --include GLOB"
                     .into(),
             ),
             Error::RankTooLow { name, .. } => Some(format!(

@@ -2,8 +2,9 @@
 //! policy.
 //!
 //! Without `include` globs, the default policy selects weight matrices and conv kernels: tensors of
-//! rank >= 2 whose name contains neither `norm` nor `embed` (biases and norm scales are rank 1, so they
-//! are never selected by default). With `include` globs, exactly the tensors matching one of them are
+//! rank >= 2, except biases, norms, embeddings, position tables and output heads (`lm_head`,
+//! `classifier`) — the same policy as `joulecut_checkpoint::Selection`, so pruning and quantization
+//! agree on what a "weight" is. With `include` globs, exactly the tensors matching one of them are
 //! selected, whatever their rank (so `--include 'fc1.*'` takes `fc1.bias` too). `exclude` globs then
 //! remove tensors. Every glob must match at least one tensor name, so a typo is an error instead of a
 //! silent no-op.
@@ -34,10 +35,9 @@ pub struct Selection {
     pub exclude: Vec<String>,
 }
 
-/// Whether the default policy selects a tensor: rank >= 2, and not a norm or an embedding table.
+/// Whether the default policy selects a tensor (see the module docs).
 pub fn is_default_prunable(name: &str, shape: &[usize]) -> bool {
-    let lower = name.to_ascii_lowercase();
-    shape.len() >= 2 && !lower.contains("norm") && !lower.contains("embed")
+    joulecut_checkpoint::Selection::default_takes(name, shape)
 }
 
 fn compile(glob: &str) -> Result<GlobMatcher> {

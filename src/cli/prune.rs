@@ -1,0 +1,483 @@
+//! `joulecut prune`: magnitude pruning of a checkpoint (joulecut or foreign safetensors), with
+//! optional structured compaction (`--compact`: physically smaller layers, new dimensions in
+//! `joulecut.model`), packed sparse storage (`--pack`: bitmap + non-zeros) and a per-layer
+//! sensitivity sweep (`--sensitivity`).
+//!
+//! The report says which kind of saving the result is: *real* (fewer bytes on disk, smaller dense
+//! layers) or *nominal* (zeros stored densely: same bytes, same dense speed).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use candle_core::Device;
+use clap::{Args, ValueEnum};
+use joulecut::checkpoint::{
+    Checkpoint, CheckpointWriter, DenseTensor, HistoryEntry, SparseTensor, SparseValues, TensorData,
+};
+use joulecut::harness;
+use joulecut::models::{Model, ModelConfig, init_varmap, load_into_varmap};
+use joulecut::prune::{
+    Chain, ChainLayer, Criterion, F32Tensor, Granularity, PruneSpec, Scope, Selection,
+    SensitivityConfig, SparsityReport,
+};
+
+use super::error::bad_input;
+use super::output::{human_bytes, print_json};
+
+/// What is removed together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum GranularityArg {
+    /// Single weights (magnitude).
+    Unstructured,
+    /// Output rows / neurons of weight matrices.
+    Rows,
+    /// Output channels of conv kernels (and rows of matrices).
+    Channels,
+    /// N of every M weights along the input dimension (see --nm).
+    Nm,
+}
+
+/// Ranking of rows and channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CriterionArg {
+    /// Mean absolute value.
+    L1,
+    /// Root mean square.
+    L2,
+}
+
+/// Where the threshold is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ScopeArg {
+    /// The same fraction in every selected tensor.
+    Layer,
+    /// One threshold across all selected tensors.
+    Global,
+}
+
+/// Arguments of `joulecut prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Input checkpoint (.safetensors): a joulecut checkpoint or any safetensors file.
+    input: PathBuf,
+    /// Output checkpoint (never the input; written atomically).
+    #[arg(short, long, required_unless_present = "sensitivity")]
+    output: Option<PathBuf>,
+    /// Fraction of weights (rows, channels) to remove, in [0, 1). Implied by --nm.
+    #[arg(long, allow_negative_numbers = true)]
+    sparsity: Option<f64>,
+    /// What is removed together [default: unstructured, or nm with --nm].
+    #[arg(long, value_enum)]
+    granularity: Option<GranularityArg>,
+    /// N:M pattern: keep N of every M consecutive weights along the input dimension.
+    #[arg(long, value_name = "N:M")]
+    nm: Option<String>,
+    /// Ranking of rows and channels.
+    #[arg(long, value_enum, default_value = "l1")]
+    criterion: CriterionArg,
+    /// Per-layer fraction or one global threshold.
+    #[arg(long, value_enum, default_value = "layer")]
+    scope: ScopeArg,
+    /// Prune only tensors matching this glob (repeatable; overrides the default policy: weight
+    /// matrices and conv kernels, never biases, norms, embeddings or output heads).
+    #[arg(long, value_name = "GLOB")]
+    include: Vec<String>,
+    /// Leave tensors matching this glob alone (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Remove pruned neurons/channels: physically smaller layers (joulecut models only).
+    #[arg(long)]
+    compact: bool,
+    /// Store pruned tensors packed (bitmap + non-zero values) where that is smaller.
+    #[arg(long)]
+    pack: bool,
+    /// Sweep each layer alone over --sweep sparsities and report test accuracy (needs the data).
+    #[arg(long)]
+    sensitivity: bool,
+    /// Sparsities of the sensitivity sweep.
+    #[arg(long, value_delimiter = ',', default_value = "0.5,0.7,0.8,0.9,0.95")]
+    sweep: Vec<f64>,
+    /// Test samples per sensitivity point (0 = the whole test set).
+    #[arg(long, default_value_t = 2000)]
+    eval_samples: usize,
+    /// Fashion-MNIST directory for --sensitivity (default: $JOULECUT_DATA or the system dataset).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parses `N:M`.
+fn parse_nm(s: &str) -> anyhow::Result<(usize, usize)> {
+    let parsed = s
+        .split_once(':')
+        .and_then(|(n, m)| Some((n.trim().parse().ok()?, m.trim().parse().ok()?)));
+    parsed.ok_or_else(|| bad_input(format!("bad --nm `{s}`"), "write N:M, e.g. --nm 2:4"))
+}
+
+/// The validated pruning spec from the flags (the sensitivity sweep ignores `--sparsity`).
+fn spec_of(a: &PruneArgs, need_sparsity: bool) -> anyhow::Result<PruneSpec> {
+    let granularity = match (a.granularity, &a.nm) {
+        (None | Some(GranularityArg::Nm), Some(nm)) => {
+            let (n, m) = parse_nm(nm)?;
+            Granularity::nm(n, m)?
+        }
+        (Some(GranularityArg::Nm), None) => Granularity::nm(2, 4)?,
+        (Some(g), Some(_)) => {
+            return Err(bad_input(
+                format!("--nm does not apply to --granularity {g:?}"),
+                "use --granularity nm --nm N:M, or drop --nm",
+            ));
+        }
+        (None | Some(GranularityArg::Unstructured), None) => Granularity::Unstructured,
+        (Some(GranularityArg::Rows), None) => Granularity::Rows,
+        (Some(GranularityArg::Channels), None) => Granularity::Channels,
+    };
+    let sparsity = match (a.sparsity, granularity.implied_sparsity()) {
+        (Some(s), Some(implied)) if (s - implied).abs() > 1e-9 => {
+            return Err(bad_input(
+                format!("--sparsity {s} contradicts {granularity} (which is {implied} sparse)"),
+                "drop --sparsity with --nm; the pattern fixes it",
+            ));
+        }
+        (_, Some(implied)) => implied,
+        (Some(s), None) => s,
+        (None, None) if !need_sparsity => 0.0,
+        (None, None) => {
+            return Err(bad_input(
+                "--sparsity is required",
+                "e.g. --sparsity 0.9 removes 90% of the selected weights",
+            ));
+        }
+    };
+    let selection = Selection {
+        include: a.include.clone(),
+        exclude: a.exclude.clone(),
+    };
+    let spec = PruneSpec::new(sparsity)
+        .granularity(granularity)
+        .criterion(match a.criterion {
+            CriterionArg::L1 => Criterion::L1,
+            CriterionArg::L2 => Criterion::L2,
+        })
+        .scope(match a.scope {
+            ScopeArg::Layer => Scope::Layer,
+            ScopeArg::Global => Scope::Global,
+        })
+        .selection(selection);
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// The layers of a joulecut model in data-flow order (what compaction walks).
+fn chain_of(cfg: &ModelConfig) -> Chain {
+    let prefixes: Vec<String> = cfg
+        .param_shapes()
+        .into_iter()
+        .filter_map(|(n, _)| n.strip_suffix(".weight").map(str::to_string))
+        .collect();
+    Chain::new(
+        prefixes
+            .into_iter()
+            .map(|p| ChainLayer {
+                weight: format!("{p}.weight"),
+                bias: Some(format!("{p}.bias")),
+            })
+            .collect(),
+    )
+}
+
+/// The model config with compacted widths (one per chain layer, outputs).
+fn compacted_config(cfg: &ModelConfig, widths: &[usize]) -> anyhow::Result<ModelConfig> {
+    let mut v = cfg.to_json();
+    match cfg {
+        ModelConfig::Mlp {
+            widths: original, ..
+        } => {
+            let mut w = vec![original[0]];
+            w.extend_from_slice(widths);
+            let name = format!(
+                "mlp:{}",
+                w.iter().map(usize::to_string).collect::<Vec<_>>().join("-")
+            );
+            v["widths"] = serde_json::json!(w);
+            v["name"] = serde_json::json!(name);
+        }
+        ModelConfig::Lenet5 { .. } => {
+            v["channels"] = serde_json::json!([widths[0], widths[1]]);
+            v["hidden"] = serde_json::json!(widths[2..widths.len() - 1]);
+        }
+        _ => anyhow::bail!("--compact does not know this architecture"),
+    }
+    Ok(ModelConfig::from_json(&v)?)
+}
+
+/// The last layer's weight of a joulecut model (kept whole by structured pruning by default).
+fn output_layer(cfg: &ModelConfig) -> Option<String> {
+    cfg.param_shapes()
+        .into_iter()
+        .map(|(n, _)| n)
+        .rfind(|n| n.ends_with(".weight"))
+}
+
+/// Per-layer accuracy sweep on the test set.
+fn sensitivity(
+    a: &PruneArgs,
+    ck: &Checkpoint,
+    tensors: &BTreeMap<String, F32Tensor>,
+    spec: &PruneSpec,
+) -> anyhow::Result<joulecut::prune::SensitivityReport> {
+    let cfg = Model::config_of(ck, None)?;
+    let splits = harness::data::load_fashion_mnist(a.data.as_deref())?;
+    let test = if a.eval_samples == 0 || a.eval_samples >= splits.test.len() {
+        splits.test
+    } else {
+        splits.test.take(a.eval_samples)
+    };
+    let dev = Device::Cpu;
+    let vm = init_varmap(&cfg, 0, &dev)?;
+    load_into_varmap(
+        &vm,
+        tensors
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shape.clone(), t.values.clone())),
+    )?;
+    let model = Model::from_varmap(&cfg, &vm)?;
+    let sc = SensitivityConfig {
+        sparsities: a.sweep.clone(),
+        granularity: spec.granularity,
+        criterion: spec.criterion,
+        selection: spec.selection.clone(),
+    };
+    let mut done = 0;
+    joulecut::prune::sensitivity_varmap(&vm, &sc, |_| -> anyhow::Result<f64> {
+        let s = harness::evaluate(&model, &test, 1000, &dev)?;
+        done += 1;
+        eprintln!("sensitivity: evaluation {done} accuracy {:.4}", s.accuracy);
+        Ok(s.accuracy)
+    })
+}
+
+/// Bytes of a tensor as it would be written.
+fn data_bytes(t: &TensorData) -> usize {
+    match t {
+        TensorData::Dense(d) => d.bytes.len(),
+        TensorData::Sparse(s) => {
+            s.bitmap.len()
+                + match &s.values {
+                    SparseValues::Float { bytes, .. } => bytes.len(),
+                    SparseValues::Int8(q) => q.values.len() + 4 * q.scales.len(),
+                }
+        }
+        TensorData::Int8(q) => q.values.len() + 4 * q.scales.len(),
+        _ => 0,
+    }
+}
+
+pub fn run(a: PruneArgs) -> anyhow::Result<ExitCode> {
+    let spec = spec_of(&a, a.output.is_some())?;
+    let ck = Checkpoint::open(&a.input)?;
+    if let Some(out) = &a.output {
+        joulecut::checkpoint::refuse_input(out, &[ck.path()])?;
+    }
+    let config = match ck.model_config()? {
+        Some(v) => Some(ModelConfig::from_json(&v)?),
+        None => None,
+    };
+    if a.compact && config.is_none() {
+        return Err(bad_input(
+            format!(
+                "--compact needs a joulecut model: `{}` has no joulecut.model metadata",
+                a.input.display()
+            ),
+            "compaction must know how layers connect; train the model with joulecut, or prune \
+             without --compact",
+        ));
+    }
+    // Original data (written back unchanged when not pruned) and f32 values of every tensor.
+    let mut original = BTreeMap::new();
+    let mut tensors = BTreeMap::new();
+    for name in ck.names() {
+        let data = ck.get(name)?;
+        let (shape, values) = ck.get_f32(name)?;
+        tensors.insert(name.clone(), F32Tensor { shape, values });
+        original.insert(name.clone(), data);
+    }
+
+    let sens = if a.sensitivity {
+        Some(sensitivity(&a, &ck, &tensors, &spec)?)
+    } else {
+        None
+    };
+    let Some(out) = &a.output else {
+        let report = sens.expect("--sensitivity without -o");
+        if a.json {
+            print_json(&serde_json::json!({ "input": a.input, "sensitivity": report }))?;
+        } else {
+            println!("{report}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+
+    // Structured pruning of a joulecut model keeps the output layer whole unless asked otherwise.
+    let mut spec = spec;
+    let mut protected = None;
+    if spec.granularity.is_structured() && a.include.is_empty() {
+        if let Some(last) = config.as_ref().and_then(output_layer) {
+            spec.selection.exclude.push(last.clone());
+            protected = Some(last);
+        }
+    }
+    for name in spec.selection.select(
+        tensors
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.shape.as_slice())),
+    )? {
+        if matches!(original[&name], TensorData::Int8(_))
+            || matches!(&original[&name], TensorData::Sparse(s) if matches!(s.values, SparseValues::Int8(_)))
+        {
+            return Err(bad_input(
+                format!("`{name}` is int8-encoded; pruning it would store it as float again"),
+                "prune before quantizing, or --exclude it",
+            ));
+        }
+    }
+    let masks = joulecut::prune::prune_tensors(&mut tensors, &spec)?;
+    let pruned_report =
+        SparsityReport::from_tensors(masks.keys().map(|n| (n.as_str(), &tensors[n])));
+
+    let mut compact_json = serde_json::Value::Null;
+    let mut out_config = config.clone();
+    let mut final_tensors = tensors.clone();
+    if a.compact {
+        let cfg = config.as_ref().expect("checked above");
+        let c = joulecut::prune::compact(&tensors, &chain_of(cfg))?;
+        let new_cfg = compacted_config(cfg, &c.widths)?;
+        compact_json = serde_json::json!({
+            "widths_before": c.original_widths,
+            "widths_after": c.widths,
+            "removed_units": c.removed_units(),
+            "model": new_cfg.to_json(),
+        });
+        out_config = Some(new_cfg);
+        final_tensors = c.tensors;
+    }
+
+    let mut writer = CheckpointWriter::derived_from(&ck)?;
+    let mut layers = Vec::new();
+    for name in ck.names() {
+        let orig = &original[name];
+        let t = &final_tensors[name];
+        let changed = masks.contains_key(name) || t.shape != tensors[name].shape;
+        let data = if !changed {
+            orig.clone()
+        } else {
+            let dtype = orig.float_type();
+            let dense = TensorData::Dense(DenseTensor {
+                dtype,
+                shape: t.shape.clone(),
+                bytes: dtype.encode(&t.values),
+            });
+            let packed =
+                TensorData::Sparse(SparseTensor::pack_f32(t.shape.clone(), &t.values, dtype));
+            if a.pack && data_bytes(&packed) < data_bytes(&dense) {
+                packed
+            } else {
+                dense
+            }
+        };
+        if let Some(r) = pruned_report.tensors.iter().find(|r| &r.name == name) {
+            layers.push(serde_json::json!({
+                "name": name,
+                "shape": r.shape,
+                "shape_after": t.shape,
+                "params": r.numel,
+                "zeros": r.zeros,
+                "sparsity": r.sparsity,
+                "encoding": data.encoding_name(),
+                "bytes_before": ck.tensor_bytes(name)?,
+                "bytes_after": data_bytes(&data),
+            }));
+        }
+        writer.insert(name.clone(), data);
+    }
+    if let Some(cfg) = &out_config {
+        writer.set_model_config(cfg.to_json());
+    }
+    writer.push_history(HistoryEntry::new(
+        "prune",
+        serde_json::json!({
+            "spec": spec,
+            "compact": a.compact,
+            "pack": a.pack,
+            "input": a.input,
+        }),
+    ));
+    let bytes_after = writer
+        .write(out, &[ck.path()])
+        .with_context(|| format!("write {}", out.display()))?;
+    let bytes_before = ck.file_bytes();
+
+    let all = SparsityReport::from_tensors(final_tensors.iter().map(|(n, t)| (n.as_str(), t)));
+    let real = a.compact && compact_json["removed_units"].as_u64().unwrap_or(0) > 0
+        || a.pack && layers.iter().any(|l| l["encoding"] == "sparse");
+    let note = if real {
+        "real: fewer bytes on disk and/or physically smaller layers"
+    } else if spec.granularity.is_structured() {
+        "nominal: zero rows stored densely (same bytes, same dense speed); add --compact for smaller layers"
+    } else {
+        "nominal: zeros stored densely (same bytes, same dense speed); add --pack for sparse storage"
+    };
+    if a.json {
+        print_json(&serde_json::json!({
+            "input": a.input,
+            "output": out,
+            "spec": spec,
+            "protected": protected,
+            "layers": layers,
+            "global": {
+                "params": pruned_report.numel,
+                "zeros": pruned_report.zeros,
+                "sparsity": pruned_report.sparsity,
+                "model_params": all.numel,
+                "model_zeros": all.zeros,
+                "model_sparsity": all.sparsity,
+            },
+            "bytes": {
+                "before": bytes_before,
+                "after": bytes_after,
+                "ratio": bytes_after as f64 / bytes_before.max(1) as f64,
+            },
+            "compact": compact_json,
+            "saving": if real { "real" } else { "nominal" },
+            "note": note,
+            "sensitivity": sens,
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(s) = &sens {
+        println!("{s}\n");
+    }
+    println!("{pruned_report}");
+    if let Some(p) = &protected {
+        println!("kept whole: {p} (the output layer; --include it to prune it)");
+    }
+    if !compact_json.is_null() {
+        println!(
+            "compacted: widths {} -> {}",
+            compact_json["widths_before"], compact_json["widths_after"]
+        );
+    }
+    println!(
+        "{} -> {}: {} -> {} ({:.2}x); {note}",
+        a.input.display(),
+        out.display(),
+        human_bytes(bytes_before),
+        human_bytes(bytes_after),
+        bytes_after as f64 / bytes_before.max(1) as f64
+    );
+    Ok(ExitCode::SUCCESS)
+}
