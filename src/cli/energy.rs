@@ -204,7 +204,7 @@ fn print_human(
     if let Some(c) = &m.carbon {
         let _ = writeln!(
             e,
-            "  carbon         {:>10.4} gCO2e ({} energy x {} g/kWh, {}, {})",
+            "  carbon         {:>10.6} gCO2e ({} energy x {} g/kWh, {}, {})",
             c.grams_co2e,
             c.basis,
             c.intensity.grams_per_kwh,
