@@ -1,0 +1,365 @@
+//! The teacher-student objective for `joulecut_harness::train`: the student learns from a frozen
+//! teacher that is either run live (without gradients) or replaced by its cached logits.
+//!
+//! ```
+//! use candle_core::Device;
+//! use joulecut_distill::{KdConfig, KdObjective, TeacherLogits};
+//! use joulecut_harness::{CrossEntropy, NoHook, Silent, TrainConfig, data, train};
+//! use joulecut_models::{Model, ModelConfig, init_varmap};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dev = Device::Cpu;
+//! let splits = data::synthetic(512, 128, 16, 3, 0);
+//! let tc = TrainConfig { epochs: 3, batch_size: 32, ..Default::default() };
+//! // A teacher, trained normally.
+//! let tcfg = ModelConfig::parse("mlp:16-64-3")?;
+//! let tvm = init_varmap(&tcfg, 1, &dev)?;
+//! let teacher = Model::from_varmap(&tcfg, &tvm)?;
+//! train(&teacher, &tvm, &splits.train, &splits.test, &tc, &mut CrossEntropy, &mut NoHook, &mut Silent, &dev)?;
+//! // Its logits once, then a student distilled from them.
+//! let cache = TeacherLogits::compute(&teacher, &splits.train, 256, "doc-teacher", &dev)?;
+//! let scfg = ModelConfig::parse("mlp:16-8-3")?;
+//! let svm = init_varmap(&scfg, 0, &dev)?;
+//! let student = Model::from_varmap(&scfg, &svm)?;
+//! let mut kd = KdObjective::cached(cache, &scfg, KdConfig::default())?;
+//! let report = train(&student, &svm, &splits.train, &splits.test, &tc, &mut kd, &mut NoHook, &mut Silent, &dev)?;
+//! assert!(report.accuracy > 0.8);
+//! # Ok(()) }
+//! ```
+
+use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_nn::{Linear, VarMap};
+use joulecut_harness::Objective;
+use joulecut_models::{Model, ModelConfig, Rng};
+
+use crate::loss::{KdConfig, hint_mse, kd_loss};
+use crate::{Error, Result, TeacherLogits};
+
+/// Where the teacher's outputs come from.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Teacher {
+    /// The teacher model, run at every step on the batch, without gradients.
+    Live(Model),
+    /// Its logits over the training set, computed once.
+    Cached(TeacherLogits),
+}
+
+/// Widths of a model's hidden activations as [`Model::forward_hidden`] returns them.
+pub fn hidden_widths(cfg: &ModelConfig) -> Vec<usize> {
+    let fc: Vec<usize> = cfg
+        .param_shapes()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("fc") && n.ends_with(".weight"))
+        .map(|(_, s)| s[0])
+        .collect();
+    fc[..fc.len().saturating_sub(1)].to_vec()
+}
+
+/// Checks that a student can learn from a teacher: same input width and number of classes.
+pub fn check_compatible(teacher: &ModelConfig, student: &ModelConfig) -> Result<()> {
+    for (what, tw, sw) in [
+        ("output", teacher.classes(), student.classes()),
+        ("input", teacher.input_dim(), student.input_dim()),
+    ] {
+        if tw != sw {
+            return Err(Error::WidthMismatch {
+                what,
+                teacher: teacher.name(),
+                teacher_width: tw,
+                student: student.name(),
+                student_width: sw,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// One hint pair: student hidden layer `student` imitates teacher hidden layer `teacher`
+/// (0-based indices into [`Model::forward_hidden`]'s list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HintPair {
+    /// Student hidden layer.
+    pub student: usize,
+    /// Teacher hidden layer.
+    pub teacher: usize,
+}
+
+impl std::str::FromStr for HintPair {
+    type Err = Error;
+    /// Parses `S:T`, e.g. `0:1`.
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::BadSetting(format!(
+                "bad hint pair `{s}`: expected STUDENT:TEACHER hidden-layer indices, e.g. 0:1"
+            ))
+        };
+        let (a, b) = s.split_once(':').ok_or_else(bad)?;
+        Ok(HintPair {
+            student: a.trim().parse().map_err(|_| bad())?,
+            teacher: b.trim().parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// Feature distillation: MSE between chosen student and teacher hidden activations, through a
+/// learned linear projection (student width -> teacher width) where the widths differ. The
+/// projections live in the student's `VarMap` under `distill.hint{i}.*`, so the optimiser that
+/// trains the student trains them too; they are not part of the student's architecture.
+#[derive(Debug)]
+pub struct Hints {
+    pairs: Vec<HintPair>,
+    projections: Vec<Option<Linear>>,
+    weight: f64,
+}
+
+impl Hints {
+    /// Builds the hint term for `pairs`, weighted by `weight`, creating projections in `vm`
+    /// (PyTorch's default init, from `seed`).
+    pub fn new(
+        pairs: Vec<HintPair>,
+        weight: f64,
+        student: &ModelConfig,
+        teacher: &ModelConfig,
+        vm: &VarMap,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        if !(weight.is_finite() && weight >= 0.0) {
+            return Err(Error::BadSetting(format!(
+                "hint weight must be >= 0, got {weight}"
+            )));
+        }
+        let (sw, tw) = (hidden_widths(student), hidden_widths(teacher));
+        let mut rng = Rng::new(seed ^ 0x4849_4e54);
+        let mut projections = Vec::new();
+        for (i, p) in pairs.iter().enumerate() {
+            let s = *sw.get(p.student).ok_or(Error::NoSuchHiddenLayer {
+                which: "student",
+                layer: p.student,
+                available: sw.len(),
+            })?;
+            let t = *tw.get(p.teacher).ok_or(Error::NoSuchHiddenLayer {
+                which: "teacher",
+                layer: p.teacher,
+                available: tw.len(),
+            })?;
+            if s == t {
+                projections.push(None);
+                continue;
+            }
+            let bound = 1.0 / (s as f32).sqrt();
+            let mut uniform = |n: usize| -> Vec<f32> {
+                (0..n)
+                    .map(|_| (rng.next_f32() * 2.0 - 1.0) * bound)
+                    .collect()
+            };
+            let w = Var::from_vec(uniform(t * s), (t, s), device)
+                .map_err(Error::candle("create hint projection"))?;
+            let b = Var::from_vec(uniform(t), t, device)
+                .map_err(Error::candle("create hint projection"))?;
+            let mut data = vm.data().lock().expect("VarMap lock");
+            data.insert(format!("distill.hint{i}.weight"), w.clone());
+            data.insert(format!("distill.hint{i}.bias"), b.clone());
+            projections.push(Some(Linear::new(
+                w.as_tensor().clone(),
+                Some(b.as_tensor().clone()),
+            )));
+        }
+        Ok(Hints {
+            pairs,
+            projections,
+            weight,
+        })
+    }
+
+    /// The pairs.
+    pub fn pairs(&self) -> &[HintPair] {
+        &self.pairs
+    }
+
+    /// `weight * mean over pairs of MSE(project(student_hidden[s]), teacher_hidden[t])`.
+    pub fn loss(&self, student_hidden: &[Tensor], teacher_hidden: &[Tensor]) -> Result<Tensor> {
+        let mut total: Option<Tensor> = None;
+        for (p, proj) in self.pairs.iter().zip(&self.projections) {
+            let l = hint_mse(
+                &student_hidden[p.student],
+                &teacher_hidden[p.teacher],
+                proj.as_ref(),
+            )?;
+            total = Some(match total {
+                None => l,
+                Some(t) => (t + l).map_err(Error::candle("hint loss"))?,
+            });
+        }
+        let n = self.pairs.len().max(1) as f64;
+        match total {
+            Some(t) => (t * (self.weight / n)).map_err(Error::candle("hint loss")),
+            None => Err(Error::BadSetting("no hint pairs".into())),
+        }
+    }
+}
+
+/// The KD objective: Hinton loss against the teacher's logits, plus optional hints.
+#[derive(Debug)]
+pub struct KdObjective {
+    teacher: Teacher,
+    cfg: KdConfig,
+    hints: Option<Hints>,
+}
+
+impl KdObjective {
+    /// Distils from a live teacher (run every step, without gradients). Checks widths.
+    pub fn live(teacher: Model, student: &ModelConfig, cfg: KdConfig) -> Result<Self> {
+        cfg.validate()?;
+        check_compatible(teacher.config(), student)?;
+        Ok(KdObjective {
+            teacher: Teacher::Live(teacher),
+            cfg,
+            hints: None,
+        })
+    }
+
+    /// Distils from cached teacher logits. Checks the number of classes.
+    pub fn cached(logits: TeacherLogits, student: &ModelConfig, cfg: KdConfig) -> Result<Self> {
+        cfg.validate()?;
+        if logits.classes() != student.classes() {
+            return Err(Error::WidthMismatch {
+                what: "output",
+                teacher: format!("(cached logits {})", logits.teacher_id()),
+                teacher_width: logits.classes(),
+                student: student.name(),
+                student_width: student.classes(),
+            });
+        }
+        Ok(KdObjective {
+            teacher: Teacher::Cached(logits),
+            cfg,
+            hints: None,
+        })
+    }
+
+    /// Adds feature distillation; needs a live teacher (hidden activations are not cached).
+    pub fn with_hints(mut self, hints: Hints) -> Result<Self> {
+        if !matches!(self.teacher, Teacher::Live(_)) {
+            return Err(Error::BadSetting(
+                "hint (feature) distillation needs the live teacher: its hidden activations are not cached".into(),
+            ));
+        }
+        self.hints = Some(hints);
+        Ok(self)
+    }
+
+    /// The loss settings.
+    pub fn config(&self) -> &KdConfig {
+        &self.cfg
+    }
+
+    /// The teacher source.
+    pub fn teacher(&self) -> &Teacher {
+        &self.teacher
+    }
+
+    /// The teacher's (detached) logits for a batch: `x` for a live teacher, `indices` (positions
+    /// in the training set) for cached logits.
+    pub fn teacher_logits(&self, x: &Tensor, indices: &[u32]) -> candle_core::Result<Tensor> {
+        match &self.teacher {
+            Teacher::Live(m) => Ok(m.forward(x)?.detach()),
+            Teacher::Cached(c) => c.gather(indices)?.to_device(x.device()),
+        }
+    }
+}
+
+impl Objective for KdObjective {
+    fn loss(
+        &mut self,
+        model: &Model,
+        x: &Tensor,
+        y: &Tensor,
+        indices: &[u32],
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let wrap = candle_core::Error::wrap;
+        match (&self.hints, &self.teacher) {
+            (Some(h), Teacher::Live(t)) => {
+                let (logits, sh) = model.forward_hidden(x)?;
+                let (tl, th) = t.forward_hidden(x)?;
+                let th: Vec<Tensor> = th.iter().map(Tensor::detach).collect();
+                let kd = kd_loss(&logits, &tl.detach(), y, &self.cfg).map_err(wrap)?;
+                let hint = h.loss(&sh, &th).map_err(wrap)?;
+                Ok(((kd + hint)?, logits))
+            }
+            _ => {
+                let logits = model.forward(x)?;
+                let t = self.teacher_logits(x, indices)?;
+                let loss = kd_loss(&logits, &t, y, &self.cfg).map_err(wrap)?;
+                Ok((loss, logits))
+            }
+        }
+    }
+}
+
+/// What one [`distill_step`] did.
+#[derive(Debug, Clone, Copy)]
+pub struct StepOutput {
+    /// The batch loss before the update.
+    pub loss: f32,
+    /// Correct student predictions in the batch, before the update.
+    pub correct: usize,
+}
+
+/// One teacher-student step for a user's own candle loop: runs the teacher without gradients,
+/// the student forward, the KD loss, and `opt.backward_step`. Only the variables the optimiser
+/// was built with (the student's) change.
+///
+/// ```
+/// use candle_core::{DType, Device, Module, Tensor};
+/// use candle_nn::{Optimizer, VarBuilder, VarMap, linear};
+/// use joulecut_distill::{KdConfig, distill_step};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dev = Device::Cpu;
+/// let (tvm, svm) = (VarMap::new(), VarMap::new());
+/// let teacher = linear(4, 3, VarBuilder::from_varmap(&tvm, DType::F32, &dev).pp("t"))?;
+/// let student = linear(4, 3, VarBuilder::from_varmap(&svm, DType::F32, &dev).pp("s"))?;
+/// let mut opt = candle_nn::SGD::new(svm.all_vars(), 0.5)?;
+/// let x = Tensor::randn(0f32, 1.0, (16, 4), &dev)?;
+/// let y = Tensor::new(&[0u32, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0], &dev)?;
+/// let cfg = KdConfig::default();
+/// let first = distill_step(&mut opt, &student, &teacher, &x, &y, &cfg)?;
+/// let mut last = first;
+/// for _ in 0..50 {
+///     last = distill_step(&mut opt, &student, &teacher, &x, &y, &cfg)?;
+/// }
+/// assert!(last.loss < first.loss);
+/// # Ok(()) }
+/// ```
+pub fn distill_step<O: candle_nn::Optimizer>(
+    opt: &mut O,
+    student: &dyn Module,
+    teacher: &dyn Module,
+    x: &Tensor,
+    y: &Tensor,
+    cfg: &KdConfig,
+) -> Result<StepOutput> {
+    let t = teacher
+        .forward(x)
+        .map_err(Error::candle("teacher forward pass"))?
+        .detach();
+    let s = student
+        .forward(x)
+        .map_err(Error::candle("student forward pass"))?;
+    let loss = kd_loss(&s, &t, y, cfg)?;
+    opt.backward_step(&loss)
+        .map_err(Error::candle("backward pass / optimiser step"))?;
+    let correct = s
+        .argmax(candle_core::D::Minus1)
+        .and_then(|p| p.eq(y))
+        .and_then(|e| e.to_dtype(DType::U32))
+        .and_then(|e| e.sum_all())
+        .and_then(|e| e.to_scalar::<u32>())
+        .map_err(Error::candle("batch accuracy"))? as usize;
+    Ok(StepOutput {
+        loss: loss
+            .to_scalar::<f32>()
+            .map_err(Error::candle("read loss"))?,
+        correct,
+    })
+}

@@ -1,0 +1,459 @@
+//! The KD loss against hand-computed values, gradient flow (student only), cached vs live teacher,
+//! the logit cache on disk, and the fused kernel against its reference.
+
+use candle_core::{Device, Tensor, Var};
+use candle_nn::VarMap;
+use joulecut_distill::{
+    Error, HintPair, Hints, KdConfig, KdObjective, TeacherLogits, distill_step, kd_loss,
+    kd_loss_reference,
+};
+use joulecut_harness::{NoHook, Objective, Silent, TrainConfig, data, train};
+use joulecut_models::{Model, ModelConfig, init_varmap};
+
+/// f32 round-off across a handful of exp/log ops on tiny tensors.
+const TOL: f32 = 1e-5;
+
+fn softmax(v: &[f64], t: f64) -> Vec<f64> {
+    let m = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = v.iter().map(|x| ((x - m) / t).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.iter().map(|x| x / s).collect()
+}
+
+/// The loss by the formula, in f64, with nothing shared with the implementation.
+fn by_hand(s: &[[f64; 3]], t: &[[f64; 3]], y: &[usize], temp: f64, alpha: f64, eps: f64) -> f64 {
+    let mut total = 0.0;
+    for ((sr, tr), &yi) in s.iter().zip(t).zip(y) {
+        let (pt, ps_t, ps) = (softmax(tr, temp), softmax(sr, temp), softmax(sr, 1.0));
+        let kl: f64 = (0..3).map(|i| pt[i] * (pt[i].ln() - ps_t[i].ln())).sum();
+        let target: Vec<f64> = (0..3)
+            .map(|i| if i == yi { 1.0 - eps } else { 0.0 } + eps / 3.0)
+            .collect();
+        let ce: f64 = -(0..3).map(|i| target[i] * ps[i].ln()).sum::<f64>();
+        total += alpha * temp * temp * kl + (1.0 - alpha) * ce;
+    }
+    total / s.len() as f64
+}
+
+const S: [[f64; 3]; 2] = [[0.5, -0.2, 0.1], [1.0, 2.0, -1.0]];
+const T: [[f64; 3]; 2] = [[2.0, -1.0, 0.0], [0.0, 3.0, -2.0]];
+
+fn tensor(v: &[[f64; 3]]) -> Tensor {
+    let flat: Vec<f32> = v.iter().flatten().map(|&x| x as f32).collect();
+    Tensor::from_vec(flat, (v.len(), 3), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn kd_loss_equals_hand_computed_value() {
+    let y = Tensor::new(&[0u32, 1], &Device::Cpu).unwrap();
+    for (temp, alpha, eps) in [
+        (1.0, 0.5, 0.0),
+        (4.0, 0.9, 0.0),
+        (2.0, 0.3, 0.1),
+        (0.5, 1.0, 0.0),
+        (3.0, 0.0, 0.0),
+    ] {
+        let cfg = KdConfig {
+            temperature: temp,
+            alpha,
+            label_smoothing: eps,
+        };
+        let want = by_hand(&S, &T, &[0, 1], temp, alpha, eps) as f32;
+        let fused = kd_loss(&tensor(&S), &tensor(&T), &y, &cfg)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let reference = kd_loss_reference(&tensor(&S), &tensor(&T), &y, &cfg)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            (fused - want).abs() < TOL,
+            "T={temp} a={alpha}: fused {fused} vs hand {want}"
+        );
+        assert!(
+            (reference - want).abs() < TOL,
+            "T={temp} a={alpha}: reference {reference} vs hand {want}"
+        );
+    }
+    // A worked number for the record: T = 1, alpha = 0.5 on these tensors.
+    let v = by_hand(&S, &T, &[0, 1], 1.0, 0.5, 0.0);
+    assert!((v - 0.408_364).abs() < 1e-5, "{v}");
+}
+
+#[test]
+fn fused_gradient_matches_reference_and_finite_differences() {
+    let y = Tensor::new(&[0u32, 1], &Device::Cpu).unwrap();
+    for cfg in [
+        KdConfig {
+            temperature: 2.0,
+            alpha: 0.5,
+            label_smoothing: 0.0,
+        },
+        KdConfig {
+            temperature: 4.0,
+            alpha: 0.9,
+            label_smoothing: 0.1,
+        },
+    ] {
+        let s1 = Var::from_tensor(&tensor(&S)).unwrap();
+        let s2 = Var::from_tensor(&tensor(&S)).unwrap();
+        let t = tensor(&T);
+        let g1 = kd_loss(s1.as_tensor(), &t, &y, &cfg)
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g2 = kd_loss_reference(s2.as_tensor(), &t, &y, &cfg)
+            .unwrap()
+            .backward()
+            .unwrap();
+        let a = g1
+            .get(s1.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let b = g2
+            .get(s2.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        for (i, (x, z)) in a.iter().zip(&b).enumerate() {
+            assert!((x - z).abs() < TOL, "grad[{i}]: fused {x} vs reference {z}");
+            // central finite difference of the f64 formula
+            let h = 1e-5;
+            let (mut sp, mut sm) = (S, S);
+            sp[i / 3][i % 3] += h;
+            sm[i / 3][i % 3] -= h;
+            let (tp, al, e) = (cfg.temperature, cfg.alpha, cfg.label_smoothing);
+            let fd = (by_hand(&sp, &T, &[0, 1], tp, al, e) - by_hand(&sm, &T, &[0, 1], tp, al, e))
+                / (2.0 * h);
+            assert!(
+                (f64::from(*x) - fd).abs() < 1e-4,
+                "grad[{i}]: {x} vs finite difference {fd}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_settings_are_bad_input() {
+    let y = Tensor::new(&[0u32, 1], &Device::Cpu).unwrap();
+    for (temp, alpha) in [
+        (0.0, 0.5),
+        (-1.0, 0.5),
+        (f64::NAN, 0.5),
+        (2.0, -0.1),
+        (2.0, 1.5),
+    ] {
+        let cfg = KdConfig {
+            temperature: temp,
+            alpha,
+            label_smoothing: 0.0,
+        };
+        let e = kd_loss(&tensor(&S), &tensor(&T), &y, &cfg).unwrap_err();
+        assert!(e.is_bad_input() && e.hint().is_some(), "{e}");
+        assert!(
+            matches!(e, Error::BadTemperature(_) | Error::BadAlpha(_)),
+            "{e}"
+        );
+    }
+    let e = "1-2".parse::<HintPair>().unwrap_err();
+    assert!(e.is_bad_input());
+}
+
+/// A small trained teacher and the data, shared by the objective tests.
+fn setup() -> (data::Splits, ModelConfig, VarMap, ModelConfig) {
+    let splits = data::synthetic(600, 200, 16, 3, 7);
+    let tcfg = ModelConfig::parse("mlp:16-48-32-3").unwrap();
+    let tvm = init_varmap(&tcfg, 11, &Device::Cpu).unwrap();
+    let teacher = Model::from_varmap(&tcfg, &tvm).unwrap();
+    let tc = TrainConfig {
+        epochs: 2,
+        batch_size: 32,
+        ..Default::default()
+    };
+    train(
+        &teacher,
+        &tvm,
+        &splits.train,
+        &splits.test,
+        &tc,
+        &mut joulecut_harness::CrossEntropy,
+        &mut NoHook,
+        &mut Silent,
+        &Device::Cpu,
+    )
+    .unwrap();
+    (splits, tcfg, tvm, ModelConfig::parse("mlp:16-8-3").unwrap())
+}
+
+fn snapshot(vm: &VarMap) -> Vec<(String, Vec<f32>)> {
+    let mut v: Vec<(String, Vec<f32>)> = vm
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(n, var)| {
+            (
+                n.clone(),
+                var.as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn gradients_flow_to_the_student_only() {
+    let (splits, tcfg, tvm, scfg) = setup();
+    let before = snapshot(&tvm);
+    let teacher = Model::from_varmap(&tcfg, &tvm).unwrap();
+    let svm = init_varmap(&scfg, 0, &Device::Cpu).unwrap();
+    let student = Model::from_varmap(&scfg, &svm).unwrap();
+    let s_before = snapshot(&svm);
+    let mut kd = KdObjective::live(teacher, &scfg, KdConfig::default()).unwrap();
+    let (xs, ys) = splits.train.tensors(&Device::Cpu).unwrap();
+    let (x, y) = (xs.narrow(0, 0, 64).unwrap(), ys.narrow(0, 0, 64).unwrap());
+    let idx: Vec<u32> = (0..64).collect();
+    let (loss, _) = kd.loss(&student, &x, &y, &idx).unwrap();
+    let grads = loss.backward().unwrap();
+    for (name, var) in tvm.data().lock().unwrap().iter() {
+        assert!(
+            grads.get(var.as_tensor()).is_none(),
+            "teacher var {name} got a gradient"
+        );
+    }
+    for (name, var) in svm.data().lock().unwrap().iter() {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("student var {name} has no gradient"));
+        let norm = g
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(norm > 0.0, "student var {name} has a zero gradient");
+    }
+    // A full training run through the harness changes the student and leaves the teacher alone.
+    let tc = TrainConfig {
+        epochs: 1,
+        batch_size: 32,
+        ..Default::default()
+    };
+    train(
+        &student,
+        &svm,
+        &splits.train,
+        &splits.test,
+        &tc,
+        &mut kd,
+        &mut NoHook,
+        &mut Silent,
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(snapshot(&tvm), before, "teacher weights changed");
+    assert_ne!(snapshot(&svm), s_before, "student weights did not change");
+}
+
+#[test]
+fn distill_step_updates_only_the_optimised_student() {
+    let (splits, tcfg, tvm, scfg) = setup();
+    let before = snapshot(&tvm);
+    let teacher = Model::from_varmap(&tcfg, &tvm).unwrap();
+    let svm = init_varmap(&scfg, 0, &Device::Cpu).unwrap();
+    let student = Model::from_varmap(&scfg, &svm).unwrap();
+    let mut opt = candle_nn::AdamW::new_lr(svm.all_vars(), 1e-2).unwrap();
+    let (xs, ys) = splits.train.tensors(&Device::Cpu).unwrap();
+    let (x, y) = (xs.narrow(0, 0, 128).unwrap(), ys.narrow(0, 0, 128).unwrap());
+    let cfg = KdConfig::default();
+    let first = distill_step(&mut opt, &student, &teacher, &x, &y, &cfg).unwrap();
+    let mut last = first;
+    for _ in 0..30 {
+        last = distill_step(&mut opt, &student, &teacher, &x, &y, &cfg).unwrap();
+    }
+    assert!(last.loss < first.loss, "{} -> {}", first.loss, last.loss);
+    assert_eq!(snapshot(&tvm), before);
+}
+
+#[test]
+fn cached_and_live_teacher_give_the_same_loss() {
+    let (splits, tcfg, tvm, scfg) = setup();
+    let teacher = Model::from_varmap(&tcfg, &tvm).unwrap();
+    let cache = TeacherLogits::compute(&teacher, &splits.train, 97, "t", &Device::Cpu).unwrap();
+    assert_eq!((cache.len(), cache.classes()), (600, 3));
+    let svm = init_varmap(&scfg, 0, &Device::Cpu).unwrap();
+    let student = Model::from_varmap(&scfg, &svm).unwrap();
+    let mut live = KdObjective::live(teacher, &scfg, KdConfig::default()).unwrap();
+    let mut cached = KdObjective::cached(cache.clone(), &scfg, KdConfig::default()).unwrap();
+    let (xs, ys) = splits.train.tensors(&Device::Cpu).unwrap();
+    let idx: Vec<u32> = vec![5, 599, 0, 17, 300, 42, 123];
+    let it = Tensor::new(idx.as_slice(), &Device::Cpu).unwrap();
+    let (x, y) = (
+        xs.index_select(&it, 0).unwrap(),
+        ys.index_select(&it, 0).unwrap(),
+    );
+    let (l1, _) = live.loss(&student, &x, &y, &idx).unwrap();
+    let (l2, _) = cached.loss(&student, &x, &y, &idx).unwrap();
+    let (l1, l2) = (
+        l1.to_scalar::<f32>().unwrap(),
+        l2.to_scalar::<f32>().unwrap(),
+    );
+    assert!((l1 - l2).abs() < TOL, "live {l1} vs cached {l2}");
+
+    // Round trip through the disk cache, and refusal of a cache for another teacher or data.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("logits.safetensors");
+    cache.save(&p).unwrap();
+    let back = TeacherLogits::load(&p, "t", &splits.train, &Device::Cpu).unwrap();
+    let (a, b) = (
+        cache
+            .logits()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap(),
+        back.logits()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap(),
+    );
+    assert_eq!(a, b);
+    let e = TeacherLogits::load(&p, "other", &splits.train, &Device::Cpu).unwrap_err();
+    assert!(
+        matches!(e, Error::StaleCache { .. }) && e.is_bad_input(),
+        "{e}"
+    );
+    let e = TeacherLogits::load(&p, "t", &splits.test, &Device::Cpu).unwrap_err();
+    assert!(matches!(e, Error::StaleCache { .. }), "{e}");
+    std::fs::write(&p, b"not safetensors").unwrap();
+    let e = TeacherLogits::load(&p, "t", &splits.train, &Device::Cpu).unwrap_err();
+    assert!(matches!(e, Error::BadCache { .. }), "{e}");
+}
+
+#[test]
+fn width_mismatch_is_refused() {
+    let tcfg = ModelConfig::parse("mlp:16-32-5").unwrap();
+    let tvm = init_varmap(&tcfg, 0, &Device::Cpu).unwrap();
+    let teacher = Model::from_varmap(&tcfg, &tvm).unwrap();
+    let scfg = ModelConfig::parse("mlp:16-8-3").unwrap();
+    let e = KdObjective::live(teacher, &scfg, KdConfig::default()).unwrap_err();
+    assert!(
+        matches!(e, Error::WidthMismatch { what: "output", .. }) && e.is_bad_input(),
+        "{e}"
+    );
+}
+
+#[test]
+fn hints_train_projection_and_student() {
+    let (splits, tcfg, tvm, scfg) = setup();
+    let teacher = Model::from_varmap(&tcfg, &tvm).unwrap();
+    let svm = init_varmap(&scfg, 0, &Device::Cpu).unwrap();
+    let student = Model::from_varmap(&scfg, &svm).unwrap();
+    let pairs = vec![HintPair {
+        student: 0,
+        teacher: 1,
+    }];
+    let hints = Hints::new(pairs, 1.0, &scfg, &tcfg, &svm, 0, &Device::Cpu).unwrap();
+    assert!(
+        svm.data()
+            .lock()
+            .unwrap()
+            .contains_key("distill.hint0.weight")
+    );
+    let proj_before = snapshot(&svm)
+        .into_iter()
+        .find(|(n, _)| n == "distill.hint0.weight")
+        .unwrap();
+    let mut kd = KdObjective::live(teacher, &scfg, KdConfig::default())
+        .unwrap()
+        .with_hints(hints)
+        .unwrap();
+    let tc = TrainConfig {
+        epochs: 2,
+        batch_size: 32,
+        ..Default::default()
+    };
+    let r = train(
+        &student,
+        &svm,
+        &splits.train,
+        &splits.test,
+        &tc,
+        &mut kd,
+        &mut NoHook,
+        &mut Silent,
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert!(r.accuracy > 0.5, "{}", r.accuracy);
+    let proj_after = snapshot(&svm)
+        .into_iter()
+        .find(|(n, _)| n == "distill.hint0.weight")
+        .unwrap();
+    assert_ne!(proj_before, proj_after, "the projection was not trained");
+    let bad = Hints::new(
+        vec![HintPair {
+            student: 3,
+            teacher: 0,
+        }],
+        1.0,
+        &scfg,
+        &tcfg,
+        &svm,
+        0,
+        &Device::Cpu,
+    )
+    .unwrap_err();
+    assert!(matches!(bad, Error::NoSuchHiddenLayer { .. }), "{bad}");
+    // Hints need the live teacher.
+    let t2 = Model::from_varmap(&tcfg, &tvm).unwrap();
+    let cache = TeacherLogits::compute(&t2, &splits.train, 100, "t", &Device::Cpu).unwrap();
+    let h = Hints::new(
+        vec![HintPair {
+            student: 0,
+            teacher: 0,
+        }],
+        1.0,
+        &scfg,
+        &tcfg,
+        &svm,
+        0,
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert!(
+        KdObjective::cached(cache, &scfg, KdConfig::default())
+            .unwrap()
+            .with_hints(h)
+            .is_err()
+    );
+}
+
+#[test]
+fn teacher_logits_dtype_and_detach() {
+    // Teacher logits that require grad (a Var) are detached: no gradient reaches them.
+    let t = Var::from_tensor(&tensor(&T)).unwrap();
+    let s = Var::from_tensor(&tensor(&S)).unwrap();
+    let y = Tensor::new(&[0u32, 1], &Device::Cpu).unwrap();
+    for f in [kd_loss, kd_loss_reference] {
+        let g = f(s.as_tensor(), t.as_tensor(), &y, &KdConfig::default())
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert!(g.get(t.as_tensor()).is_none());
+        assert!(g.get(s.as_tensor()).is_some());
+    }
+}

@@ -1,0 +1,248 @@
+//! `joulecut distill`: train a student from a frozen teacher checkpoint (Hinton KD, optional hints)
+//! on Fashion-MNIST, with the teacher's logits cached once (default) or the teacher run live.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use joulecut::checkpoint::{Checkpoint, CheckpointWriter, HistoryEntry};
+use joulecut::distill::{self, HintPair, Hints, KdConfig, KdObjective, TeacherLogits};
+use joulecut::harness::{self, NoHook, OptimizerKind, TrainConfig};
+use joulecut::models::{DenseFactory, Model, ModelConfig, init_varmap};
+
+use super::error::bad_input;
+use super::output::{Progress, device, energy_line, meter, print_json};
+use super::train::varmap_tensors;
+
+/// Arguments of `joulecut distill`.
+#[derive(Debug, Args)]
+pub struct DistillArgs {
+    /// Teacher checkpoint (any joulecut model; its architecture comes from the file).
+    #[arg(long, value_name = "FILE")]
+    teacher: PathBuf,
+    /// Student architecture: lenet-300-100, lenet5, teacher-mlp, or mlp:W0-W1-...-Wn.
+    #[arg(long, value_name = "ARCH")]
+    student: String,
+    /// Output checkpoint of the student (.safetensors), written atomically.
+    #[arg(short, long, value_name = "OUT")]
+    output: PathBuf,
+    /// Softmax temperature T of the soft targets (> 0).
+    #[arg(long, default_value_t = distill::DEFAULT_TEMPERATURE, allow_hyphen_values = true)]
+    temperature: f64,
+    /// Weight of the teacher term, in [0, 1]; 1 - alpha weighs the labels.
+    #[arg(long, default_value_t = distill::DEFAULT_ALPHA, allow_hyphen_values = true)]
+    alpha: f64,
+    /// Label smoothing of the label term, in [0, 1).
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f64,
+    /// Passes over the training set.
+    #[arg(long, default_value_t = 5)]
+    epochs: usize,
+    /// Samples per step.
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Learning rate (Adam).
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Seed for the student's initialisation and shuffling (same as `joulecut train --seed`).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Compute the teacher's logits once over the training set and reuse them (the default).
+    #[arg(long, conflicts_with = "live_teacher")]
+    cache_teacher: bool,
+    /// Run the teacher at every step instead of caching its logits (needed for --hint).
+    #[arg(long)]
+    live_teacher: bool,
+    /// Keep the cached teacher logits in FILE: loaded if it matches this teacher and data,
+    /// computed and written otherwise.
+    #[arg(long, value_name = "FILE", conflicts_with = "live_teacher")]
+    teacher_logits: Option<PathBuf>,
+    /// Feature distillation: student hidden layer S imitates teacher hidden layer T (0-based);
+    /// repeatable. Needs --live-teacher.
+    #[arg(long, value_name = "S:T")]
+    hint: Vec<String>,
+    /// Weight of the hint (feature) loss.
+    #[arg(long, default_value_t = 1.0)]
+    hint_weight: f64,
+    /// Dataset directory (default: $JOULECUT_DATA or /usr/share/datasets/fashion-mnist).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// No per-epoch lines on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// Batch size of the teacher's forward passes when caching and evaluating.
+const TEACHER_BATCH: usize = 1000;
+
+pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
+    let kd = KdConfig {
+        temperature: a.temperature,
+        alpha: a.alpha,
+        label_smoothing: a.label_smoothing,
+    };
+    kd.validate()?;
+    if a.epochs == 0 {
+        return Err(bad_input("--epochs must be at least 1", "e.g. --epochs 5"));
+    }
+    let hints: Vec<HintPair> = a
+        .hint
+        .iter()
+        .map(|s| s.parse())
+        .collect::<Result<_, distill::Error>>()?;
+    if !hints.is_empty() && !a.live_teacher {
+        return Err(bad_input(
+            "--hint needs the live teacher (hidden activations are not cached)",
+            "add --live-teacher",
+        ));
+    }
+    let tc = TrainConfig {
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        optimizer: OptimizerKind::Adam,
+        weight_decay: 0.0,
+        momentum: 0.0,
+        seed: a.seed,
+        eval_every_epoch: true,
+    };
+    tc.validate()?;
+    let scfg = ModelConfig::parse(&a.student)?;
+    let dev = device(&a.device)?;
+    let tck = Checkpoint::open(&a.teacher)?;
+    joulecut::checkpoint::refuse_input(&a.output, &[tck.path()])?;
+    let tcfg = Model::config_of(&tck, None)?;
+    distill::check_compatible(&tcfg, &scfg)?;
+    let teacher = Model::load(&tck, &tcfg, &dev, &DenseFactory)?;
+    let teacher_id = distill::file_fingerprint(&a.teacher)?;
+    let splits = harness::data::load_fashion_mnist(a.data.as_deref())?;
+    let teacher_eval = harness::evaluate(&teacher, &splits.test, TEACHER_BATCH, &dev)?;
+    let meter = meter()?;
+
+    // Teacher logits: loaded from disk, or computed once (metered separately from training).
+    let mut logits_source = "live";
+    let mut teacher_energy = None;
+    let cache = if a.live_teacher {
+        None
+    } else {
+        let (res, m) = meter.measure("teacher-logits", || -> anyhow::Result<TeacherLogits> {
+            if let Some(p) = a.teacher_logits.as_ref().filter(|p| p.exists()) {
+                logits_source = "loaded";
+                return Ok(TeacherLogits::load(p, &teacher_id, &splits.train, &dev)?);
+            }
+            logits_source = "computed";
+            let c =
+                TeacherLogits::compute(&teacher, &splits.train, TEACHER_BATCH, &teacher_id, &dev)?;
+            if let Some(p) = &a.teacher_logits {
+                c.save(p)?;
+                logits_source = "computed-and-saved";
+            }
+            Ok(c)
+        });
+        teacher_energy = Some(m);
+        Some(res?)
+    };
+
+    let vm = init_varmap(&scfg, a.seed, &dev)?;
+    let student = Model::from_varmap(&scfg, &vm)?;
+    let mut objective = match cache {
+        Some(c) => KdObjective::cached(c, &scfg, kd)?,
+        None => {
+            let o = KdObjective::live(teacher, &scfg, kd)?;
+            if hints.is_empty() {
+                o
+            } else {
+                let h = Hints::new(
+                    hints.clone(),
+                    a.hint_weight,
+                    &scfg,
+                    &tcfg,
+                    &vm,
+                    a.seed,
+                    &dev,
+                )?;
+                o.with_hints(h)?
+            }
+        }
+    };
+    let mut progress = Progress::new(a.quiet || a.json);
+    let (report, energy) = meter.measure("distill", || {
+        harness::train(
+            &student,
+            &vm,
+            &splits.train,
+            &splits.test,
+            &tc,
+            &mut objective,
+            &mut NoHook,
+            &mut progress,
+            &dev,
+        )
+    });
+    let report = report?;
+
+    let mut writer = CheckpointWriter::new();
+    writer.set_model_config(scfg.to_json());
+    let teacher_src = if a.live_teacher { "live" } else { "cached" };
+    writer.push_history(HistoryEntry::new(
+        "distill",
+        serde_json::json!({
+            "teacher": a.teacher, "teacher_model": tcfg.name(), "teacher_fingerprint": teacher_id,
+            "teacher_accuracy": teacher_eval.accuracy, "kd": kd, "teacher_outputs": teacher_src,
+            "hints": hints, "hint_weight": a.hint_weight, "config": tc, "data": splits.source,
+            "accuracy": report.accuracy,
+        }),
+    ));
+    for (n, t) in varmap_tensors(&scfg, &vm)? {
+        writer.insert(n, t);
+    }
+    let bytes = writer.write(&a.output, &[tck.path()])?;
+    let teacher_joules = teacher_energy.as_ref().map_or(0.0, |m| m.total().0);
+    if a.json {
+        print_json(&serde_json::json!({
+            "student": scfg.name(),
+            "teacher": a.teacher,
+            "teacher_model": tcfg.name(),
+            "output": a.output,
+            "accuracy": report.accuracy,
+            "teacher_accuracy": teacher_eval.accuracy,
+            "epochs": report.epochs.len(),
+            "samples_per_second": report.samples_per_second,
+            "train_seconds": report.train_seconds,
+            "per_epoch": report.epochs,
+            "bytes": bytes,
+            "teacher_outputs": teacher_src,
+            "teacher_logits": { "source": logits_source, "file": a.teacher_logits },
+            "kd": kd,
+            "hints": hints,
+            "energy": energy,
+            "teacher_logits_energy": teacher_energy,
+            "total_joules": energy.total().0 + teacher_joules,
+            "config": tc,
+        }))?;
+    } else {
+        eprintln!(
+            "{} distilled from {} (test acc {:.4}): test accuracy {:.4}, {:.0} train samples/s; wrote {} ({bytes} bytes)",
+            scfg.name(),
+            tcfg.name(),
+            teacher_eval.accuracy,
+            report.accuracy,
+            report.samples_per_second,
+            a.output.display()
+        );
+        if let Some(m) = &teacher_energy {
+            eprintln!(
+                "teacher logits ({logits_source}) energy: {}",
+                energy_line(m)
+            );
+        }
+        eprintln!("training energy: {}", energy_line(&energy));
+    }
+    Ok(ExitCode::SUCCESS)
+}
