@@ -280,6 +280,9 @@ const TILE_MIN_BATCH: usize = 4;
 /// Multiply-adds below which threads cost more than they save.
 const PARALLEL_WORK: usize = 1 << 17;
 
+/// `Σ values[k] * x[cols[k]]`: scalar, four independent sums. On the project's AMD EPYC an AVX2
+/// `vgatherdps` version measured 2x slower, and interleaving values with indices (one 8-byte load
+/// per non-zero) 1.8x slower, so this stays plain.
 #[inline]
 fn gather_dot(values: &[f32], cols: &[u32], x: &[f32]) -> f32 {
     let mut acc = [0.0f32; 4];
