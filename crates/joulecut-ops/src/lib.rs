@@ -25,13 +25,17 @@
 //! pool, whose size follows `RAYON_NUM_THREADS` (default: one thread per CPU),
 //! so nothing oversubscribes the machine.
 
+mod alloc;
 mod conv;
+mod linear;
 mod loss;
 pub mod optim;
 mod pool;
 pub mod reference;
 mod storage;
 
+pub use alloc::tune_allocator;
 pub use conv::{conv2d, conv2d_relu};
+pub use linear::{linear, linear_relu};
 pub use loss::cross_entropy;
 pub use pool::max_pool2d;

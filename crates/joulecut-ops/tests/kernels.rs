@@ -270,3 +270,65 @@ fn cross_entropy_rejects_bad_targets() {
     let t = Tensor::zeros(3, DType::U32, &Device::Cpu).unwrap();
     assert!(joulecut_ops::cross_entropy(&logits, &t).is_err());
 }
+
+fn check_linear(n: usize, i: usize, o: usize, relu: bool, x_grad: bool) {
+    let x = Var::from_tensor(&randn(&[n, i])).unwrap();
+    let xin = if x_grad {
+        x.as_tensor().clone()
+    } else {
+        x.as_tensor().detach()
+    };
+    let w = Var::from_tensor(&randn(&[o, i])).unwrap();
+    let b = Var::from_tensor(&randn(&[o])).unwrap();
+    let ours = if relu {
+        joulecut_ops::linear_relu(&xin, &w, &b).unwrap()
+    } else {
+        joulecut_ops::linear(&xin, &w, &b).unwrap()
+    };
+    let lin = candle_nn::Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone()));
+    let mut theirs = candle_core::Module::forward(&lin, &xin).unwrap();
+    if relu {
+        theirs = theirs.relu().unwrap();
+    }
+    let e = max_rel_err(&flat(&ours), &flat(&theirs));
+    assert!(e <= LINEAR_TOL, "linear fwd {n}x{i}x{o}: err {e}");
+    let r = randn(&[n, o]);
+    let g1 = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let g2 = (&theirs * &r)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    for v in [&w, &b] {
+        let e = max_rel_err(&flat(g1.get(v).unwrap()), &flat(g2.get(v).unwrap()));
+        assert!(e <= LINEAR_TOL, "linear grad {n}x{i}x{o}: err {e}");
+    }
+    if x_grad {
+        let e = max_rel_err(&flat(g1.get(&x).unwrap()), &flat(g2.get(&x).unwrap()));
+        assert!(e <= LINEAR_TOL, "linear dx {n}x{i}x{o}: err {e}");
+    } else {
+        assert!(g1.get(&x).is_none());
+    }
+}
+
+/// Max relative error of the fused linear against candle's matmul + add.
+const LINEAR_TOL: f32 = 1e-4;
+
+#[test]
+fn linear_matches_candle() {
+    check_linear(128, 784, 300, true, false);
+    check_linear(128, 300, 100, true, true);
+    check_linear(1, 100, 10, false, true);
+    check_linear(3, 7, 5, true, true);
+    check_linear(256, 784, 300, false, true);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn linear_random_shapes(n in 1usize..9, i in 1usize..40, o in 1usize..20, relu: bool, xg: bool) {
+        check_linear(n, i, o, relu, xg);
+    }
+}

@@ -1,0 +1,214 @@
+//! Fully connected layer `y = x·Wᵀ + b` (optionally followed by a ReLU) as one
+//! custom op.
+//!
+//! Against candle's `Linear` (matmul, broadcast add, then relu as separate
+//! ops) this saves the bias and ReLU passes forward and backward, and skips
+//! the input gradient when the input needs none (a network's first layer:
+//! 784x300 of the MLP's 266k weights). All three products are single `gemm`
+//! calls on the row-major buffers, no transposed copies.
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, bail};
+use gemm::{Parallelism, gemm};
+
+use crate::storage::{cpu_f32, threads, view};
+
+/// Multiply-adds below which a product runs on one thread.
+const PAR_MACS: usize = 1 << 18;
+
+fn par(macs: usize) -> Parallelism {
+    if macs >= PAR_MACS && threads() > 1 {
+        Parallelism::Rayon(threads())
+    } else {
+        Parallelism::None
+    }
+}
+
+/// `dst (m x n, col-major with column stride dcs) = [dst +] lhs · rhs`, with
+/// explicit strides (`cs`, `rs`) for both operands.
+///
+/// # Safety
+/// The pointers must cover the element ranges the sizes and strides describe.
+#[allow(clippy::too_many_arguments)]
+unsafe fn mm(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dcs: usize,
+    acc: bool,
+    lhs: (*const f32, usize, usize),
+    rhs: (*const f32, usize, usize),
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst,
+            dcs as isize,
+            1,
+            acc,
+            lhs.0,
+            lhs.1 as isize,
+            lhs.2 as isize,
+            rhs.0,
+            rhs.1 as isize,
+            rhs.2 as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par(m * n * k),
+        )
+    }
+}
+
+struct Linear {
+    relu: bool,
+}
+
+fn dims(x: &[usize], w: &[usize], b: &[usize]) -> Result<(usize, usize, usize)> {
+    match (x, w, b) {
+        (&[batch, i], &[o, wi], &[bo]) if i == wi && o == bo => Ok((batch, i, o)),
+        _ => bail!("linear: expected x [batch, in], w [out, in], b [out], got {x:?}, {w:?}, {b:?}"),
+    }
+}
+
+impl CustomOp3 for Linear {
+    fn name(&self) -> &'static str {
+        if self.relu {
+            "joulecut-linear-relu"
+        } else {
+            "joulecut-linear"
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, i, o) = dims(l1.dims(), l2.dims(), l3.dims())?;
+        let (x, w, b) = (
+            cpu_f32(s1, l1, self.name())?,
+            cpu_f32(s2, l2, self.name())?,
+            cpu_f32(s3, l3, self.name())?,
+        );
+        let mut y = Vec::with_capacity(n * o);
+        for _ in 0..n {
+            y.extend_from_slice(b);
+        }
+        // yᵀ (o x n, cs = o) += W (o x i: cs 1, rs i) · xᵀ (i x n: cs i, rs 1).
+        // SAFETY: y, w and x hold n*o, o*i and n*i elements.
+        unsafe {
+            mm(
+                (o, n, i),
+                y.as_mut_ptr(),
+                o,
+                true,
+                (w.as_ptr(), 1, i),
+                (x.as_ptr(), i, 1),
+            )
+        };
+        if self.relu {
+            y.iter_mut().for_each(|v| *v = v.max(0.));
+        }
+        Ok((CpuStorage::F32(y), Shape::from((n, o))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let name = self.name();
+        let (n, i, o) = dims(x.dims(), w.dims(), b.dims())?;
+        let grad = grad.contiguous()?;
+        let gv = view(&grad, name)?;
+        let masked;
+        let gy: &[f32] = if self.relu {
+            let rv = view(res, name)?;
+            masked = gv
+                .as_slice()
+                .iter()
+                .zip(rv.as_slice())
+                .map(|(&d, &r)| if r > 0. { d } else { 0. })
+                .collect::<Vec<f32>>();
+            &masked
+        } else {
+            gv.as_slice()
+        };
+        let dev = x.device();
+        let dw = if w.track_op() {
+            let xv = view(x, name)?;
+            let mut dw = vec![0f32; o * i];
+            // dWᵀ (i x o, cs = i) = xᵀ (i x n: cs i, rs 1) · gy (n x o: cs 1, rs o).
+            // SAFETY: dw, x and gy hold o*i, n*i and n*o elements.
+            unsafe {
+                mm(
+                    (i, o, n),
+                    dw.as_mut_ptr(),
+                    i,
+                    false,
+                    (xv.as_slice().as_ptr(), i, 1),
+                    (gy.as_ptr(), 1, o),
+                )
+            };
+            Some(Tensor::from_vec(dw, (o, i), dev)?)
+        } else {
+            None
+        };
+        let db = if b.track_op() {
+            let mut db = vec![0f32; o];
+            for row in gy.chunks_exact(o) {
+                db.iter_mut().zip(row).for_each(|(d, g)| *d += g);
+            }
+            Some(Tensor::from_vec(db, o, dev)?)
+        } else {
+            None
+        };
+        let dx = if x.track_op() {
+            let wv = view(w, name)?;
+            let mut dx = vec![0f32; n * i];
+            // dxᵀ (i x n, cs = i) = Wᵀ (i x o: cs i, rs 1) · gyᵀ (o x n: cs o, rs 1).
+            // SAFETY: dx, w and gy hold n*i, o*i and n*o elements.
+            unsafe {
+                mm(
+                    (i, n, o),
+                    dx.as_mut_ptr(),
+                    i,
+                    false,
+                    (wv.as_slice().as_ptr(), i, 1),
+                    (gy.as_ptr(), o, 1),
+                )
+            };
+            Some(Tensor::from_vec(dx, (n, i), dev)?)
+        } else {
+            None
+        };
+        Ok((dx, dw, db))
+    }
+}
+
+fn apply(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op3(&w.contiguous()?, &b.contiguous()?, Linear { relu })
+}
+
+/// `x·wᵀ + b` for `x` `[batch, in]`, `w` `[out, in]` (candle's and PyTorch's
+/// `Linear` layout) and `b` `[out]`; differentiable, f32 on the CPU only.
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    apply(x, w, b, false)
+}
+
+/// `relu(x·wᵀ + b)`, fused: see [`linear`].
+pub fn linear_relu(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    apply(x, w, b, true)
+}
