@@ -7,11 +7,16 @@
 
 /// Safetensors checkpoints: lazy reading, encodings, selection, atomic writes.
 pub use joulecut_checkpoint as checkpoint;
+/// Knowledge distillation: Hinton KD and hint losses, cached or live teachers, a teacher-student step.
+pub use joulecut_distill as distill;
 /// Energy metering: RAPL, NVML and labelled estimates, windows, measurements with provenance.
 pub use joulecut_energy as energy;
 /// Datasets, training and evaluation loops.
 pub use joulecut_harness as harness;
 /// Reference architectures that rebuild from checkpoint metadata.
 pub use joulecut_models as models;
+
 /// Pruning: masks, schedules, compaction, sparse kernels.
 pub use joulecut_prune as prune;
+/// Quantization: casts, int8 schemes and kernels, QAT.
+pub use joulecut_quant as quant;

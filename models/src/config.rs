@@ -199,6 +199,56 @@ impl ModelConfig {
         out
     }
 
+    /// The prefixes (`conv1`, `fc1`, ...) of the layers in data-flow order.
+    pub fn layer_names(&self) -> Vec<String> {
+        self.param_shapes()
+            .into_iter()
+            .filter_map(|(n, _)| n.strip_suffix(".weight").map(str::to_string))
+            .collect()
+    }
+
+    /// The same architecture with new output widths for its layers (in [`Self::layer_names`]
+    /// order; the last layer's width must stay the number of classes), e.g. after structured
+    /// pruning removed neurons or channels.
+    pub fn resized(&self, widths: &[usize]) -> Result<Self> {
+        let n = self.layer_names().len();
+        if widths.len() != n || widths.contains(&0) || widths[n - 1] != self.classes() {
+            return Err(Error::BadConfig {
+                reason: format!(
+                    "{} needs {n} non-zero layer widths ending in {}, got {widths:?}",
+                    self.name(),
+                    self.classes()
+                ),
+            });
+        }
+        Ok(match self {
+            ModelConfig::Mlp { widths: w, .. } => {
+                let mut nw = vec![w[0]];
+                nw.extend_from_slice(widths);
+                let name = format!(
+                    "mlp:{}",
+                    nw.iter()
+                        .map(|x| x.to_string())
+                        .collect::<Vec<_>>()
+                        .join("-")
+                );
+                ModelConfig::Mlp { name, widths: nw }
+            }
+            ModelConfig::Lenet5 {
+                in_channels,
+                image,
+                classes,
+                ..
+            } => ModelConfig::Lenet5 {
+                in_channels: *in_channels,
+                image: *image,
+                channels: [widths[0], widths[1]],
+                hidden: widths[2..n - 1].to_vec(),
+                classes: *classes,
+            },
+        })
+    }
+
     /// Total parameter count.
     pub fn param_count(&self) -> usize {
         self.param_shapes()

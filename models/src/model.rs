@@ -173,10 +173,14 @@ impl Model {
     /// A model whose layers alias the `VarMap`'s variables (so optimiser updates are seen).
     pub fn from_varmap(cfg: &ModelConfig, vm: &VarMap) -> Result<Self> {
         let data = vm.data().lock().expect("VarMap lock");
+        Self::from_fn(cfg, |n| data.get(n).map(|v| v.as_tensor().clone()))
+    }
+
+    /// A dense model from a tensor per parameter name (e.g. fake-quantised weights for QAT, which
+    /// stay differentiable with respect to the variables they were computed from).
+    pub fn from_fn(cfg: &ModelConfig, lookup: impl Fn(&str) -> Option<Tensor>) -> Result<Self> {
         let get = |n: &str| -> Result<Tensor> {
-            data.get(n)
-                .map(|v| v.as_tensor().clone())
-                .ok_or_else(|| Error::MissingTensor { name: n.into() })
+            lookup(n).ok_or_else(|| Error::MissingTensor { name: n.into() })
         };
         let mut convs = Vec::new();
         let mut fcs = Vec::new();

@@ -10,7 +10,7 @@ use joulecut::harness;
 use joulecut::models::{LayerPath, Model, ModelConfig};
 
 use super::error::bad_input;
-use super::output::{device, human_bytes, print_json};
+use super::output::{device, energy_line, human_bytes, meter, print_json};
 
 /// Arguments of `joulecut eval`.
 #[derive(Debug, Args)]
@@ -54,9 +54,14 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
     let ck = Checkpoint::open(&a.file)?;
     let fallback = a.model.as_deref().map(ModelConfig::parse).transpose()?;
     let cfg = Model::config_of(&ck, fallback.as_ref())?;
-    let model = Model::load(&ck, &cfg, &dev, &joulecut::models::DenseFactory)?;
+    let model = Model::load(&ck, &cfg, &dev, &joulecut::harness::RealKernels::default())?;
     let splits = harness::data::load_fashion_mnist(a.data.as_deref())?;
-    let stats = harness::evaluate(&model, &splits.test, a.batch_size, &dev)?;
+    let meter = meter()?;
+    let (stats, energy) = meter.measure("eval", || {
+        harness::evaluate(&model, &splits.test, a.batch_size, &dev)
+    });
+    let stats = stats?;
+    let j_per_10k = energy.total().0 * 10_000.0 / stats.samples as f64;
     let lat1 = harness::latency(&model, &splits.test, 1, a.latency_iters, &dev)?;
     let latb = harness::latency(
         &model,
@@ -101,6 +106,8 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
             "nonzero_params": nonzero,
             "layers": layers,
             "saving": saving,
+            "energy": energy,
+            "joules_per_10k": j_per_10k,
             "device": a.device,
         }))?;
     } else {
@@ -128,6 +135,11 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
         );
         println!("params            {params} ({nonzero} non-zero)");
         println!("saving            {saving}");
+        println!(
+            "energy            {} for {} samples ({j_per_10k:.3} J per 10k)",
+            energy_line(&energy),
+            stats.samples
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

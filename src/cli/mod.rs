@@ -5,12 +5,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
+mod distill;
 mod energy;
 pub mod error;
+mod decompress;
 mod eval;
 mod inspect;
 mod output;
 mod prune;
+mod quantize;
 mod train;
 
 /// joulecut: compress neural networks and prove the savings in joules.
@@ -25,12 +29,22 @@ pub struct Cli {
 enum Command {
     /// Train a model on Fashion-MNIST (or continue from a checkpoint) and save it as safetensors.
     Train(train::TrainArgs),
+    /// Benchmark compression techniques: accuracy vs joules report and Pareto chart.
+    Bench(bench::BenchArgs),
+    /// Work with bench reports (merge the shards of a sweep).
+    Report(bench::ReportArgs),
     /// Evaluate a checkpoint on the test set: accuracy, throughput, latency, energy.
     Eval(eval::EvalArgs),
     /// List a checkpoint's tensors: dtype, shape, encoding, bytes, non-zero fraction.
     Inspect(inspect::InspectArgs),
     /// Prune a checkpoint: unstructured, rows, channels or N:M; compact, pack, sensitivity sweep.
     Prune(prune::PruneArgs),
+    /// Distil a teacher checkpoint into a smaller student (Hinton KD, cached teacher logits).
+    Distill(distill::DistillArgs),
+    /// Quantize a checkpoint: int8 (per tensor/channel, calibrated) or fp16/bf16 storage.
+    Quantize(quantize::QuantizeArgs),
+    /// Turn any joulecut checkpoint back into a plain dense safetensors file.
+    Decompress(decompress::DecompressArgs),
     /// Run a command and meter its energy: wall time, joules by domain with provenance, power.
     Energy(energy::EnergyArgs),
 }
@@ -40,8 +54,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Report(a) => bench::run_report(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Energy(a) => energy::run(a),
+        Command::Distill(a) => distill::run(a),
         Command::Prune(a) => prune::run(a),
+        Command::Quantize(a) => quantize::run(a),
+        Command::Decompress(a) => decompress::run(a),
     }
 }

@@ -16,13 +16,16 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bench;
 pub mod data;
 mod error;
 mod eval;
+mod kernels;
 mod train;
 
 pub use error::{Error, Result};
 pub use eval::{EvalStats, LatencyStats, evaluate, latency};
+pub use kernels::RealKernels;
 pub use train::{
     CrossEntropy, EpochStats, Event, NoHook, Objective, Observer, OptimizerKind, Silent, StepHook,
     TrainConfig, TrainReport, cross_entropy, train,

@@ -6,7 +6,8 @@
 //! * [`gemm`]: the int8 GEMM (AVX-512 VNNI, AVX2, portable, reference) with a fused requantisation;
 //! * [`Int8Linear`], [`Int8Conv2d`]: candle `Module`s running on that GEMM;
 //! * [`cast`]: fp16 / bf16 storage;
-//! * [`qat`]: [`fake_quant`] with a straight-through estimator.
+//! * [`qat`]: [`fake_quant`] with a straight-through estimator;
+//! * checkpoint interop: [`quantize_data`], [`cast_data`], [`Int8Linear::from_int8`].
 //!
 //! ```
 //! use joulecut_quant::{Int8Config, quantize_tensor};
@@ -20,6 +21,7 @@
 pub mod cast;
 mod error;
 pub mod gemm;
+mod interop;
 mod linear;
 pub mod observer;
 pub mod qat;
@@ -28,6 +30,10 @@ pub mod scheme;
 pub use cast::{HalfType, f32_to_half, half_to_f32, round_trip_half};
 pub use error::{Error, Result};
 pub use gemm::{ActivationQuant, Kernel};
+pub use interop::{
+    cast_data, from_int8_tensor, int8_from_data, quantize_data, quantize_dense, quantize_sparse,
+    to_int8_tensor,
+};
 pub use linear::{Int8Conv2d, Int8Linear};
 pub use observer::{Calibration, DEFAULT_PERCENTILE, Observer, calibrate_range};
 pub use qat::{fake_quant, fake_quant_rows};

@@ -1,0 +1,297 @@
+//! The declarative suite config (JSON): models, seeds, baseline training, evaluation settings and
+//! the variants, each a list of steps applied to the trained baseline. The built-in `quick` and
+//! `full` suites are files under `crates/joulecut-harness/suites/`; `joulecut bench --print-config
+//! quick` prints one to copy and edit.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// A whole suite.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuiteConfig {
+    /// Suite name.
+    pub name: String,
+    /// What it is for.
+    #[serde(default)]
+    pub description: String,
+    /// Architectures (`lenet-300-100`, `lenet5`, `mlp:...`).
+    pub models: Vec<String>,
+    /// One run per seed; reports give medians and min-max over seeds.
+    pub seeds: Vec<u64>,
+    /// How baselines are trained.
+    pub baseline: BaselineConfig,
+    /// How every variant is evaluated.
+    pub eval: EvalConfig,
+    /// Accuracy budget (points) for the recommendation.
+    #[serde(default = "default_drop")]
+    pub max_accuracy_drop: f64,
+    /// The compressed variants.
+    pub variants: Vec<VariantConfig>,
+}
+
+fn default_drop() -> f64 {
+    0.5
+}
+
+/// Baseline training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselineConfig {
+    /// Epochs.
+    pub epochs: usize,
+    /// Batch size.
+    pub batch_size: usize,
+    /// Adam learning rate.
+    pub lr: f64,
+}
+
+/// Evaluation of each variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Batch size of the accuracy/throughput/energy passes.
+    pub batch_size: usize,
+    /// Passes over the test set inside the energy window (longer windows, steadier joules).
+    pub repeats: usize,
+    /// Batch-1 forward calls timed for latency.
+    pub latency_iters: usize,
+}
+
+/// One compressed variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariantConfig {
+    /// Name in reports.
+    pub name: String,
+    /// Restrict to these models (default: all of the suite's).
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    /// Steps, in order.
+    pub steps: Vec<Step>,
+}
+
+/// A compression step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Step {
+    /// Magnitude pruning of the weights (never the output layer's rows).
+    Prune {
+        /// Target sparsity in [0, 1).
+        sparsity: f64,
+        /// `unstructured`, `rows`, `channels` or `N:M` (e.g. `2:4`).
+        granularity: String,
+        /// `global` or `layer`.
+        #[serde(default = "default_scope")]
+        scope: String,
+    },
+    /// Remove pruned neurons/channels: physically smaller layers.
+    Compact,
+    /// Fine-tune with Adam, keeping pruned weights at zero.
+    Finetune {
+        /// Epochs.
+        epochs: usize,
+        /// Learning rate (default: the baseline's).
+        #[serde(default)]
+        lr: Option<f64>,
+    },
+    /// Quantization-aware fine-tuning: weights fake-quantised (int8 per channel, STE).
+    Qat {
+        /// Epochs.
+        epochs: usize,
+        /// Learning rate (default: the baseline's).
+        #[serde(default)]
+        lr: Option<f64>,
+    },
+    /// Store weights as `int8`, `f16` or `bf16`.
+    Quantize {
+        /// Target type.
+        dtype: String,
+        /// int8: `channel` or `tensor`.
+        #[serde(default = "default_granularity")]
+        granularity: String,
+    },
+    /// Store sparse weights in the packed `sparse` encoding (run by the CSR kernel).
+    Pack,
+}
+
+fn default_scope() -> String {
+    "global".into()
+}
+
+fn default_granularity() -> String {
+    "channel".into()
+}
+
+const QUICK: &str = include_str!("../../suites/quick.json");
+const FULL: &str = include_str!("../../suites/full.json");
+
+impl SuiteConfig {
+    /// A built-in suite by name (`quick`, `full`).
+    pub fn builtin(name: &str) -> Result<Self> {
+        match name {
+            "quick" => Self::parse(QUICK, "built-in quick suite"),
+            "full" => Self::parse(FULL, "built-in full suite"),
+            other => Err(Error::BadSetting(format!(
+                "unknown suite `{other}` (built-in suites: quick, full)"
+            ))),
+        }
+    }
+
+    /// The JSON text of a built-in suite.
+    pub fn builtin_text(name: &str) -> Option<&'static str> {
+        match name {
+            "quick" => Some(QUICK),
+            "full" => Some(FULL),
+            _ => None,
+        }
+    }
+
+    /// Parses and validates a suite (`origin` names it in errors).
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let cfg: SuiteConfig =
+            serde_json::from_str(text).map_err(|e| Error::BadSetting(format!("{origin}: {e}")))?;
+        cfg.validate()
+            .map_err(|e| Error::BadSetting(format!("{origin}: {e}")))?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.models.is_empty() || self.seeds.is_empty() {
+            return Err("needs at least one model and one seed".into());
+        }
+        for m in &self.models {
+            joulecut_models::ModelConfig::parse(m).map_err(|e| e.to_string())?;
+        }
+        if self.baseline.epochs == 0 || self.baseline.batch_size == 0 || self.baseline.lr.is_nan() || self.baseline.lr <= 0.0 {
+            return Err("baseline needs epochs >= 1, batch_size >= 1 and lr > 0".into());
+        }
+        if self.eval.batch_size == 0 || self.eval.repeats == 0 || self.eval.latency_iters == 0 {
+            return Err("eval needs batch_size, repeats and latency_iters >= 1".into());
+        }
+        if self.max_accuracy_drop.is_nan() || self.max_accuracy_drop < 0.0 {
+            return Err("max_accuracy_drop must be >= 0".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for v in &self.variants {
+            if !names.insert(&v.name) || v.name == "baseline" {
+                return Err(format!(
+                    "variant name `{}` is used twice (or is `baseline`)",
+                    v.name
+                ));
+            }
+            for s in &v.steps {
+                match s {
+                    Step::Prune {
+                        sparsity,
+                        granularity,
+                        scope,
+                    } => {
+                        if !(0.0..1.0).contains(sparsity) {
+                            return Err(format!(
+                                "{}: sparsity {sparsity} is outside [0, 1)",
+                                v.name
+                            ));
+                        }
+                        parse_granularity(granularity).map_err(|e| format!("{}: {e}", v.name))?;
+                        if scope != "global" && scope != "layer" {
+                            return Err(format!(
+                                "{}: scope `{scope}` is not global or layer",
+                                v.name
+                            ));
+                        }
+                    }
+                    Step::Quantize { dtype, granularity } => {
+                        if !["int8", "f16", "bf16"].contains(&dtype.as_str()) {
+                            return Err(format!(
+                                "{}: dtype `{dtype}` is not int8, f16 or bf16",
+                                v.name
+                            ));
+                        }
+                        if granularity != "channel" && granularity != "tensor" {
+                            return Err(format!(
+                                "{}: granularity `{granularity}` is not channel or tensor",
+                                v.name
+                            ));
+                        }
+                    }
+                    Step::Finetune { epochs, lr } | Step::Qat { epochs, lr } => {
+                        if *epochs == 0 || lr.is_some_and(|l| l.is_nan() || l <= 0.0) {
+                            return Err(format!(
+                                "{}: fine-tuning needs epochs >= 1 and lr > 0",
+                                v.name
+                            ));
+                        }
+                    }
+                    Step::Compact | Step::Pack => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `(model, seed, variant index or None for the baseline)` in a deterministic order.
+    pub fn runs(&self) -> Vec<(String, u64, Option<usize>)> {
+        let mut out = Vec::new();
+        for m in &self.models {
+            for &s in &self.seeds {
+                out.push((m.clone(), s, None));
+                for (i, v) in self.variants.iter().enumerate() {
+                    if v.models.as_ref().is_none_or(|ms| ms.contains(m)) {
+                        out.push((m.clone(), s, Some(i)));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Parses a prune granularity (`unstructured`, `rows`, `channels`, `N:M`).
+pub fn parse_granularity(g: &str) -> std::result::Result<joulecut_prune::Granularity, String> {
+    use joulecut_prune::Granularity;
+    Ok(match g {
+        "unstructured" => Granularity::Unstructured,
+        "rows" => Granularity::Rows,
+        "channels" => Granularity::Channels,
+        nm => {
+            let (n, m) = nm.split_once(':').ok_or_else(|| {
+                format!("granularity `{nm}` is not unstructured, rows, channels or N:M")
+            })?;
+            let (n, m) = (
+                n.parse::<usize>().map_err(|e| e.to_string())?,
+                m.parse::<usize>().map_err(|e| e.to_string())?,
+            );
+            Granularity::nm(n, m).map_err(|e| e.to_string())?
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_suites_parse() {
+        let q = SuiteConfig::builtin("quick").unwrap();
+        assert_eq!(q.runs().len(), 1 + q.variants.len());
+        let f = SuiteConfig::builtin("full").unwrap();
+        assert_eq!(f.runs().len(), 2 * 3 * (1 + f.variants.len()));
+        assert!(SuiteConfig::builtin("huge").is_err());
+    }
+
+    #[test]
+    fn bad_configs_are_rejected() {
+        let q = SuiteConfig::builtin_text("quick").unwrap();
+        let bad = q.replace("\"sparsity\": 0.9", "\"sparsity\": 1.5");
+        assert!(
+            SuiteConfig::parse(&bad, "x")
+                .unwrap_err()
+                .to_string()
+                .contains("outside [0, 1)")
+        );
+        let bad = q.replace("\"dtype\": \"f16\"", "\"dtype\": \"int4\"");
+        assert!(SuiteConfig::parse(&bad, "x").is_err());
+    }
+}

@@ -1,0 +1,402 @@
+//! Reports: `report.json` (schema in `docs/BENCH.md`), `report.csv`, `report.md` and `pareto.svg`.
+//! Derived figures (deltas, ratios, medians, the recommendation) are computed here from raw run
+//! results, so the shards of a sweep merge into the same report a single run would give.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::config::SuiteConfig;
+use super::runner::RunResult;
+use crate::{Error, Result};
+
+/// Version of the `report.json` schema.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Where the numbers were taken.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Host {
+    /// CPU model name.
+    pub cpu: String,
+    /// Logical CPUs.
+    pub cores: usize,
+    /// Kernel release.
+    pub kernel: String,
+    /// Device the suite ran on.
+    pub device: String,
+    /// Hypervisor, if virtualised.
+    pub hypervisor: Option<String>,
+    /// Energy probes in use (measured sources).
+    pub probes: serde_json::Value,
+    /// Probes skipped, with reasons.
+    pub skipped_probes: serde_json::Value,
+    /// joulecut version.
+    pub joulecut: String,
+}
+
+/// One row of the table: a run plus figures relative to its baseline (same model and seed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    /// The raw result.
+    #[serde(flatten)]
+    pub run: RunResult,
+    /// Accuracy minus the baseline's, in points.
+    pub accuracy_delta_pt: f64,
+    /// Bytes / baseline bytes.
+    pub size_ratio: f64,
+    /// Throughput / baseline throughput.
+    pub speed_ratio: f64,
+    /// Baseline J/10k ÷ this J/10k (> 1: uses less energy).
+    pub energy_reduction: f64,
+}
+
+/// Median and range over seeds of one (model, variant).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Architecture.
+    pub model: String,
+    /// Variant.
+    pub variant: String,
+    /// Seeds aggregated.
+    pub seeds: usize,
+    /// Median accuracy `[median, min, max]`.
+    pub accuracy: [f64; 3],
+    /// Median accuracy delta (points).
+    pub accuracy_delta_pt: f64,
+    /// Median bytes.
+    pub bytes: u64,
+    /// Median size ratio.
+    pub size_ratio: f64,
+    /// Median speed ratio.
+    pub speed_ratio: f64,
+    /// J/10k `[median, min, max]`.
+    pub inference_joules_per_10k: [f64; 3],
+    /// Median energy reduction.
+    pub energy_reduction: f64,
+    /// Median compression joules.
+    pub compression_joules: f64,
+    /// Provenance(s) of the joules.
+    pub provenance: String,
+    /// `baseline`, `real` or `nominal`.
+    pub saving: String,
+}
+
+/// The recommendation for one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recommendation {
+    /// Architecture.
+    pub model: String,
+    /// The lowest-energy variant within the accuracy budget, if any.
+    pub variant: Option<String>,
+    /// Its energy reduction vs the baseline.
+    pub energy_reduction: Option<f64>,
+    /// Its accuracy delta (points).
+    pub accuracy_delta_pt: Option<f64>,
+    /// One sentence for people.
+    pub text: String,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Schema version.
+    pub schema_version: u32,
+    /// The suite config as run.
+    pub suite: SuiteConfig,
+    /// Accuracy budget used for the recommendation (points).
+    pub max_accuracy_drop: f64,
+    /// Host fingerprint.
+    pub host: Host,
+    /// Wall seconds of the run (sum over merged shards).
+    pub seconds: f64,
+    /// Every run with its ratios.
+    pub rows: Vec<Row>,
+    /// Medians over seeds.
+    pub summary: Vec<Summary>,
+    /// Per model.
+    pub recommendations: Vec<Recommendation>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn range(v: &[f64]) -> [f64; 3] {
+    [
+        median(v.to_vec()),
+        v.iter().copied().fold(f64::INFINITY, f64::min),
+        v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    ]
+}
+
+impl Report {
+    /// Builds a report from raw results (of one run or merged shards).
+    pub fn build(
+        suite: SuiteConfig,
+        host: Host,
+        max_drop: f64,
+        seconds: f64,
+        runs: Vec<RunResult>,
+    ) -> Result<Report> {
+        let mut rows = Vec::new();
+        for r in &runs {
+            let b = runs
+                .iter()
+                .find(|b| b.model == r.model && b.seed == r.seed && b.variant == "baseline")
+                .ok_or_else(|| {
+                    Error::Mismatch(format!(
+                        "no baseline result for {} seed {} (merge every shard)",
+                        r.model, r.seed
+                    ))
+                })?;
+            rows.push(Row {
+                run: r.clone(),
+                accuracy_delta_pt: (r.accuracy - b.accuracy) * 100.0,
+                size_ratio: r.bytes as f64 / b.bytes as f64,
+                speed_ratio: r.samples_per_second / b.samples_per_second,
+                energy_reduction: b.inference_joules_per_10k / r.inference_joules_per_10k,
+            });
+        }
+        // Suite order: models, then baseline and variants as configured.
+        let order = |r: &Row| {
+            let m = suite
+                .models
+                .iter()
+                .position(|m| *m == r.run.model)
+                .unwrap_or(usize::MAX);
+            let v = suite
+                .variants
+                .iter()
+                .position(|v| v.name == r.run.variant)
+                .map_or(0, |i| i + 1);
+            (m, v, r.run.seed)
+        };
+        rows.sort_by_key(order);
+        let mut summary: Vec<Summary> = Vec::new();
+        for r in &rows {
+            if summary
+                .iter()
+                .any(|s| s.model == r.run.model && s.variant == r.run.variant)
+            {
+                continue;
+            }
+            let g: Vec<&Row> = rows
+                .iter()
+                .filter(|x| x.run.model == r.run.model && x.run.variant == r.run.variant)
+                .collect();
+            let col = |f: &dyn Fn(&Row) -> f64| g.iter().map(|x| f(x)).collect::<Vec<f64>>();
+            let mut provs: Vec<String> = g.iter().map(|x| x.run.provenance.clone()).collect();
+            provs.sort();
+            provs.dedup();
+            summary.push(Summary {
+                model: r.run.model.clone(),
+                variant: r.run.variant.clone(),
+                seeds: g.len(),
+                accuracy: range(&col(&|x| x.run.accuracy)),
+                accuracy_delta_pt: median(col(&|x| x.accuracy_delta_pt)),
+                bytes: median(col(&|x| x.run.bytes as f64)) as u64,
+                size_ratio: median(col(&|x| x.size_ratio)),
+                speed_ratio: median(col(&|x| x.speed_ratio)),
+                inference_joules_per_10k: range(&col(&|x| x.run.inference_joules_per_10k)),
+                energy_reduction: median(col(&|x| x.energy_reduction)),
+                compression_joules: median(col(&|x| x.run.compression_joules)),
+                provenance: provs.join("+"),
+                saving: r.run.saving.clone(),
+            });
+        }
+        let mut recommendations = Vec::new();
+        for m in &suite.models {
+            let cands: Vec<&Summary> = summary
+                .iter()
+                .filter(|s| s.model == *m && s.variant != "baseline")
+                .collect();
+            if !summary.iter().any(|s| s.model == *m) {
+                continue;
+            }
+            let ok = cands
+                .iter()
+                .filter(|s| s.accuracy_delta_pt >= -max_drop)
+                .min_by(|a, b| {
+                    a.inference_joules_per_10k[0].total_cmp(&b.inference_joules_per_10k[0])
+                });
+            recommendations.push(match ok {
+                Some(s) => Recommendation {
+                    model: m.clone(),
+                    variant: Some(s.variant.clone()),
+                    energy_reduction: Some(s.energy_reduction),
+                    accuracy_delta_pt: Some(s.accuracy_delta_pt),
+                    text: format!(
+                        "{m}: use `{}` — {:.1}x less inference energy than the baseline ({:.3} vs baseline J/10k, {}), accuracy {:+.2} pt, {} saving",
+                        s.variant,
+                        s.energy_reduction,
+                        s.inference_joules_per_10k[0],
+                        s.provenance,
+                        s.accuracy_delta_pt,
+                        s.saving
+                    ),
+                },
+                None => Recommendation {
+                    model: m.clone(),
+                    variant: None,
+                    energy_reduction: None,
+                    accuracy_delta_pt: None,
+                    text: format!("{m}: no variant stays within {max_drop} pt of the baseline's accuracy; keep the baseline"),
+                },
+            });
+        }
+        Ok(Report {
+            schema_version: SCHEMA_VERSION,
+            suite,
+            max_accuracy_drop: max_drop,
+            host,
+            seconds,
+            rows,
+            summary,
+            recommendations,
+        })
+    }
+
+    /// Writes `report.json`, `report.csv`, `report.md` and `pareto.svg` into `dir` (atomically each).
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let put = |name: &str, text: String| {
+            joulecut_checkpoint::atomic_write(&dir.join(name), |f| {
+                std::io::Write::write_all(f, text.as_bytes())
+            })
+            .map(|_| ())
+            .map_err(|e| Error::Mismatch(e.to_string()))
+        };
+        put(
+            "report.json",
+            serde_json::to_string_pretty(self).expect("report serialises"),
+        )?;
+        put("report.csv", self.csv())?;
+        put("report.md", self.markdown())?;
+        put("pareto.svg", super::svg::pareto(self))?;
+        Ok(())
+    }
+
+    /// Reads a `report.json`.
+    pub fn read(path: &Path) -> Result<Report> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|e| {
+            Error::BadSetting(format!("{}: not a joulecut report ({e})", path.display()))
+        })
+    }
+
+    /// One line per run.
+    pub fn csv(&self) -> String {
+        let mut s = String::from(
+            "model,seed,variant,accuracy,accuracy_delta_pt,bytes,size_ratio,params,nonzero_params,samples_per_second,speed_ratio,latency_b1_us,inference_joules_per_10k,energy_reduction,provenance,compression_joules,baseline_training_joules,saving\n",
+        );
+        for r in &self.rows {
+            let x = &r.run;
+            s += &format!(
+                "{},{},{},{:.4},{:.2},{},{:.4},{},{},{:.0},{:.3},{:.1},{:.4},{:.3},{},{:.2},{:.2},{}\n",
+                x.model,
+                x.seed,
+                x.variant,
+                x.accuracy,
+                r.accuracy_delta_pt,
+                x.bytes,
+                r.size_ratio,
+                x.params,
+                x.nonzero_params,
+                x.samples_per_second,
+                r.speed_ratio,
+                x.latency_b1_us,
+                x.inference_joules_per_10k,
+                r.energy_reduction,
+                x.provenance,
+                x.compression_joules,
+                x.baseline_training_joules,
+                x.saving
+            );
+        }
+        s
+    }
+
+    /// The table a person reads.
+    pub fn markdown(&self) -> String {
+        let mut s = format!("# joulecut bench: `{}` suite\n\n", self.suite.name);
+        let h = &self.host;
+        s += &format!(
+            "Host: {} ({} cores), kernel {}, device {}{}; joulecut {}. Seeds: {:?}. Suite time: {:.0} s.\n\n",
+            h.cpu,
+            h.cores,
+            h.kernel,
+            h.device,
+            h.hypervisor
+                .as_ref()
+                .map(|v| format!(", virtualised ({v})"))
+                .unwrap_or_default(),
+            h.joulecut,
+            self.suite.seeds,
+            self.seconds
+        );
+        let provs: std::collections::BTreeSet<&str> =
+            self.summary.iter().map(|x| x.provenance.as_str()).collect();
+        if provs.iter().any(|p| p.contains("estimated")) {
+            s += "**Energy is estimated**, not measured: no energy counter could be read on this host (see `host.skipped_probes` in report.json); the estimate model is named in each row's `inference_energy.domains[].source`. Ratios between variants are meaningful; absolute joules are a model.\n\n";
+        }
+        for rec in &self.recommendations {
+            s += &format!(
+                "**Recommendation** (accuracy budget {} pt): {}\n\n",
+                self.max_accuracy_drop, rec.text
+            );
+        }
+        for m in &self.suite.models {
+            s += &format!("## {m}\n\n");
+            s += "| variant | accuracy | Δ pt | size | size ratio | speed ratio | J/10k | energy reduction | provenance | saving | compression J |\n";
+            s += "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|\n";
+            for x in self.summary.iter().filter(|x| x.model == *m) {
+                let acc = if x.seeds > 1 {
+                    format!(
+                        "{:.4} ({:.4}–{:.4})",
+                        x.accuracy[0], x.accuracy[1], x.accuracy[2]
+                    )
+                } else {
+                    format!("{:.4}", x.accuracy[0])
+                };
+                s += &format!(
+                    "| {} | {acc} | {:+.2} | {} | {:.3} | {:.2}x | {:.3} | {:.2}x | {} | {} | {:.1} |\n",
+                    x.variant,
+                    x.accuracy_delta_pt,
+                    human(x.bytes),
+                    x.size_ratio,
+                    x.speed_ratio,
+                    x.inference_joules_per_10k[0],
+                    x.energy_reduction,
+                    x.provenance,
+                    x.saving,
+                    x.compression_joules
+                );
+            }
+            s += "\n";
+        }
+        s += "*saving*: `real` = the compressed model runs differently (int8 GEMM, sparse CSR kernel, or physically smaller layers); `nominal` = only the file changed (e.g. zeros in dense tensors, fp16 computed in f32). J/10k: inference joules per 10,000 test samples at the eval batch size. Compression J: fine-tuning / QAT energy (the baseline row shows its training energy).\n";
+        s
+    }
+}
+
+fn human(b: u64) -> String {
+    if b >= 1 << 20 {
+        format!("{:.2} MiB", b as f64 / (1 << 20) as f64)
+    } else {
+        format!("{:.1} KiB", b as f64 / 1024.0)
+    }
+}

@@ -1,0 +1,663 @@
+//! The experiment runner: trains (or loads cached) baselines, applies each variant's steps, writes
+//! the variant's checkpoint, and evaluates it through its real inference path with energy metered.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use joulecut_checkpoint::{
+    Checkpoint, CheckpointWriter, DenseTensor, FloatType, HistoryEntry, SparseTensor, TensorData,
+};
+use joulecut_energy::{Measurement, Meter};
+use joulecut_models::{LayerPath, Model, ModelConfig, init_varmap, load_into_varmap};
+use serde::{Deserialize, Serialize};
+
+use super::config::{Step, SuiteConfig, VariantConfig, parse_granularity};
+use crate::data::Splits;
+use crate::train::{
+    CrossEntropy, NoHook, Objective, Silent, StepHook, TrainConfig, cross_entropy, train,
+};
+use crate::{Error, RealKernels, Result, evaluate, latency};
+
+/// Where and how a suite runs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Output directory (checkpoints go to `DIR/checkpoints`).
+    pub out_dir: PathBuf,
+    /// Baselines are cached here and reused across runs and shards.
+    pub cache_dir: PathBuf,
+    /// Run only runs `i` with `i % n == shard.0` (0-based).
+    pub shard: Option<(usize, usize)>,
+    /// Device for training and evaluation.
+    pub device: Device,
+}
+
+/// The raw result of one run (a baseline or a variant for one model and seed). Ratios against the
+/// baseline are computed by the report, so shards can be merged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    /// Architecture name.
+    pub model: String,
+    /// Seed of the baseline.
+    pub seed: u64,
+    /// `baseline` or the variant's name.
+    pub variant: String,
+    /// The variant's steps.
+    pub steps: Vec<Step>,
+    /// Test accuracy.
+    pub accuracy: f64,
+    /// Checkpoint bytes on disk.
+    pub bytes: u64,
+    /// Logical parameters.
+    pub params: usize,
+    /// Non-zero parameters.
+    pub nonzero_params: usize,
+    /// Samples/s at the eval batch size.
+    pub samples_per_second: f64,
+    /// Batch size of the throughput and energy passes.
+    pub batch_size: usize,
+    /// Median batch-1 latency (µs).
+    pub latency_b1_us: f64,
+    /// Inference joules per 10,000 samples at the eval batch size.
+    pub inference_joules_per_10k: f64,
+    /// The inference energy window (the DESIGN `energy` object).
+    pub inference_energy: serde_json::Value,
+    /// Joules spent producing this variant from its baseline (fine-tuning, QAT, calibration...).
+    pub compression_joules: f64,
+    /// Each compression step's energy.
+    pub compression_energy: Vec<serde_json::Value>,
+    /// Joules of training the baseline this variant starts from.
+    pub baseline_training_joules: f64,
+    /// Provenance of the inference joules (`measured`, `estimated`, `mixed`).
+    pub provenance: String,
+    /// `baseline`, `real` (runs through int8/sparse kernels or smaller layers) or `nominal`.
+    pub saving: String,
+    /// Which kernels each layer ran on.
+    pub layers: Vec<serde_json::Value>,
+    /// Model config of the variant (compaction changes it).
+    pub config: serde_json::Value,
+    /// Checkpoint path.
+    pub file: String,
+    /// Wall seconds this run took (training + compression + evaluation).
+    pub seconds: f64,
+}
+
+fn provenance_of(m: &Measurement) -> String {
+    serde_json::to_value(m)
+        .ok()
+        .and_then(|v| v["provenance"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+struct Baseline {
+    cfg: ModelConfig,
+    vm: VarMap,
+    accuracy: f64,
+    energy: serde_json::Value,
+    joules: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BaselineMeta {
+    accuracy: f64,
+    energy: serde_json::Value,
+    joules: f64,
+}
+
+/// A parameter: name, shape, f32 values.
+type Param = (String, Vec<usize>, Vec<f32>);
+
+/// Dense F32 tensors of every parameter, in architecture order.
+fn varmap_data(cfg: &ModelConfig, vm: &VarMap) -> Result<Vec<Param>> {
+    let data = vm.data().lock().expect("VarMap lock");
+    cfg.param_shapes()
+        .into_iter()
+        .map(|(n, shape)| {
+            let v = data
+                .get(&n)
+                .ok_or_else(|| Error::Mismatch(format!("parameter {n} missing")))?;
+            let vals = v
+                .as_tensor()
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .map_err(Error::candle("read parameters"))?;
+            Ok((n, shape, vals))
+        })
+        .collect()
+}
+
+fn write_dense(cfg: &ModelConfig, vm: &VarMap, path: &Path, history: HistoryEntry) -> Result<u64> {
+    let mut w = CheckpointWriter::new();
+    w.set_model_config(cfg.to_json());
+    w.push_history(history);
+    for (n, shape, vals) in varmap_data(cfg, vm)? {
+        w.insert(n, TensorData::Dense(DenseTensor::from_f32(shape, &vals)));
+    }
+    w.write(path, &[])
+        .map_err(|e| Error::Mismatch(e.to_string()))
+}
+
+fn load_varmap(cfg: &ModelConfig, path: &Path, device: &Device) -> Result<VarMap> {
+    let ck = Checkpoint::open(path).map_err(|e| Error::Mismatch(e.to_string()))?;
+    let vm = init_varmap(cfg, 0, device)?;
+    let tensors = ck
+        .names()
+        .iter()
+        .map(|n| ck.get_f32(n).map(|(s, v)| (n.clone(), s, v)))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Mismatch(e.to_string()))?;
+    load_into_varmap(&vm, tensors)?;
+    Ok(vm)
+}
+
+fn copy_varmap(cfg: &ModelConfig, src: &VarMap, device: &Device) -> Result<VarMap> {
+    let vm = init_varmap(cfg, 0, device)?;
+    load_into_varmap(&vm, varmap_data(cfg, src)?)?;
+    Ok(vm)
+}
+
+/// Keeps pruned weights at zero during fine-tuning.
+struct KeepMasks(joulecut_prune::Pruner);
+
+impl StepHook for KeepMasks {
+    fn after_step(&mut self, _: &VarMap, _: usize) -> Result<()> {
+        self.0.enforce().map_err(|e| Error::Mismatch(e.to_string()))
+    }
+}
+
+/// QAT: every weight matrix fake-quantised (int8 per channel, straight-through gradient).
+struct QatObjective<'a> {
+    cfg: &'a ModelConfig,
+    vm: &'a VarMap,
+}
+
+impl Objective for QatObjective<'_> {
+    fn loss(
+        &mut self,
+        _: &Model,
+        x: &Tensor,
+        y: &Tensor,
+        _: &[u32],
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let data = self.vm.data().lock().expect("VarMap lock");
+        let qcfg = joulecut_quant::Int8Config::default();
+        let mut tensors = BTreeMap::new();
+        for (name, var) in data.iter() {
+            let t = var.as_tensor();
+            let t = if name.ends_with(".weight") {
+                joulecut_quant::fake_quant(t, &qcfg)?
+            } else {
+                t.clone()
+            };
+            tensors.insert(name.clone(), t);
+        }
+        drop(data);
+        let model = Model::from_fn(self.cfg, |n| tensors.get(n).cloned())
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let logits = candle_core::Module::forward(&model, x)?;
+        Ok((cross_entropy(&logits, y)?, logits))
+    }
+}
+
+/// Runs a suite (or one shard of it), returning one result per run.
+pub fn run_suite(
+    suite: &SuiteConfig,
+    data: &Splits,
+    meter: &Meter,
+    opts: &RunOptions,
+    log: &mut dyn FnMut(&str),
+) -> Result<Vec<RunResult>> {
+    std::fs::create_dir_all(opts.out_dir.join("checkpoints"))
+        .and_then(|_| std::fs::create_dir_all(&opts.cache_dir))
+        .map_err(|source| Error::Read {
+            path: opts.out_dir.clone(),
+            source,
+        })?;
+    let runs = suite.runs();
+    let mine: Vec<_> = runs
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| opts.shard.is_none_or(|(k, n)| i % n == k))
+        .map(|(_, r)| r)
+        .collect();
+    let mut baselines: BTreeMap<(String, u64), Baseline> = BTreeMap::new();
+    let mut results = Vec::new();
+    let total = mine.len();
+    for (i, (model, seed, variant)) in mine.into_iter().enumerate() {
+        let t0 = Instant::now();
+        let key = (model.clone(), seed);
+        if let std::collections::btree_map::Entry::Vacant(e) = baselines.entry(key.clone()) {
+            e.insert(baseline(suite, &model, seed, data, meter, opts, log)?);
+        }
+        let base = &baselines[&key];
+        let name = variant.map_or("baseline".to_string(), |v| suite.variants[v].name.clone());
+        log(&format!("[{}/{total}] {model} seed {seed}: {name}", i + 1));
+        let r = match variant {
+            None => evaluate_variant(
+                suite,
+                data,
+                meter,
+                opts,
+                &model,
+                seed,
+                None,
+                base,
+                &base.cfg,
+                &base.vm,
+                &[],
+                Vec::new(),
+                0.0,
+                t0,
+            )?,
+            Some(v) => run_variant(
+                suite,
+                data,
+                meter,
+                opts,
+                &model,
+                seed,
+                &suite.variants[v],
+                base,
+                t0,
+            )?,
+        };
+        log(&format!(
+            "    accuracy {:.4}, {} bytes, {:.0} samples/s, {:.3} J/10k ({}), {}",
+            r.accuracy,
+            r.bytes,
+            r.samples_per_second,
+            r.inference_joules_per_10k,
+            r.provenance,
+            r.saving
+        ));
+        results.push(r);
+    }
+    Ok(results)
+}
+
+fn baseline(
+    suite: &SuiteConfig,
+    model: &str,
+    seed: u64,
+    data: &Splits,
+    meter: &Meter,
+    opts: &RunOptions,
+    log: &mut dyn FnMut(&str),
+) -> Result<Baseline> {
+    let cfg = ModelConfig::parse(model)?;
+    let b = &suite.baseline;
+    let key = sanitize(&format!(
+        "{model}-s{seed}-e{}-b{}-lr{}-{}",
+        b.epochs, b.batch_size, b.lr, data.source
+    ));
+    let ckpt = opts.cache_dir.join(format!("baseline-{key}.safetensors"));
+    let meta = opts.cache_dir.join(format!("baseline-{key}.json"));
+    if let (Ok(text), true) = (std::fs::read_to_string(&meta), ckpt.is_file()) {
+        if let Ok(m) = serde_json::from_str::<BaselineMeta>(&text) {
+            log(&format!(
+                "{model} seed {seed}: baseline from cache {}",
+                ckpt.display()
+            ));
+            let vm = load_varmap(&cfg, &ckpt, &opts.device)?;
+            return Ok(Baseline {
+                cfg,
+                vm,
+                accuracy: m.accuracy,
+                energy: m.energy,
+                joules: m.joules,
+            });
+        }
+    }
+    log(&format!(
+        "{model} seed {seed}: training baseline ({} epochs)",
+        b.epochs
+    ));
+    let vm = init_varmap(&cfg, seed, &opts.device)?;
+    let m = Model::from_varmap(&cfg, &vm)?;
+    let tc = TrainConfig {
+        epochs: b.epochs,
+        batch_size: b.batch_size,
+        lr: b.lr,
+        seed,
+        ..Default::default()
+    };
+    let (report, energy) = meter.measure("baseline-training", || {
+        train(
+            &m,
+            &vm,
+            &data.train,
+            &data.test,
+            &tc,
+            &mut CrossEntropy,
+            &mut NoHook,
+            &mut Silent,
+            &opts.device,
+        )
+    });
+    let report = report?;
+    let joules = energy.total().0;
+    let energy = serde_json::to_value(&energy).unwrap_or_default();
+    write_dense(
+        &cfg,
+        &vm,
+        &ckpt,
+        HistoryEntry::new("bench-baseline", serde_json::json!({"config": tc})),
+    )?;
+    let meta_text = serde_json::to_string_pretty(&BaselineMeta {
+        accuracy: report.accuracy,
+        energy: energy.clone(),
+        joules,
+    })
+    .expect("serialise");
+    joulecut_checkpoint::atomic_write(&meta, |f| {
+        std::io::Write::write_all(f, meta_text.as_bytes())
+    })
+    .map_err(|e| Error::Mismatch(e.to_string()))?;
+    Ok(Baseline {
+        cfg,
+        vm,
+        accuracy: report.accuracy,
+        energy,
+        joules,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_variant(
+    suite: &SuiteConfig,
+    data: &Splits,
+    meter: &Meter,
+    opts: &RunOptions,
+    model: &str,
+    seed: u64,
+    v: &VariantConfig,
+    base: &Baseline,
+    t0: Instant,
+) -> Result<RunResult> {
+    let dev = &opts.device;
+    let mut cfg = base.cfg.clone();
+    let mut vm = copy_varmap(&cfg, &base.vm, dev)?;
+    let mut storage: Vec<Step> = Vec::new();
+    let mut energies = Vec::new();
+    let mut joules = 0.0;
+    let mut pruned = false;
+    let last_layer = format!("{}.weight", cfg.layer_names().last().expect("a layer"));
+    for step in &v.steps {
+        match step {
+            Step::Prune {
+                sparsity,
+                granularity,
+                scope,
+            } => {
+                let g = parse_granularity(granularity).map_err(Error::BadSetting)?;
+                let mut sel = joulecut_prune::Selection::default();
+                if g.is_structured() {
+                    // The output layer's rows are the classes.
+                    sel = sel.exclude(last_layer.clone());
+                }
+                let scope = if scope == "global" {
+                    joulecut_prune::Scope::Global
+                } else {
+                    joulecut_prune::Scope::Layer
+                };
+                let spec = joulecut_prune::PruneSpec::new(*sparsity)
+                    .granularity(g)
+                    .scope(scope)
+                    .selection(sel);
+                joulecut_prune::prune_varmap(&vm, &spec)
+                    .map_err(|e| Error::BadSetting(format!("{}: {e}", v.name)))?;
+                pruned = true;
+            }
+            Step::Compact => {
+                let tensors = joulecut_prune::varmap_tensors(&vm)
+                    .map_err(|e| Error::Mismatch(e.to_string()))?;
+                let names = cfg.layer_names();
+                let prefixes: Vec<&str> = names.iter().map(String::as_str).collect();
+                let chain = joulecut_prune::Chain::from_prefixes(&prefixes, &tensors);
+                let c = joulecut_prune::compact(&tensors, &chain)
+                    .map_err(|e| Error::Mismatch(format!("{}: {e}", v.name)))?;
+                cfg = cfg.resized(&c.widths)?;
+                vm = init_varmap(&cfg, seed, dev)?;
+                load_into_varmap(
+                    &vm,
+                    c.tensors.into_iter().map(|(n, t)| (n, t.shape, t.values)),
+                )?;
+            }
+            Step::Finetune { epochs, lr } | Step::Qat { epochs, lr } => {
+                let tc = TrainConfig {
+                    epochs: *epochs,
+                    batch_size: suite.baseline.batch_size,
+                    lr: lr.unwrap_or(suite.baseline.lr),
+                    seed: seed.wrapping_add(1000),
+                    eval_every_epoch: false,
+                    ..Default::default()
+                };
+                let m = Model::from_varmap(&cfg, &vm)?;
+                let keep =
+                    joulecut_prune::Pruner::keep_zeros(&vm, &joulecut_prune::Selection::default())
+                        .map_err(|e| Error::Mismatch(e.to_string()))?;
+                let mut hook = KeepMasks(keep);
+                let label = if matches!(step, Step::Qat { .. }) {
+                    "qat"
+                } else {
+                    "finetune"
+                };
+                let (r, e) = meter.measure(label, || {
+                    if matches!(step, Step::Qat { .. }) {
+                        let mut obj = QatObjective { cfg: &cfg, vm: &vm };
+                        train(
+                            &m,
+                            &vm,
+                            &data.train,
+                            &data.test,
+                            &tc,
+                            &mut obj,
+                            &mut hook,
+                            &mut Silent,
+                            dev,
+                        )
+                    } else {
+                        train(
+                            &m,
+                            &vm,
+                            &data.train,
+                            &data.test,
+                            &tc,
+                            &mut CrossEntropy,
+                            &mut hook,
+                            &mut Silent,
+                            dev,
+                        )
+                    }
+                });
+                r?;
+                joules += e.total().0;
+                energies.push(serde_json::json!({"step": label, "energy": e}));
+            }
+            Step::Quantize { .. } | Step::Pack => storage.push(step.clone()),
+        }
+    }
+    let _ = pruned;
+    evaluate_variant(
+        suite,
+        data,
+        meter,
+        opts,
+        model,
+        seed,
+        Some(v),
+        base,
+        &cfg,
+        &vm,
+        &storage,
+        energies,
+        joules,
+        t0,
+    )
+}
+
+/// Applies the storage steps (pack, quantize) to the weights, in order.
+fn encode(name: &str, shape: Vec<usize>, values: &[f32], storage: &[Step]) -> Result<TensorData> {
+    let mut data = TensorData::Dense(DenseTensor::from_f32(shape.clone(), values));
+    if shape.len() < 2 {
+        return Ok(data);
+    }
+    for s in storage {
+        data = match s {
+            Step::Pack => {
+                let zeros = values.iter().filter(|v| **v == 0.0).count();
+                // Packing pays only when most weights are zero (bitmap = 1 bit/weight).
+                if zeros * 2 >= values.len() && matches!(data, TensorData::Dense(_)) {
+                    TensorData::Sparse(SparseTensor::pack_f32(
+                        shape.clone(),
+                        values,
+                        FloatType::F32,
+                    ))
+                } else {
+                    data
+                }
+            }
+            Step::Quantize { dtype, granularity } => match dtype.as_str() {
+                "int8" => {
+                    let cfg = joulecut_quant::Int8Config {
+                        granularity: if granularity == "tensor" {
+                            joulecut_quant::Granularity::Tensor
+                        } else {
+                            joulecut_quant::Granularity::Channel
+                        },
+                        ..Default::default()
+                    };
+                    joulecut_quant::quantize_data(name, &data, &cfg)
+                        .map_err(|e| Error::Mismatch(e.to_string()))?
+                }
+                half => {
+                    let ft = if half == "bf16" {
+                        FloatType::BF16
+                    } else {
+                        FloatType::F16
+                    };
+                    joulecut_quant::cast_data(name, &data, ft)
+                        .map_err(|e| Error::Mismatch(e.to_string()))?
+                }
+            },
+            _ => data,
+        };
+    }
+    Ok(data)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn evaluate_variant(
+    suite: &SuiteConfig,
+    data: &Splits,
+    meter: &Meter,
+    opts: &RunOptions,
+    model: &str,
+    seed: u64,
+    v: Option<&VariantConfig>,
+    base: &Baseline,
+    cfg: &ModelConfig,
+    vm: &VarMap,
+    storage: &[Step],
+    compression_energy: Vec<serde_json::Value>,
+    compression_joules: f64,
+    t0: Instant,
+) -> Result<RunResult> {
+    let vname = v.map_or("baseline", |v| v.name.as_str());
+    let path = opts.out_dir.join("checkpoints").join(format!(
+        "{}-s{seed}-{}.safetensors",
+        sanitize(model),
+        sanitize(vname)
+    ));
+    let mut w = CheckpointWriter::new();
+    w.set_model_config(cfg.to_json());
+    w.push_history(HistoryEntry::new(
+        "bench",
+        serde_json::json!({"suite": suite.name, "variant": vname, "steps": v.map(|v| &v.steps)}),
+    ));
+    for (n, shape, vals) in varmap_data(cfg, vm)? {
+        let t = encode(&n, shape, &vals, storage)?;
+        w.insert(n, t);
+    }
+    w.write(&path, &[])
+        .map_err(|e| Error::Mismatch(e.to_string()))?;
+    let ck = Checkpoint::open(&path).map_err(|e| Error::Mismatch(e.to_string()))?;
+    let m = Model::load(&ck, cfg, &opts.device, &RealKernels::default())?;
+    let (mut params, mut nonzero) = (0, 0);
+    for n in ck.names() {
+        let t = ck.get(n).map_err(|e| Error::Mismatch(e.to_string()))?;
+        params += t.shape().iter().product::<usize>();
+        nonzero += t.nonzeros();
+    }
+    let ev = &suite.eval;
+    let stats = evaluate(&m, &data.test, ev.batch_size, &opts.device)?;
+    let (passes, energy) = meter.measure("inference", || -> Result<usize> {
+        for _ in 0..ev.repeats {
+            evaluate(&m, &data.test, ev.batch_size, &opts.device)?;
+        }
+        Ok(ev.repeats * data.test.len())
+    });
+    let samples = passes?;
+    let lat = latency(&m, &data.test, 1, ev.latency_iters, &opts.device)?;
+    let real = m
+        .layers()
+        .any(|l| matches!(l.path, LayerPath::Int8 | LayerPath::Sparse))
+        || params < base.cfg.param_count();
+    let saving = if v.is_none() {
+        "baseline"
+    } else if real {
+        "real"
+    } else {
+        "nominal"
+    };
+    Ok(RunResult {
+        model: model.to_string(),
+        seed,
+        variant: vname.to_string(),
+        steps: v.map(|v| v.steps.clone()).unwrap_or_default(),
+        accuracy: stats.accuracy,
+        bytes: ck.file_bytes(),
+        params,
+        nonzero_params: nonzero,
+        samples_per_second: stats.samples_per_second,
+        batch_size: ev.batch_size,
+        latency_b1_us: lat.median_us,
+        inference_joules_per_10k: energy.total().0 * 10_000.0 / samples as f64,
+        provenance: provenance_of(&energy),
+        inference_energy: serde_json::to_value(&energy).unwrap_or_default(),
+        compression_joules,
+        compression_energy,
+        baseline_training_joules: base.joules,
+        saving: saving.into(),
+        layers: m
+            .layers()
+            .map(|l| serde_json::json!({"name": l.name, "path": l.path}))
+            .collect(),
+        config: cfg.to_json(),
+        file: path.display().to_string(),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+    .map(|mut r| {
+        if v.is_none() {
+            r.compression_energy =
+                vec![serde_json::json!({"step": "baseline-training", "energy": base.energy})];
+            r.compression_joules = base.joules;
+            debug_assert!((base.accuracy - r.accuracy).abs() < 1.0);
+        }
+        r
+    })
+}

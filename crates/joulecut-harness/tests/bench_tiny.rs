@@ -1,0 +1,161 @@
+//! The bench runner end to end on a tiny configuration (generated data): structure and invariants
+//! of the report.
+
+use candle_core::Device;
+use joulecut_energy::{Meter, MeterConfig};
+use joulecut_harness::bench::{Report, RunOptions, SuiteConfig, pareto_front, run_suite};
+use joulecut_harness::data::synthetic;
+
+const TINY: &str = r#"{
+  "name": "tiny",
+  "models": ["mlp:16-48-24-3"],
+  "seeds": [3],
+  "baseline": { "epochs": 3, "batch_size": 32, "lr": 0.003 },
+  "eval": { "batch_size": 64, "repeats": 2, "latency_iters": 20 },
+  "max_accuracy_drop": 5.0,
+  "variants": [
+    { "name": "fp16", "steps": [ { "op": "quantize", "dtype": "f16" } ] },
+    { "name": "int8", "steps": [ { "op": "quantize", "dtype": "int8" } ] },
+    { "name": "qat", "steps": [ { "op": "qat", "epochs": 1 }, { "op": "quantize", "dtype": "int8", "granularity": "tensor" } ] },
+    { "name": "p80-packed", "steps": [ { "op": "prune", "sparsity": 0.8, "granularity": "unstructured" }, { "op": "finetune", "epochs": 1 }, { "op": "pack" } ] },
+    { "name": "rows50", "steps": [ { "op": "prune", "sparsity": 0.5, "granularity": "rows", "scope": "layer" }, { "op": "compact" }, { "op": "finetune", "epochs": 1 } ] },
+    { "name": "2:4-int8", "steps": [ { "op": "prune", "sparsity": 0.5, "granularity": "2:4", "scope": "layer" }, { "op": "quantize", "dtype": "int8" } ] }
+  ]
+}"#;
+
+#[test]
+fn tiny_suite_writes_a_consistent_report() {
+    let suite = SuiteConfig::parse(TINY, "tiny").unwrap();
+    let data = synthetic(400, 200, 16, 3, 11);
+    let meter = Meter::auto(MeterConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = RunOptions {
+        out_dir: dir.path().to_path_buf(),
+        cache_dir: dir.path().join("cache"),
+        shard: None,
+        device: Device::Cpu,
+    };
+    let results = run_suite(&suite, &data, &meter, &opts, &mut |_| {}).unwrap();
+    assert_eq!(results.len(), 1 + suite.variants.len());
+    let host = joulecut_harness::bench::Host {
+        cpu: "test".into(),
+        cores: 1,
+        kernel: "test".into(),
+        device: "cpu".into(),
+        hypervisor: None,
+        probes: serde_json::json!([]),
+        skipped_probes: serde_json::json!([]),
+        joulecut: "test".into(),
+    };
+    let report = Report::build(suite.clone(), host, suite.max_accuracy_drop, 1.0, results).unwrap();
+    report.write(dir.path()).unwrap();
+    for f in ["report.json", "report.csv", "report.md", "pareto.svg"] {
+        assert!(dir.path().join(f).is_file(), "{f} missing");
+    }
+
+    let base = report
+        .rows
+        .iter()
+        .find(|r| r.run.variant == "baseline")
+        .unwrap();
+    assert!(
+        base.run.accuracy > 0.8,
+        "the baseline learns the generated task: {}",
+        base.run.accuracy
+    );
+    assert!(base.run.baseline_training_joules > 0.0);
+    for r in &report.rows {
+        let x = &r.run;
+        assert!(
+            x.bytes <= base.run.bytes,
+            "{}: {} bytes > baseline {}",
+            x.variant,
+            x.bytes,
+            base.run.bytes
+        );
+        assert!((0.0..=1.0).contains(&x.accuracy));
+        assert!(
+            x.inference_joules_per_10k > 0.0,
+            "{}: joules must never be 0",
+            x.variant
+        );
+        assert!(
+            ["measured", "estimated", "mixed"].contains(&x.provenance.as_str()),
+            "{}: {}",
+            x.variant,
+            x.provenance
+        );
+        assert_eq!(x.inference_energy["provenance"], x.provenance);
+        assert!(["baseline", "real", "nominal"].contains(&x.saving.as_str()));
+        assert!(r.energy_reduction > 0.0 && r.size_ratio <= 1.0);
+        assert!(std::path::Path::new(&x.file).is_file());
+    }
+    let get = |v: &str| report.rows.iter().find(|r| r.run.variant == v).unwrap();
+    assert_eq!(get("int8").run.saving, "real");
+    assert_eq!(get("fp16").run.saving, "nominal");
+    // Tiny tensors: the header is a large share of the file, so only half, not a quarter.
+    assert!(get("int8").size_ratio < 0.6, "{}", get("int8").size_ratio);
+    assert_eq!(get("rows50").run.saving, "real");
+    assert_eq!(
+        get("rows50").run.config["widths"],
+        serde_json::json!([16, 24, 12, 3])
+    );
+    assert!(get("p80-packed").run.nonzero_params * 4 < base.run.params);
+    assert!(get("qat").run.compression_joules > 0.0);
+    // The recommendation names a variant within the budget with the lowest energy.
+    let rec = &report.recommendations[0];
+    let chosen = rec
+        .variant
+        .as_ref()
+        .expect("a variant qualifies within 5 pt");
+    let s = report
+        .summary
+        .iter()
+        .find(|s| s.variant == *chosen)
+        .unwrap();
+    for o in report
+        .summary
+        .iter()
+        .filter(|o| o.variant != "baseline" && o.accuracy_delta_pt >= -5.0)
+    {
+        assert!(s.inference_joules_per_10k[0] <= o.inference_joules_per_10k[0]);
+    }
+    // CSV: header + one line per run; JSON round-trips; the SVG has a point per variant.
+    let csv = std::fs::read_to_string(dir.path().join("report.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + report.rows.len());
+    assert!(
+        Report::read(&dir.path().join("report.json")).unwrap() == report,
+        "report.json must round-trip"
+    );
+    let svg = std::fs::read_to_string(dir.path().join("pareto.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    for r in &report.rows {
+        assert!(
+            svg.contains(&format!(">{}</text>", r.run.variant.replace('&', "&amp;"))),
+            "{} unlabeled",
+            r.run.variant
+        );
+    }
+    let front = pareto_front(
+        &report
+            .summary
+            .iter()
+            .map(|s| (s.inference_joules_per_10k[0], s.accuracy[0]))
+            .collect::<Vec<_>>(),
+    );
+    assert!(!front.is_empty());
+
+    // A second run reuses the cached baseline (same weights, so the same accuracy).
+    let again = run_suite(
+        &SuiteConfig {
+            variants: vec![],
+            ..suite
+        },
+        &data,
+        &meter,
+        &opts,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(again[0].accuracy, base.run.accuracy);
+}

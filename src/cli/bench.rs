@@ -1,0 +1,269 @@
+//! `joulecut bench`: train baselines, produce compressed variants, evaluate each through its real
+//! inference path with energy metered, and write report.json / report.csv / report.md / pareto.svg.
+//! `joulecut report merge` combines the shards of a sweep run with `--shard I/N`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use joulecut::harness::bench::{Host, Report, RunOptions, RunResult, SuiteConfig, run_suite};
+
+use super::error::bad_input;
+use super::output::{device, meter, print_json};
+
+/// Arguments of `joulecut bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Built-in suite: quick (default) or full.
+    #[arg(long, default_value = "quick", conflicts_with = "config")]
+    suite: String,
+    /// A suite config file (JSON; see `--print-config`).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the built-in suite's config (to copy and edit) and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Output directory for the reports and checkpoints.
+    #[arg(long, default_value = "bench-out", value_name = "DIR")]
+    out: PathBuf,
+    /// Baseline cache shared by runs and shards (default: OUT/cache).
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// Run a deterministic slice I of N of the runs (0-based), e.g. --shard 0/4.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
+    /// Accuracy budget in points for the recommendation (default: the suite's, 0.5).
+    #[arg(long)]
+    max_accuracy_drop: Option<f64>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Dataset directory (default: $JOULECUT_DATA or /usr/share/datasets/fashion-mnist).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Print the report as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `joulecut report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(subcommand)]
+    cmd: ReportCmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum ReportCmd {
+    /// Merge the shard directories of a sweep (`joulecut bench --shard I/N`) into one report.
+    Merge {
+        /// Shard output directories (each holds a report.json).
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Where to write the merged report.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Print the merged report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_shard(s: &str) -> anyhow::Result<(usize, usize)> {
+    let hint = "use --shard I/N with 0 <= I < N, e.g. --shard 0/4";
+    let (i, n) = s
+        .split_once('/')
+        .ok_or_else(|| bad_input(format!("bad --shard `{s}`"), hint))?;
+    let (i, n): (usize, usize) = (
+        i.parse()
+            .map_err(|_| bad_input(format!("bad --shard `{s}`"), hint))?,
+        n.parse()
+            .map_err(|_| bad_input(format!("bad --shard `{s}`"), hint))?,
+    );
+    if n == 0 || i >= n {
+        return Err(bad_input(format!("bad --shard `{s}`"), hint));
+    }
+    Ok((i, n))
+}
+
+fn host(dev: &str, m: &joulecut::energy::Meter) -> Host {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    Host {
+        cpu,
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+        device: dev.to_string(),
+        hypervisor: joulecut::energy::detect_hypervisor(),
+        probes: serde_json::to_value(m.probes()).unwrap_or_default(),
+        skipped_probes: serde_json::to_value(m.skipped()).unwrap_or_default(),
+        joulecut: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+fn finish(report: &Report, out: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    report
+        .write(out)
+        .with_context(|| format!("write reports to {}", out.display()))?;
+    if json {
+        print_json(&serde_json::to_value(report)?)?;
+    } else {
+        println!("{}", report.markdown());
+        println!(
+            "wrote {}/report.json, report.csv, report.md, pareto.svg",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
+    if a.print_config {
+        let text = SuiteConfig::builtin_text(&a.suite).ok_or_else(|| {
+            bad_input(
+                format!("unknown suite `{}`", a.suite),
+                "built-in suites: quick, full",
+            )
+        })?;
+        print!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let suite = match &a.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                bad_input(
+                    format!("cannot read suite config {}: {e}", p.display()),
+                    "give a JSON file; `joulecut bench --print-config quick` prints an example",
+                )
+            })?;
+            SuiteConfig::parse(&text, &p.display().to_string())?
+        }
+        None => SuiteConfig::builtin(&a.suite)?,
+    };
+    let max_drop = a.max_accuracy_drop.unwrap_or(suite.max_accuracy_drop);
+    if !(max_drop.is_finite() && max_drop >= 0.0) {
+        return Err(bad_input(
+            format!("--max-accuracy-drop {max_drop} must be >= 0"),
+            "e.g. --max-accuracy-drop 0.5 (points)",
+        ));
+    }
+    let shard = a.shard.as_deref().map(parse_shard).transpose()?;
+    let dev = device(&a.device)?;
+    let splits = joulecut::harness::data::load_fashion_mnist(a.data.as_deref())?;
+    let m = meter()?;
+    let opts = RunOptions {
+        out_dir: a.out.clone(),
+        cache_dir: a.cache.clone().unwrap_or_else(|| a.out.join("cache")),
+        shard,
+        device: dev,
+    };
+    let t0 = Instant::now();
+    let results = run_suite(&suite, &splits, &m, &opts, &mut |line| eprintln!("{line}"))?;
+    let seconds = t0.elapsed().as_secs_f64();
+    let h = host(&a.device, &m);
+    if shard.is_some() {
+        // A shard may lack the baseline rows its variants are compared with: store raw results;
+        // `joulecut report merge` builds the report.
+        let v = serde_json::json!({"shard": a.shard, "suite": suite, "host": h, "seconds": seconds, "results": results, "max_accuracy_drop": max_drop});
+        std::fs::create_dir_all(&a.out)?;
+        let path = a.out.join("shard.json");
+        let text = serde_json::to_string_pretty(&v)?;
+        joulecut::checkpoint::atomic_write(&path, |f| {
+            std::io::Write::write_all(f, text.as_bytes())
+        })?;
+        eprintln!(
+            "wrote {} ({} runs); merge the shards with `joulecut report merge DIR... --out DIR`",
+            path.display(),
+            results.len()
+        );
+        if a.json {
+            print_json(&v)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let report = Report::build(suite, h, max_drop, seconds, results)?;
+    finish(&report, &a.out, a.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_report(a: ReportArgs) -> anyhow::Result<ExitCode> {
+    let ReportCmd::Merge { dirs, out, json } = a.cmd;
+    let mut results: Vec<RunResult> = Vec::new();
+    let mut suite: Option<SuiteConfig> = None;
+    let mut host_: Option<Host> = None;
+    let (mut seconds, mut max_drop) = (0.0, 0.5);
+    for d in &dirs {
+        let p = d.join("shard.json");
+        let text = std::fs::read_to_string(&p).map_err(|e| {
+            bad_input(
+                format!("cannot read {}: {e}", p.display()),
+                "give the --out directories of `joulecut bench --shard I/N` runs",
+            )
+        })?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            bad_input(
+                format!("{}: not JSON ({e})", p.display()),
+                "re-run that shard",
+            )
+        })?;
+        let s: SuiteConfig = serde_json::from_value(v["suite"].clone()).map_err(|e| {
+            bad_input(
+                format!("{}: bad suite ({e})", p.display()),
+                "re-run that shard",
+            )
+        })?;
+        if suite.as_ref().is_some_and(|x| *x != s) {
+            return Err(bad_input(
+                format!(
+                    "{} ran a different suite config than the other shards",
+                    p.display()
+                ),
+                "merge shards of one sweep only",
+            ));
+        }
+        suite = Some(s);
+        host_ = serde_json::from_value(v["host"].clone()).ok().or(host_);
+        seconds += v["seconds"].as_f64().unwrap_or(0.0);
+        max_drop = v["max_accuracy_drop"].as_f64().unwrap_or(max_drop);
+        let r: Vec<RunResult> = serde_json::from_value(v["results"].clone()).map_err(|e| {
+            bad_input(
+                format!("{}: bad results ({e})", p.display()),
+                "re-run that shard",
+            )
+        })?;
+        for x in r {
+            if !results
+                .iter()
+                .any(|y| y.model == x.model && y.seed == x.seed && y.variant == x.variant)
+            {
+                results.push(x);
+            }
+        }
+    }
+    let suite = suite.expect("at least one dir");
+    let expected = suite.runs().len();
+    if results.len() != expected {
+        return Err(bad_input(
+            format!(
+                "the shards hold {} of the suite's {expected} runs",
+                results.len()
+            ),
+            "merge every shard of the sweep (--shard 0/N ... N-1/N)",
+        ));
+    }
+    let report = Report::build(suite, host_.expect("host"), max_drop, seconds, results)?;
+    finish(&report, &out, json)?;
+    Ok(ExitCode::SUCCESS)
+}

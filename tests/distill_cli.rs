@@ -1,0 +1,168 @@
+//! End-to-end: `joulecut distill` on real files; bad input (teacher/student width mismatch, T <= 0,
+//! alpha outside [0, 1], bad student ARCH, stale logit cache) exits 2 with one error line and a hint.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+/// Writes a small PyTorch-style MLP checkpoint (`fc1`, `fc2`; no joulecut metadata) with
+/// deterministic weights: `widths[0]` inputs, `widths[last]` outputs.
+fn teacher_file(name: &str, widths: &[usize], salt: f32) -> PathBuf {
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (i, w) in widths.windows(2).enumerate() {
+        let (fan_in, out) = (w[0], w[1]);
+        let bound = 1.0 / (fan_in as f32).sqrt();
+        let vals = |n: usize| -> Vec<u8> {
+            (0..n)
+                .flat_map(|k| {
+                    let v = ((k as f32 * 0.618_034 + salt + i as f32).fract() * 2.0 - 1.0) * bound;
+                    v.to_le_bytes()
+                })
+                .collect()
+        };
+        tensors.push((
+            format!("fc{}.weight", i + 1),
+            vec![out, fan_in],
+            vals(out * fan_in),
+        ));
+        tensors.push((format!("fc{}.bias", i + 1), vec![out], vals(out)));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, s, b)| {
+            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                .unwrap();
+            (n.clone(), v)
+        })
+        .collect();
+    let p = scratch().join(name);
+    safetensors::serialize_to_file(views, None, &p).unwrap();
+    p
+}
+
+fn distill(teacher: &Path, extra: &[&str]) -> std::process::Output {
+    joulecut()
+        .args(["distill", "--teacher"])
+        .arg(teacher)
+        .args(["-o"])
+        .arg(scratch().join("student.safetensors"))
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn teacher_output_width_must_match_student() {
+    let t = teacher_file("t5.safetensors", &[784, 16, 5], 0.1);
+    let out = distill(&t, &["--student", "mlp:784-32-10"]);
+    assert_bad_input(&out, "output width 5");
+    let out = distill(&t, &["--student", "lenet-300-100"]);
+    assert_bad_input(&out, "output width");
+    // And the input width.
+    let t = teacher_file("t100.safetensors", &[100, 16, 10], 0.2);
+    let out = distill(&t, &["--student", "mlp:784-32-10"]);
+    assert_bad_input(&out, "input width 100");
+    assert!(!scratch().join("student.safetensors").exists());
+}
+
+#[test]
+fn temperature_must_be_positive() {
+    let t = teacher_file("t10a.safetensors", &[784, 16, 10], 0.3);
+    for v in ["0", "-1", "-0.5", "nan"] {
+        let out = distill(&t, &["--student", "mlp:784-32-10", "--temperature", v]);
+        assert_bad_input(&out, "temperature must be > 0");
+    }
+}
+
+#[test]
+fn alpha_must_be_in_unit_interval() {
+    let t = teacher_file("t10b.safetensors", &[784, 16, 10], 0.4);
+    for v in ["1.5", "-0.1", "2"] {
+        let out = distill(&t, &["--student", "mlp:784-32-10", "--alpha", v]);
+        assert_bad_input(&out, "alpha must be in [0, 1]");
+    }
+}
+
+#[test]
+fn bad_student_arch_and_flags() {
+    let t = teacher_file("t10c.safetensors", &[784, 16, 10], 0.5);
+    for arch in ["mlp:784-x-10", "resnet50", "mlp:784"] {
+        let out = distill(&t, &["--student", arch]);
+        assert_bad_input(&out, arch);
+    }
+    let out = distill(&t, &["--student", "mlp:784-32-10", "--hint", "0:0"]);
+    assert_bad_input(&out, "--hint needs the live teacher");
+    let out = distill(&t, &["--student", "mlp:784-32-10", "--epochs", "0"]);
+    assert_bad_input(&out, "--epochs");
+    let out = distill(
+        &scratch().join("missing.safetensors"),
+        &["--student", "mlp:784-32-10"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn distills_on_real_data_with_cached_logits_and_reports_energy() {
+    let t = teacher_file("t10d.safetensors", &[784, 24, 10], 0.6);
+    let logits = scratch().join("logits.safetensors");
+    let o = scratch().join("distilled.safetensors");
+    let run = |teacher: &Path| {
+        joulecut()
+            .args(["distill", "--teacher"])
+            .arg(teacher)
+            .args([
+                "--student",
+                "mlp:784-8-10",
+                "--epochs",
+                "1",
+                "--json",
+                "--teacher-logits",
+            ])
+            .arg(&logits)
+            .arg("-o")
+            .arg(&o)
+            .output()
+            .unwrap()
+    };
+    let out = run(&t);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["accuracy"].as_f64().unwrap() > 0.3, "{v}");
+    assert!(v["teacher_accuracy"].as_f64().is_some());
+    assert_eq!(v["epochs"], 1);
+    assert!(v["samples_per_second"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["teacher_logits"]["source"], "computed-and-saved");
+    for e in [&v["energy"], &v["teacher_logits_energy"]] {
+        assert!(e["joules"].as_f64().unwrap() > 0.0, "{e}");
+        assert!(
+            e["provenance"].is_string() && e["domains"].is_array(),
+            "{e}"
+        );
+    }
+    assert!(logits.exists());
+    // The student checkpoint evaluates to the reported accuracy.
+    let ev = json(&["eval", o.to_str().unwrap(), "--json"]);
+    assert_eq!(ev["accuracy"], v["accuracy"]);
+
+    // Second run reuses the cache; a different teacher refuses it.
+    let out = run(&t);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v2: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v2["teacher_logits"]["source"], "loaded");
+    assert_eq!(
+        v2["accuracy"], v["accuracy"],
+        "same seed, same logits: same student"
+    );
+    let other = teacher_file("t10e.safetensors", &[784, 24, 10], 0.7);
+    assert_bad_input(&run(&other), "different teacher");
+}
