@@ -19,8 +19,8 @@ TEACHER=${TEACHER:-$OUT/teacher.safetensors}
 # The teacher: joulecut's default recipe (Adam 1e-3, batch 128, 5 epochs), then 5 more epochs at
 # lr 1e-4 (docs/DISTILLATION.md: the 5-epoch teacher is too noisy to teach).
 TEACHER_RECIPE=${TEACHER_RECIPE:-"5:1e-3 5:1e-4"}
-STUDENTS=${STUDENTS:-"mlp:784-32-10 lenet-300-100"}
-CONFIGS=${CONFIGS:-"4:0.9 2:0.5"}
+STUDENTS=${STUDENTS:-"mlp:784-64-10 mlp:784-32-10 lenet-300-100"}
+CONFIGS=${CONFIGS:-"4:0.9 2:0.5 1:0.5 1:0.9"}
 SEEDS=${SEEDS:-"0 1 2"}
 EPOCHS=${EPOCHS:-5}
 DATA_ARGS=()
@@ -37,7 +37,7 @@ if [ ! -f "$TEACHER" ]; then
     if [ ${#init[@]} -eq 0 ]; then
       "$JOULECUT" train --model teacher-mlp --epochs "$ep" --lr "$lr" --seed 0 -o "$out" --json "${DATA_ARGS[@]}" -q > "$OUT/runs/teacher-stage$stage.json"
     else
-      "$JOULECUT" train "${init[@]}" --epochs "$ep" --lr "$lr" --seed "$stage" -o "$out" --json "${DATA_ARGS[@]}" -q > "$OUT/runs/teacher-stage$stage.json"
+      "$JOULECUT" train "${init[@]}" --epochs "$ep" --lr "$lr" --seed "$((stage - 1))" -o "$out" --json "${DATA_ARGS[@]}" -q > "$OUT/runs/teacher-stage$stage.json"
     fi
     init=(--init "$out")
     echo "teacher stage $stage ($ep epochs, lr $lr): accuracy $(jq .accuracy "$OUT/runs/teacher-stage$stage.json")" >&2
