@@ -120,10 +120,35 @@ fn row_range_generic(row: &[f32]) -> (f32, f32) {
     (l, h)
 }
 
+/// Row min/max (with 0) in 8-lane AVX registers; NaN is skipped (`vminps` returns the second
+/// operand when either is NaN, and the running bound is the second operand).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2")]
 unsafe fn row_range_avx2(row: &[f32]) -> (f32, f32) {
-    row_range_generic(row)
+    use core::arch::x86_64::*;
+    let mut lo = _mm256_setzero_ps();
+    let mut hi = _mm256_setzero_ps();
+    let chunks = row.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        // SAFETY: c has 8 floats.
+        let v = unsafe { _mm256_loadu_ps(c.as_ptr()) };
+        lo = _mm256_min_ps(v, lo);
+        hi = _mm256_max_ps(v, hi);
+    }
+    let (mut l8, mut h8) = ([0f32; 8], [0f32; 8]);
+    // SAFETY: 8-float arrays.
+    unsafe {
+        _mm256_storeu_ps(l8.as_mut_ptr(), lo);
+        _mm256_storeu_ps(h8.as_mut_ptr(), hi);
+    }
+    let mut l = l8.iter().fold(0f32, |a, &b| a.min(b));
+    let mut h = h8.iter().fold(0f32, |a, &b| a.max(b));
+    for &v in rest {
+        l = l.min(v);
+        h = h.max(v);
+    }
+    (l, h)
 }
 
 #[inline]
@@ -150,8 +175,36 @@ fn quantize_row_generic(row: &[f32], dst: &mut [i8], p: QuantParams) {
     }
 }
 
+/// 32 values per step: scale, round half to even, add the zero-point, clamp (NaN → lower bound),
+/// convert, and pack i32 → i16 → i8 (the packs interleave 128-bit lanes; a permute restores order).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2")]
 unsafe fn quantize_row_avx2(row: &[f32], dst: &mut [i8], p: QuantParams) {
-    quantize_row_generic(row, dst, p)
+    use core::arch::x86_64::*;
+    let inv = _mm256_set1_ps(1.0 / p.scale);
+    let zp = _mm256_set1_ps(p.zero_point as f32);
+    let lo = _mm256_set1_ps(p.qmin() as f32);
+    let hi = _mm256_set1_ps(p.qmax() as f32);
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let n = row.len().min(dst.len());
+    let full = n / 32 * 32;
+    let q8 = |off: usize| -> __m256i {
+        // SAFETY: off + 8 <= full <= row.len().
+        let v = unsafe { _mm256_loadu_ps(row.as_ptr().add(off)) };
+        let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(v, inv),
+        );
+        let c = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r, zp), lo), hi);
+        _mm256_cvtps_epi32(c)
+    };
+    let mut off = 0;
+    while off < full {
+        let ab = _mm256_packs_epi32(q8(off), q8(off + 8));
+        let cd = _mm256_packs_epi32(q8(off + 16), q8(off + 24));
+        let bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), order);
+        // SAFETY: off + 32 <= full <= dst.len().
+        unsafe { _mm256_storeu_si256(dst.as_mut_ptr().add(off) as *mut __m256i, bytes) };
+        off += 32;
+    }
+    quantize_row_generic(&row[full..n], &mut dst[full..n], p);
 }
