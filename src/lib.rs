@@ -15,6 +15,8 @@ pub use joulecut_energy as energy;
 pub use joulecut_harness as harness;
 /// Reference architectures that rebuild from checkpoint metadata.
 pub use joulecut_models as models;
+/// Fast CPU kernels for training: conv2d, pooling, linear, cross-entropy, fused optimisers.
+pub use joulecut_ops as ops;
 
 /// Pruning: masks, schedules, compaction, sparse kernels.
 pub use joulecut_prune as prune;

@@ -28,6 +28,8 @@ pub struct Layer {
     /// Which kernels run it.
     pub path: LayerPath,
     module: Box<dyn Module + Send + Sync>,
+    /// Dense linear weights, kept so the forward pass can fuse the following ReLU.
+    dense: Option<(Tensor, Tensor)>,
 }
 
 impl std::fmt::Debug for Layer {
@@ -50,6 +52,7 @@ impl Layer {
             name: name.into(),
             path,
             module,
+            dense: None,
         }
     }
 
@@ -60,7 +63,31 @@ impl Layer {
         b: Option<Tensor>,
         path: LayerPath,
     ) -> Self {
-        Layer::new(name, path, Box::new(candle_nn::Linear::new(w, b)))
+        let mut l = Layer::new(
+            name,
+            path,
+            Box::new(candle_nn::Linear::new(w.clone(), b.clone())),
+        );
+        if let Some(b) = b {
+            l.dense = Some((w, b));
+        }
+        l
+    }
+
+    /// Runs the layer, then a ReLU when `relu`. Dense layers on CPU use joulecut-ops' fused
+    /// `x·Wᵀ + b` (+ ReLU) kernel.
+    pub fn forward_act(&self, x: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
+        if let Some((w, b)) = &self.dense {
+            if x.device().is_cpu() && x.rank() == 2 {
+                return if relu {
+                    joulecut_ops::linear_relu(x, w, b)
+                } else {
+                    joulecut_ops::linear(x, w, b)
+                };
+            }
+        }
+        let y = self.module.forward(x)?;
+        if relu { y.relu() } else { Ok(y) }
     }
 
     /// A dense conv layer (stride 1), weight [out, in, kh, kw].
@@ -318,9 +345,9 @@ impl Model {
         }
         let n = self.fcs.len();
         for (i, fc) in self.fcs.iter().enumerate() {
-            h = fc.forward(&h)?;
-            if i + 1 < n {
-                h = h.relu()?;
+            let relu = i + 1 < n;
+            h = fc.forward_act(&h, relu)?;
+            if relu {
                 hidden.push(h.clone());
             }
         }

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod decompress;
 mod distill;
 mod energy;
 pub mod error;
-mod decompress;
 mod eval;
 mod inspect;
 mod output;

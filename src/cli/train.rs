@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use candle_core::{DType, Tensor, Var};
 use candle_nn::VarMap;
 use clap::Args;
 use joulecut::checkpoint::{Checkpoint, CheckpointWriter, DenseTensor, HistoryEntry, TensorData};
@@ -53,6 +52,15 @@ pub struct TrainArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Prune while training: agp (gradual, Zhu & Gupta), oneshot or iterative.
+    #[arg(long, value_name = "SCHEDULE", requires = "target_sparsity")]
+    prune_schedule: Option<String>,
+    /// Final sparsity of gradual pruning, in [0, 1).
+    #[arg(long, value_name = "F", requires = "prune_schedule")]
+    target_sparsity: Option<f64>,
+    /// Granularity of gradual pruning: unstructured, rows, channels or N:M.
+    #[arg(long, default_value = "unstructured")]
+    prune_granularity: String,
     /// Print one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -61,35 +69,15 @@ pub struct TrainArgs {
     quiet: bool,
 }
 
-/// Keeps weights that were exactly zero in the initial checkpoint at zero after every step
-/// (optimiser moments would otherwise revive them).
-struct KeepZeros {
-    masks: Vec<(Var, Tensor)>,
-}
+/// Runs a `joulecut-prune` pruner after every optimiser step: keeps a pruned checkpoint's zeros at
+/// zero (optimiser moments would revive them), or prunes gradually on a schedule.
+struct PruneHook(joulecut::prune::Pruner);
 
-impl KeepZeros {
-    fn new(vm: &VarMap) -> anyhow::Result<Self> {
-        let mut masks = Vec::new();
-        for (name, var) in vm.data().lock().expect("VarMap lock").iter() {
-            if !name.ends_with(".weight") {
-                continue;
-            }
-            let mask = var.as_tensor().ne(0f32)?.to_dtype(DType::F32)?;
-            let kept = mask.sum_all()?.to_scalar::<f32>()? as usize;
-            if kept < var.elem_count() {
-                masks.push((var.clone(), mask));
-            }
-        }
-        Ok(KeepZeros { masks })
-    }
-}
-
-impl StepHook for KeepZeros {
-    fn after_step(&mut self, _: &VarMap, _: usize) -> harness::Result<()> {
-        for (var, mask) in &self.masks {
-            let t = (var.as_tensor() * mask).map_err(harness::Error::candle("apply mask"))?;
-            var.set(&t).map_err(harness::Error::candle("apply mask"))?;
-        }
+impl StepHook for PruneHook {
+    fn after_step(&mut self, vm: &VarMap, step: usize) -> harness::Result<()> {
+        self.0
+            .step(vm, step)
+            .map_err(|e| harness::Error::BadSetting(e.to_string()))?;
         Ok(())
     }
 }
@@ -163,7 +151,67 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
             .collect::<Result<Vec<_>, _>>()?;
         load_into_varmap(&vm, tensors)?;
     }
-    let mut keep = KeepZeros::new(&vm)?;
+    let steps_per_epoch = splits.train.len().div_ceil(a.batch_size.max(1));
+    let total_steps = steps_per_epoch * a.epochs;
+    let pruner = match (&a.prune_schedule, a.target_sparsity) {
+        (Some(kind), Some(target)) => {
+            use joulecut::prune::{Granularity, PruneSpec, Pruner, Schedule, Scope, Selection};
+            let schedule = match kind.as_str() {
+                // Ramp over the first 80% of training, updating ~10 times per epoch, then
+                // fine-tune at the final sparsity.
+                "agp" => Schedule::Agp {
+                    initial_sparsity: 0.0,
+                    start: 0,
+                    end: (total_steps * 4 / 5).max(1),
+                    frequency: (steps_per_epoch / 10).max(1),
+                },
+                "oneshot" => Schedule::OneShot { at_step: 0 },
+                "iterative" => Schedule::Iterative {
+                    rounds: a.epochs.max(2) - 1,
+                    start: 0,
+                    every: steps_per_epoch,
+                },
+                other => {
+                    return Err(bad_input(
+                        format!("unknown --prune-schedule `{other}`"),
+                        "use agp, oneshot or iterative",
+                    ));
+                }
+            };
+            let g = match a.prune_granularity.as_str() {
+                "unstructured" => Granularity::Unstructured,
+                "rows" => Granularity::Rows,
+                "channels" => Granularity::Channels,
+                nm => {
+                    let parsed = nm
+                        .split_once(':')
+                        .and_then(|(n, m)| Some((n.parse().ok()?, m.parse().ok()?)));
+                    let (n, m) = parsed.ok_or_else(|| {
+                        bad_input(
+                            format!("unknown --prune-granularity `{nm}`"),
+                            "use unstructured, rows, channels or N:M (e.g. 2:4)",
+                        )
+                    })?;
+                    Granularity::nm(n, m)?
+                }
+            };
+            let mut sel = Selection::default();
+            if g.is_structured() {
+                // The output layer's rows are the classes.
+                sel = sel.exclude(format!(
+                    "{}.weight",
+                    cfg.layer_names().last().expect("a layer")
+                ));
+            }
+            let spec = PruneSpec::new(target)
+                .granularity(g)
+                .scope(Scope::Global)
+                .selection(sel);
+            Pruner::new(spec, schedule)?
+        }
+        _ => joulecut::prune::Pruner::keep_zeros(&vm, &joulecut::prune::Selection::default())?,
+    };
+    let mut keep = PruneHook(pruner);
     let model = Model::from_varmap(&cfg, &vm)?;
     let mut progress = Progress::new(a.quiet || a.json);
     let meter = meter()?;
@@ -200,7 +248,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
             "train_seconds": report.train_seconds,
             "per_epoch": report.epochs,
             "bytes": bytes,
-            "kept_zero_masks": keep.masks.len(),
+            "sparsity": keep.0.report(),
             "energy": energy,
             "config": tc,
         }))?;
