@@ -1,0 +1,361 @@
+//! End-to-end tests of `joulecut quantize` and `joulecut decompress` on foreign safetensors files:
+//! sizes, per-tensor errors, bit-exact round trips, and bad input (exit 2, nothing written).
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+/// Per-tensor relative L2 error allowed for int8 per-channel weights.
+const INT8_REL_L2: f64 = 0.01;
+
+/// Writes a foreign MLP 784-300-100-10 (F32, PyTorch names), with `poison` written into fc2.weight[0].
+fn foreign_mlp(path: &Path, poison: Option<f32>) {
+    let shapes: [(&str, Vec<usize>); 6] = [
+        ("fc1.weight", vec![300, 784]),
+        ("fc1.bias", vec![300]),
+        ("fc2.weight", vec![100, 300]),
+        ("fc2.bias", vec![100]),
+        ("fc3.weight", vec![10, 100]),
+        ("fc3.bias", vec![10]),
+    ];
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = shapes
+        .iter()
+        .map(|(n, s)| {
+            let numel: usize = s.iter().product();
+            let bytes = (0..numel)
+                .flat_map(|i| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let mut v = ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1;
+                    if i % 4 == 0 {
+                        v = 0.0; // a pruned-looking quarter
+                    }
+                    if *n == "fc2.weight" && i == 0 {
+                        v = poison.unwrap_or(v);
+                    }
+                    v.to_le_bytes()
+                })
+                .collect();
+            (n.to_string(), s.clone(), bytes)
+        })
+        .collect();
+    let views: Vec<(String, TensorView)> = data
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
+    safetensors::serialize_to_file(views, Some(meta), path).unwrap();
+}
+
+fn input() -> &'static PathBuf {
+    static P: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    P.get_or_init(|| {
+        let p = scratch().join("quant-foreign.safetensors");
+        foreign_mlp(&p, None);
+        p
+    })
+}
+
+fn out(name: &str) -> PathBuf {
+    scratch().join(format!("quant-{name}.safetensors"))
+}
+
+#[test]
+fn int8_per_channel_is_small_and_accurate() {
+    let o = out("int8");
+    let v = json(&[
+        "quantize",
+        input().to_str().unwrap(),
+        "-o",
+        o.to_str().unwrap(),
+        "--dtype",
+        "int8",
+        "--json",
+    ]);
+    let before = v["bytes"]["before"].as_f64().unwrap();
+    let after = v["bytes"]["after"].as_f64().unwrap();
+    // Weights are quantized, biases (rank 1) stay f32 by default.
+    assert!(
+        after / before <= 0.27,
+        "int8 file is {:.3}x of f32",
+        after / before
+    );
+    let tensors = v["tensors"].as_array().unwrap();
+    assert_eq!(tensors.len(), 3);
+    for t in tensors {
+        assert_eq!(t["encoding"], "int8");
+        assert!(t["rel_l2"].as_f64().unwrap() < INT8_REL_L2, "{t}");
+        assert!(t["max_abs"].as_f64().unwrap() > 0.0);
+    }
+    // Plain safetensors: the values are I8 with F32 scales, readable by any reader.
+    let bytes = std::fs::read(&o).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("fc1.weight").unwrap().dtype(), Dtype::I8);
+    assert_eq!(st.tensor("fc1.weight:scale").unwrap().shape(), &[300]);
+    // inspect sees the encoding.
+    let i = json(&["inspect", o.to_str().unwrap(), "--json"]);
+    assert!(
+        i["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["encoding"] == "int8")
+    );
+}
+
+#[test]
+fn every_scheme_and_calibration_runs() {
+    for (i, extra) in [
+        vec!["--granularity", "tensor"],
+        vec!["--scheme", "asymmetric"],
+        vec!["--calibrate", "percentile", "--percentile", "99.9"],
+        vec![
+            "--calibrate",
+            "mse",
+            "--granularity",
+            "tensor",
+            "--scheme",
+            "asymmetric",
+        ],
+        vec!["--include", "fc1.*", "--exclude", "*.bias"],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let o = out(&format!("scheme{i}"));
+        let mut args = vec![
+            "quantize",
+            input().to_str().unwrap(),
+            "-o",
+            o.to_str().unwrap(),
+            "--dtype",
+            "int8",
+            "--json",
+        ];
+        args.extend(extra.iter().copied());
+        let v = json(&args);
+        for t in v["tensors"].as_array().unwrap() {
+            assert!(t["rel_l2"].as_f64().unwrap() < 0.05, "{extra:?}: {t}");
+        }
+    }
+}
+
+#[test]
+fn decompress_restores_dense_and_f16_round_trips_bit_exactly() {
+    // int8 -> decompress: dense F32 with the original names, zeros still zero.
+    let q = out("int8-for-decompress");
+    json(&[
+        "quantize",
+        input().to_str().unwrap(),
+        "-o",
+        q.to_str().unwrap(),
+        "--dtype",
+        "int8",
+        "--json",
+    ]);
+    let d = out("decompressed");
+    json(&[
+        "decompress",
+        q.to_str().unwrap(),
+        "-o",
+        d.to_str().unwrap(),
+        "--json",
+    ]);
+    let orig_bytes = std::fs::read(input()).unwrap();
+    let orig = SafeTensors::deserialize(&orig_bytes).unwrap();
+    let dec_bytes = std::fs::read(&d).unwrap();
+    let dec = SafeTensors::deserialize(&dec_bytes).unwrap();
+    let mut names: Vec<String> = dec.names().into_iter().map(String::from).collect();
+    names.sort();
+    let mut want: Vec<String> = orig.names().into_iter().map(String::from).collect();
+    want.sort();
+    assert_eq!(names, want);
+    for n in &names {
+        let (a, b) = (orig.tensor(n).unwrap(), dec.tensor(n).unwrap());
+        assert_eq!(b.dtype(), Dtype::F32);
+        assert_eq!(a.shape(), b.shape());
+        for (x, y) in a.data().chunks_exact(4).zip(b.data().chunks_exact(4)) {
+            if x == [0, 0, 0, 0] {
+                assert_eq!(y, [0, 0, 0, 0], "{n}: zero not kept");
+            }
+        }
+    }
+    // f16 -> decompress -> f16 again: bit-identical values.
+    let h1 = out("f16-a");
+    json(&[
+        "quantize",
+        input().to_str().unwrap(),
+        "-o",
+        h1.to_str().unwrap(),
+        "--dtype",
+        "f16",
+        "--json",
+    ]);
+    let h1_bytes = std::fs::read(&h1).unwrap();
+    let h1_st = SafeTensors::deserialize(&h1_bytes).unwrap();
+    assert_eq!(h1_st.tensor("fc1.weight").unwrap().dtype(), Dtype::F16);
+    let h1d = out("f16-dec");
+    json(&[
+        "decompress",
+        h1.to_str().unwrap(),
+        "-o",
+        h1d.to_str().unwrap(),
+        "--f32",
+        "--json",
+    ]);
+    let h2 = out("f16-b");
+    json(&[
+        "quantize",
+        h1d.to_str().unwrap(),
+        "-o",
+        h2.to_str().unwrap(),
+        "--dtype",
+        "f16",
+        "--json",
+    ]);
+    let h2_bytes = std::fs::read(&h2).unwrap();
+    let h2_st = SafeTensors::deserialize(&h2_bytes).unwrap();
+    for n in ["fc1.weight", "fc2.weight", "fc3.weight"] {
+        assert_eq!(
+            h1_st.tensor(n).unwrap().data(),
+            h2_st.tensor(n).unwrap().data(),
+            "{n}"
+        );
+    }
+    // bf16 works too.
+    let b = out("bf16");
+    let v = json(&[
+        "quantize",
+        input().to_str().unwrap(),
+        "-o",
+        b.to_str().unwrap(),
+        "--dtype",
+        "bf16",
+        "--json",
+    ]);
+    assert!(
+        v["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["rel_l2"].as_f64().unwrap() < 4e-3)
+    );
+}
+
+fn assert_refused(inp: &Path, args: &[&str], needle: &str) {
+    let before = std::fs::read(inp).unwrap();
+    let o = out(&format!(
+        "bad-{}",
+        needle.replace([' ', '-', '/', '*'], "_")
+    ));
+    let r = joulecut()
+        .arg("quantize")
+        .arg(inp)
+        .arg("-o")
+        .arg(&o)
+        .args(args)
+        .output()
+        .unwrap();
+    assert_bad_input(&r, needle);
+    assert_eq!(std::fs::read(inp).unwrap(), before, "input modified");
+    assert!(!o.exists(), "output written despite the error");
+}
+
+#[test]
+fn bad_input_exits_2_and_writes_nothing() {
+    for (i, poison) in [f32::NAN, f32::INFINITY].into_iter().enumerate() {
+        let p = scratch().join(format!("quant-poison{i}.safetensors"));
+        foreign_mlp(&p, Some(poison));
+        assert_refused(&p, &["--dtype", "int8"], "fc2.weight");
+    }
+    // clap rejects an unknown dtype (exit 2, with its own "tip:").
+    let o = out("bad-int4");
+    let r = joulecut()
+        .arg("quantize")
+        .arg(input())
+        .arg("-o")
+        .arg(&o)
+        .args(["--dtype", "int4"])
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("int4"));
+    assert!(!o.exists());
+    assert_refused(
+        input(),
+        &["--dtype", "f16", "--scheme", "asymmetric"],
+        "int8 only",
+    );
+    assert_refused(
+        input(),
+        &[
+            "--dtype",
+            "int8",
+            "--calibrate",
+            "percentile",
+            "--percentile",
+            "0",
+        ],
+        "percentile",
+    );
+    assert_refused(
+        input(),
+        &["--dtype", "int8", "--include", "nothing.matches"],
+        "nothing.matches",
+    );
+    // An I8 tensor whose scale is missing or of the wrong shape.
+    let good = out("int8-for-corruption");
+    json(&[
+        "quantize",
+        input().to_str().unwrap(),
+        "-o",
+        good.to_str().unwrap(),
+        "--dtype",
+        "int8",
+        "--json",
+    ]);
+    let bytes = std::fs::read(&good).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    for (case, drop_scale) in [("missing", true), ("shape", false)] {
+        let mut views: Vec<(String, TensorView)> = Vec::new();
+        let short = vec![0u8; 4 * 7];
+        for (n, t) in st.tensors() {
+            if n == "fc1.weight:scale" {
+                if drop_scale {
+                    continue;
+                }
+                views.push((
+                    n.clone(),
+                    TensorView::new(Dtype::F32, vec![7], &short).unwrap(),
+                ));
+            } else {
+                views.push((n.clone(), t));
+            }
+        }
+        let p = scratch().join(format!("quant-corrupt-{case}.safetensors"));
+        safetensors::serialize_to_file(views, meta.metadata().clone(), &p).unwrap();
+        for cmd in ["decompress", "inspect"] {
+            let o = out(&format!("corrupt-{case}-{cmd}"));
+            let mut c = joulecut();
+            c.arg(cmd).arg(&p);
+            if cmd == "decompress" {
+                c.arg("-o").arg(&o);
+            }
+            let r = c.output().unwrap();
+            assert_bad_input(&r, "fc1.weight");
+            assert!(!o.exists());
+        }
+    }
+}
