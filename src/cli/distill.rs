@@ -111,6 +111,7 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
         momentum: 0.0,
         seed: a.seed,
         eval_every_epoch: true,
+        lr_schedule: harness::LrSchedule::Cosine,
     };
     tc.validate()?;
     let scfg = ModelConfig::parse(&a.student)?;

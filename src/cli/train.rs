@@ -34,6 +34,9 @@ pub struct TrainArgs {
     /// Learning rate.
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
+    /// Learning-rate schedule: cosine (decay from --lr to 0 over the run) or constant.
+    #[arg(long, default_value = "cosine")]
+    lr_schedule: String,
     /// Optimiser: adam, adamw or sgd.
     #[arg(long, default_value = "adam")]
     optimizer: String,
@@ -121,6 +124,11 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         momentum: a.momentum,
         seed: a.seed,
         eval_every_epoch: true,
+        lr_schedule: match a.lr_schedule.as_str() {
+            "cosine" => harness::LrSchedule::Cosine,
+            "constant" => harness::LrSchedule::Constant,
+            o => return Err(bad_input(format!("unknown --lr-schedule `{o}`"), "use cosine or constant")),
+        },
     };
     tc.validate()?;
     let dev = device(&a.device)?;

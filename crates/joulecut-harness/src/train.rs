@@ -43,6 +43,33 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Evaluate on the test set after every epoch (otherwise only after the last).
     pub eval_every_epoch: bool,
+    /// How the learning rate changes over the run (`lr` is the peak).
+    pub lr_schedule: LrSchedule,
+}
+
+/// Learning-rate schedule over the whole run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    /// `lr` throughout (PyTorch's default).
+    Constant,
+    /// Cosine decay from `lr` to 0 over the run (Loshchilov & Hutter). At a constant rate, Adam's
+    /// last steps leave the weights wherever the noise put them: on Fashion-MNIST the final test
+    /// accuracy swings by ±0.5 pt between epochs and seeds. Decaying to 0 removes most of that.
+    Cosine,
+}
+
+impl TrainConfig {
+    /// The learning rate at optimiser step `step` of `total`.
+    pub fn lr_at(&self, step: usize, total: usize) -> f64 {
+        match self.lr_schedule {
+            LrSchedule::Constant => self.lr,
+            LrSchedule::Cosine => {
+                let t = step as f64 / total.max(1) as f64;
+                self.lr * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -56,6 +83,7 @@ impl Default for TrainConfig {
             momentum: 0.0,
             seed: 0,
             eval_every_epoch: true,
+            lr_schedule: LrSchedule::Cosine,
         }
     }
 }
@@ -211,7 +239,7 @@ pub struct TrainReport {
 }
 
 /// One optimiser step from a loss.
-type StepFn = Box<dyn FnMut(&Tensor) -> candle_core::Result<()>>;
+type StepFn = Box<dyn FnMut(&Tensor, f64) -> candle_core::Result<()>>;
 
 /// Builds the optimiser for `vm`: joulecut-ops' fused one-pass updates (PyTorch semantics) on
 /// CPU, candle's optimisers elsewhere.
@@ -235,11 +263,17 @@ fn optimizer(vm: &VarMap, cfg: &TrainConfig, device: &Device) -> candle_core::Re
                         ..Default::default()
                     },
                 )?;
-                Box::new(move |l| o.backward_step(l))
+                Box::new(move |l, lr| {
+                    o.set_learning_rate(lr);
+                    o.backward_step(l)
+                })
             }
             OptimizerKind::Sgd if cfg.momentum == 0.0 && wd == 0.0 => {
                 let mut o = candle_nn::SGD::new(vars, lr)?;
-                Box::new(move |l| o.backward_step(l))
+                Box::new(move |l, lr| {
+                    o.set_learning_rate(lr);
+                    o.backward_step(l)
+                })
             }
             OptimizerKind::Sgd => {
                 let mut o = optim::Sgd::new(
@@ -251,7 +285,10 @@ fn optimizer(vm: &VarMap, cfg: &TrainConfig, device: &Device) -> candle_core::Re
                         ..Default::default()
                     },
                 )?;
-                Box::new(move |l| o.backward_step(l))
+                Box::new(move |l, lr| {
+                    o.set_learning_rate(lr);
+                    o.backward_step(l)
+                })
             }
         });
     }
@@ -265,7 +302,10 @@ fn optimizer(vm: &VarMap, cfg: &TrainConfig, device: &Device) -> candle_core::Re
                     ..Default::default()
                 },
             )?;
-            Box::new(move |l| o.backward_step(l))
+            Box::new(move |l, lr| {
+                    o.set_learning_rate(lr);
+                    o.backward_step(l)
+                })
         }
         OptimizerKind::AdamW => {
             let mut o = optim::AdamW::new(
@@ -276,7 +316,10 @@ fn optimizer(vm: &VarMap, cfg: &TrainConfig, device: &Device) -> candle_core::Re
                     ..Default::default()
                 },
             )?;
-            Box::new(move |l| o.backward_step(l))
+            Box::new(move |l, lr| {
+                    o.set_learning_rate(lr);
+                    o.backward_step(l)
+                })
         }
         OptimizerKind::Sgd => {
             let mut o = optim::Sgd::new(
@@ -288,7 +331,10 @@ fn optimizer(vm: &VarMap, cfg: &TrainConfig, device: &Device) -> candle_core::Re
                     ..Default::default()
                 },
             )?;
-            Box::new(move |l| o.backward_step(l))
+            Box::new(move |l, lr| {
+                    o.set_learning_rate(lr);
+                    o.backward_step(l)
+                })
         }
     })
 }
@@ -327,6 +373,7 @@ pub fn train(
     let mut order: Vec<u32> = (0..train.len() as u32).collect();
     let bs = cfg.batch_size.min(train.len());
     let steps = train.len().div_ceil(bs);
+    let total_steps = steps * cfg.epochs;
     let mut report = TrainReport {
         epochs: Vec::new(),
         accuracy: 0.0,
@@ -351,7 +398,7 @@ pub fn train(
             let (loss, logits) = objective
                 .loss(model, &x, &y, chunk)
                 .map_err(Error::candle("forward pass"))?;
-            step_fn(&loss).map_err(Error::candle("backward pass / optimiser step"))?;
+            step_fn(&loss, cfg.lr_at(global_step, total_steps)).map_err(Error::candle("backward pass / optimiser step"))?;
             hook.after_step(vm, global_step)?;
             global_step += 1;
             let l = loss
