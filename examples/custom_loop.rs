@@ -31,11 +31,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tcfg = ModelConfig::parse("lenet-300-100")?;
     let tvm = init_varmap(&tcfg, 1, &dev)?;
     let teacher = Model::from_varmap(&tcfg, &tvm)?;
-    let tc = TrainConfig { epochs: if quick { 2 } else { 3 }, ..Default::default() };
+    let tc = TrainConfig {
+        epochs: if quick { 2 } else { 3 },
+        ..Default::default()
+    };
     let (r, e) = meter.measure("teacher", || {
-        harness::train(&teacher, &tvm, &data.train, &data.test, &tc, &mut CrossEntropy, &mut NoHook, &mut Silent, &dev)
+        harness::train(
+            &teacher,
+            &tvm,
+            &data.train,
+            &data.test,
+            &tc,
+            &mut CrossEntropy,
+            &mut NoHook,
+            &mut Silent,
+            &dev,
+        )
     });
-    println!("teacher: accuracy {:.4}, {:.1} J ({:?})", r?.accuracy, e.total().0, e.provenance);
+    println!(
+        "teacher: accuracy {:.4}, {:.1} J ({:?})",
+        r?.accuracy,
+        e.total().0,
+        e.provenance
+    );
 
     // 2. A student in our own loop: KD loss, Adam, AGP pruning to 80% over the first half.
     let scfg = ModelConfig::parse("mlp:784-128-10")?;
@@ -45,7 +63,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (xs, ys) = data.train.tensors(&dev)?;
     let (bs, epochs) = (128, 3);
     let steps = data.train.len().div_ceil(bs);
-    let schedule = Schedule::Agp { initial_sparsity: 0.0, start: 0, end: steps * epochs / 2, frequency: 20 };
+    let schedule = Schedule::Agp {
+        initial_sparsity: 0.0,
+        start: 0,
+        end: steps * epochs / 2,
+        frequency: 20,
+    };
     let mut pruner = Pruner::new(PruneSpec::new(0.8).scope(Scope::Global), schedule)?;
     let kd = KdConfig::default();
     let mut order: Vec<u32> = (0..data.train.len() as u32).collect();

@@ -127,7 +127,12 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         lr_schedule: match a.lr_schedule.as_str() {
             "cosine" => harness::LrSchedule::Cosine,
             "constant" => harness::LrSchedule::Constant,
-            o => return Err(bad_input(format!("unknown --lr-schedule `{o}`"), "use cosine or constant")),
+            o => {
+                return Err(bad_input(
+                    format!("unknown --lr-schedule `{o}`"),
+                    "use cosine or constant",
+                ));
+            }
         },
     };
     tc.validate()?;

@@ -27,6 +27,6 @@ pub use error::{Error, Result};
 pub use eval::{EvalStats, LatencyStats, evaluate, latency};
 pub use kernels::RealKernels;
 pub use train::{
-    CrossEntropy, EpochStats, Event, LrSchedule, NoHook, Objective, Observer, OptimizerKind, Silent, StepHook,
-    TrainConfig, TrainReport, cross_entropy, train,
+    CrossEntropy, EpochStats, Event, LrSchedule, NoHook, Objective, Observer, OptimizerKind,
+    Silent, StepHook, TrainConfig, TrainReport, cross_entropy, train,
 };

@@ -303,9 +303,9 @@ fn optimizer(vm: &VarMap, cfg: &TrainConfig, device: &Device) -> candle_core::Re
                 },
             )?;
             Box::new(move |l, lr| {
-                    o.set_learning_rate(lr);
-                    o.backward_step(l)
-                })
+                o.set_learning_rate(lr);
+                o.backward_step(l)
+            })
         }
         OptimizerKind::AdamW => {
             let mut o = optim::AdamW::new(
@@ -317,9 +317,9 @@ fn optimizer(vm: &VarMap, cfg: &TrainConfig, device: &Device) -> candle_core::Re
                 },
             )?;
             Box::new(move |l, lr| {
-                    o.set_learning_rate(lr);
-                    o.backward_step(l)
-                })
+                o.set_learning_rate(lr);
+                o.backward_step(l)
+            })
         }
         OptimizerKind::Sgd => {
             let mut o = optim::Sgd::new(
@@ -332,9 +332,9 @@ fn optimizer(vm: &VarMap, cfg: &TrainConfig, device: &Device) -> candle_core::Re
                 },
             )?;
             Box::new(move |l, lr| {
-                    o.set_learning_rate(lr);
-                    o.backward_step(l)
-                })
+                o.set_learning_rate(lr);
+                o.backward_step(l)
+            })
         }
     })
 }
@@ -398,7 +398,8 @@ pub fn train(
             let (loss, logits) = objective
                 .loss(model, &x, &y, chunk)
                 .map_err(Error::candle("forward pass"))?;
-            step_fn(&loss, cfg.lr_at(global_step, total_steps)).map_err(Error::candle("backward pass / optimiser step"))?;
+            step_fn(&loss, cfg.lr_at(global_step, total_steps))
+                .map_err(Error::candle("backward pass / optimiser step"))?;
             hook.after_step(vm, global_step)?;
             global_step += 1;
             let l = loss

@@ -164,7 +164,11 @@ impl SuiteConfig {
         for m in &self.models {
             joulecut_models::ModelConfig::parse(m).map_err(|e| e.to_string())?;
         }
-        if self.baseline.epochs == 0 || self.baseline.batch_size == 0 || self.baseline.lr.is_nan() || self.baseline.lr <= 0.0 {
+        if self.baseline.epochs == 0
+            || self.baseline.batch_size == 0
+            || self.baseline.lr.is_nan()
+            || self.baseline.lr <= 0.0
+        {
             return Err("baseline needs epochs >= 1, batch_size >= 1 and lr > 0".into());
         }
         if self.eval.batch_size == 0 || self.eval.repeats == 0 || self.eval.latency_iters == 0 {
