@@ -44,6 +44,9 @@ pub struct DistillArgs {
     /// Learning rate (Adam).
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
+    /// Learning-rate schedule: cosine (decay from --lr to 0) or constant.
+    #[arg(long, default_value = "cosine")]
+    lr_schedule: String,
     /// Seed for the student's initialisation and shuffling (same as `joulecut train --seed`).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -111,7 +114,16 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
         momentum: 0.0,
         seed: a.seed,
         eval_every_epoch: true,
-        lr_schedule: harness::LrSchedule::Cosine,
+        lr_schedule: match a.lr_schedule.as_str() {
+            "cosine" => harness::LrSchedule::Cosine,
+            "constant" => harness::LrSchedule::Constant,
+            o => {
+                return Err(bad_input(
+                    format!("unknown --lr-schedule `{o}`"),
+                    "use cosine or constant",
+                ));
+            }
+        },
     };
     tc.validate()?;
     let scfg = ModelConfig::parse(&a.student)?;
