@@ -9,7 +9,7 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let dev = Device::Cpu;
 //! let splits = data::synthetic(512, 128, 16, 3, 0);
-//! let tc = TrainConfig { epochs: 3, batch_size: 32, ..Default::default() };
+//! let tc = TrainConfig { epochs: 3, batch_size: 32, lr_schedule: joulecut_harness::LrSchedule::Constant, ..Default::default() };
 //! // A teacher, trained normally.
 //! let tcfg = ModelConfig::parse("mlp:16-64-3")?;
 //! let tvm = init_varmap(&tcfg, 1, &dev)?;

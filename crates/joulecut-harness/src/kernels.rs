@@ -3,12 +3,12 @@
 //!
 //! ```no_run
 //! use candle_core::Device;
-//! use joulecut::checkpoint::Checkpoint;
-//! use joulecut::models::Model;
+//! use joulecut_checkpoint::Checkpoint;
+//! use joulecut_models::Model;
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let ck = Checkpoint::open("mlp-int8.safetensors")?;
 //! let cfg = Model::config_of(&ck, None)?;
-//! let model = Model::load(&ck, &cfg, &Device::Cpu, &joulecut::harness::RealKernels::default())?;
+//! let model = Model::load(&ck, &cfg, &Device::Cpu, &joulecut_harness::RealKernels::default())?;
 //! # Ok(()) }
 //! ```
 

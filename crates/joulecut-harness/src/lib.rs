@@ -10,7 +10,7 @@
 //! let cfg = ModelConfig::parse("mlp:16-32-3")?;
 //! let vm = init_varmap(&cfg, 0, &Device::Cpu)?;
 //! let model = Model::from_varmap(&cfg, &vm)?;
-//! let tc = TrainConfig { epochs: 3, batch_size: 32, ..Default::default() };
+//! let tc = TrainConfig { epochs: 3, batch_size: 32, lr_schedule: joulecut_harness::LrSchedule::Constant, ..Default::default() };
 //! let report = train(&model, &vm, &splits.train, &splits.test, &tc, &mut CrossEntropy, &mut NoHook, &mut Silent, &Device::Cpu)?;
 //! assert!(report.accuracy > 0.9);
 //! # Ok(()) }
