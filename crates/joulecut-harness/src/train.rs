@@ -241,6 +241,14 @@ pub struct TrainReport {
 /// One optimiser step from a loss.
 type StepFn = Box<dyn FnMut(&Tensor, f64) -> candle_core::Result<()>>;
 
+/// Wraps an optimiser as a step function that sets the scheduled learning rate first.
+fn boxed<O: Optimizer + 'static>(mut o: O) -> StepFn {
+    Box::new(move |l, lr| {
+        o.set_learning_rate(lr);
+        o.backward_step(l)
+    })
+}
+
 /// Builds the optimiser for `vm`: joulecut-ops' fused one-pass updates (PyTorch semantics) on
 /// CPU, candle's optimisers elsewhere.
 fn optimizer(vm: &VarMap, cfg: &TrainConfig, device: &Device) -> candle_core::Result<StepFn> {
@@ -255,87 +263,51 @@ fn optimizer(vm: &VarMap, cfg: &TrainConfig, device: &Device) -> candle_core::Re
                 } else {
                     0.0
                 };
-                let mut o = candle_nn::AdamW::new(
+                boxed(candle_nn::AdamW::new(
                     vars,
                     candle_nn::ParamsAdamW {
                         lr,
                         weight_decay: wd,
                         ..Default::default()
                     },
-                )?;
-                Box::new(move |l, lr| {
-                    o.set_learning_rate(lr);
-                    o.backward_step(l)
-                })
+                )?)
             }
             OptimizerKind::Sgd if cfg.momentum == 0.0 && wd == 0.0 => {
-                let mut o = candle_nn::SGD::new(vars, lr)?;
-                Box::new(move |l, lr| {
-                    o.set_learning_rate(lr);
-                    o.backward_step(l)
-                })
+                boxed(candle_nn::SGD::new(vars, lr)?)
             }
             OptimizerKind::Sgd => {
-                let mut o = optim::Sgd::new(
-                    vars,
-                    optim::SgdConfig {
-                        lr,
-                        momentum: cfg.momentum,
-                        weight_decay: wd,
-                        ..Default::default()
-                    },
-                )?;
-                Box::new(move |l, lr| {
-                    o.set_learning_rate(lr);
-                    o.backward_step(l)
-                })
+                return Err(candle_core::Error::Msg(
+                    "SGD with momentum or weight decay runs on CPU only (joulecut-ops' fused kernel)".into(),
+                ));
             }
         });
     }
     Ok(match cfg.optimizer {
-        OptimizerKind::Adam => {
-            let mut o = optim::Adam::new(
-                vars,
-                optim::AdamConfig {
-                    lr,
-                    weight_decay: wd,
-                    ..Default::default()
-                },
-            )?;
-            Box::new(move |l, lr| {
-                o.set_learning_rate(lr);
-                o.backward_step(l)
-            })
-        }
-        OptimizerKind::AdamW => {
-            let mut o = optim::AdamW::new(
-                vars,
-                optim::AdamWConfig {
-                    lr,
-                    weight_decay: wd,
-                    ..Default::default()
-                },
-            )?;
-            Box::new(move |l, lr| {
-                o.set_learning_rate(lr);
-                o.backward_step(l)
-            })
-        }
-        OptimizerKind::Sgd => {
-            let mut o = optim::Sgd::new(
-                vars,
-                optim::SgdConfig {
-                    lr,
-                    momentum: cfg.momentum,
-                    weight_decay: wd,
-                    ..Default::default()
-                },
-            )?;
-            Box::new(move |l, lr| {
-                o.set_learning_rate(lr);
-                o.backward_step(l)
-            })
-        }
+        OptimizerKind::Adam => boxed(optim::Adam::new(
+            vars,
+            optim::AdamConfig {
+                lr,
+                weight_decay: wd,
+                ..Default::default()
+            },
+        )?),
+        OptimizerKind::AdamW => boxed(optim::AdamW::new(
+            vars,
+            optim::AdamWConfig {
+                lr,
+                weight_decay: wd,
+                ..Default::default()
+            },
+        )?),
+        OptimizerKind::Sgd => boxed(optim::Sgd::new(
+            vars,
+            optim::SgdConfig {
+                lr,
+                momentum: cfg.momentum,
+                weight_decay: wd,
+                ..Default::default()
+            },
+        )?),
     })
 }
 
