@@ -27,6 +27,7 @@
 
 mod alloc;
 mod conv;
+mod gemv;
 mod linear;
 mod loss;
 pub mod optim;
