@@ -21,11 +21,13 @@ pub mod data;
 mod error;
 mod eval;
 mod kernels;
+pub mod qat;
 mod train;
 
 pub use error::{Error, Result};
 pub use eval::{EvalStats, LatencyStats, evaluate, latency};
 pub use kernels::RealKernels;
+pub use qat::QatObjective;
 pub use train::{
     CrossEntropy, EpochStats, Event, LrSchedule, NoHook, Objective, Observer, OptimizerKind,
     Silent, StepHook, TrainConfig, TrainReport, cross_entropy, train,
