@@ -58,6 +58,36 @@ pub enum Error {
         /// The path.
         path: PathBuf,
     },
+    /// A sharded checkpoint's index (or its directory) is inconsistent.
+    #[error("{}: {reason}", path.display())]
+    BadIndex {
+        /// The index file or model directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The output would be written inside an input model directory.
+    #[error("refusing to write {}: it is inside the input directory {}", path.display(), dir.display())]
+    OutputInsideInput {
+        /// The output path.
+        path: PathBuf,
+        /// The input directory.
+        dir: PathBuf,
+    },
+    /// A directory output already exists with files in it (joulecut never merges or deletes them).
+    #[error("refusing to write {}: the directory exists and is not empty", path.display())]
+    OutputNotEmpty {
+        /// The output directory.
+        path: PathBuf,
+    },
+    /// The output path's kind does not fit the input (a file for a sharded model, ...).
+    #[error("cannot write {}: {reason}", path.display())]
+    BadOutput {
+        /// The output path.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// Writing the output failed (nothing was left at the destination).
     #[error("cannot write {}", path.display())]
     Write {
@@ -87,7 +117,11 @@ impl Error {
             | Error::BadTensor { .. }
             | Error::MissingTensor { .. }
             | Error::BadMetadata { .. }
-            | Error::OutputIsInput { .. } => true,
+            | Error::OutputIsInput { .. }
+            | Error::BadIndex { .. }
+            | Error::OutputInsideInput { .. }
+            | Error::OutputNotEmpty { .. }
+            | Error::BadOutput { .. } => true,
             Error::Write { .. } | Error::Candle { .. } => false,
         }
     }
@@ -106,6 +140,10 @@ impl Error {
             Error::MissingTensor { .. } => "`joulecut inspect FILE` lists the tensors the file has".into(),
             Error::BadMetadata { .. } => "the joulecut metadata is damaged; `joulecut decompress` needs it too, so re-create the file from its source".into(),
             Error::OutputIsInput { .. } => "choose a different output path with -o".into(),
+            Error::BadIndex { .. } => "a sharded checkpoint is a directory of .safetensors shards plus `model.safetensors.index.json` whose weight_map names each tensor's shard; re-download or re-create it".into(),
+            Error::OutputInsideInput { .. } => "write the output next to the model directory, not inside it (e.g. -o model-int8)".into(),
+            Error::OutputNotEmpty { .. } => "remove the directory or choose a new output path".into(),
+            Error::BadOutput { .. } => "a sharded or directory input is written as a directory; add --single-file to write one .safetensors file".into(),
             Error::Write { .. } => "check free disk space and that the output directory exists and is writable".into(),
             Error::Candle { .. } => return None,
         })

@@ -1,5 +1,6 @@
 //! Read and write joulecut checkpoints: plain safetensors files whose `__metadata__` describes the
-//! model and how each tensor is compressed (format: `docs/FORMAT.md`).
+//! model and how each tensor is compressed (format: `docs/FORMAT.md`). Sharded checkpoints and model
+//! directories open as a [`Source`]; [`stream`] rewrites one tensor by tensor in bounded memory.
 //!
 //! ```no_run
 //! use joulecut_checkpoint::{Checkpoint, CheckpointWriter, DenseTensor, TensorData};
@@ -14,20 +15,30 @@
 //! # Ok(()) }
 //! ```
 
+pub mod atomic;
 mod encoding;
 mod error;
 pub mod meta;
 mod read;
 mod select;
+mod source;
+pub mod stream;
 mod tensor;
+mod view;
 mod write;
 
+pub use atomic::temp_path;
 pub use encoding::{Encodings, TensorEncoding};
 pub use error::{Error, Result};
 pub use meta::HistoryEntry;
 pub use read::{Checkpoint, StoredInfo, dtype_size};
 pub use select::{Selection, SelectionError};
+pub use source::{DEFAULT_INDEX, Index, Shard, Source};
+pub use stream::{
+    Decode, EntrySpec, Plan, Produced, StreamOptions, TensorRef, Transform, Written, stream,
+};
 pub use tensor::{
     DenseTensor, FloatType, Int8Tensor, SparseTensor, SparseValues, TensorData, numel,
 };
-pub use write::{CheckpointWriter, atomic_write, refuse_input, temp_path};
+pub use view::{BLOCK, Values, decode_into};
+pub use write::{CheckpointWriter, atomic_write, encode_tensor, refuse_input};

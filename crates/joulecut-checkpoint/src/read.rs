@@ -268,6 +268,35 @@ impl Checkpoint {
         &self.mmap[self.data_start + info.range.start..self.data_start + info.range.end]
     }
 
+    /// Drops this process's mapping of an entry's pages (they stay in the page cache): streaming
+    /// passes call it once a tensor is done, so resident memory tracks the tensors in flight rather
+    /// than the file size.
+    pub fn release(&self, info: &StoredInfo) {
+        let len = info.range.len();
+        if len == 0 {
+            return;
+        }
+        // SAFETY: MADV_DONTNEED on a read-only shared file mapping only drops page-table entries; the
+        // next access re-reads the same (unmodified) file pages, so no observable byte changes.
+        let _ = unsafe {
+            self.mmap.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                self.data_start + info.range.start,
+                len,
+            )
+        };
+    }
+
+    /// Tells the kernel the data will be read front to back (larger read-ahead).
+    pub fn advise_sequential(&self) {
+        let _ = self.mmap.advise(memmap2::Advice::Sequential);
+    }
+
+    /// Bytes of the header (8-byte length + JSON): the data section starts here.
+    pub fn data_start(&self) -> usize {
+        self.data_start
+    }
+
     /// Looks up a stored entry by name.
     pub fn stored_info(&self, name: &str) -> Result<&StoredInfo> {
         self.by_name
@@ -408,7 +437,7 @@ impl Checkpoint {
         })
     }
 
-    fn int8_parts(
+    pub(crate) fn int8_parts(
         &self,
         name: &str,
         shape: Vec<usize>,
@@ -465,7 +494,7 @@ fn bad_tensor(name: &str, reason: String) -> Error {
     }
 }
 
-fn float_type(dtype: &str) -> Option<FloatType> {
+pub(crate) fn float_type(dtype: &str) -> Option<FloatType> {
     match dtype {
         "F32" => Some(FloatType::F32),
         "F16" => Some(FloatType::F16),

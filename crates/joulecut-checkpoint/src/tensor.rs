@@ -80,6 +80,37 @@ impl FloatType {
         }
     }
 
+    /// Encodes `values` into `out` (`values.len() * size()` bytes), round to nearest even; F16 and
+    /// BF16 go through half's slice conversions (F16C when the CPU has it).
+    pub fn encode_into(self, values: &[f32], out: &mut [u8]) {
+        use half::slice::HalfFloatSliceExt;
+        match self {
+            FloatType::F32 => {
+                for (o, v) in out.chunks_exact_mut(4).zip(values) {
+                    o.copy_from_slice(&v.to_le_bytes());
+                }
+            }
+            FloatType::F16 | FloatType::BF16 => {
+                let mut h = [half::f16::ZERO; 256];
+                let mut b = [half::bf16::ZERO; 256];
+                for (o, v) in out.chunks_mut(512).zip(values.chunks(256)) {
+                    let n = v.len();
+                    if self == FloatType::F16 {
+                        h[..n].convert_from_f32_slice(v);
+                        for (d, x) in o.chunks_exact_mut(2).zip(&h[..n]) {
+                            d.copy_from_slice(&x.to_le_bytes());
+                        }
+                    } else {
+                        b[..n].convert_from_f32_slice(v);
+                        for (d, x) in o.chunks_exact_mut(2).zip(&b[..n]) {
+                            d.copy_from_slice(&x.to_le_bytes());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Encodes f32 values as little-endian bytes of this type (round to nearest even).
     pub fn encode(self, values: &[f32]) -> Vec<u8> {
         let mut out = Vec::with_capacity(values.len() * self.size());

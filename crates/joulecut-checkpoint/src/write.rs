@@ -1,12 +1,13 @@
-//! Writing checkpoints atomically: data goes to a temporary file beside the destination, is synced,
-//! then renamed over it. A crash or kill leaves the destination untouched (at worst a
-//! `.NAME.joulecut-tmp-PID` file, which the next write to the same destination removes).
+//! Writing checkpoints atomically: data goes to a temporary file beside the destination (anonymous
+//! where the filesystem allows, see [`crate::atomic`]), is synced, then renamed over it. A crash or
+//! kill leaves the destination untouched.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::atomic::TmpFile;
 use crate::encoding::{Encodings, TensorEncoding};
 use crate::meta::{self, HistoryEntry};
 use crate::read::Checkpoint;
@@ -91,69 +92,7 @@ impl CheckpointWriter {
         let mut out = Vec::new();
         let mut encodings = Encodings::default();
         for (name, data) in &self.tensors {
-            if name.contains(':') && !matches!(data, TensorData::Dense(_)) {
-                return Err(Error::BadTensor {
-                    name: name.clone(),
-                    reason: "encoded tensor names may not contain ':'".into(),
-                });
-            }
-            match data {
-                TensorData::Dense(d) => {
-                    if d.bytes.len() != numel(&d.shape) * d.dtype.size() {
-                        return Err(Error::BadTensor {
-                            name: name.clone(),
-                            reason: format!(
-                                "{} bytes for shape {:?} of {}",
-                                d.bytes.len(),
-                                d.shape,
-                                d.dtype
-                            ),
-                        });
-                    }
-                    out.push(Stored {
-                        name: name.clone(),
-                        dtype: st_name(d.dtype.to_safetensors()),
-                        shape: d.shape.clone(),
-                        bytes: Cow::Borrowed(&d.bytes),
-                    });
-                }
-                TensorData::Int8(q) => {
-                    q.validate(name, numel(&q.shape))?;
-                    out.push(Stored {
-                        name: name.clone(),
-                        dtype: "I8",
-                        shape: q.shape.clone(),
-                        bytes: Cow::Owned(q.values.iter().map(|&v| v as u8).collect()),
-                    });
-                    push_scales(&mut out, name, q);
-                }
-                TensorData::Sparse(s) => {
-                    s.validate(name)?;
-                    out.push(Stored {
-                        name: format!("{name}:bitmap"),
-                        dtype: "U8",
-                        shape: vec![s.bitmap.len()],
-                        bytes: Cow::Borrowed(&s.bitmap),
-                    });
-                    match &s.values {
-                        SparseValues::Float { dtype, bytes } => out.push(Stored {
-                            name: format!("{name}:values"),
-                            dtype: st_name(dtype.to_safetensors()),
-                            shape: vec![bytes.len() / dtype.size()],
-                            bytes: Cow::Borrowed(bytes),
-                        }),
-                        SparseValues::Int8(q) => {
-                            out.push(Stored {
-                                name: format!("{name}:values"),
-                                dtype: "I8",
-                                shape: vec![q.values.len()],
-                                bytes: Cow::Owned(q.values.iter().map(|&v| v as u8).collect()),
-                            });
-                            push_scales(&mut out, name, q);
-                        }
-                    }
-                }
-            }
+            tensor_parts(name, data, &mut out)?;
             if let Some(enc) = TensorEncoding::of(data) {
                 encodings.insert(name.clone(), enc);
             }
@@ -226,6 +165,95 @@ impl CheckpointWriter {
     }
 }
 
+/// Appends the stored entries of one logical tensor (values, scales, bitmap...) to `out`.
+fn tensor_parts<'a>(name: &str, data: &'a TensorData, out: &mut Vec<Stored<'a>>) -> Result<()> {
+    let name = &name.to_string();
+    if name.contains(':') && !matches!(data, TensorData::Dense(_)) {
+        return Err(Error::BadTensor {
+            name: name.clone(),
+            reason: "encoded tensor names may not contain ':'".into(),
+        });
+    }
+    match data {
+        TensorData::Dense(d) => {
+            if d.bytes.len() != numel(&d.shape) * d.dtype.size() {
+                return Err(Error::BadTensor {
+                    name: name.clone(),
+                    reason: format!(
+                        "{} bytes for shape {:?} of {}",
+                        d.bytes.len(),
+                        d.shape,
+                        d.dtype
+                    ),
+                });
+            }
+            out.push(Stored {
+                name: name.clone(),
+                dtype: st_name(d.dtype.to_safetensors()),
+                shape: d.shape.clone(),
+                bytes: Cow::Borrowed(&d.bytes),
+            });
+        }
+        TensorData::Int8(q) => {
+            q.validate(name, numel(&q.shape))?;
+            out.push(Stored {
+                name: name.clone(),
+                dtype: "I8",
+                shape: q.shape.clone(),
+                bytes: Cow::Owned(q.values.iter().map(|&v| v as u8).collect()),
+            });
+            push_scales(out, name, q);
+        }
+        TensorData::Sparse(s) => {
+            s.validate(name)?;
+            out.push(Stored {
+                name: format!("{name}:bitmap"),
+                dtype: "U8",
+                shape: vec![s.bitmap.len()],
+                bytes: Cow::Borrowed(&s.bitmap),
+            });
+            match &s.values {
+                SparseValues::Float { dtype, bytes } => out.push(Stored {
+                    name: format!("{name}:values"),
+                    dtype: st_name(dtype.to_safetensors()),
+                    shape: vec![bytes.len() / dtype.size()],
+                    bytes: Cow::Borrowed(bytes),
+                }),
+                SparseValues::Int8(q) => {
+                    out.push(Stored {
+                        name: format!("{name}:values"),
+                        dtype: "I8",
+                        shape: vec![q.values.len()],
+                        bytes: Cow::Owned(q.values.iter().map(|&v| v as u8).collect()),
+                    });
+                    push_scales(out, name, q);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The stored entries of one logical tensor as `(name, dtype, shape, bytes)`, in file order, and
+/// its encoding (`None` = dense): what [`CheckpointWriter`] would write for it.
+#[allow(clippy::type_complexity)]
+pub fn encode_tensor(
+    name: &str,
+    data: &TensorData,
+) -> Result<(
+    Vec<(String, &'static str, Vec<usize>, Vec<u8>)>,
+    Option<TensorEncoding>,
+)> {
+    let mut out = Vec::new();
+    tensor_parts(name, data, &mut out)?;
+    Ok((
+        out.into_iter()
+            .map(|s| (s.name, s.dtype, s.shape, s.bytes.into_owned()))
+            .collect(),
+        TensorEncoding::of(data),
+    ))
+}
+
 fn push_scales<'a>(out: &mut Vec<Stored<'a>>, name: &str, q: &'a Int8Tensor) {
     out.push(Stored {
         name: format!("{name}:scale"),
@@ -266,17 +294,9 @@ pub fn refuse_input(out: &Path, inputs: &[&Path]) -> Result<()> {
     Ok(())
 }
 
-/// The temporary path used while writing `path`.
-pub fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.joulecut-tmp-{}", std::process::id()))
-}
-
-/// Writes through `fill` into a temp file beside `path`, syncs it, and renames it over `path`.
-/// Returns the number of bytes written. On error the temp file is removed and `path` is untouched.
+/// Writes through `fill` into a temporary file beside `path` (anonymous `O_TMPFILE` where
+/// supported, see [`crate::atomic`]), syncs it, and renames it over `path`. Returns the number of
+/// bytes written. On error or kill nothing is left and `path` is untouched.
 pub fn atomic_write(
     path: &Path,
     fill: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
@@ -290,19 +310,16 @@ pub fn atomic_write(
             "the output path is a directory",
         )));
     }
-    let tmp = temp_path(path);
     let result = (|| {
-        let file = std::fs::File::create(&tmp)?;
+        let mut tmp = TmpFile::for_dest(path)?;
+        let file = tmp.file().try_clone()?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
         fill(&mut w)?;
         let file = w.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
         let len = file.metadata()?.len();
-        std::fs::rename(&tmp, path)?;
+        drop(file);
+        tmp.persist(path)?;
         Ok(len)
     })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        werr(e)
-    })
+    result.map_err(werr)
 }
