@@ -335,11 +335,8 @@ impl Model {
             h = h.reshape((b, *in_channels, *image, *image))?;
             for conv in &self.convs {
                 h = conv.forward(&h)?.relu()?;
-                h = if h.device().is_cpu() {
-                    joulecut_ops::max_pool2d(&h, 2)?
-                } else {
-                    h.max_pool2d(2)?
-                };
+                // Routes by device itself (candle's own max_pool2d has a wrong backward).
+                h = joulecut_ops::max_pool2d(&h, 2)?;
             }
             h = h.flatten_from(1)?;
         }

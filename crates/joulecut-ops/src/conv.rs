@@ -448,6 +448,9 @@ impl CustomOp3 for Conv2d {
 }
 
 fn apply(x: &Tensor, w: &Tensor, b: Option<&Tensor>, padding: usize, relu: bool) -> Result<Tensor> {
+    if !crate::portable::fused_kernels_on(x.device()) {
+        return crate::portable::conv2d(x, w, b, padding, relu);
+    }
     let op = Conv2d { pad: padding, relu };
     let x = x.contiguous()?;
     let w = w.contiguous()?;
@@ -461,7 +464,8 @@ fn apply(x: &Tensor, w: &Tensor, b: Option<&Tensor>, padding: usize, relu: bool)
 ///
 /// `x` is `[n, in_c, h, w]`, `w` is `[out_c, in_c, kh, kw]` (PyTorch layout), `b`
 /// is `[out_c]`; the result is `[n, out_c, h + 2p - kh + 1, w + 2p - kw + 1]`.
-/// Differentiable with respect to all three; f32 on the CPU only.
+/// Differentiable with respect to all three. f32; the fused kernel runs on the CPU, other devices
+/// use candle's conv ([`crate::portable`]).
 pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, padding: usize) -> Result<Tensor> {
     apply(x, w, b, padding, false)
 }

@@ -7,6 +7,10 @@
 //! Each kernel has a plain implementation in [`reference`] that the tests use
 //! as oracle.
 //!
+//! Devices: the kernels are CPU-only. Every public op and optimizer routes
+//! tensors on other devices (CUDA) to the same maths in candle's own ops
+//! ([`portable`]), so code written against this crate runs anywhere.
+//!
 //! ```
 //! use candle_core::{Device, Tensor};
 //! # fn main() -> candle_core::Result<()> {
@@ -32,6 +36,7 @@ mod linear;
 mod loss;
 pub mod optim;
 mod pool;
+pub mod portable;
 pub mod reference;
 mod storage;
 

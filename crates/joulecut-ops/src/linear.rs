@@ -203,12 +203,16 @@ impl CustomOp3 for Linear {
 }
 
 fn apply(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
+    if !crate::portable::fused_kernels_on(x.device()) {
+        return crate::portable::linear(x, w, b, relu);
+    }
     x.contiguous()?
         .apply_op3(&w.contiguous()?, &b.contiguous()?, Linear { relu })
 }
 
 /// `x·wᵀ + b` for `x` `[batch, in]`, `w` `[out, in]` (candle's and PyTorch's
-/// `Linear` layout) and `b` `[out]`; differentiable, f32 on the CPU only.
+/// `Linear` layout) and `b` `[out]`; differentiable. f32; the fused kernel runs on the CPU, other
+/// devices use candle's matmul ([`crate::portable`]).
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     apply(x, w, b, false)
 }

@@ -101,8 +101,12 @@ impl CustomOp2 for CrossEntropy {
 /// Mean cross-entropy of `logits` `[batch, classes]` against class indices
 /// `targets` `[batch]` (u32), as a scalar; equal to
 /// `candle_nn::loss::cross_entropy` and PyTorch's `F.cross_entropy`.
-/// Differentiable with respect to the logits.
+/// Differentiable with respect to the logits. The fused kernel runs on the CPU; other devices use
+/// candle's ops ([`crate::portable`]).
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if !crate::portable::fused_kernels_on(logits.device()) {
+        return crate::portable::cross_entropy(logits, targets);
+    }
     logits
         .contiguous()?
         .apply_op2(&targets.contiguous()?, CrossEntropy)

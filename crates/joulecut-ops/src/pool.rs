@@ -136,8 +136,11 @@ impl CustomOp1 for MaxPool2d {
 
 /// Max pooling over `k x k` windows with stride `k` (PyTorch's
 /// `max_pool2d(x, k)`): `[n, c, h, w]` -> `[n, c, h / k, w / k]`, trailing rows
-/// and columns that do not fill a window are dropped. Differentiable; f32 on
-/// the CPU only.
+/// and columns that do not fill a window are dropped. Differentiable; f32. The
+/// fused kernel runs on the CPU, other devices use candle's pool ([`crate::portable`]).
 pub fn max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
+    if !crate::portable::fused_kernels_on(x.device()) {
+        return crate::portable::max_pool2d(x, k);
+    }
     x.contiguous()?.apply_op1(MaxPool2d { k })
 }

@@ -1,11 +1,11 @@
 //! Adam and AdamW (PyTorch semantics, bias-corrected, per-parameter step count).
 
 use candle_core::backprop::GradStore;
-use candle_core::{Result, Var};
+use candle_core::{Result, Tensor, Var};
 use candle_nn::Optimizer;
 
 use super::kernels::{self, AdamStep};
-use super::{f32_vars, update_in_place};
+use super::{Backend, f32_vars, portable, update_in_place};
 
 /// Hyper-parameters of [`Adam`]; the defaults are PyTorch's.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -56,12 +56,19 @@ impl Default for AdamWConfig {
     }
 }
 
+/// First and second moments: host vectors for the fused kernel, tensors on the variable's
+/// device for the portable path.
+#[derive(Debug)]
+enum Moments {
+    Host { m: Vec<f32>, v: Vec<f32> },
+    Device { m: Tensor, v: Tensor },
+}
+
 /// One parameter and its moments.
 #[derive(Debug)]
 struct Slot {
     var: Var,
-    m: Vec<f32>,
-    v: Vec<f32>,
+    moments: Moments,
     step: u64,
 }
 
@@ -82,19 +89,28 @@ impl Core {
         who: &str,
         cfg: (f64, (f64, f64), f64, f64),
         decoupled: bool,
+        backend: Backend,
     ) -> Result<Self> {
         let slots = f32_vars(vars, who)?
             .into_iter()
             .map(|var| {
-                let n = var.elem_count();
-                Slot {
+                let moments = if backend.fused_for(&var) {
+                    let n = var.elem_count();
+                    Moments::Host {
+                        m: vec![0.; n],
+                        v: vec![0.; n],
+                    }
+                } else {
+                    let z = var.zeros_like()?;
+                    Moments::Device { m: z.clone(), v: z }
+                };
+                Ok(Slot {
                     var,
-                    m: vec![0.; n],
-                    v: vec![0.; n],
+                    moments,
                     step: 0,
-                }
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let (lr, betas, eps, weight_decay) = cfg;
         Ok(Self {
             slots,
@@ -134,8 +150,12 @@ impl Core {
                     1.
                 },
             };
-            let (m, v) = (&mut slot.m, &mut slot.v);
-            update_in_place(&slot.var, g, name, |p, g| kernels::adam(p, g, m, v, &s))?;
+            match &mut slot.moments {
+                Moments::Host { m, v } => {
+                    update_in_place(&slot.var, g, name, |p, g| kernels::adam(p, g, m, v, &s))?
+                }
+                Moments::Device { m, v } => portable::adam(&slot.var, g, m, v, &s)?,
+            }
         }
         Ok(())
     }
@@ -151,11 +171,27 @@ pub struct Adam(Core);
 #[derive(Debug)]
 pub struct AdamW(Core);
 
+impl Adam {
+    /// [`Optimizer::new`] with an explicit [`Backend`].
+    pub fn with_backend(vars: Vec<Var>, c: AdamConfig, backend: Backend) -> Result<Self> {
+        let cfg = (c.lr, c.betas, c.eps, c.weight_decay);
+        Core::new(vars, "Adam", cfg, false, backend).map(Self)
+    }
+}
+
+impl AdamW {
+    /// [`Optimizer::new`] with an explicit [`Backend`].
+    pub fn with_backend(vars: Vec<Var>, c: AdamWConfig, backend: Backend) -> Result<Self> {
+        let cfg = (c.lr, c.betas, c.eps, c.weight_decay);
+        Core::new(vars, "AdamW", cfg, true, backend).map(Self)
+    }
+}
+
 impl Optimizer for Adam {
     type Config = AdamConfig;
 
     fn new(vars: Vec<Var>, c: AdamConfig) -> Result<Self> {
-        Core::new(vars, "Adam", (c.lr, c.betas, c.eps, c.weight_decay), false).map(Self)
+        Self::with_backend(vars, c, Backend::Auto)
     }
 
     fn step(&mut self, grads: &GradStore) -> Result<()> {
@@ -175,7 +211,7 @@ impl Optimizer for AdamW {
     type Config = AdamWConfig;
 
     fn new(vars: Vec<Var>, c: AdamWConfig) -> Result<Self> {
-        Core::new(vars, "AdamW", (c.lr, c.betas, c.eps, c.weight_decay), true).map(Self)
+        Self::with_backend(vars, c, Backend::Auto)
     }
 
     fn step(&mut self, grads: &GradStore) -> Result<()> {

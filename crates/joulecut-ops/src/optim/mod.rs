@@ -7,6 +7,9 @@
 //! loops are compiled for AVX-512, AVX2+FMA and plain x86-64 and picked at run
 //! time.
 //!
+//! Variables off the CPU (CUDA) get the same update rule in candle tensor ops
+//! instead, with their state on the variable's device ([`Backend`]).
+//!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
 //! use candle_nn::{Optimizer, VarBuilder, VarMap};
@@ -25,6 +28,7 @@
 
 mod adam;
 mod kernels;
+mod portable;
 mod sgd;
 
 pub use adam::{Adam, AdamConfig, AdamW, AdamWConfig};
@@ -36,14 +40,31 @@ use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Result, Tensor, Var, ba
 
 use crate::storage::cpu_f32;
 
-/// Keeps the f32 CPU variables, rejecting any other float dtype (integer
+/// How an optimizer updates each variable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// The fused one-pass kernel for CPU variables, candle tensor ops for variables on any other
+    /// device (what `Optimizer::new` uses).
+    #[default]
+    Auto,
+    /// candle tensor ops for every variable, CPU ones too (to compare the two paths).
+    Portable,
+}
+
+impl Backend {
+    /// Whether `var` gets the fused kernel.
+    pub fn fused_for(self, var: &Var) -> bool {
+        self == Backend::Auto && crate::portable::fused_kernels_on(var.device())
+    }
+}
+
+/// Keeps the f32 variables, rejecting any other float dtype (integer
 /// variables are skipped, as in candle's optimizers).
 fn f32_vars(vars: Vec<Var>, who: &str) -> Result<Vec<Var>> {
     let mut out = Vec::with_capacity(vars.len());
     for v in vars {
         match v.dtype() {
-            DType::F32 if v.device().is_cpu() => out.push(v),
-            DType::F32 => bail!("{who}: only CPU variables are supported"),
+            DType::F32 => out.push(v),
             d if d.is_float() => bail!("{who}: only f32 variables are supported, got {d:?}"),
             _ => {}
         }

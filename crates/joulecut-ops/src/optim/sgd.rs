@@ -2,11 +2,11 @@
 //! (PyTorch's `torch.optim.SGD`).
 
 use candle_core::backprop::GradStore;
-use candle_core::{Result, Var};
+use candle_core::{Result, Tensor, Var};
 use candle_nn::Optimizer;
 
 use super::kernels::{self, SgdStep};
-use super::{f32_vars, update_in_place};
+use super::{Backend, f32_vars, portable, update_in_place};
 
 /// Hyper-parameters of [`Sgd`]; the defaults are PyTorch's.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -35,11 +35,18 @@ impl Default for SgdConfig {
     }
 }
 
+/// Momentum buffer: a host vector for the fused kernel (empty when momentum is 0), a tensor on
+/// the variable's device for the portable path (`None` until the first step).
+#[derive(Debug)]
+enum Buffer {
+    Host(Vec<f32>),
+    Device(Option<Tensor>),
+}
+
 #[derive(Debug)]
 struct Slot {
     var: Var,
-    /// Momentum buffer; empty when momentum is 0.
-    buf: Vec<f32>,
+    buf: Buffer,
     steps: u64,
 }
 
@@ -52,29 +59,34 @@ pub struct Sgd {
     cfg: SgdConfig,
 }
 
-impl Optimizer for Sgd {
-    type Config = SgdConfig;
-
-    fn new(vars: Vec<Var>, cfg: SgdConfig) -> Result<Self> {
+impl Sgd {
+    /// [`Optimizer::new`] with an explicit [`Backend`].
+    pub fn with_backend(vars: Vec<Var>, cfg: SgdConfig, backend: Backend) -> Result<Self> {
         if cfg.nesterov && (cfg.momentum <= 0. || cfg.dampening != 0.) {
             candle_core::bail!("Sgd: Nesterov momentum requires momentum > 0 and zero dampening")
         }
         let slots = f32_vars(vars, "Sgd")?
             .into_iter()
             .map(|var| {
-                let n = if cfg.momentum != 0. {
-                    var.elem_count()
+                let buf = if !backend.fused_for(&var) {
+                    Buffer::Device(None)
+                } else if cfg.momentum != 0. {
+                    Buffer::Host(vec![0.; var.elem_count()])
                 } else {
-                    0
+                    Buffer::Host(Vec::new())
                 };
-                Slot {
-                    var,
-                    buf: vec![0.; n],
-                    steps: 0,
-                }
+                Slot { var, buf, steps: 0 }
             })
             .collect();
         Ok(Self { slots, cfg })
+    }
+}
+
+impl Optimizer for Sgd {
+    type Config = SgdConfig;
+
+    fn new(vars: Vec<Var>, cfg: SgdConfig) -> Result<Self> {
+        Self::with_backend(vars, cfg, Backend::Auto)
     }
 
     fn step(&mut self, grads: &GradStore) -> Result<()> {
@@ -92,10 +104,12 @@ impl Optimizer for Sgd {
                 first: slot.steps == 0,
             };
             slot.steps += 1;
-            let buf = &mut slot.buf;
-            update_in_place(&slot.var, g, "joulecut-sgd", |p, g| {
-                kernels::sgd(p, g, buf, &s)
-            })?;
+            match &mut slot.buf {
+                Buffer::Host(buf) => update_in_place(&slot.var, g, "joulecut-sgd", |p, g| {
+                    kernels::sgd(p, g, buf, &s)
+                })?,
+                Buffer::Device(buf) => portable::sgd(&slot.var, g, buf, &s)?,
+            }
         }
         Ok(())
     }
