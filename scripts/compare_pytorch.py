@@ -292,10 +292,12 @@ def quantize_onnx(src: Path, dst: Path) -> None:
         root.setLevel(level)
 
 
-def ort_session(path: Path, threads: int):
+def ort_session(path: Path, threads: int, spin: bool = True):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
+    if not spin:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -464,6 +466,7 @@ def host_info(jc: Joulecut) -> dict:
         "logical_cpus": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "kernel": platform.release(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset: libgomp spins, then sleeps)"),
         "versions": versions,
     }
     try:
@@ -547,7 +550,8 @@ def markdown(report: dict) -> str:
     a = report["settings"]
     lines = [
         f"## PyTorch / ONNX Runtime / joulecut side by side — {a['threads']} threads, "
-        f"{a['epochs']} epoch(s), {a['repeats']} round(s), medians",
+        f"{a['epochs']} epoch(s), {a['repeats']} round(s), medians"
+        + (" — --no-spin: PyTorch with OMP_WAIT_POLICY=PASSIVE, ORT without spinning (not their defaults)" if a["no_spin"] else ""),
         "",
     ]
     for m in a["models"]:
@@ -610,6 +614,12 @@ def parse_args(argv=None):
     p.add_argument("--eval-batch", type=int, default=256, help="inference batch for throughput")
     p.add_argument("--latency-iters", type=int, default=1000, help="timed batch-1 calls (batch calls: a tenth, at least 5)")
     p.add_argument("--settle", type=float, default=1.0, help="seconds of idle between arms (lets spinning OpenMP/ORT threads sleep)")
+    p.add_argument(
+        "--no-spin",
+        action="store_true",
+        help="idle worker threads sleep instead of spin-waiting: OMP_WAIT_POLICY=PASSIVE for PyTorch, "
+        "session.intra_op.allow_spinning=0 for ORT (neither is their default; a diagnostic for loaded machines)",
+    )
     p.add_argument("--load-threshold", type=float, default=1.2, help="warn when the 1-minute load average is above this")
     p.add_argument("--joulecut", type=Path, default=Path(os.environ.get("JOULECUT", REPO / "target/release/joulecut")), help="joulecut binary")
     p.add_argument("--workdir", type=Path, help="keep checkpoints and ONNX files here (default: a temporary directory)")
@@ -635,6 +645,8 @@ def main(argv=None) -> int:
     # Thread pools are sized at import: set them before torch/onnxruntime load.
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     os.environ["MKL_NUM_THREADS"] = str(args.threads)
+    if args.no_spin:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     if not args.data.is_dir():
         raise BadInput(f"{args.data}: no such directory (hint: --data DIR with the Fashion-MNIST IDX files)")
     if not (args.joulecut.is_file() and os.access(args.joulecut, os.X_OK)):
@@ -713,7 +725,11 @@ def main(argv=None) -> int:
             fp32, int8 = workdir / f"{m}-fp32.onnx", workdir / f"{m}-int8.onnx"
             build_onnx(m, state, fp32)
             quantize_onnx(fp32, int8)
-            sessions[m] = {"ort_fp32": ort_session(fp32, args.threads), "ort_int8": ort_session(int8, args.threads)}
+            spin = not args.no_spin
+            sessions[m] = {
+                "ort_fp32": ort_session(fp32, args.threads, spin),
+                "ort_int8": ort_session(int8, args.threads, spin),
+            }
             # Same weights, three runtimes: the logits must agree (catches a wrong graph or layout).
             x = data["x_test"][:256]
             with torch.inference_mode():
