@@ -23,6 +23,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 if [ -z "${JOULECUT:-}" ]; then
   cargo build --release >&2
-  export JOULECUT=target/release/joulecut
+  # A private copy: a rebuild of target/ during the run must not swap binaries between arms.
+  cp target/release/joulecut "$venv/bin/joulecut-compare"
+  export JOULECUT=$venv/bin/joulecut-compare
 fi
 exec "$venv/bin/python" scripts/compare_pytorch.py "$@"

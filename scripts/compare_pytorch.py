@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import logging
 import os
@@ -448,6 +449,15 @@ def host_info(jc: Joulecut) -> dict:
         except Exception as e:  # noqa: BLE001 — recorded, not fatal
             versions[mod] = f"unavailable ({e})"
     versions["joulecut"] = jc.version()
+    try:
+        blob = jc.binary.read_bytes()
+        versions["joulecut_binary"] = {
+            "path": str(jc.binary),
+            "sha256": hashlib.sha256(blob).hexdigest()[:16],
+            "modified": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(jc.binary.stat().st_mtime)),
+        }
+    except OSError:
+        pass
 
     def cmd(*argv):
         try:
@@ -576,12 +586,15 @@ def markdown(report: dict) -> str:
     h = report["host"]
     flags = ", ".join(f for f, on in h["flags"].items() if on) or "none of avx2/avx512/vnni"
     v = h["versions"]
+    bin_ = v.get("joulecut_binary", {})
     lines += [
         "",
         f"Host: {h['cpu']} ({flags}), {h['usable_cpus']} usable CPUs; load average before "
         f"{report['load']['before']}, after {report['load']['after']}.",
         f"Versions: torch {v.get('torch')}, onnxruntime {v.get('onnxruntime')}, onnx {v.get('onnx')}, "
-        f"numpy {v.get('numpy')}, python {v.get('python')}, {v.get('joulecut')} ({v.get('git')}), {v.get('rustc')}.",
+        f"numpy {v.get('numpy')}, python {v.get('python')}, {v.get('rustc')}; {v.get('joulecut')} "
+        f"(binary sha256 {bin_.get('sha256', '?')}, modified {bin_.get('modified', '?')}; "
+        f"source tree {v.get('git') or 'unknown'}).",
     ]
     if report["warnings"]:
         lines += [""] + [f"**Warning:** {w}" for w in report["warnings"]]
