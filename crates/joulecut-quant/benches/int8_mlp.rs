@@ -1,13 +1,24 @@
-//! LeNet-300-100 (784-300-100-10, ReLU) forward: int8 (`Int8Linear`, dynamic per-row activations,
-//! per-channel weights) vs candle f32 (`candle_nn::Linear`, gemm with x86-v4), at batch 256 and 1.
-//! Also the raw int8 GEMM of the first layer, per available kernel.
+//! LeNet-300-100 (784-300-100-10, ReLU) forward, int8 against joulecut's f32, at batch 256 and 1.
+//!
+//! Both arms run through `joulecut_models::Layer::forward_act`, the path `joulecut eval` takes:
+//! * `f32`: dense layers (joulecut-ops' fused `x·Wᵀ + b` + ReLU on gemm);
+//! * `int8`: [`Int8Linear`] (per-channel weights, dynamic 8-bit per-row activations) wrapped as an
+//!   int8 layer, ReLU applied by the model as eval does;
+//! * `int8_fused_relu`: the same layers with the ReLU fused into the GEMM epilogue;
+//! * `int8_u7`: fused ReLU and 7-bit unsigned dynamic activations (the AVX2 kernel's fast path).
+//!
+//! After the criterion groups, an interleaved run (f32 and int8 alternating, best of rounds: robust
+//! on a shared, loaded machine) prints samples/s and the int8 / f32 ratios side by side.
+//! Then the raw int8 GEMM of the first layer, per available kernel.
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
-use candle_core::{Device, Module, Tensor};
-use candle_nn::Linear;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use joulecut_quant::gemm::{PackedWeights, gemm_i32};
+use joulecut_models::{Layer, LayerPath};
+use joulecut_quant::gemm::{ActivationQuant, PackedWeights, gemm_i32};
 use joulecut_quant::{Int8Config, Int8Linear, Kernel};
 
 const WIDTHS: [usize; 4] = [784, 300, 100, 10];
@@ -25,94 +36,157 @@ fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
         .collect()
 }
 
-struct Mlp {
-    f32_layers: Vec<Linear>,
-    int8_layers: Vec<Int8Linear>,
+/// Standardised-image-like input: mostly the background value, some pixels up to ~2.
+fn input(batch: usize) -> Tensor {
+    let v: Vec<f32> = values(batch * 784, 7, 1.0)
+        .into_iter()
+        .map(|u| if u < 0.0 { -0.81 } else { -0.81 + 2.83 * u })
+        .collect();
+    Tensor::from_vec(v, (batch, 784), &Device::Cpu).unwrap()
 }
 
-fn mlp() -> Mlp {
-    let mut f32_layers = Vec::new();
-    let mut int8_layers = Vec::new();
-    for (i, w) in WIDTHS.windows(2).enumerate() {
-        let (inp, out) = (w[0], w[1]);
-        let wv = values(inp * out, i as u64 + 1, (6.0 / (inp + out) as f32).sqrt());
-        let bv = values(out, i as u64 + 100, 0.05);
-        let wt = Tensor::from_vec(wv.clone(), (out, inp), &Device::Cpu).unwrap();
-        let bt = Tensor::from_vec(bv.clone(), out, &Device::Cpu).unwrap();
-        f32_layers.push(Linear::new(wt, Some(bt)));
-        let relu = i + 2 < WIDTHS.len();
-        int8_layers.push(
-            Int8Linear::from_f32(
-                &format!("fc{i}"),
-                &wv,
-                out,
-                inp,
-                Some(&bv),
-                &Int8Config::default(),
-            )
-            .unwrap()
-            .with_relu(relu),
-        );
-    }
-    Mlp {
-        f32_layers,
-        int8_layers,
+/// One network as the model runs it: layers and whether the model applies the ReLU itself.
+struct Net {
+    layers: Vec<Layer>,
+    model_relu: bool,
+}
+
+impl Net {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let mut h = x.clone();
+        let last = self.layers.len() - 1;
+        for (i, l) in self.layers.iter().enumerate() {
+            h = l.forward_act(&h, self.model_relu && i < last).unwrap();
+        }
+        h
     }
 }
 
-fn forward_f32(m: &Mlp, x: &Tensor) -> Tensor {
-    let mut h = x.clone();
-    let last = m.f32_layers.len() - 1;
-    for (i, l) in m.f32_layers.iter().enumerate() {
-        h = l.forward(&h).unwrap();
-        if i < last {
-            h = h.relu().unwrap();
+#[derive(Clone, Copy)]
+enum Arm {
+    F32,
+    Int8,
+    Int8FusedRelu,
+    Int8U7,
+}
+
+impl Arm {
+    const ALL: [Arm; 4] = [Arm::F32, Arm::Int8, Arm::Int8FusedRelu, Arm::Int8U7];
+
+    fn name(self) -> String {
+        let k = Kernel::detect();
+        match self {
+            Arm::F32 => "f32".into(),
+            Arm::Int8 => format!("int8_{k}"),
+            Arm::Int8FusedRelu => format!("int8_{k}_fused_relu"),
+            Arm::Int8U7 => format!("int8_{k}_u7_fused_relu"),
         }
     }
-    h
 }
 
-fn forward_int8(m: &Mlp, x: &Tensor) -> Tensor {
-    let mut h = x.clone();
-    for l in &m.int8_layers {
-        h = l.forward(&h).unwrap();
+fn net(arm: Arm) -> Net {
+    let mut layers = Vec::new();
+    for (i, w) in WIDTHS.windows(2).enumerate() {
+        let (inp, out) = (w[0], w[1]);
+        let name = format!("fc{}", i + 1);
+        let wv = values(inp * out, i as u64 + 1, (6.0 / (inp + out) as f32).sqrt());
+        let bv = values(out, i as u64 + 100, 0.05);
+        let hidden = i + 2 < WIDTHS.len();
+        let int8 = || {
+            Int8Linear::from_f32(&name, &wv, out, inp, Some(&bv), &Int8Config::default()).unwrap()
+        };
+        layers.push(match arm {
+            Arm::F32 => Layer::dense_linear(
+                &name,
+                Tensor::from_vec(wv.clone(), (out, inp), &Device::Cpu).unwrap(),
+                Some(Tensor::from_vec(bv.clone(), out, &Device::Cpu).unwrap()),
+                LayerPath::Dense,
+            ),
+            Arm::Int8 => Layer::new(&name, LayerPath::Int8, Box::new(int8())),
+            Arm::Int8FusedRelu => {
+                Layer::new(&name, LayerPath::Int8, Box::new(int8().with_relu(hidden)))
+            }
+            Arm::Int8U7 => Layer::new(
+                &name,
+                LayerPath::Int8,
+                Box::new(
+                    int8()
+                        .with_relu(hidden)
+                        .with_activation_quant(ActivationQuant::DynamicU7),
+                ),
+            ),
+        });
     }
-    h
+    Net {
+        layers,
+        model_relu: matches!(arm, Arm::F32 | Arm::Int8),
+    }
+}
+
+fn rel_l2(a: &Tensor, b: &Tensor) -> f32 {
+    let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+    let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+    let d: f32 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
+    (d / a.iter().map(|x| x * x).sum::<f32>()).sqrt()
 }
 
 fn bench_mlp(c: &mut Criterion) {
-    let model = mlp();
+    let nets: Vec<(Arm, Net)> = Arm::ALL.into_iter().map(|a| (a, net(a))).collect();
     for batch in [256usize, 1] {
-        let x = Tensor::from_vec(values(batch * 784, 7, 1.5), (batch, 784), &Device::Cpu).unwrap();
+        let x = input(batch);
         let mut g = c.benchmark_group(format!("mlp_784_300_100_10/cpu/batch{batch}"));
         g.throughput(Throughput::Elements(batch as u64));
-        g.bench_function("f32_candle", |b| b.iter(|| forward_f32(&model, &x)));
-        g.bench_function(format!("int8_{}", Kernel::detect()), |b| {
-            b.iter(|| forward_int8(&model, &x))
-        });
+        for (arm, n) in &nets {
+            g.bench_function(arm.name(), |b| b.iter(|| n.forward(&x)));
+        }
         g.finish();
     }
-    // Sanity: the int8 output is close to f32 (printed, not asserted, in the bench).
-    let x = Tensor::from_vec(values(256 * 784, 7, 1.5), (256, 784), &Device::Cpu).unwrap();
-    let a = forward_f32(&model, &x);
-    let b = forward_int8(&model, &x);
-    let err = (a.clone() - b)
-        .unwrap()
-        .sqr()
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-        .sqrt()
-        / a.sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-            .sqrt();
-    eprintln!("int8 vs f32 relative L2 error of the MLP output: {err:.5}");
+    side_by_side(&nets);
+}
+
+/// Alternates the arms for a few rounds and keeps each arm's best round: on a shared machine the
+/// best of interleaved rounds compares like with like far better than back-to-back groups.
+fn side_by_side(nets: &[(Arm, Net)]) {
+    let x256 = input(256);
+    let reference = nets[0].1.forward(&x256);
+    for (arm, n) in &nets[1..] {
+        eprintln!(
+            "{}: relative L2 error of the output against f32: {:.5}",
+            arm.name(),
+            rel_l2(&reference, &n.forward(&x256))
+        );
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    eprintln!(
+        "side by side, best of 15 interleaved rounds, {} rayon threads, load average {}",
+        rayon::current_num_threads(),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    for (batch, iters) in [(256usize, 20), (1, 2000)] {
+        let x = input(batch);
+        let mut best = vec![f64::MAX; nets.len()];
+        for _ in 0..15 {
+            for (i, (_, n)) in nets.iter().enumerate() {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    std::hint::black_box(n.forward(&x));
+                }
+                best[i] = best[i].min(t.elapsed().as_secs_f64() / iters as f64);
+            }
+        }
+        for (i, (arm, _)) in nets.iter().enumerate() {
+            eprintln!(
+                "  batch {batch:>3} {:<28} {:>9.1} us/call {:>11.0} samples/s   {:.2}x f32",
+                arm.name(),
+                best[i] * 1e6,
+                batch as f64 / best[i],
+                best[0] / best[i]
+            );
+        }
+    }
 }
 
 fn bench_gemm(c: &mut Criterion) {
@@ -132,6 +206,13 @@ fn bench_gemm(c: &mut Criterion) {
             &kernel,
             |b, &kernel| b.iter(|| gemm_i32(kernel, &a, m, &packed, &mut out)),
         );
+    }
+    // Non-negative activations (0..=127): the AVX2 kernel's sign-free loop.
+    let a7: Vec<i8> = a.iter().map(|v| v.unsigned_abs().min(127) as i8).collect();
+    if Kernel::Avx2.is_available() {
+        g.bench_function("avx2_non_negative", |b| {
+            b.iter(|| gemm_i32(Kernel::Avx2, &a7, m, &packed, &mut out))
+        });
     }
     g.finish();
 }

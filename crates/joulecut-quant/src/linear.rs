@@ -20,7 +20,8 @@ use candle_core::{DType, Device, Module, Storage, Tensor};
 
 use crate::error::{Error, Result};
 use crate::gemm::{
-    ActivationQuant, Kernel, PackedWeights, QuantizedRows, Requant, gemm_requant, quantize_rows,
+    ActivationQuant, Kernel, PackedWeights, QuantizedRows, Requant, gemm_requant,
+    quantize_gemm_requant, quantize_rows,
 };
 use crate::scheme::{Int8Config, QuantParams, QuantizedTensor, quantize_tensor};
 
@@ -154,6 +155,12 @@ impl Int8Linear {
         self
     }
 
+    /// Sets how the input is quantized (dynamic 8-bit by default; see [`ActivationQuant`]).
+    pub fn with_activation_quant(mut self, mode: ActivationQuant) -> Int8Linear {
+        self.activations = mode;
+        self
+    }
+
     /// Forces a GEMM kernel (for tests and benchmarks); unavailable kernels fall back to portable code.
     pub fn with_kernel(mut self, kernel: Kernel) -> Int8Linear {
         self.kernel = kernel;
@@ -188,17 +195,16 @@ impl Int8Linear {
     /// Like [`Int8Linear::forward_slice`], writing into `out` (`[m, out]`).
     pub fn forward_into(&self, x: &[f32], m: usize, out: &mut [f32]) {
         SCRATCH.with(|s| {
-            let mut rows = s.borrow_mut();
-            quantize_rows(
+            quantize_gemm_requant(
+                self.kernel,
                 x,
                 m,
-                self.in_features,
-                self.weights.k_padded(),
                 self.activations,
-                self.requant.needs_row_sums(),
-                &mut rows,
+                &self.weights,
+                &self.requant,
+                &mut s.borrow_mut(),
+                out,
             );
-            gemm_requant(self.kernel, &rows, &self.weights, &self.requant, out);
         })
     }
 }

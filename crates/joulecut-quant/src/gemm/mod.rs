@@ -29,6 +29,7 @@
 //! assert_eq!(y, gemm_reference(&a, &w, m, n, k));
 //! ```
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
@@ -39,6 +40,8 @@ mod act;
 mod portable;
 
 pub use act::{ActivationQuant, quantize_rows};
+#[cfg(test)]
+mod tests;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -384,7 +387,10 @@ struct F32Sink<'a> {
     out: SharedPtr<f32>,
     n: usize,
     k: i32,
-    rows: &'a QuantizedRows,
+    /// Per-row grids and sums of the rows this sink receives (row `r` of a tile is entry `r`).
+    scales: &'a [f32],
+    zeros: &'a [i32],
+    sums: &'a [i32],
     col_sums: &'a [i32],
     rq: &'a Requant,
 }
@@ -400,7 +406,7 @@ impl TileSink for F32Sink<'_> {
         let buf = &mut buf[..width];
         for r in 0..rows {
             let row = r0 + r;
-            let (sa, za) = (self.rows.scales[row], self.rows.zeros[row]);
+            let (sa, za) = (self.scales[row], self.zeros[row]);
             let acc = &acc[r * width..(r + 1) * width];
             match &self.rq.zeros {
                 None => {
@@ -411,7 +417,7 @@ impl TileSink for F32Sink<'_> {
                 }
                 Some(zw) => {
                     let zw = &zw[c0..c0 + width];
-                    let sa_row = self.rows.sums[row];
+                    let sa_row = self.sums[row];
                     for j in 0..width {
                         let v = acc[j]
                             .wrapping_sub(za.wrapping_mul(sums[j]))
@@ -424,7 +430,7 @@ impl TileSink for F32Sink<'_> {
             if self.rq.relu {
                 buf.iter_mut().for_each(|v| *v = v.max(0.0));
             }
-            // SAFETY: (row, c0..c0 + cols) is inside the m × n output and owned by this tile.
+            // SAFETY: (row, c0..c0 + cols) is inside the output and owned by this tile.
             let dst =
                 unsafe { std::slice::from_raw_parts_mut(self.out.0.add(row * self.n + c0), cols) };
             dst.copy_from_slice(&buf[..cols]);
@@ -473,6 +479,68 @@ fn plan(m: usize, w: &PackedWeights) -> Vec<Task> {
     tasks
 }
 
+/// Whether the activations have negative values: picks the AVX2 inner loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signs {
+    /// Any int8 value.
+    Mixed,
+    /// Every value in `0..=127`.
+    NonNegative,
+}
+
+impl Signs {
+    /// Scans `a` (a few µs for a 256 × 784 batch, against the GEMM's milliseconds).
+    fn of(kernel: Kernel, a: &[i8]) -> Signs {
+        #[cfg(target_arch = "x86_64")]
+        if kernel == Kernel::Avx2 && kernel.is_available() {
+            // SAFETY: AVX2 checked.
+            return if unsafe { x86::all_non_negative_avx2(a) } {
+                Signs::NonNegative
+            } else {
+                Signs::Mixed
+            };
+        }
+        let _ = (kernel, a);
+        Signs::Mixed
+    }
+}
+
+/// The kernel that actually runs: unavailable ones fall back to portable code, and AVX2 with
+/// signed activations can't take -128 weights exactly.
+fn effective(kernel: Kernel, w: &PackedWeights, signs: Signs) -> Kernel {
+    match kernel {
+        Kernel::Avx2 if w.has_min && signs == Signs::Mixed => Kernel::Portable,
+        k if !k.is_available() => Kernel::Portable,
+        k => k,
+    }
+}
+
+/// Runs one task with an already [`effective`] kernel.
+#[inline]
+fn exec<S: TileSink>(
+    kernel: Kernel,
+    a: &[i8],
+    stride: usize,
+    w: &PackedWeights,
+    t: Task,
+    signs: Signs,
+    sink: &S,
+) {
+    let _ = signs;
+    match kernel {
+        Kernel::Reference => portable::reference_task(a, stride, w, t, sink),
+        Kernel::Portable => portable::task(a, stride, w, t, sink),
+        // SAFETY: availability (and the -128 rule) was checked by `effective`.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => unsafe { x86::task_avx2(a, stride, w, t, signs, sink) },
+        // SAFETY: availability was checked by `effective`.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512Vnni => unsafe { x86::task_vnni(a, stride, w, t, sink) },
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => portable::task(a, stride, w, t, sink),
+    }
+}
+
 fn run<S: TileSink>(
     kernel: Kernel,
     a: &[i8],
@@ -481,28 +549,15 @@ fn run<S: TileSink>(
     w: &PackedWeights,
     sink: &S,
 ) {
-    let kernel = match kernel {
-        Kernel::Avx2 if w.has_min => Kernel::Portable,
-        k if !k.is_available() => Kernel::Portable,
-        k => k,
-    };
-    let exec = |t: &Task| match kernel {
-        Kernel::Reference => portable::reference_task(a, stride, w, *t, sink),
-        Kernel::Portable => portable::task(a, stride, w, *t, sink),
-        // SAFETY: availability was checked above.
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2 => unsafe { x86::task_avx2(a, stride, w, *t, sink) },
-        // SAFETY: availability was checked above.
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512Vnni => unsafe { x86::task_vnni(a, stride, w, *t, sink) },
-        #[cfg(not(target_arch = "x86_64"))]
-        _ => portable::task(a, stride, w, *t, sink),
-    };
+    let signs = Signs::of(kernel, &a[..m * stride]);
+    let kernel = effective(kernel, w, signs);
     let tasks = plan(m, w);
     if tasks.len() == 1 {
-        exec(&tasks[0]);
+        exec(kernel, a, stride, w, tasks[0], signs, sink);
     } else {
-        tasks.par_iter().for_each(exec);
+        tasks
+            .par_iter()
+            .for_each(|t| exec(kernel, a, stride, w, *t, signs, sink));
     }
 }
 
@@ -516,22 +571,27 @@ pub fn gemm_i32(kernel: Kernel, a: &[i8], m: usize, w: &PackedWeights, out: &mut
     if m == 0 {
         return;
     }
-    let padded;
-    let a = if w.k == w.k_pad {
-        a
-    } else {
-        let mut p = vec![0i8; m * w.k_pad];
-        for (dst, src) in p.chunks_exact_mut(w.k_pad).zip(a.chunks_exact(w.k)) {
-            dst[..w.k].copy_from_slice(src);
-        }
-        padded = p;
-        &padded
-    };
     let sink = I32Sink {
         out: SharedPtr(out.as_mut_ptr()),
         n: w.n,
     };
-    run(kernel, a, w.k_pad, m, w, &sink);
+    if w.k == w.k_pad {
+        return run(kernel, a, w.k_pad, m, w, &sink);
+    }
+    PAD_SCRATCH.with(|p| {
+        let mut p = p.borrow_mut();
+        p.resize(m * w.k_pad, 0);
+        for (dst, src) in p.chunks_exact_mut(w.k_pad).zip(a.chunks_exact(w.k)) {
+            dst[..w.k].copy_from_slice(src);
+            dst[w.k..].fill(0);
+        }
+        run(kernel, &p[..m * w.k_pad], w.k_pad, m, w, &sink);
+    });
+}
+
+thread_local! {
+    /// [`gemm_i32`]'s copy of activations whose `k` is not a multiple of 4, reused across calls.
+    static PAD_SCRATCH: RefCell<Vec<i8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The fused int8 GEMM + requantisation: `out[m, n]` (f32) from quantized rows and packed weights.
@@ -561,12 +621,135 @@ pub fn gemm_requant(
         out: SharedPtr(out.as_mut_ptr()),
         n: w.n,
         k: w.k as i32,
-        rows,
+        scales: &rows.scales,
+        zeros: &rows.zeros,
+        sums: &rows.sums,
         col_sums: &w.col_sums,
         rq,
     };
     run(kernel, &rows.data, rows.stride, rows.m, w, &sink);
 }
+
+/// Rows per task of [`quantize_gemm_requant`], or `m` when the product should stay on the calling
+/// thread (small batches: batch-1 latency must not pay for a rayon round trip).
+fn rows_per_task(m: usize, w: &PackedWeights) -> usize {
+    let threads = rayon::current_num_threads();
+    if m * w.n_pad * w.k_pad < PARALLEL_MIN_WORK || threads == 1 || m < 2 * MIN_TASK_ROWS {
+        return m;
+    }
+    // Two tasks per thread: enough slack for work stealing on a busy machine, few enough that each
+    // task's tiles stay large. Multiples of 4 keep the AVX2 micro-tiles full.
+    m.div_ceil(2 * threads)
+        .next_multiple_of(4)
+        .max(MIN_TASK_ROWS)
+}
+
+/// Fewest rows worth a rayon task.
+const MIN_TASK_ROWS: usize = 8;
+
+/// Quantizes f32 rows `x` (`[m, w.k()]`) per `mode` and multiplies them by `w` with the fused
+/// requantisation, writing `out[m, n]`. Each rayon task quantizes its own rows and runs them through
+/// every panel, so there is one parallel pass per layer; `scratch` holds the int8 rows (reused across
+/// calls, no allocation once it is large enough).
+///
+/// # Panics
+/// When `x.len() != m · w.k()`, `out.len() != m · w.n()`, or `rq` was built for another width.
+#[allow(clippy::too_many_arguments)] // the GEMM's operands, the epilogue, and the caller's scratch
+pub fn quantize_gemm_requant(
+    kernel: Kernel,
+    x: &[f32],
+    m: usize,
+    mode: ActivationQuant,
+    w: &PackedWeights,
+    rq: &Requant,
+    scratch: &mut QuantizedRows,
+    out: &mut [f32],
+) {
+    assert_eq!(x.len(), m * w.k, "activation length");
+    assert_eq!(out.len(), m * w.n, "output length");
+    assert_eq!(rq.scales.len(), w.n_pad, "epilogue width");
+    let stride = w.k_pad;
+    scratch.m = m;
+    scratch.stride = stride;
+    scratch.data.resize(m * stride, 0);
+    scratch.scales.resize(m, 0.0);
+    scratch.zeros.resize(m, 0);
+    scratch.sums.resize(m, 0);
+    if m == 0 {
+        return;
+    }
+    let signs = if mode.is_non_negative() {
+        Signs::NonNegative
+    } else {
+        Signs::Mixed
+    };
+    let kernel = effective(kernel, w, signs);
+    let need_sums = rq.needs_row_sums();
+    let panels = w.n_pad / PANEL_N;
+    let per = rows_per_task(m, w);
+    let body = |(((xs, q), ((sc, zp), sm)), o): TaskChunk<'_>| {
+        let rows = sc.len();
+        for (i, (row, d)) in xs
+            .chunks_exact(w.k)
+            .zip(q.chunks_exact_mut(stride))
+            .enumerate()
+        {
+            (sc[i], zp[i], sm[i]) = act::quantize_one(row, d, mode, need_sums);
+        }
+        let sink = F32Sink {
+            out: SharedPtr(o.as_mut_ptr()),
+            n: w.n,
+            k: w.k as i32,
+            scales: sc,
+            zeros: zp,
+            sums: sm,
+            col_sums: &w.col_sums,
+            rq,
+        };
+        let t = Task {
+            r0: 0,
+            r1: rows,
+            p0: 0,
+            p1: panels,
+        };
+        exec(kernel, q, stride, w, t, signs, &sink);
+    };
+    if per >= m {
+        body((
+            (
+                (x, &mut scratch.data[..]),
+                (
+                    (&mut scratch.scales[..], &mut scratch.zeros[..]),
+                    &mut scratch.sums[..],
+                ),
+            ),
+            out,
+        ));
+    } else {
+        x.par_chunks(per * w.k)
+            .zip(scratch.data.par_chunks_mut(per * stride))
+            .zip(
+                scratch
+                    .scales
+                    .par_chunks_mut(per)
+                    .zip(scratch.zeros.par_chunks_mut(per))
+                    .zip(scratch.sums.par_chunks_mut(per)),
+            )
+            .zip(out.par_chunks_mut(per * w.n))
+            .with_max_len(1)
+            .for_each(body);
+    }
+}
+
+/// One task's share of [`quantize_gemm_requant`]: ((f32 rows, int8 rows), ((scales, zero-points),
+/// row sums)), output rows.
+type TaskChunk<'a> = (
+    (
+        (&'a [f32], &'a mut [i8]),
+        ((&'a mut [f32], &'a mut [i32]), &'a mut [i32]),
+    ),
+    &'a mut [f32],
+);
 
 /// The oracle: `Σ_k a[m, k] · w[n, k]` by a plain triple loop over unpacked row-major inputs.
 pub fn gemm_reference(a: &[i8], w: &[i8], m: usize, n: usize, k: usize) -> Vec<i32> {

@@ -1,0 +1,183 @@
+//! Exactness of every kernel this CPU runs (signed and non-negative activations, odd shapes), and
+//! the fused quantize + GEMM + epilogue against the separate steps.
+
+use proptest::prelude::*;
+
+use super::*;
+
+/// xorshift64 bytes.
+fn bytes(n: usize, seed: u64) -> Vec<i8> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 56) as u8 as i8
+        })
+        .collect()
+}
+
+fn floats(n: usize, seed: u64) -> Vec<f32> {
+    bytes(n, seed)
+        .into_iter()
+        .map(|v| f32::from(v) / 37.0)
+        .collect()
+}
+
+fn check_all_kernels(a: &[i8], w: &[i8], m: usize, n: usize, k: usize) {
+    let packed = PackedWeights::pack(w, n, k).unwrap();
+    let want = gemm_reference(a, w, m, n, k);
+    for kernel in Kernel::available() {
+        let mut got = vec![0i32; m * n];
+        gemm_i32(kernel, a, m, &packed, &mut got);
+        assert_eq!(got, want, "kernel {kernel}, m={m} n={n} k={k}");
+    }
+}
+
+#[test]
+fn non_negative_activations_are_exact_with_every_weight() {
+    // 0..=127 activations take the AVX2 sign-free loop, which is exact even for -128 weights.
+    for &(m, n, k) in &[
+        (1, 10, 784),
+        (3, 300, 784),
+        (257, 10, 100),
+        (5, 17, 7),
+        (9, 33, 1),
+    ] {
+        let a: Vec<i8> = bytes(m * k, 11).into_iter().map(|v| v & 0x7f).collect();
+        let w = bytes(n * k, 12);
+        check_all_kernels(&a, &w, m, n, k);
+        // The extremes: every activation 127, every weight -128 or 127.
+        let a = vec![127i8; m * k];
+        for wv in [i8::MIN, i8::MAX] {
+            check_all_kernels(&a, &vec![wv; n * k], m, n, k);
+        }
+    }
+}
+
+#[test]
+fn signs_are_detected_from_the_bytes() {
+    if !Kernel::Avx2.is_available() {
+        return;
+    }
+    let mut a = vec![5i8; 100];
+    assert_eq!(Signs::of(Kernel::Avx2, &a), Signs::NonNegative);
+    a[99] = -1; // in the scalar remainder
+    assert_eq!(Signs::of(Kernel::Avx2, &a), Signs::Mixed);
+    a[99] = 0;
+    a[3] = i8::MIN; // in a full 32-byte chunk
+    assert_eq!(Signs::of(Kernel::Avx2, &a), Signs::Mixed);
+    assert_eq!(Signs::of(Kernel::Portable, &[1, 2]), Signs::Mixed);
+}
+
+/// The fused path equals quantize_rows + gemm_requant bit for bit (same arithmetic, per row).
+#[test]
+fn fused_quantize_gemm_requant_equals_the_separate_steps() {
+    let modes = [
+        ActivationQuant::Dynamic,
+        ActivationQuant::DynamicU7,
+        ActivationQuant::Static(crate::scheme::QuantParams::from_range(
+            -2.0,
+            3.0,
+            crate::scheme::Symmetry::Asymmetric,
+        )),
+    ];
+    for &(m, n, k) in &[(1, 10, 784), (257, 300, 784), (64, 100, 300), (33, 10, 5)] {
+        let x = floats(m * k, 21);
+        let w: Vec<i8> = bytes(n * k, 22).into_iter().map(|v| v.max(-127)).collect();
+        let packed = PackedWeights::pack(&w, n, k).unwrap();
+        let scales: Vec<f32> = (0..n).map(|j| 0.01 + j as f32 * 1e-4).collect();
+        let zw: Vec<i32> = (0..n).map(|j| j as i32 % 5 - 2).collect();
+        let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.01 - 0.5).collect();
+        for zeros in [None, Some(&zw[..])] {
+            let rq = Requant::new(n, &scales, zeros, Some(&bias), true).unwrap();
+            for mode in modes {
+                for kernel in Kernel::available() {
+                    let mut rows = QuantizedRows::default();
+                    quantize_rows(
+                        &x,
+                        m,
+                        k,
+                        packed.k_padded(),
+                        mode,
+                        rq.needs_row_sums(),
+                        &mut rows,
+                    );
+                    let mut want = vec![0f32; m * n];
+                    gemm_requant(kernel, &rows, &packed, &rq, &mut want);
+                    let mut got = vec![f32::NAN; m * n];
+                    let mut scratch = QuantizedRows::default();
+                    quantize_gemm_requant(
+                        kernel,
+                        &x,
+                        m,
+                        mode,
+                        &packed,
+                        &rq,
+                        &mut scratch,
+                        &mut got,
+                    );
+                    assert_eq!(got, want, "kernel {kernel}, {mode:?}, m={m} n={n} k={k}");
+                    assert_eq!(scratch.data, rows.data);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn u7_rows_are_non_negative_and_within_half_a_step() {
+    let (m, k) = (7, 53);
+    let mut x = floats(m * k, 31);
+    x[..k].iter_mut().for_each(|v| *v = v.abs()); // a post-ReLU row
+    x[k..2 * k].fill(0.0); // an all-zero row
+    let mut rows = QuantizedRows::default();
+    quantize_rows(&x, m, k, 56, ActivationQuant::DynamicU7, true, &mut rows);
+    for i in 0..m {
+        let (s, z) = (rows.scales[i], rows.zeros[i]);
+        let r = &rows.data[i * 56..(i + 1) * 56];
+        assert!(r.iter().all(|&v| v >= 0), "row {i}: {r:?}");
+        assert!(r[k..].iter().all(|&v| v == 0), "padding");
+        if i == 0 {
+            assert_eq!(z, 0, "a non-negative row keeps 0 at 0");
+        }
+        for kk in 0..k {
+            let deq = s * (i32::from(r[kk]) - z) as f32;
+            assert!(
+                (deq - x[i * k + kk]).abs() <= s * 0.5001,
+                "row {i}: {deq} vs {}",
+                x[i * k + kk]
+            );
+        }
+        assert_eq!(rows.sums[i], r.iter().map(|&v| i32::from(v)).sum::<i32>());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Random shapes (odd ones included) and random bytes: every kernel equals the oracle, with
+    /// signed activations and with non-negative ones.
+    #[test]
+    fn gemm_i32_matches_reference_on_random_shapes(
+        m in 1usize..40,
+        n in 1usize..70,
+        k in 1usize..300,
+        seed in any::<u64>(),
+        non_negative in any::<bool>(),
+    ) {
+        let a: Vec<i8> = bytes(m * k, seed)
+            .into_iter()
+            .map(|v| if non_negative { v & 0x7f } else { v })
+            .collect();
+        let w: Vec<i8> = bytes(n * k, seed ^ 0xabcd).into_iter().map(|v| v.max(-127)).collect();
+        let packed = PackedWeights::pack(&w, n, k).unwrap();
+        let want = gemm_reference(&a, &w, m, n, k);
+        for kernel in Kernel::available() {
+            let mut got = vec![0i32; m * n];
+            gemm_i32(kernel, &a, m, &packed, &mut got);
+            prop_assert_eq!(&got, &want, "kernel {}", kernel);
+        }
+    }
+}
