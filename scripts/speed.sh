@@ -2,7 +2,7 @@
 # Training and inference speed of joulecut's reference models on this machine, through the CLI:
 # training samples/s (1 epoch, Adam, batch 128) for LeNet-300-100 and LeNet-5, and inference
 # samples/s at batch 256 plus batch-1 latency. Compare with ../shared/reference/README.md, or run
-# scripts/compare_pytorch.sh for a side-by-side run. Run it on a quiet machine.
+# scripts/compare.sh for a side-by-side run. Run it on a quiet machine.
 #
 # usage: scripts/speed.sh [EPOCHS]      (env: JOULECUT=path/to/joulecut, default target/release)
 set -euo pipefail
