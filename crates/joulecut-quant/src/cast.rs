@@ -12,8 +12,11 @@
 
 use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
 use half::{bf16, f16};
+use joulecut_checkpoint::{BLOCK, FloatType, Values, decode_into};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+
+use crate::scheme::ErrorStats;
 
 /// Elements per rayon task.
 const CHUNK: usize = 1 << 16;
@@ -90,4 +93,43 @@ pub fn overflow_count(values: &[f32], ty: HalfType) -> usize {
             .filter(|v| v.is_finite() && bf16::from_f32(**v).is_infinite())
             .count(),
     }
+}
+
+/// Casts a tensor read through a checkpoint [`Values`] view to `to`'s little-endian bytes, in
+/// parallel blocks straight from the mmap, measuring the rounding error on the way (non-finite
+/// values are carried over and left out of the error).
+pub fn cast_values(v: &Values<'_>, to: FloatType) -> (Vec<u8>, ErrorStats) {
+    let size = to.size();
+    let mut out = vec![0u8; v.len() * size];
+    let stats = out
+        .par_chunks_mut(CHUNK * size)
+        .enumerate()
+        .map(|(k, dst)| {
+            let mut st = ErrorStats::default();
+            let mut buf = [0f32; BLOCK];
+            let mut back = [0f32; BLOCK];
+            for (j, d) in dst.chunks_mut(BLOCK * size).enumerate() {
+                let n = d.len() / size;
+                v.read(k * CHUNK + j * BLOCK, &mut buf[..n]);
+                to.encode_into(&buf[..n], d);
+                decode_into(to, d, &mut back[..n]);
+                let (mut e2, mut x2, mut m) = (0f32, 0f32, 0f32);
+                for (x, y) in buf[..n].iter().zip(&back[..n]) {
+                    if x.is_finite() {
+                        let e = x - y;
+                        e2 += e * e;
+                        x2 += x * x;
+                        m = m.max(e.abs());
+                    }
+                }
+                st = st.merge(ErrorStats {
+                    sum_sq_err: f64::from(e2),
+                    sum_sq: f64::from(x2),
+                    max_abs: f64::from(m),
+                });
+            }
+            st
+        })
+        .reduce(ErrorStats::default, ErrorStats::merge);
+    (out, stats)
 }

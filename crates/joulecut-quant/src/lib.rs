@@ -30,14 +30,16 @@ pub mod scheme;
 pub use cast::{HalfType, f32_to_half, half_to_f32, round_trip_half};
 pub use error::{Error, Result};
 pub use gemm::{ActivationQuant, Kernel};
+pub use cast::cast_values;
 pub use interop::{
-    cast_data, from_int8_tensor, int8_from_data, quantize_data, quantize_dense, quantize_sparse,
-    to_int8_tensor,
+    PassError, QuantReport, QuantizePass, Target, cast_data, from_int8_tensor, int8_from_data,
+    quantize_data, quantize_dense, quantize_sparse, to_int8_tensor,
 };
 pub use linear::{Int8Conv2d, Int8Linear};
 pub use observer::{Calibration, DEFAULT_PERCENTILE, Observer, calibrate_range};
 pub use qat::{fake_quant, fake_quant_rows};
 pub use scheme::{
-    Granularity, Int8Config, QuantParams, QuantizedTensor, Symmetry, check_finite,
-    dequantize_sparse_values, quantize_sparse_values, quantize_tensor,
+    ErrorStats, Granularity, Int8Bytes, Int8Config, QuantParams, QuantizedTensor, Symmetry,
+    check_finite, dequantize_sparse_values, quantize_sparse_values, quantize_tensor,
+    quantize_values,
 };

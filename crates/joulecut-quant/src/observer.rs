@@ -43,7 +43,7 @@ pub enum Calibration {
 pub const DEFAULT_PERCENTILE: f32 = 99.99;
 
 /// Elements a range search looks at per tensor or channel; larger inputs are strided down to this.
-const SEARCH_SAMPLE: usize = 1 << 16;
+pub(crate) const SEARCH_SAMPLE: usize = 1 << 16;
 
 /// Clip factors tried by the MSE search: 1.0, 0.99, ..., 0.20.
 const MSE_STEPS: usize = 81;
@@ -74,6 +74,18 @@ fn min_max(values: &[f32]) -> (f32, f32) {
     values
         .iter()
         .fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+}
+
+/// [`calibrate_range`] for a channel whose exact `min`/`max` are known and whose strided sample (every
+/// `len.div_ceil(SEARCH_SAMPLE)`-th value) is `sample`: the same result, without the whole channel.
+pub(crate) fn range_from_sample(
+    sample: &[f32],
+    min: f32,
+    max: f32,
+    calibration: Calibration,
+    symmetry: Symmetry,
+) -> (f32, f32) {
+    range_from(sample, min, max, calibration, symmetry)
 }
 
 /// Every `len / SEARCH_SAMPLE`-th value (all of them when small).
