@@ -30,6 +30,8 @@ pub struct Layer {
     module: Box<dyn Module + Send + Sync>,
     /// Dense linear weights, kept so the forward pass can fuse the following ReLU.
     dense: Option<(Tensor, Tensor)>,
+    /// The same layer with the following ReLU fused in (e.g. into an int8 GEMM's epilogue).
+    fused_relu: Option<Box<dyn Module + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Layer {
@@ -53,7 +55,15 @@ impl Layer {
             path,
             module,
             dense: None,
+            fused_relu: None,
         }
+    }
+
+    /// Gives the layer a variant with the following ReLU fused in, which [`Layer::forward_act`]
+    /// runs instead of the layer and a separate ReLU.
+    pub fn with_fused_relu(mut self, module: Box<dyn Module + Send + Sync>) -> Self {
+        self.fused_relu = Some(module);
+        self
     }
 
     /// A dense fully-connected layer `y = x·Wᵀ + b` (W is [out, in], PyTorch layout).
@@ -75,7 +85,7 @@ impl Layer {
     }
 
     /// Runs the layer, then a ReLU when `relu`. Dense layers on CPU use joulecut-ops' fused
-    /// `x·Wᵀ + b` (+ ReLU) kernel.
+    /// `x·Wᵀ + b` (+ ReLU) kernel; layers given [`Layer::with_fused_relu`] run that variant.
     pub fn forward_act(&self, x: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
         if let Some((w, b)) = &self.dense {
             if x.device().is_cpu() && x.rank() == 2 {
@@ -85,6 +95,9 @@ impl Layer {
                     joulecut_ops::linear(x, w, b)
                 };
             }
+        }
+        if let (true, Some(m)) = (relu, &self.fused_relu) {
+            return m.forward(x);
         }
         let y = self.module.forward(x)?;
         if relu { y.relu() } else { Ok(y) }

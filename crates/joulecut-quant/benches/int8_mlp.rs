@@ -1,13 +1,13 @@
 //! LeNet-300-100 (784-300-100-10, ReLU) forward, int8 against joulecut's f32, at batch 256 and 1.
 //!
-//! Both arms run through `joulecut_models::Layer::forward_act`, the path `joulecut eval` takes:
+//! Every arm runs through `joulecut_models::Layer::forward_act`, the path `joulecut eval` takes:
 //! * `f32`: dense layers (joulecut-ops' fused `x·Wᵀ + b` + ReLU on gemm);
-//! * `int8`: [`Int8Linear`] (per-channel weights, dynamic 8-bit per-row activations) wrapped as an
-//!   int8 layer, ReLU applied by the model as eval does;
-//! * `int8_fused_relu`: the same layers with the ReLU fused into the GEMM epilogue;
-//! * `int8_u7`: fused ReLU and 7-bit unsigned dynamic activations (the AVX2 kernel's fast path).
+//! * `int8`: [`Int8Linear`] (per-channel weights, dynamic 8-bit per-row activations) built as the
+//!   harness's `RealKernels` builds it: a following ReLU runs in the GEMM epilogue
+//!   (`Layer::with_fused_relu`);
+//! * `int8_u7`: the same with 7-bit unsigned dynamic activations (the AVX2 kernel's sign-free loop).
 //!
-//! After the criterion groups, an interleaved run (f32 and int8 alternating, best of rounds: robust
+//! The allocator is tuned as the `joulecut` binary tunes it. After the criterion groups, an interleaved run (f32 and int8 alternating, best of rounds: robust
 //! on a shared, loaded machine) prints samples/s and the int8 / f32 ratios side by side.
 //! Then the raw int8 GEMM of the first layer, per available kernel.
 
@@ -45,10 +45,9 @@ fn input(batch: usize) -> Tensor {
     Tensor::from_vec(v, (batch, 784), &Device::Cpu).unwrap()
 }
 
-/// One network as the model runs it: layers and whether the model applies the ReLU itself.
+/// One network as the model runs it.
 struct Net {
     layers: Vec<Layer>,
-    model_relu: bool,
 }
 
 impl Net {
@@ -56,7 +55,7 @@ impl Net {
         let mut h = x.clone();
         let last = self.layers.len() - 1;
         for (i, l) in self.layers.iter().enumerate() {
-            h = l.forward_act(&h, self.model_relu && i < last).unwrap();
+            h = l.forward_act(&h, i < last).unwrap();
         }
         h
     }
@@ -66,20 +65,18 @@ impl Net {
 enum Arm {
     F32,
     Int8,
-    Int8FusedRelu,
     Int8U7,
 }
 
 impl Arm {
-    const ALL: [Arm; 4] = [Arm::F32, Arm::Int8, Arm::Int8FusedRelu, Arm::Int8U7];
+    const ALL: [Arm; 3] = [Arm::F32, Arm::Int8, Arm::Int8U7];
 
     fn name(self) -> String {
         let k = Kernel::detect();
         match self {
             Arm::F32 => "f32".into(),
             Arm::Int8 => format!("int8_{k}"),
-            Arm::Int8FusedRelu => format!("int8_{k}_fused_relu"),
-            Arm::Int8U7 => format!("int8_{k}_u7_fused_relu"),
+            Arm::Int8U7 => format!("int8_{k}_u7"),
         }
     }
 }
@@ -91,10 +88,13 @@ fn net(arm: Arm) -> Net {
         let name = format!("fc{}", i + 1);
         let wv = values(inp * out, i as u64 + 1, (6.0 / (inp + out) as f32).sqrt());
         let bv = values(out, i as u64 + 100, 0.05);
-        let hidden = i + 2 < WIDTHS.len();
-        let int8 = || {
-            Int8Linear::from_f32(&name, &wv, out, inp, Some(&bv), &Int8Config::default()).unwrap()
+        let mode = match arm {
+            Arm::Int8U7 => ActivationQuant::DynamicU7,
+            _ => ActivationQuant::Dynamic,
         };
+        let int8 = Int8Linear::from_f32(&name, &wv, out, inp, Some(&bv), &Int8Config::default())
+            .unwrap()
+            .with_activation_quant(mode);
         layers.push(match arm {
             Arm::F32 => Layer::dense_linear(
                 &name,
@@ -102,25 +102,13 @@ fn net(arm: Arm) -> Net {
                 Some(Tensor::from_vec(bv.clone(), out, &Device::Cpu).unwrap()),
                 LayerPath::Dense,
             ),
-            Arm::Int8 => Layer::new(&name, LayerPath::Int8, Box::new(int8())),
-            Arm::Int8FusedRelu => {
-                Layer::new(&name, LayerPath::Int8, Box::new(int8().with_relu(hidden)))
+            Arm::Int8 | Arm::Int8U7 => {
+                let relu = Box::new(int8.clone().with_relu(true));
+                Layer::new(&name, LayerPath::Int8, Box::new(int8)).with_fused_relu(relu)
             }
-            Arm::Int8U7 => Layer::new(
-                &name,
-                LayerPath::Int8,
-                Box::new(
-                    int8()
-                        .with_relu(hidden)
-                        .with_activation_quant(ActivationQuant::DynamicU7),
-                ),
-            ),
         });
     }
-    Net {
-        layers,
-        model_relu: matches!(arm, Arm::F32 | Arm::Int8),
-    }
+    Net { layers }
 }
 
 fn rel_l2(a: &Tensor, b: &Tensor) -> f32 {
@@ -131,6 +119,8 @@ fn rel_l2(a: &Tensor, b: &Tensor) -> f32 {
 }
 
 fn bench_mlp(c: &mut Criterion) {
+    // As `joulecut` does at start-up: recycle large tensor buffers instead of page-faulting them in.
+    joulecut_ops::tune_allocator();
     let nets: Vec<(Arm, Net)> = Arm::ALL.into_iter().map(|a| (a, net(a))).collect();
     for batch in [256usize, 1] {
         let x = input(batch);
