@@ -59,7 +59,11 @@ impl LayerFactory for RealKernels {
         if is_int8(w) {
             let l = joulecut_quant::Int8Linear::from_data(name, w, bias)
                 .map_err(|e| layer_err(name, e))?;
-            return Ok(Some(Layer::new(name, LayerPath::Int8, Box::new(l))));
+            // A following ReLU runs in the GEMM's epilogue, not as a separate candle op.
+            let relu = Box::new(l.clone().with_relu(true));
+            return Ok(Some(
+                Layer::new(name, LayerPath::Int8, Box::new(l)).with_fused_relu(relu),
+            ));
         }
         if let TensorData::Sparse(s) = w {
             let (rows, cols) = (s.shape[0], s.shape[1..].iter().product::<usize>());
