@@ -9,11 +9,52 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use joulecut_harness::data::Dataset;
 use joulecut_models::Model;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::{Error, Result};
+
+/// A labelled training set as distillation sees it: `len * dim` row-major f32 inputs and one
+/// label per sample. `joulecut_harness::data::Dataset` implements it; [`Samples`] wraps plain
+/// slices.
+pub trait TrainingSet {
+    /// `len * dim` inputs, row-major, already normalised the way the models expect.
+    fn inputs(&self) -> &[f32];
+    /// One class index per sample.
+    fn labels(&self) -> &[u32];
+    /// Features per sample.
+    fn dim(&self) -> usize;
+    /// Number of classes.
+    fn classes(&self) -> usize;
+}
+
+/// Borrowed slices as a [`TrainingSet`].
+#[derive(Debug, Clone, Copy)]
+pub struct Samples<'a> {
+    /// `labels.len() * dim` row-major inputs.
+    pub inputs: &'a [f32],
+    /// One class index per sample.
+    pub labels: &'a [u32],
+    /// Features per sample.
+    pub dim: usize,
+    /// Number of classes.
+    pub classes: usize,
+}
+
+impl TrainingSet for Samples<'_> {
+    fn inputs(&self) -> &[f32] {
+        self.inputs
+    }
+    fn labels(&self) -> &[u32] {
+        self.labels
+    }
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn classes(&self) -> usize {
+        self.classes
+    }
+}
 
 /// The teacher's logits for every training sample, row `i` for sample `i`.
 #[derive(Debug, Clone)]
@@ -36,12 +77,12 @@ pub fn fingerprint_words(words: impl IntoIterator<Item = u32>) -> String {
 }
 
 /// The fingerprint of a dataset: its shape, labels and pixels.
-pub fn dataset_fingerprint(d: &Dataset) -> String {
-    let head = [d.len() as u32, d.dim as u32, d.classes as u32];
+pub fn dataset_fingerprint(d: &(impl TrainingSet + ?Sized)) -> String {
+    let head = [d.labels().len() as u32, d.dim() as u32, d.classes() as u32];
     fingerprint_words(
         head.into_iter()
-            .chain(d.labels.iter().copied())
-            .chain(d.images.iter().map(|v| v.to_bits())),
+            .chain(d.labels().iter().copied())
+            .chain(d.inputs().iter().map(|v| v.to_bits())),
     )
 }
 
@@ -67,7 +108,7 @@ impl TeacherLogits {
     /// the teacher (e.g. [`file_fingerprint`] of its checkpoint) so a saved cache can be checked.
     pub fn compute(
         teacher: &Model,
-        data: &Dataset,
+        data: &(impl TrainingSet + ?Sized),
         batch_size: usize,
         teacher_id: impl Into<String>,
         device: &Device,
@@ -75,11 +116,20 @@ impl TeacherLogits {
         if batch_size == 0 {
             return Err(Error::BadSetting("batch size must be at least 1".into()));
         }
-        let (xs, _) = data.tensors(device)?;
+        let n = data.labels().len();
+        if data.inputs().len() != n * data.dim() {
+            return Err(Error::BadSetting(format!(
+                "the training set has {} inputs for {n} samples of {} features",
+                data.inputs().len(),
+                data.dim()
+            )));
+        }
+        let xs = Tensor::from_slice(data.inputs(), (n, data.dim()), device)
+            .map_err(Error::candle("copy inputs to device"))?;
         let mut parts = Vec::new();
         let mut start = 0;
-        while start < data.len() {
-            let len = batch_size.min(data.len() - start);
+        while start < n {
+            let len = batch_size.min(n - start);
             let x = xs
                 .narrow(0, start, len)
                 .map_err(Error::candle("slice batch"))?;
@@ -191,7 +241,12 @@ impl TeacherLogits {
     }
 
     /// Reads a cache and checks it was made by `teacher_id` on `data`.
-    pub fn load(path: &Path, teacher_id: &str, data: &Dataset, device: &Device) -> Result<Self> {
+    pub fn load(
+        path: &Path,
+        teacher_id: &str,
+        data: &(impl TrainingSet + ?Sized),
+        device: &Device,
+    ) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|source| Error::Io {
             action: "read",
             path: path.to_path_buf(),
@@ -220,10 +275,10 @@ impl TeacherLogits {
         let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
         let v = st.tensor("logits").map_err(|e| bad(e.to_string()))?;
         let shape = v.shape().to_vec();
-        if v.dtype() != Dtype::F32 || shape.len() != 2 || shape[0] != data.len() {
+        let n = data.labels().len();
+        if v.dtype() != Dtype::F32 || shape.len() != 2 || shape[0] != n {
             return Err(stale(format!(
-                "expected F32 logits [{}, classes], found {:?} {:?}",
-                data.len(),
+                "expected F32 logits [{n}, classes], found {:?} {:?}",
                 v.dtype(),
                 shape
             )));

@@ -76,9 +76,6 @@ pub enum Error {
     /// A model error (unknown architecture, bad checkpoint).
     #[error(transparent)]
     Model(#[from] joulecut_models::Error),
-    /// A training-loop error.
-    #[error(transparent)]
-    Harness(#[from] joulecut_harness::Error),
     /// A candle operation failed.
     #[error("{action}")]
     Candle {
@@ -110,7 +107,6 @@ impl Error {
             | Error::StaleCache { .. }
             | Error::BadCache { .. } => true,
             Error::Model(e) => e.is_bad_input(),
-            Error::Harness(e) => e.is_bad_input(),
             Error::Io { action, .. } => *action == "read",
             Error::Candle { .. } => false,
         }
@@ -141,7 +137,6 @@ impl Error {
                 "delete the file; joulecut distill --teacher-logits FILE recomputes and rewrites it".into(),
             ),
             Error::Model(e) => e.hint(),
-            Error::Harness(e) => e.hint(),
             _ => None,
         }
     }

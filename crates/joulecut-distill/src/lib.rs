@@ -3,9 +3,11 @@
 //! - [`kd_loss`]: Hinton's loss, `alpha * T² * KL(softmax(t/T) ‖ softmax(s/T)) + (1 - alpha) * CE`
 //!   (fused on CPU; [`kd_loss_reference`] is the plain-candle oracle), and [`hint_mse`] /
 //!   [`Hints`] for feature distillation with learned projections.
-//! - [`KdObjective`]: the teacher-student objective for `joulecut_harness::train`, with a live
-//!   teacher (run without gradients) or [`TeacherLogits`] computed once, in memory or on disk, so a
-//!   distillation epoch costs about what a plain training epoch does.
+//! - [`KdObjective`]: the teacher-student objective, with a live teacher (run without gradients)
+//!   or [`TeacherLogits`] computed once over a [`TrainingSet`], in memory or on disk, so a
+//!   distillation epoch costs about what a plain training epoch does. Its
+//!   [`KdObjective::batch_loss`] works in any candle loop; `joulecut_harness` adapts it to its
+//!   training loop (this crate sits below the harness: it needs only models and checkpoints).
 //! - [`distill_step`]: one step for your own candle loop.
 //!
 //! The defaults ([`KdConfig::default`]) come from the experiment in `docs/DISTILLATION.md`.
@@ -30,7 +32,9 @@ mod error;
 mod loss;
 mod objective;
 
-pub use cache::{TeacherLogits, dataset_fingerprint, file_fingerprint, fingerprint_words};
+pub use cache::{
+    Samples, TeacherLogits, TrainingSet, dataset_fingerprint, file_fingerprint, fingerprint_words,
+};
 pub use error::{Error, Result};
 pub use loss::{
     DEFAULT_ALPHA, DEFAULT_TEMPERATURE, KdConfig, hint_mse, kd_loss, kd_loss_reference,

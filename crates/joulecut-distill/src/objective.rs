@@ -1,34 +1,47 @@
-//! The teacher-student objective for `joulecut_harness::train`: the student learns from a frozen
-//! teacher that is either run live (without gradients) or replaced by its cached logits.
+//! The teacher-student objective: the student learns from a frozen teacher that is either run
+//! live (without gradients) or replaced by its cached logits. [`KdObjective::batch_loss`] is the
+//! loss of one batch; `joulecut_harness` implements its `Objective` trait with it, so
+//! `joulecut_harness::train` distils, and a hand-written loop calls it directly:
 //!
 //! ```
-//! use candle_core::Device;
-//! use joulecut_distill::{KdConfig, KdObjective, TeacherLogits};
-//! use joulecut_harness::{CrossEntropy, NoHook, Silent, TrainConfig, data, train};
+//! use candle_core::{Device, Tensor};
+//! use candle_nn::Optimizer;
+//! use joulecut_distill::{KdConfig, KdObjective, Samples, TeacherLogits};
 //! use joulecut_models::{Model, ModelConfig, init_varmap};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let dev = Device::Cpu;
-//! let splits = data::synthetic(512, 128, 16, 3, 0);
-//! let tc = TrainConfig { epochs: 3, batch_size: 32, lr_schedule: joulecut_harness::LrSchedule::Constant, ..Default::default() };
-//! // A teacher, trained normally.
+//! // 256 samples of 16 features, 3 classes: the class is the sign pattern of two features.
+//! let inputs: Vec<f32> = (0..256 * 16).map(|i| ((i * 7919 % 101) as f32 / 50.0) - 1.0).collect();
+//! let labels: Vec<u32> = (0..256).map(|i| u32::from(inputs[i * 16] > 0.0) + u32::from(inputs[i * 16 + 1] > 0.5)).collect();
+//! let data = Samples { inputs: &inputs, labels: &labels, dim: 16, classes: 3 };
+//! // A teacher (untrained here, for brevity) and its logits over the training set, once.
 //! let tcfg = ModelConfig::parse("mlp:16-64-3")?;
-//! let tvm = init_varmap(&tcfg, 1, &dev)?;
-//! let teacher = Model::from_varmap(&tcfg, &tvm)?;
-//! train(&teacher, &tvm, &splits.train, &splits.test, &tc, &mut CrossEntropy, &mut NoHook, &mut Silent, &dev)?;
-//! // Its logits once, then a student distilled from them.
-//! let cache = TeacherLogits::compute(&teacher, &splits.train, 256, "doc-teacher", &dev)?;
+//! let teacher = Model::from_varmap(&tcfg, &init_varmap(&tcfg, 1, &dev)?)?;
+//! let cache = TeacherLogits::compute(&teacher, &data, 128, "doc-teacher", &dev)?;
+//! // The student, in your own loop: gather the batch, take the loss, step.
 //! let scfg = ModelConfig::parse("mlp:16-8-3")?;
 //! let svm = init_varmap(&scfg, 0, &dev)?;
 //! let student = Model::from_varmap(&scfg, &svm)?;
-//! let mut kd = KdObjective::cached(cache, &scfg, KdConfig::default())?;
-//! let report = train(&student, &svm, &splits.train, &splits.test, &tc, &mut kd, &mut NoHook, &mut Silent, &dev)?;
-//! assert!(report.accuracy > 0.8);
+//! let kd = KdObjective::cached(cache, &scfg, KdConfig::default())?;
+//! let mut opt = candle_nn::AdamW::new_lr(svm.all_vars(), 1e-2)?;
+//! let xs = Tensor::from_slice(&inputs, (256, 16), &dev)?;
+//! let ys = Tensor::from_slice(&labels, 256, &dev)?;
+//! let idx: Vec<u32> = (0..64).collect(); // the batch's positions in the training set
+//! let it = Tensor::from_slice(&idx, 64, &dev)?;
+//! let (x, y) = (xs.index_select(&it, 0)?, ys.index_select(&it, 0)?);
+//! let (first, _) = kd.batch_loss(&student, &x, &y, &idx)?;
+//! opt.backward_step(&first)?;
+//! for _ in 0..20 {
+//!     let (loss, _) = kd.batch_loss(&student, &x, &y, &idx)?;
+//!     opt.backward_step(&loss)?;
+//! }
+//! let (last, _) = kd.batch_loss(&student, &x, &y, &idx)?;
+//! assert!(last.to_scalar::<f32>()? < first.to_scalar::<f32>()?);
 //! # Ok(()) }
 //! ```
 
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{Linear, VarMap};
-use joulecut_harness::Objective;
 use joulecut_models::{Model, ModelConfig, Rng};
 
 use crate::loss::{KdConfig, hint_mse, kd_loss};
@@ -269,9 +282,12 @@ impl KdObjective {
     }
 }
 
-impl Objective for KdObjective {
-    fn loss(
-        &mut self,
+impl KdObjective {
+    /// The loss of one batch and the student's logits: `x`/`y` the batch, `indices` its samples'
+    /// positions in the training set (used by cached logits). Only the student's variables (and
+    /// the hint projections) are in the graph; the teacher's outputs are detached.
+    pub fn batch_loss(
+        &self,
         model: &Model,
         x: &Tensor,
         y: &Tensor,

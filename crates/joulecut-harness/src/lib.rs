@@ -20,6 +20,7 @@ pub mod bench;
 pub mod data;
 mod error;
 mod eval;
+mod kd;
 mod kernels;
 pub mod qat;
 mod train;
