@@ -19,7 +19,10 @@ const TINY: &str = r#"{
     { "name": "qat", "steps": [ { "op": "qat", "epochs": 1 }, { "op": "quantize", "dtype": "int8", "granularity": "tensor" } ] },
     { "name": "p80-packed", "steps": [ { "op": "prune", "sparsity": 0.8, "granularity": "unstructured" }, { "op": "finetune", "epochs": 1 }, { "op": "pack" } ] },
     { "name": "rows50", "steps": [ { "op": "prune", "sparsity": 0.5, "granularity": "rows", "scope": "layer" }, { "op": "compact" }, { "op": "finetune", "epochs": 1 } ] },
-    { "name": "2:4-int8", "steps": [ { "op": "prune", "sparsity": 0.5, "granularity": "2:4", "scope": "layer" }, { "op": "quantize", "dtype": "int8" } ] }
+    { "name": "2:4-int8", "steps": [ { "op": "prune", "sparsity": 0.5, "granularity": "2:4", "scope": "layer" }, { "op": "quantize", "dtype": "int8" } ] },
+    { "name": "p50-masked", "steps": [ { "op": "prune", "sparsity": 0.5, "granularity": "unstructured" }, { "op": "finetune", "epochs": 1 } ] },
+    { "name": "kd", "steps": [ { "op": "distill", "student": "mlp:16-12-3", "epochs": 3 } ] },
+    { "name": "kd-int8", "steps": [ { "op": "distill", "student": "mlp:16-12-3", "epochs": 3 }, { "op": "quantize", "dtype": "int8" } ] }
   ]
 }"#;
 
@@ -102,6 +105,42 @@ fn tiny_suite_writes_a_consistent_report() {
     );
     assert!(get("p80-packed").run.nonzero_params * 4 < base.run.params);
     assert!(get("qat").run.compression_joules > 0.0);
+    // Masked pruning leaves the file as large as the baseline's: same tensors, same metadata.
+    assert_eq!(get("p50-masked").run.bytes, base.run.bytes);
+    assert_eq!(get("p50-masked").run.saving, "nominal");
+    // Distilled students: a smaller architecture (a real saving), the teacher's logits and the
+    // student's training metered; with int8 on top, the same student (distilled once) quantised.
+    let (kd, kd8) = (get("kd"), get("kd-int8"));
+    assert_eq!(kd.run.config["widths"], serde_json::json!([16, 12, 3]));
+    assert_eq!(kd.run.params, 16 * 12 + 12 + 12 * 3 + 3);
+    assert_eq!(kd.run.saving, "real");
+    assert!(
+        kd.run.accuracy > 0.8,
+        "the student learns: {}",
+        kd.run.accuracy
+    );
+    let steps: Vec<&str> = kd
+        .run
+        .compression_energy
+        .iter()
+        .map(|e| e["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["teacher-logits", "distill"]);
+    assert!(kd.run.compression_joules > 0.0);
+    assert_eq!(kd8.run.compression_joules, kd.run.compression_joules);
+    assert_eq!(kd8.run.compression_energy[1]["shared_with"], "kd");
+    assert!(kd8.run.bytes < kd.run.bytes && kd8.run.saving == "real");
+    assert!(
+        (kd8.run.accuracy - kd.run.accuracy).abs() < 0.05,
+        "int8 keeps the student: {} vs {}",
+        kd8.run.accuracy,
+        kd.run.accuracy
+    );
+    // The teacher is the baseline: its training joules are the baseline's, not counted again.
+    assert_eq!(
+        kd.run.baseline_training_joules,
+        base.run.baseline_training_joules
+    );
     // The recommendation names a variant within the budget with the lowest energy.
     let rec = &report.recommendations[0];
     let chosen = rec

@@ -72,6 +72,28 @@ pub struct VariantConfig {
     pub steps: Vec<Step>,
 }
 
+impl VariantConfig {
+    /// Whether the variant runs for model `m`.
+    pub fn applies_to(&self, m: &str) -> bool {
+        self.models
+            .as_ref()
+            .is_none_or(|ms| ms.iter().any(|x| x == m))
+    }
+}
+
+/// The KD settings of a distill step: its overrides over `joulecut distill`'s defaults.
+pub(crate) fn kd_config(
+    temperature: Option<f64>,
+    alpha: Option<f64>,
+) -> joulecut_distill::KdConfig {
+    let d = joulecut_distill::KdConfig::default();
+    joulecut_distill::KdConfig {
+        temperature: temperature.unwrap_or(d.temperature),
+        alpha: alpha.unwrap_or(d.alpha),
+        ..d
+    }
+}
+
 /// A compression step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
@@ -114,6 +136,33 @@ pub enum Step {
     },
     /// Store sparse weights in the packed `sparse` encoding (run by the CSR kernel).
     Pack,
+    /// Knowledge distillation: a new `student` architecture learns from the model so far (the
+    /// teacher, usually the baseline), whose logits over the training set are computed once
+    /// (`joulecut-distill`'s cached teacher); the student replaces the model in later steps.
+    Distill {
+        /// Student architecture, e.g. `mlp:784-64-10`.
+        student: String,
+        /// Epochs (default: the baseline's).
+        #[serde(default)]
+        epochs: Option<usize>,
+        /// Learning rate (default: the baseline's).
+        #[serde(default)]
+        lr: Option<f64>,
+        /// Softmax temperature (default: `joulecut distill`'s).
+        #[serde(default)]
+        temperature: Option<f64>,
+        /// Weight of the teacher term in [0, 1] (default: `joulecut distill`'s).
+        #[serde(default)]
+        alpha: Option<f64>,
+    },
+}
+
+impl Step {
+    /// Storage steps change only how weights are stored (applied when the checkpoint is written);
+    /// the others change the weights.
+    pub fn is_storage(&self) -> bool {
+        matches!(self, Step::Quantize { .. } | Step::Pack)
+    }
 }
 
 fn default_scope() -> String {
@@ -228,6 +277,31 @@ impl SuiteConfig {
                             ));
                         }
                     }
+                    Step::Distill {
+                        student,
+                        epochs,
+                        lr,
+                        temperature,
+                        alpha,
+                    } => {
+                        let scfg = joulecut_models::ModelConfig::parse(student)
+                            .map_err(|e| format!("{}: student: {e}", v.name))?;
+                        if *epochs == Some(0) || lr.is_some_and(|l| l.is_nan() || l <= 0.0) {
+                            return Err(format!(
+                                "{}: distillation needs epochs >= 1 and lr > 0",
+                                v.name
+                            ));
+                        }
+                        kd_config(*temperature, *alpha)
+                            .validate()
+                            .map_err(|e| format!("{}: {e}", v.name))?;
+                        for m in self.models.iter().filter(|m| v.applies_to(m)) {
+                            let tcfg = joulecut_models::ModelConfig::parse(m)
+                                .map_err(|e| e.to_string())?;
+                            joulecut_distill::check_compatible(&tcfg, &scfg)
+                                .map_err(|e| format!("{}: {e}", v.name))?;
+                        }
+                    }
                     Step::Compact | Step::Pack => {}
                 }
             }
@@ -242,7 +316,7 @@ impl SuiteConfig {
             for &s in &self.seeds {
                 out.push((m.clone(), s, None));
                 for (i, v) in self.variants.iter().enumerate() {
-                    if v.models.as_ref().is_none_or(|ms| ms.contains(m)) {
+                    if v.applies_to(m) {
                         out.push((m.clone(), s, Some(i)));
                     }
                 }

@@ -388,7 +388,7 @@ impl Report {
             }
             s += "\n";
         }
-        s += "*saving*: `real` = the compressed model runs differently (int8 GEMM, sparse CSR kernel, or physically smaller layers); `nominal` = only the file changed (e.g. zeros in dense tensors, fp16 computed in f32). J/10k: inference joules per 10,000 test samples at the eval batch size. Compression J: fine-tuning / QAT energy (the baseline row shows its training energy).\n";
+        s += "*saving*: `real` = the compressed model runs differently (int8 GEMM, sparse CSR kernel, or physically smaller layers); `nominal` = only the file changed (e.g. zeros in dense tensors, fp16 computed in f32). J/10k: inference joules per 10,000 test samples at the eval batch size. Compression J: fine-tuning / QAT / distillation energy (distillation: the teacher's logits over the training set once, then the student's training; the teacher is the baseline, whose training energy is the baseline row's and is not counted again); the baseline row shows its training energy. Variants that start with the same weight-changing steps share one run of them and each report its joules.\n";
         s
     }
 }

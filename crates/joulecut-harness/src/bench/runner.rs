@@ -14,7 +14,7 @@ use joulecut_energy::{Measurement, Meter};
 use joulecut_models::{LayerPath, Model, ModelConfig, init_varmap, load_into_varmap};
 use serde::{Deserialize, Serialize};
 
-use super::config::{Step, SuiteConfig, VariantConfig, parse_granularity};
+use super::config::{Step, SuiteConfig, VariantConfig, kd_config, parse_granularity};
 use crate::data::Splits;
 use crate::train::{
     CrossEntropy, NoHook, Objective, Silent, StepHook, TrainConfig, cross_entropy, train,
@@ -117,6 +117,21 @@ struct BaselineMeta {
     energy: serde_json::Value,
     joules: f64,
 }
+
+/// The weights a variant's weight-changing steps produced, shared by every variant of the same
+/// model and seed that starts with the same such steps (e.g. `prune90`, `prune90-packed` and
+/// `prune90-packed-int8` fine-tune once; `distill` and `distill-int8` distil once).
+struct Trained {
+    cfg: ModelConfig,
+    vm: VarMap,
+    energies: Vec<serde_json::Value>,
+    joules: f64,
+    /// The variant that produced it.
+    by: String,
+}
+
+/// Trained weights by `(model, seed, weight-changing steps as JSON)`.
+type TrainedCache = BTreeMap<(String, u64, String), Trained>;
 
 /// A parameter: name, shape, f32 values.
 type Param = (String, Vec<usize>, Vec<f32>);
@@ -235,6 +250,7 @@ pub fn run_suite(
         .map(|(_, r)| r)
         .collect();
     let mut baselines: BTreeMap<(String, u64), Baseline> = BTreeMap::new();
+    let mut trained = TrainedCache::new();
     let mut results = Vec::new();
     let total = mine.len();
     for (i, (model, seed, variant)) in mine.into_iter().enumerate() {
@@ -272,6 +288,7 @@ pub fn run_suite(
                 seed,
                 &suite.variants[v],
                 base,
+                &mut trained,
                 t0,
             )?,
         };
@@ -386,17 +403,96 @@ fn run_variant(
     seed: u64,
     v: &VariantConfig,
     base: &Baseline,
+    trained: &mut TrainedCache,
     t0: Instant,
 ) -> Result<RunResult> {
+    let storage: Vec<Step> = v.steps.iter().filter(|s| s.is_storage()).cloned().collect();
+    let changing: Vec<&Step> = v.steps.iter().filter(|s| !s.is_storage()).collect();
+    let key = (
+        model.to_string(),
+        seed,
+        serde_json::to_string(&changing).expect("steps serialise"),
+    );
+    if let Some(t) = trained.get(&key) {
+        // Same weights as an earlier variant: reuse them, and report the joules it took to make
+        // them (the cost of this variant), marked as shared.
+        let energies = t
+            .energies
+            .iter()
+            .map(|e| {
+                let mut e = e.clone();
+                e["shared_with"] = serde_json::json!(t.by);
+                e
+            })
+            .collect();
+        let vm = copy_varmap(&t.cfg, &t.vm, &opts.device)?;
+        return evaluate_variant(
+            suite,
+            data,
+            meter,
+            opts,
+            model,
+            seed,
+            Some(v),
+            base,
+            &t.cfg,
+            &vm,
+            &storage,
+            energies,
+            t.joules,
+            t0,
+        );
+    }
+    let (cfg, vm, energies, joules) =
+        apply_steps(suite, data, meter, opts, seed, v, base, &changing)?;
+    trained.insert(
+        key,
+        Trained {
+            cfg: cfg.clone(),
+            vm: copy_varmap(&cfg, &vm, &opts.device)?,
+            energies: energies.clone(),
+            joules,
+            by: v.name.clone(),
+        },
+    );
+    evaluate_variant(
+        suite,
+        data,
+        meter,
+        opts,
+        model,
+        seed,
+        Some(v),
+        base,
+        &cfg,
+        &vm,
+        &storage,
+        energies,
+        joules,
+        t0,
+    )
+}
+
+/// Runs a variant's weight-changing steps on a copy of the baseline: the resulting architecture,
+/// weights, per-step energies and total joules.
+#[allow(clippy::too_many_arguments)]
+fn apply_steps(
+    suite: &SuiteConfig,
+    data: &Splits,
+    meter: &Meter,
+    opts: &RunOptions,
+    seed: u64,
+    v: &VariantConfig,
+    base: &Baseline,
+    steps: &[&Step],
+) -> Result<(ModelConfig, VarMap, Vec<serde_json::Value>, f64)> {
     let dev = &opts.device;
     let mut cfg = base.cfg.clone();
     let mut vm = copy_varmap(&cfg, &base.vm, dev)?;
-    let mut storage: Vec<Step> = Vec::new();
     let mut energies = Vec::new();
     let mut joules = 0.0;
-    let mut pruned = false;
     let last_layer = format!("{}.weight", cfg.layer_names().last().expect("a layer"));
-    for step in &v.steps {
+    for &step in steps {
         match step {
             Step::Prune {
                 sparsity,
@@ -420,7 +516,6 @@ fn run_variant(
                     .selection(sel);
                 joulecut_prune::prune_varmap(&vm, &spec)
                     .map_err(|e| Error::BadSetting(format!("{}: {e}", v.name)))?;
-                pruned = true;
             }
             Step::Compact => {
                 let tensors = joulecut_prune::varmap_tensors(&vm)
@@ -488,26 +583,104 @@ fn run_variant(
                 joules += e.total().0;
                 energies.push(serde_json::json!({"step": label, "energy": e}));
             }
-            Step::Quantize { .. } | Step::Pack => storage.push(step.clone()),
+            Step::Distill {
+                student,
+                epochs,
+                lr,
+                temperature,
+                alpha,
+            } => {
+                let (scfg, svm, e) = distill(
+                    suite,
+                    data,
+                    meter,
+                    opts,
+                    seed,
+                    &v.name,
+                    (&cfg, &vm),
+                    student,
+                    epochs.unwrap_or(suite.baseline.epochs),
+                    lr.unwrap_or(suite.baseline.lr),
+                    kd_config(*temperature, *alpha),
+                )?;
+                for (label, m) in e {
+                    joules += m.total().0;
+                    energies.push(serde_json::json!({"step": label, "energy": m}));
+                }
+                (cfg, vm) = (scfg, svm);
+            }
+            Step::Quantize { .. } | Step::Pack => {}
         }
     }
-    let _ = pruned;
-    evaluate_variant(
-        suite,
-        data,
-        meter,
-        opts,
-        model,
+    Ok((cfg, vm, energies, joules))
+}
+
+/// Metered sub-steps of a step, by label.
+type StepEnergies = Vec<(&'static str, Measurement)>;
+
+/// Distils `student` from `teacher` (the model so far): its logits over the training set once,
+/// then the student trained on them (`joulecut distill`'s cached-teacher path), each metered.
+#[allow(clippy::too_many_arguments)]
+fn distill(
+    suite: &SuiteConfig,
+    data: &Splits,
+    meter: &Meter,
+    opts: &RunOptions,
+    seed: u64,
+    variant: &str,
+    teacher: (&ModelConfig, &VarMap),
+    student: &str,
+    epochs: usize,
+    lr: f64,
+    kd: joulecut_distill::KdConfig,
+) -> Result<(ModelConfig, VarMap, StepEnergies)> {
+    let dev = &opts.device;
+    let bad = |e: joulecut_distill::Error| Error::BadSetting(format!("{variant}: {e}"));
+    let scfg = ModelConfig::parse(student)?;
+    joulecut_distill::check_compatible(teacher.0, &scfg).map_err(bad)?;
+    let t = Model::from_varmap(teacher.0, teacher.1)?;
+    let (cache, e_logits) = meter.measure("teacher-logits", || {
+        joulecut_distill::TeacherLogits::compute(
+            &t,
+            &data.train,
+            1000,
+            format!("bench:{}:{variant}", teacher.0.name()),
+            dev,
+        )
+    });
+    let mut objective =
+        joulecut_distill::KdObjective::cached(cache.map_err(bad)?, &scfg, kd).map_err(bad)?;
+    // The student starts where `joulecut train --seed` would: the comparison with the same
+    // student trained alone is the one docs/DISTILLATION.md makes.
+    let svm = init_varmap(&scfg, seed, dev)?;
+    let sm = Model::from_varmap(&scfg, &svm)?;
+    let tc = TrainConfig {
+        epochs,
+        batch_size: suite.baseline.batch_size,
+        lr,
         seed,
-        Some(v),
-        base,
-        &cfg,
-        &vm,
-        &storage,
-        energies,
-        joules,
-        t0,
-    )
+        eval_every_epoch: false,
+        ..Default::default()
+    };
+    let (r, e_train) = meter.measure("distill", || {
+        train(
+            &sm,
+            &svm,
+            &data.train,
+            &data.test,
+            &tc,
+            &mut objective,
+            &mut NoHook,
+            &mut Silent,
+            dev,
+        )
+    });
+    r?;
+    Ok((
+        scfg,
+        svm,
+        vec![("teacher-logits", e_logits), ("distill", e_train)],
+    ))
 }
 
 /// Applies the storage steps (pack, quantize) to the weights, in order.
@@ -585,9 +758,12 @@ fn evaluate_variant(
     ));
     let mut w = CheckpointWriter::new();
     w.set_model_config(cfg.to_json());
+    // The same history entry for every checkpoint of this model and seed: the variant is in the
+    // file name and its steps in report.json, so file sizes compare weights and architecture,
+    // never the length of a variant's description.
     w.push_history(HistoryEntry::new(
         "bench",
-        serde_json::json!({"suite": suite.name, "variant": vname, "steps": v.map(|v| &v.steps)}),
+        serde_json::json!({"suite": suite.name, "model": model, "seed": seed}),
     ));
     for (n, shape, vals) in varmap_data(cfg, vm)? {
         let t = encode(&n, shape, &vals, storage)?;
