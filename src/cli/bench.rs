@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use joulecut::harness::bench::{Host, Report, RunOptions, RunResult, SuiteConfig, run_suite};
 
 use super::error::bad_input;
-use super::output::{device, meter, print_json};
+use super::output::{device, meter_on, print_json};
 
 /// Arguments of `joulecut bench`.
 #[derive(Debug, Args)]
@@ -162,7 +162,13 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     let shard = a.shard.as_deref().map(parse_shard).transpose()?;
     let dev = device(&a.device)?;
     let splits = joulecut::harness::data::load_fashion_mnist(a.data.as_deref())?;
-    let m = meter()?;
+    let m = meter_on(&dev)?;
+    if !dev.is_cpu() {
+        eprintln!(
+            "warning: int8 and sparse kernels run on the CPU only: on {} those variants decode to dense f32 (their layers report path `decoded`, saving `nominal`)",
+            a.device
+        );
+    }
     let opts = RunOptions {
         out_dir: a.out.clone(),
         cache_dir: a.cache.clone().unwrap_or_else(|| a.out.join("cache")),

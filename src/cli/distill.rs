@@ -11,7 +11,7 @@ use joulecut::harness::{self, NoHook, OptimizerKind, TrainConfig};
 use joulecut::models::{DenseFactory, Model, ModelConfig, init_varmap};
 
 use super::error::bad_input;
-use super::output::{Progress, device, energy_line, meter, print_json};
+use super::output::{Progress, device, energy_line, meter_on, print_json};
 use super::train::varmap_tensors;
 
 /// Arguments of `joulecut distill`.
@@ -136,7 +136,7 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
     let teacher_id = distill::file_fingerprint(&a.teacher)?;
     let splits = harness::data::load_fashion_mnist(a.data.as_deref())?;
     let teacher_eval = harness::evaluate(&teacher, &splits.test, TEACHER_BATCH, &dev)?;
-    let meter = meter()?;
+    let meter = meter_on(&dev)?;
 
     // Teacher logits: loaded from disk, or computed once (metered separately from training).
     let mut logits_source = "live";
@@ -238,6 +238,7 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
             "teacher_logits_energy": teacher_energy,
             "total_joules": energy.total().0 + teacher_joules,
             "config": tc,
+            "device": a.device,
         }))?;
     } else {
         eprintln!(

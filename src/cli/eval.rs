@@ -10,7 +10,7 @@ use joulecut::harness;
 use joulecut::models::{LayerPath, Model, ModelConfig};
 
 use super::error::bad_input;
-use super::output::{device, energy_line, human_bytes, meter, print_json};
+use super::output::{device, energy_line, human_bytes, meter_on, print_json, report_fallbacks};
 
 /// Arguments of `joulecut eval`.
 #[derive(Debug, Args)]
@@ -54,9 +54,11 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
     let ck = Checkpoint::open(&a.file)?;
     let fallback = a.model.as_deref().map(ModelConfig::parse).transpose()?;
     let cfg = Model::config_of(&ck, fallback.as_ref())?;
-    let model = Model::load(&ck, &cfg, &dev, &joulecut::harness::RealKernels::default())?;
+    let kernels = joulecut::harness::RealKernels::default();
+    let model = Model::load(&ck, &cfg, &dev, &kernels)?;
+    let fallbacks = report_fallbacks(&kernels.fallbacks(&model, &ck, &dev)?);
     let splits = harness::data::load_fashion_mnist(a.data.as_deref())?;
-    let meter = meter()?;
+    let meter = meter_on(&dev)?;
     let (stats, energy) = meter.measure("eval", || {
         harness::evaluate(&model, &splits.test, a.batch_size, &dev)
     });
@@ -109,6 +111,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
             "energy": energy,
             "joules_per_10k": j_per_10k,
             "device": a.device,
+            "fallbacks": fallbacks,
         }))?;
     } else {
         println!(

@@ -42,10 +42,64 @@ pub fn device(spec: &str) -> anyhow::Result<Device> {
     }
 }
 
-/// A meter configured from the environment (`JOULECUT_CPU_WATTS_PER_CORE`, ...).
+/// A meter configured from the environment (`JOULECUT_CPU_WATTS_PER_CORE`, ...), for work that
+/// runs on no device in particular; model commands use [`meter_on`].
+#[allow(dead_code)]
 pub fn meter() -> anyhow::Result<joulecut::energy::Meter> {
     let cfg = joulecut::energy::MeterConfig::from_env()?;
     Ok(joulecut::energy::Meter::auto(cfg)?)
+}
+
+/// The meter's sync hook for work on `dev`: on a GPU, kernels are queued, so each window edge first
+/// waits for the device (the work lands in the window that launched it). None on the CPU.
+pub fn sync_hook(dev: &Device) -> Option<impl Fn() + Send + Sync + 'static> {
+    if dev.is_cpu() {
+        return None;
+    }
+    let dev = dev.clone();
+    Some(move || {
+        if let Err(e) = dev.synchronize() {
+            eprintln!("warning: device synchronize at a metering window edge failed: {e}");
+        }
+    })
+}
+
+/// A meter for work on `dev`: [`meter`] plus [`sync_hook`]. On a GPU it warns when NVML is not
+/// available, since the GPU's joules are then missing from every figure.
+pub fn meter_on(dev: &Device) -> anyhow::Result<joulecut::energy::Meter> {
+    let mut cfg = joulecut::energy::MeterConfig::from_env()?;
+    if let Some(h) = sync_hook(dev) {
+        cfg = cfg.with_sync_hook(h);
+    }
+    let m = joulecut::energy::Meter::auto(cfg)?;
+    if !dev.is_cpu() && !m.probes().iter().any(|p| p.name == "nvml") {
+        let why = m
+            .skipped()
+            .iter()
+            .find(|s| s.probe == "nvml")
+            .map(|s| s.message.clone())
+            .unwrap_or_else(|| "not probed".into());
+        eprintln!("warning: GPU energy is not metered (NVML: {why}); figures cover the CPU only");
+    }
+    Ok(m)
+}
+
+/// Says on stderr which layers ran without their compression kernel on this device; returns them
+/// as JSON for the command's `fallbacks` field.
+pub fn report_fallbacks(fb: &[joulecut::harness::Fallback]) -> serde_json::Value {
+    for f in fb {
+        eprintln!(
+            "warning: {}: {} fallback to {} ({})",
+            f.layer,
+            serde_json::to_value(f.wanted)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            f.used,
+            f.reason
+        );
+    }
+    serde_json::to_value(fb).unwrap_or_default()
 }
 
 /// One line summarising a measurement: joules, provenance and the sources of its domains.

@@ -11,7 +11,7 @@ use joulecut::harness::{self, CrossEntropy, OptimizerKind, StepHook, TrainConfig
 use joulecut::models::{Model, ModelConfig, init_varmap, load_into_varmap};
 
 use super::error::bad_input;
-use super::output::{Progress, device, energy_line, meter, print_json};
+use super::output::{Progress, device, energy_line, meter_on, print_json};
 
 /// Arguments of `joulecut train`.
 #[derive(Debug, Args)]
@@ -227,7 +227,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
     let mut keep = PruneHook(pruner);
     let model = Model::from_varmap(&cfg, &vm)?;
     let mut progress = Progress::new(a.quiet || a.json);
-    let meter = meter()?;
+    let meter = meter_on(&dev)?;
     let (report, energy) = meter.measure("train", || {
         harness::train(
             &model,
@@ -261,6 +261,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
             "train_seconds": report.train_seconds,
             "per_epoch": report.epochs,
             "bytes": bytes,
+            "device": a.device,
             "sparsity": keep.0.report(),
             "energy": energy,
             "config": tc,

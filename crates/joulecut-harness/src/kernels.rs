@@ -1,6 +1,11 @@
 //! Routes compressed tensors to the kernels that make their savings real: int8 weights to
 //! `joulecut-quant`'s integer GEMM, packed sparse weights to `joulecut-prune`'s CSR kernel.
 //!
+//! Both kernels run on the CPU. On another device (CUDA) such a layer is decoded to dense f32 there
+//! instead: the same maths on the GPU's dense kernels, but not the integer or sparse saving. That
+//! substitution is a [`Route::Fallback`], and [`RealKernels::fallbacks`] lists every one, so the
+//! commands can say so (stderr and a `fallbacks` field in their JSON).
+//!
 //! ```no_run
 //! use candle_core::Device;
 //! use joulecut_checkpoint::Checkpoint;
@@ -13,8 +18,9 @@
 //! ```
 
 use candle_core::Device;
-use joulecut_checkpoint::{SparseValues, TensorData};
-use joulecut_models::{Layer, LayerFactory, LayerPath, Result};
+use joulecut_checkpoint::{Checkpoint, SparseValues, TensorData};
+use joulecut_models::{Layer, LayerFactory, LayerPath, Model, Result};
+use serde::Serialize;
 
 /// Picks real kernels for compressed layers on CPU; everything else is decoded to dense f32.
 #[derive(Debug, Clone, Copy)]
@@ -39,9 +45,127 @@ fn layer_err(name: &str, e: impl std::fmt::Display) -> joulecut_models::Error {
     }
 }
 
+/// The decoded values of a sparse float weight.
+fn sparse_float_values(w: &TensorData) -> Option<Vec<f32>> {
+    let TensorData::Sparse(s) = w else {
+        return None;
+    };
+    let SparseValues::Float { dtype, bytes } = &s.values else {
+        return None;
+    };
+    let mut values = Vec::new();
+    dtype.decode(bytes, &mut values);
+    Some(values)
+}
+
 fn is_int8(w: &TensorData) -> bool {
     matches!(w, TensorData::Int8(_))
         || matches!(w, TensorData::Sparse(s) if matches!(s.values, SparseValues::Int8(_)))
+}
+
+/// A kernel that runs a compressed layer's encoding directly (CPU only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kernel {
+    /// joulecut-quant's int8 GEMM / conv.
+    Int8,
+    /// joulecut-prune's CSR matmul.
+    Sparse,
+}
+
+impl Kernel {
+    fn describe(self) -> &'static str {
+        match self {
+            Kernel::Int8 => "int8 GEMM",
+            Kernel::Sparse => "sparse CSR matmul",
+        }
+    }
+}
+
+/// How [`RealKernels`] runs one stored weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Through a compression kernel (a real saving).
+    Kernel(Kernel),
+    /// Decoded to dense f32 by design: the tensor is dense, or too dense for the sparse kernel to
+    /// win, or an encoding no kernel reads (a nominal saving).
+    Dense,
+    /// Decoded to dense f32 on the device because this kernel runs on the CPU only.
+    Fallback(Kernel),
+}
+
+/// A layer that ran without the kernel its encoding calls for, as the JSON reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fallback {
+    /// Layer name (`fc1`, `conv2`).
+    pub layer: String,
+    /// The kernel the CPU would use.
+    pub wanted: Kernel,
+    /// What ran instead.
+    pub used: String,
+    /// Why, in one line.
+    pub reason: String,
+}
+
+impl RealKernels {
+    /// The route for a stored weight of a linear (`conv == false`) or conv layer on a device;
+    /// `on_cpu` is `device.is_cpu()`.
+    pub fn route(&self, w: &TensorData, conv: bool, on_cpu: bool) -> Route {
+        let wanted = if is_int8(w) {
+            Some(Kernel::Int8)
+        } else if let (TensorData::Sparse(s), false) = (w, conv) {
+            let (rows, cols) = (s.shape[0], s.shape[1..].iter().product::<usize>());
+            let density = s.nnz() as f64 / (rows * cols).max(1) as f64;
+            let float = matches!(s.values, SparseValues::Float { .. });
+            (float && density <= self.max_sparse_density).then_some(Kernel::Sparse)
+        } else {
+            None
+        };
+        match (wanted, on_cpu) {
+            (None, _) => Route::Dense,
+            (Some(k), true) => Route::Kernel(k),
+            (Some(k), false) => Route::Fallback(k),
+        }
+    }
+
+    /// Every layer of `model` (loaded from `ck` with these kernels on `device`) that fell back to
+    /// dense f32 because its kernel does not run on that device; empty on the CPU.
+    pub fn fallbacks(
+        &self,
+        model: &Model,
+        ck: &Checkpoint,
+        device: &Device,
+    ) -> Result<Vec<Fallback>> {
+        let mut out = Vec::new();
+        if device.is_cpu() {
+            return Ok(out);
+        }
+        for l in model.layers().filter(|l| l.path == LayerPath::Decoded) {
+            let w = ck.get(&format!("{}.weight", l.name))?;
+            let conv = w.shape().len() == 4;
+            if let Route::Fallback(k) = self.route(&w, conv, false) {
+                out.push(Fallback {
+                    layer: l.name.clone(),
+                    wanted: k,
+                    used: format!("dense f32 on {}", device_name(device)),
+                    reason: format!(
+                        "joulecut's {} runs on the CPU only; decoded to dense f32 on the device",
+                        k.describe()
+                    ),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `cpu`, `cuda:N` or `metal:N`.
+fn device_name(d: &Device) -> String {
+    match d.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
 }
 
 impl LayerFactory for RealKernels {
@@ -52,37 +176,31 @@ impl LayerFactory for RealKernels {
         bias: Option<&[f32]>,
         device: &Device,
     ) -> Result<Option<Layer>> {
-        // The integer and CSR kernels run on host memory.
-        if !device.is_cpu() {
-            return Ok(None);
-        }
-        if is_int8(w) {
-            let l = joulecut_quant::Int8Linear::from_data(name, w, bias)
-                .map_err(|e| layer_err(name, e))?;
-            // A following ReLU runs in the GEMM's epilogue, not as a separate candle op.
-            let relu = Box::new(l.clone().with_relu(true));
-            return Ok(Some(
-                Layer::new(name, LayerPath::Int8, Box::new(l)).with_fused_relu(relu),
-            ));
-        }
-        if let TensorData::Sparse(s) = w {
-            let (rows, cols) = (s.shape[0], s.shape[1..].iter().product::<usize>());
-            let density = s.nnz() as f64 / (rows * cols).max(1) as f64;
-            if density > self.max_sparse_density {
-                return Ok(None);
+        // The integer and CSR kernels run on host memory; elsewhere `None` decodes to dense f32
+        // on the device ([`RealKernels::fallbacks`] reports it).
+        match self.route(w, false, device.is_cpu()) {
+            Route::Kernel(Kernel::Int8) => {
+                let l = joulecut_quant::Int8Linear::from_data(name, w, bias)
+                    .map_err(|e| layer_err(name, e))?;
+                // A following ReLU runs in the GEMM's epilogue, not as a separate candle op.
+                let relu = Box::new(l.clone().with_relu(true));
+                Ok(Some(
+                    Layer::new(name, LayerPath::Int8, Box::new(l)).with_fused_relu(relu),
+                ))
             }
-            let SparseValues::Float { dtype, bytes } = &s.values else {
-                return Ok(None);
-            };
-            let mut values = Vec::new();
-            dtype.decode(bytes, &mut values);
-            let csr = joulecut_prune::CsrMatrix::from_bitmap(rows, cols, &s.bitmap, &values)
-                .map_err(|e| layer_err(name, e))?;
-            let l = joulecut_prune::SparseLinear::new(csr, bias.map(|b| b.to_vec()))
-                .map_err(|e| layer_err(name, e))?;
-            return Ok(Some(Layer::new(name, LayerPath::Sparse, Box::new(l))));
+            Route::Kernel(Kernel::Sparse) => {
+                let (TensorData::Sparse(s), Some(values)) = (w, sparse_float_values(w)) else {
+                    return Ok(None);
+                };
+                let (rows, cols) = (s.shape[0], s.shape[1..].iter().product::<usize>());
+                let csr = joulecut_prune::CsrMatrix::from_bitmap(rows, cols, &s.bitmap, &values)
+                    .map_err(|e| layer_err(name, e))?;
+                let l = joulecut_prune::SparseLinear::new(csr, bias.map(|b| b.to_vec()))
+                    .map_err(|e| layer_err(name, e))?;
+                Ok(Some(Layer::new(name, LayerPath::Sparse, Box::new(l))))
+            }
+            Route::Dense | Route::Fallback(_) => Ok(None),
         }
-        Ok(None)
     }
 
     fn conv(
@@ -93,11 +211,111 @@ impl LayerFactory for RealKernels {
         padding: usize,
         device: &Device,
     ) -> Result<Option<Layer>> {
-        if device.is_cpu() && is_int8(w) {
+        if self.route(w, true, device.is_cpu()) == Route::Kernel(Kernel::Int8) {
             let l = joulecut_quant::Int8Conv2d::from_data(name, w, bias, padding, 1)
                 .map_err(|e| layer_err(name, e))?;
             return Ok(Some(Layer::new(name, LayerPath::Int8, Box::new(l))));
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use joulecut_checkpoint::{DenseTensor, FloatType, Int8Tensor, SparseTensor};
+
+    use super::*;
+
+    fn int8(shape: Vec<usize>) -> TensorData {
+        let n = shape.iter().product();
+        TensorData::Int8(Int8Tensor {
+            shape,
+            values: vec![1; n],
+            scales: vec![0.5],
+            zero_points: None,
+            axis: None,
+            orig_dtype: FloatType::F32,
+        })
+    }
+
+    /// A sparse float weight of `shape` whose first `nnz` values are stored.
+    fn sparse_of(shape: Vec<usize>, nnz: usize) -> TensorData {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|i| if i < nnz { 1.0 } else { 0.0 }).collect();
+        TensorData::Sparse(SparseTensor::pack_f32(shape, &v, FloatType::F32))
+    }
+
+    /// A 4x8 sparse float weight with `nnz` stored values.
+    fn sparse(nnz: usize) -> TensorData {
+        sparse_of(vec![4, 8], nnz)
+    }
+
+    #[test]
+    fn cpu_routes_compressed_layers_to_their_kernels() {
+        let k = RealKernels::default();
+        assert_eq!(
+            k.route(&int8(vec![4, 8]), false, true),
+            Route::Kernel(Kernel::Int8)
+        );
+        assert_eq!(
+            k.route(&int8(vec![2, 1, 3, 3]), true, true),
+            Route::Kernel(Kernel::Int8)
+        );
+        assert_eq!(
+            k.route(&sparse(8), false, true),
+            Route::Kernel(Kernel::Sparse)
+        );
+        // Too dense for the CSR kernel, a sparse conv, a dense tensor: decoded by design.
+        assert_eq!(k.route(&sparse(20), false, true), Route::Dense);
+        let dense = TensorData::Dense(DenseTensor::from_f32(vec![4, 8], &[0.5; 32]));
+        assert_eq!(k.route(&dense, false, true), Route::Dense);
+    }
+
+    #[test]
+    fn other_devices_fall_back_and_only_where_a_kernel_was_wanted() {
+        let k = RealKernels::default();
+        assert_eq!(
+            k.route(&int8(vec![4, 8]), false, false),
+            Route::Fallback(Kernel::Int8)
+        );
+        assert_eq!(
+            k.route(&int8(vec![2, 1, 3, 3]), true, false),
+            Route::Fallback(Kernel::Int8)
+        );
+        assert_eq!(
+            k.route(&sparse(8), false, false),
+            Route::Fallback(Kernel::Sparse)
+        );
+        assert_eq!(k.route(&sparse(20), false, false), Route::Dense);
+        let dense = TensorData::Dense(DenseTensor::from_f32(vec![4, 8], &[0.5; 32]));
+        assert_eq!(k.route(&dense, false, false), Route::Dense);
+    }
+
+    #[test]
+    fn a_cpu_model_reports_no_fallbacks_and_runs_its_kernels() {
+        let dir = std::env::temp_dir().join(format!("jc-kernels-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.safetensors");
+        let cfg = joulecut_models::ModelConfig::parse("mlp:8-4-3").unwrap();
+        let mut w = joulecut_checkpoint::CheckpointWriter::new();
+        w.set_model_config(cfg.to_json());
+        w.insert("fc1.weight".to_string(), int8(vec![4, 8]));
+        w.insert(
+            "fc1.bias".to_string(),
+            TensorData::Dense(DenseTensor::from_f32(vec![4], &[0.0; 4])),
+        );
+        w.insert("fc2.weight".to_string(), sparse_of(vec![3, 4], 3));
+        w.insert(
+            "fc2.bias".to_string(),
+            TensorData::Dense(DenseTensor::from_f32(vec![3], &[0.0; 3])),
+        );
+        w.write(&path, &[]).unwrap();
+        let ck = Checkpoint::open(&path).unwrap();
+        let k = RealKernels::default();
+        let model = Model::load(&ck, &cfg, &Device::Cpu, &k).unwrap();
+        let paths: Vec<_> = model.layers().map(|l| l.path).collect();
+        assert_eq!(paths, [LayerPath::Int8, LayerPath::Sparse]);
+        assert!(k.fallbacks(&model, &ck, &Device::Cpu).unwrap().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -249,39 +249,12 @@ fn boxed<O: Optimizer + 'static>(mut o: O) -> StepFn {
     })
 }
 
-/// Builds the optimiser for `vm`: joulecut-ops' fused one-pass updates (PyTorch semantics) on
-/// CPU, candle's optimisers elsewhere.
-fn optimizer(vm: &VarMap, cfg: &TrainConfig, device: &Device) -> candle_core::Result<StepFn> {
+/// Builds the optimiser for `vm`: joulecut-ops' optimisers (PyTorch semantics): fused one-pass
+/// updates for CPU variables, the same rule in candle tensor ops on other devices.
+fn optimizer(vm: &VarMap, cfg: &TrainConfig) -> candle_core::Result<StepFn> {
     use joulecut_ops::optim;
     let vars = vm.all_vars();
     let (lr, wd) = (cfg.lr, cfg.weight_decay);
-    if !device.is_cpu() {
-        return Ok(match cfg.optimizer {
-            OptimizerKind::Adam | OptimizerKind::AdamW => {
-                let wd = if cfg.optimizer == OptimizerKind::AdamW {
-                    wd
-                } else {
-                    0.0
-                };
-                boxed(candle_nn::AdamW::new(
-                    vars,
-                    candle_nn::ParamsAdamW {
-                        lr,
-                        weight_decay: wd,
-                        ..Default::default()
-                    },
-                )?)
-            }
-            OptimizerKind::Sgd if cfg.momentum == 0.0 && wd == 0.0 => {
-                boxed(candle_nn::SGD::new(vars, lr)?)
-            }
-            OptimizerKind::Sgd => {
-                return Err(candle_core::Error::Msg(
-                    "SGD with momentum or weight decay runs on CPU only (joulecut-ops' fused kernel)".into(),
-                ));
-            }
-        });
-    }
     Ok(match cfg.optimizer {
         OptimizerKind::Adam => boxed(optim::Adam::new(
             vars,
@@ -340,7 +313,7 @@ pub fn train(
         return Err(Error::BadSetting("the training set is empty".into()));
     }
     let (xs, ys) = train.tensors(device)?;
-    let mut step_fn = optimizer(vm, cfg, device).map_err(Error::candle("create optimiser"))?;
+    let mut step_fn = optimizer(vm, cfg).map_err(Error::candle("create optimiser"))?;
     let mut rng = Rng::new(cfg.seed.wrapping_add(0x5eed));
     let mut order: Vec<u32> = (0..train.len() as u32).collect();
     let bs = cfg.batch_size.min(train.len());
