@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Summarises the reports of scripts/device/cuda-check.sh and checks issue 10's acceptance:
+
+* CUDA accuracy matches the CPU path within 0.3 points: the same checkpoint evaluated on both
+  devices (f32, f16, int8), and the model trained on each device with the same seed;
+* the GPU's joules are NVML-measured (domain provenance `measured`) in training and inference.
+
+Usage: cuda-summary.py REPORTS_DIR > summary.json   (exit 1 when a check fails)
+"""
+
+import json
+import sys
+from pathlib import Path
+
+TOL_PT = 0.3
+
+
+def load(d: Path, name: str):
+    p = d / f"{name}.json"
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        return {"error": f"{p.name}: {e}"}
+
+
+def energy(e):
+    """Total, provenance and per-domain joules of a Measurement."""
+    if not isinstance(e, dict):
+        return None
+    return {
+        "joules": e.get("joules"),
+        "provenance": e.get("provenance"),
+        "wall_seconds": e.get("wall_seconds"),
+        "domains": [
+            {k: d.get(k) for k in ("name", "joules", "provenance", "source")}
+            for d in e.get("domains", [])
+        ],
+    }
+
+
+def gpu_measured(e) -> bool:
+    """Whether some GPU domain of a Measurement was read from NVML as measured energy."""
+    if not isinstance(e, dict):
+        return False
+    return any(
+        str(d.get("source", "")).startswith("nvml") and d.get("provenance") == "measured"
+        for d in e.get("domains", [])
+    )
+
+
+def pt(a, b):
+    if a is None or b is None:
+        return None
+    return round(100.0 * (a - b), 4)
+
+
+def main() -> int:
+    d = Path(sys.argv[1])
+    out = {"checks": {}, "failed_steps": []}
+    f = d / "failed.txt"
+    if f.exists():
+        out["failed_steps"] = [l for l in f.read_text().split() if l]
+
+    train = {dev: load(d, f"train-{dev}") for dev in ("cuda", "cpu")}
+    out["train"] = {
+        dev: {
+            "accuracy": t.get("accuracy"),
+            "train_seconds": t.get("train_seconds"),
+            "samples_per_second": t.get("samples_per_second"),
+            "energy": energy(t.get("energy")),
+            "error": t.get("error"),
+        }
+        for dev, t in train.items()
+    }
+    out["eval"] = {}
+    for v in ("f32", "f16", "int8"):
+        for dev in ("cuda", "cpu"):
+            e = load(d, f"eval-{v}-{dev}")
+            out["eval"][f"{v}-{dev}"] = {
+                "accuracy": e.get("accuracy"),
+                "samples_per_second": e.get("samples_per_second"),
+                "joules_per_10k": e.get("joules_per_10k"),
+                "layers": e.get("layers"),
+                "fallbacks": e.get("fallbacks"),
+                "energy": energy(e.get("energy")),
+                "error": e.get("error"),
+            }
+
+    c = out["checks"]
+    for v in ("f32", "f16", "int8"):
+        a, b = out["eval"][f"{v}-cuda"]["accuracy"], out["eval"][f"{v}-cpu"]["accuracy"]
+        diff = pt(a, b)
+        c[f"eval_{v}_cuda_vs_cpu_pt"] = diff
+        c[f"eval_{v}_within_{TOL_PT}pt"] = diff is not None and abs(diff) <= TOL_PT
+    diff = pt(train["cuda"].get("accuracy"), train["cpu"].get("accuracy"))
+    c["train_cuda_vs_cpu_pt"] = diff
+    c[f"train_within_{TOL_PT}pt"] = diff is not None and abs(diff) <= TOL_PT
+    c["train_gpu_joules_measured"] = gpu_measured(train["cuda"].get("energy"))
+    c["eval_gpu_joules_measured"] = all(
+        gpu_measured(load(d, f"eval-{v}-cuda").get("energy")) for v in ("f32", "f16", "int8")
+    )
+
+    bench = load(d, "bench-cuda")
+    rows = []
+    for r in bench.get("rows", []) if isinstance(bench, dict) else []:
+        run = r.get("run", r)
+        rows.append(
+            {
+                "variant": run.get("variant"),
+                "accuracy": run.get("accuracy"),
+                "accuracy_delta_pt": r.get("accuracy_delta_pt"),
+                "inference_joules_per_10k": run.get("inference_joules_per_10k"),
+                "provenance": run.get("provenance"),
+                "saving": run.get("saving"),
+            }
+        )
+    out["bench"] = {
+        "rows": rows,
+        "host": bench.get("host") if isinstance(bench, dict) else None,
+        "error": bench.get("error") if isinstance(bench, dict) else None,
+    }
+    c["bench_ran"] = bool(rows)
+
+    ok = all(v for k, v in c.items() if isinstance(v, bool)) and not out["failed_steps"]
+    out["pass"] = ok
+    json.dump(out, sys.stdout, indent=2)
+    print()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
