@@ -44,8 +44,9 @@ pub struct DistillArgs {
     /// Learning rate (Adam).
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
-    /// Learning-rate schedule: cosine (decay from --lr to 0) or constant.
-    #[arg(long, default_value = "cosine")]
+    /// Learning-rate schedule: wsd (constant, then linear decay to 0 over the last 20%), cosine
+    /// (decay from --lr to 0) or constant — the same default as `joulecut train`.
+    #[arg(long, default_value = "wsd")]
     lr_schedule: String,
     /// Seed for the student's initialisation and shuffling (same as `joulecut train --seed`).
     #[arg(long, default_value_t = 0)]
@@ -114,16 +115,12 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
         momentum: 0.0,
         seed: a.seed,
         eval_every_epoch: true,
-        lr_schedule: match a.lr_schedule.as_str() {
-            "cosine" => harness::LrSchedule::Cosine,
-            "constant" => harness::LrSchedule::Constant,
-            o => {
-                return Err(bad_input(
-                    format!("unknown --lr-schedule `{o}`"),
-                    "use cosine or constant",
-                ));
-            }
-        },
+        lr_schedule: harness::LrSchedule::parse(&a.lr_schedule).ok_or_else(|| {
+            bad_input(
+                format!("unknown --lr-schedule `{}`", a.lr_schedule),
+                "use wsd, cosine or constant",
+            )
+        })?,
     };
     tc.validate()?;
     let scfg = ModelConfig::parse(&a.student)?;

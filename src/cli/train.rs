@@ -34,8 +34,9 @@ pub struct TrainArgs {
     /// Learning rate.
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
-    /// Learning-rate schedule: cosine (decay from --lr to 0 over the run) or constant.
-    #[arg(long, default_value = "cosine")]
+    /// Learning-rate schedule: wsd (constant, then linear decay to 0 over the last 20%), cosine
+    /// (decay from --lr to 0 over the run) or constant.
+    #[arg(long, default_value = "wsd")]
     lr_schedule: String,
     /// Optimiser: adam, adamw or sgd.
     #[arg(long, default_value = "adam")]
@@ -124,16 +125,12 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         momentum: a.momentum,
         seed: a.seed,
         eval_every_epoch: true,
-        lr_schedule: match a.lr_schedule.as_str() {
-            "cosine" => harness::LrSchedule::Cosine,
-            "constant" => harness::LrSchedule::Constant,
-            o => {
-                return Err(bad_input(
-                    format!("unknown --lr-schedule `{o}`"),
-                    "use cosine or constant",
-                ));
-            }
-        },
+        lr_schedule: harness::LrSchedule::parse(&a.lr_schedule).ok_or_else(|| {
+            bad_input(
+                format!("unknown --lr-schedule `{}`", a.lr_schedule),
+                "use cosine, wsd or constant",
+            )
+        })?,
     };
     tc.validate()?;
     let dev = device(&a.device)?;
@@ -261,10 +258,10 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
             "train_seconds": report.train_seconds,
             "per_epoch": report.epochs,
             "bytes": bytes,
-            "device": a.device,
             "sparsity": keep.0.report(),
             "energy": energy,
             "config": tc,
+            "device": a.device,
         }))?;
     } else {
         eprintln!(

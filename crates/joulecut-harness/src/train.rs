@@ -57,16 +57,41 @@ pub enum LrSchedule {
     /// last steps leave the weights wherever the noise put them: on Fashion-MNIST the final test
     /// accuracy swings by ±0.5 pt between epochs and seeds. Decaying to 0 removes most of that.
     Cosine,
+    /// "Warmup-stable-decay" without the warmup (Hägele et al. 2024): `lr` for the first
+    /// 80 % of the steps, then linear decay to 0. Keeps constant-rate learning for models that
+    /// are still underfitting after a few epochs (LeNet-5) and still ends on a quiet step size.
+    Wsd,
+}
+
+impl LrSchedule {
+    /// Fraction of the run spent decaying under [`LrSchedule::Wsd`].
+    pub const WSD_DECAY: f64 = 0.2;
+
+    /// Parses a CLI name: `cosine`, `constant` or `wsd`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "cosine" => Some(LrSchedule::Cosine),
+            "constant" => Some(LrSchedule::Constant),
+            "wsd" => Some(LrSchedule::Wsd),
+            _ => None,
+        }
+    }
 }
 
 impl TrainConfig {
     /// The learning rate at optimiser step `step` of `total`.
     pub fn lr_at(&self, step: usize, total: usize) -> f64 {
+        let t = step as f64 / total.max(1) as f64;
         match self.lr_schedule {
             LrSchedule::Constant => self.lr,
-            LrSchedule::Cosine => {
-                let t = step as f64 / total.max(1) as f64;
-                self.lr * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+            LrSchedule::Cosine => self.lr * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()),
+            LrSchedule::Wsd => {
+                let stable = 1.0 - LrSchedule::WSD_DECAY;
+                if t <= stable {
+                    self.lr
+                } else {
+                    self.lr * ((1.0 - t) / LrSchedule::WSD_DECAY).max(0.0)
+                }
             }
         }
     }
@@ -83,7 +108,7 @@ impl Default for TrainConfig {
             momentum: 0.0,
             seed: 0,
             eval_every_epoch: true,
-            lr_schedule: LrSchedule::Cosine,
+            lr_schedule: LrSchedule::Wsd,
         }
     }
 }
