@@ -1,25 +1,27 @@
-//! `joulecut decompress`: any joulecut checkpoint back to a plain dense safetensors file with the
-//! original tensor names (int8 and sparse tensors decoded to their original float type, or f32).
+//! `joulecut decompress`: any joulecut checkpoint back to plain dense safetensors with the original
+//! tensor names (int8 and sparse tensors decoded to their original float type, or f32). Streams
+//! tensor by tensor; sharded inputs and model directories give a directory with the same layout.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use joulecut::checkpoint::{
-    Checkpoint, CheckpointWriter, DenseTensor, FloatType, HistoryEntry, TensorData,
-};
+use joulecut::checkpoint::{Decode, FloatType, HistoryEntry, Source, StreamOptions, stream};
 
 use super::output::{human_bytes, print_json};
 
 /// Arguments of `joulecut decompress`.
 #[derive(Debug, Args)]
 pub struct DecompressArgs {
-    /// Input checkpoint.
+    /// Input checkpoint: a .safetensors file, a sharded checkpoint's index.json, or a directory.
     input: PathBuf,
-    /// Output checkpoint (dense).
+    /// Output checkpoint (dense): a file, or a directory for sharded input.
     #[arg(short, long)]
     output: PathBuf,
+    /// Write one .safetensors file even when the input is sharded or a directory.
+    #[arg(long)]
+    single_file: bool,
     /// Write every tensor as F32 instead of its original float type.
     #[arg(long)]
     f32: bool,
@@ -29,54 +31,42 @@ pub struct DecompressArgs {
 }
 
 pub fn run(a: DecompressArgs) -> anyhow::Result<ExitCode> {
-    let ck = Checkpoint::open(&a.input)?;
-    joulecut::checkpoint::refuse_input(&a.output, &[ck.path()])?;
-    let mut writer = CheckpointWriter::derived_from(&ck)?;
-    let mut decoded = 0usize;
-    for name in ck.names() {
-        let t = ck.get(name)?;
-        if !matches!(t, TensorData::Dense(_)) {
-            decoded += 1;
-        }
-        let dtype = if a.f32 {
-            FloatType::F32
-        } else {
-            t.float_type()
-        };
-        let out = match t {
-            TensorData::Dense(d) if d.dtype == dtype => d,
-            other => DenseTensor {
-                dtype,
-                shape: other.shape().to_vec(),
-                bytes: dtype.encode(&other.to_f32()),
-            },
-        };
-        writer.insert(name.clone(), TensorData::Dense(out));
-    }
-    writer.push_history(HistoryEntry::new(
+    let src = Source::open(&a.input)?;
+    let decoded = src
+        .names()
+        .iter()
+        .filter(|n| src.shard_of(n).encodings().get(n).is_some())
+        .count();
+    let mut opts = StreamOptions::new(HistoryEntry::new(
         "decompress",
         serde_json::json!({ "input": a.input, "f32": a.f32 }),
     ));
-    let bytes_after = writer
-        .write(&a.output, &[ck.path()])
-        .with_context(|| format!("write {}", a.output.display()))?;
-    let bytes_before = ck.file_bytes();
+    opts.single_file = a.single_file;
+    let decode = Decode {
+        to: a.f32.then_some(FloatType::F32),
+    };
+    let written = stream(&src, &a.output, &opts, &decode)
+        .with_context(|| format!("decompress {} to {}", a.input.display(), a.output.display()))?;
+    let bytes_before = src.file_bytes();
     if a.json {
         print_json(&serde_json::json!({
             "input": a.input,
             "output": a.output,
-            "tensors": ck.names().len(),
+            "layout": if written.is_dir { "directory" } else { "file" },
+            "files": written.files,
+            "sidecars": written.sidecars,
+            "tensors": src.names().len(),
             "decoded": decoded,
             "bytes_before": bytes_before,
-            "bytes_after": bytes_after,
+            "bytes_after": written.bytes,
         }))?;
     } else {
         println!(
             "{} tensors ({} decoded): {} -> {} written to {}",
-            ck.names().len(),
+            src.names().len(),
             decoded,
             human_bytes(bytes_before),
-            human_bytes(bytes_after),
+            human_bytes(written.bytes),
             a.output.display()
         );
     }

@@ -5,14 +5,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use joulecut::checkpoint::{Checkpoint, SparseValues, TensorData};
+use joulecut::checkpoint::{Source, SparseValues, TensorData, TensorRef};
 
 use super::output::{human_bytes, print_json};
 
 /// Arguments of `joulecut inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// Checkpoint (.safetensors).
+    /// Checkpoint: a .safetensors file, a sharded checkpoint's index.json, or a model directory.
     file: PathBuf,
     /// Print one JSON object on stdout.
     #[arg(long)]
@@ -31,11 +31,50 @@ fn stored_dtype(t: &TensorData) -> String {
     }
 }
 
+fn numel_of(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
 pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
-    let ck = Checkpoint::open(&a.file)?;
+    let src = Source::open(&a.file)?;
     let mut rows = Vec::new();
     let (mut params, mut nonzero, mut tensor_bytes) = (0usize, 0usize, 0usize);
-    for name in ck.names() {
+    for name in src.names() {
+        let shard = &src.shards()[src.shard_index(name).expect("a source name")];
+        let ck = &shard.checkpoint;
+        let r = TensorRef {
+            checkpoint: ck,
+            name,
+        };
+        if r.float_type().is_none() {
+            // Integer tensors (token ids, masks): listed as stored, non-zeros counted on the bytes.
+            let info = ck.stored_info(name)?;
+            let size = info.range.len() / numel_of(&info.shape).max(1);
+            let numel = numel_of(&info.shape);
+            let nz = ck
+                .stored_bytes(info)
+                .chunks(size.max(1))
+                .filter(|c| c.iter().any(|b| *b != 0))
+                .count();
+            params += numel;
+            nonzero += nz;
+            tensor_bytes += info.range.len();
+            let mut row = serde_json::json!({
+                "name": name,
+                "dtype": info.dtype,
+                "shape": info.shape,
+                "encoding": "dense",
+                "bytes": info.range.len(),
+                "params": numel,
+                "nonzero": nz,
+                "nonzero_fraction": if numel == 0 { 0.0 } else { nz as f64 / numel as f64 },
+            });
+            if src.is_multi() {
+                row["shard"] = shard.file_name.clone().into();
+            }
+            rows.push(row);
+            continue;
+        }
         let t = ck.get(name)?;
         let numel: usize = t.shape().iter().product();
         let nz = t.nonzeros();
@@ -43,7 +82,16 @@ pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
         params += numel;
         nonzero += nz;
         tensor_bytes += bytes;
-        rows.push(serde_json::json!({
+        // Keep resident memory at one tensor for big models.
+        for part in (TensorRef {
+            checkpoint: ck,
+            name,
+        })
+        .stored()?
+        {
+            ck.release(part);
+        }
+        let mut row = serde_json::json!({
             "name": name,
             "dtype": stored_dtype(&t),
             "shape": t.shape(),
@@ -52,8 +100,13 @@ pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
             "params": numel,
             "nonzero": nz,
             "nonzero_fraction": if numel == 0 { 0.0 } else { nz as f64 / numel as f64 },
-        }));
+        });
+        if src.is_multi() {
+            row["shard"] = shard.file_name.clone().into();
+        }
+        rows.push(row);
     }
+    let ck = &src.shards()[0].checkpoint;
     let model = ck.model_config()?;
     let history = ck.history()?;
     if a.json {
@@ -72,7 +125,8 @@ pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
                 "nonzero_params": nonzero,
                 "nonzero_fraction": if params == 0 { 0.0 } else { nonzero as f64 / params as f64 },
                 "tensor_bytes": tensor_bytes,
-                "bytes_on_disk": ck.file_bytes(),
+                "bytes_on_disk": src.file_bytes(),
+                "shards": src.shards().len(),
             },
             "model": model,
             "history": history,
@@ -116,8 +170,11 @@ pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
         } else {
             100.0 * nonzero as f64 / params as f64
         },
-        human_bytes(ck.file_bytes())
+        human_bytes(src.file_bytes())
     );
+    if src.is_multi() {
+        println!("{} shards", src.shards().len());
+    }
     for h in &history {
         println!("history: {} {}", h.tool, h.command);
     }

@@ -279,6 +279,16 @@ fn data_bytes(t: &TensorData) -> usize {
 
 pub fn run(a: PruneArgs) -> anyhow::Result<ExitCode> {
     let spec = spec_of(&a, a.output.is_some())?;
+    if a.input.is_dir() || a.input.extension().is_some_and(|e| e == "json") {
+        return Err(bad_input(
+            format!(
+                "prune reads one .safetensors file; {} is a sharded checkpoint or model directory",
+                a.input.display()
+            ),
+            "merge it first: `joulecut decompress IN -o one.safetensors --single-file` (quantize, \
+             decompress, inspect and compare take sharded inputs directly)",
+        ));
+    }
     let ck = Checkpoint::open(&a.input)?;
     if let Some(out) = &a.output {
         joulecut::checkpoint::refuse_input(out, &[ck.path()])?;

@@ -1,5 +1,6 @@
 //! `joulecut quantize`: int8 (symmetric/asymmetric, per tensor/per channel, calibrated clipping) or
 //! fp16/bf16 storage of the selected tensors; reports bytes before/after and per-tensor error.
+//! Streams tensor by tensor (bounded memory) and takes sharded checkpoints and model directories.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,9 +8,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use joulecut::checkpoint::{
-    Checkpoint, CheckpointWriter, FloatType, HistoryEntry, Selection, SparseValues, TensorData,
+    FloatType, HistoryEntry, Selection, Source, StreamOptions, TensorRef, stream,
 };
-use joulecut::quant::{Calibration, DEFAULT_PERCENTILE, Granularity, Int8Config, Symmetry};
+use joulecut::quant::{
+    Calibration, DEFAULT_PERCENTILE, Granularity, Int8Config, PassError, QuantizePass, Symmetry,
+    Target,
+};
 
 use super::error::bad_input;
 use super::output::{human_bytes, print_json};
@@ -57,11 +61,15 @@ pub enum CalibrateArg {
 /// Arguments of `joulecut quantize`.
 #[derive(Debug, Args)]
 pub struct QuantizeArgs {
-    /// Input checkpoint (.safetensors; joulecut or foreign, F32/F16/BF16).
+    /// Input checkpoint: a .safetensors file, a sharded checkpoint's index.json, or a model
+    /// directory (joulecut or foreign, F32/F16/BF16).
     input: PathBuf,
-    /// Output checkpoint.
+    /// Output checkpoint: a file, or a directory (same shards, index, sidecars) for sharded input.
     #[arg(short, long)]
     output: PathBuf,
+    /// Write one .safetensors file even when the input is sharded or a directory.
+    #[arg(long)]
+    single_file: bool,
     /// Storage type of the selected tensors.
     #[arg(long, value_enum)]
     dtype: QuantDtype,
@@ -87,6 +95,8 @@ pub struct QuantizeArgs {
     /// Print one JSON object on stdout.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    qat: super::qat::QatArgs,
 }
 
 fn int8_config(a: &QuantizeArgs) -> anyhow::Result<Int8Config> {
@@ -131,116 +141,123 @@ fn int8_config(a: &QuantizeArgs) -> anyhow::Result<Int8Config> {
     })
 }
 
-/// Bytes the tensor's stored entries take (values + scales + zero-points + bitmap).
-fn data_bytes(t: &TensorData) -> usize {
-    let int8 = |q: &joulecut::checkpoint::Int8Tensor| {
-        q.values.len() + 4 * q.scales.len() + 4 * q.zero_points.as_ref().map_or(0, Vec::len)
-    };
-    match t {
-        TensorData::Dense(d) => d.bytes.len(),
-        TensorData::Int8(q) => int8(q),
-        TensorData::Sparse(s) => {
-            s.bitmap.len()
-                + match &s.values {
-                    SparseValues::Float { bytes, .. } => bytes.len(),
-                    SparseValues::Int8(q) => int8(q),
-                }
-        }
-        _ => 0,
+/// A streaming pass error as an anyhow error whose chain the exit-code classifier understands.
+fn pass_err(e: PassError) -> anyhow::Error {
+    match e {
+        PassError::Quant(e) => e.into(),
+        PassError::Checkpoint(e) => e.into(),
+        other => anyhow::Error::new(other),
     }
-}
-
-/// Relative L2 and max abs error of `b` against `a`.
-fn errors(a: &[f32], b: &[f32]) -> (f64, f64) {
-    let (mut d2, mut n2, mut max) = (0f64, 0f64, 0f64);
-    for (x, y) in a.iter().zip(b) {
-        let d = f64::from(*x) - f64::from(*y);
-        d2 += d * d;
-        n2 += f64::from(*x) * f64::from(*x);
-        max = max.max(d.abs());
-    }
-    (
-        if n2 > 0.0 {
-            (d2 / n2).sqrt()
-        } else {
-            d2.sqrt()
-        },
-        max,
-    )
 }
 
 pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
     let cfg = int8_config(&a)?;
-    let ck = Checkpoint::open(&a.input)?;
-    joulecut::checkpoint::refuse_input(&a.output, &[ck.path()])?;
+    let input = Source::open(&a.input)?;
+    input.refuse_output(&a.output)?;
+    let bytes_before = input.file_bytes();
+    // --qat: fine-tune first; the int8 pass then converts the fine-tuned weights.
+    let qat = if a.qat.qat {
+        if a.dtype != QuantDtype::Int8 {
+            return Err(bad_input(
+                "--qat applies to --dtype int8 only",
+                "use --dtype int8 --qat, or drop --qat",
+            ));
+        }
+        drop(input);
+        Some(super::qat::fine_tune(&a.input, &a.output, &cfg, &a.qat)?)
+    } else {
+        None
+    };
+    let src = match &qat {
+        Some(q) => Source::open(&q.path)?,
+        None => Source::open(&a.input)?,
+    };
     let selection = Selection::new(&a.include, &a.exclude).map_err(|e| {
         bad_input(
             format!("{e}"),
             "globs look like `fc*.weight` or `encoder.*`",
         )
     })?;
-    let mut data = Vec::new();
-    for name in ck.names() {
-        data.push((name.clone(), ck.get(name)?));
-    }
-    let selected: Vec<&str> = selection
-        .apply(data.iter().map(|(n, t)| (n.as_str(), t.shape())))
+    let shapes = src
+        .names()
+        .iter()
+        .map(|n| {
+            let t = TensorRef {
+                checkpoint: src.shard_of(n),
+                name: n,
+            };
+            Ok((n.as_str(), t.shape()?))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    selection
+        .apply(shapes.iter().map(|(n, s)| (*n, s.as_slice())))
         .map_err(|e| {
             bad_input(
                 format!("{e}"),
                 "`joulecut inspect FILE` lists the tensor names",
             )
         })?;
-
-    let mut writer = CheckpointWriter::derived_from(&ck)?;
-    let mut rows = Vec::new();
-    for (name, t) in &data {
-        if !selected.contains(&name.as_str()) {
-            writer.insert(name.clone(), t.clone());
-            continue;
-        }
-        let out = match a.dtype {
-            QuantDtype::Int8 => joulecut::quant::quantize_data(name, t, &cfg)?,
-            QuantDtype::F16 => joulecut::quant::cast_data(name, t, FloatType::F16)?,
-            QuantDtype::Bf16 => joulecut::quant::cast_data(name, t, FloatType::BF16)?,
-        };
-        let (rel_l2, max_abs) = errors(&t.to_f32(), &out.to_f32());
-        rows.push(serde_json::json!({
-            "name": name,
-            "shape": t.shape(),
-            "encoding_before": t.encoding_name(),
-            "encoding": out.encoding_name(),
-            "bytes_before": data_bytes(t),
-            "bytes_after": data_bytes(&out),
-            "rel_l2": rel_l2,
-            "max_abs": max_abs,
-        }));
-        writer.insert(name.clone(), out);
-    }
+    let target = match a.dtype {
+        QuantDtype::Int8 => Target::Int8(cfg),
+        QuantDtype::F16 => Target::Half(FloatType::F16),
+        QuantDtype::Bf16 => Target::Half(FloatType::BF16),
+    };
     let params = serde_json::json!({
         "dtype": format!("{:?}", a.dtype).to_lowercase(),
         "int8": if a.dtype == QuantDtype::Int8 { serde_json::to_value(cfg)? } else { serde_json::Value::Null },
         "include": a.include,
         "exclude": a.exclude,
         "input": a.input,
+        "qat": qat.as_ref().map(|q| q.params.clone()),
     });
-    writer.push_history(HistoryEntry::new("quantize", params.clone()));
-    let bytes_after = writer
-        .write(&a.output, &[ck.path()])
-        .with_context(|| format!("write {}", a.output.display()))?;
-    let bytes_before = ck.file_bytes();
+    let mut opts = StreamOptions::new(HistoryEntry::new("quantize", params.clone()));
+    opts.single_file = a.single_file;
+    let written = stream(&src, &a.output, &opts, &QuantizePass { target, selection })
+        .map_err(pass_err)
+        .with_context(|| format!("quantize {} to {}", a.input.display(), a.output.display()))?;
+    let rows: Vec<serde_json::Value> = written
+        .reports
+        .iter()
+        .map(|(name, r)| {
+            serde_json::json!({
+                "name": name,
+                "shape": r.shape,
+                "encoding_before": r.encoding_before,
+                "encoding": r.encoding,
+                "bytes_before": r.bytes_before,
+                "bytes_after": r.bytes_after,
+                "rel_l2": r.stats.rel_l2(),
+                "max_abs": r.stats.max_abs,
+            })
+        })
+        .collect();
+    let bytes_after = written.bytes;
     let ratio = bytes_after as f64 / bytes_before.max(1) as f64;
     if a.json {
         print_json(&serde_json::json!({
             "input": a.input,
             "output": a.output,
+            "layout": if written.is_dir { "directory" } else { "file" },
+            "files": written.files,
+            "sidecars": written.sidecars,
             "params": params,
             "tensors": rows,
             "bytes": { "before": bytes_before, "after": bytes_after, "ratio": ratio },
             "bytes_before": bytes_before,
             "bytes_after": bytes_after,
+            "qat": qat.as_ref().map(|q| serde_json::json!({
+                "accuracy": q.accuracy, "params": q.params, "energy": q.energy,
+            })),
         }))?;
     } else {
+        if let Some(q) = &qat {
+            println!(
+                "QAT: {} epoch(s), int8-grid test accuracy {:.4}, {}",
+                a.qat.epochs,
+                q.accuracy,
+                super::output::energy_line(&q.energy)
+            );
+        }
         for r in &rows {
             println!(
                 "{:<40} {:>10} -> {:<12} rel_l2 {:.2e}  max_abs {:.2e}",
@@ -252,12 +269,21 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
             );
         }
         println!(
-            "{} tensors quantized; {} -> {} ({:.3}x) written to {}",
+            "{} tensors quantized; {} -> {} ({:.3}x) written to {}{}",
             rows.len(),
             human_bytes(bytes_before),
             human_bytes(bytes_after),
             ratio,
-            a.output.display()
+            a.output.display(),
+            if written.is_dir {
+                format!(
+                    " ({} shards, {} sidecar files)",
+                    written.files.len(),
+                    written.sidecars.len()
+                )
+            } else {
+                String::new()
+            }
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -573,15 +573,13 @@ pub fn quantize_values(
     let mut mins = vec![0f32; channels];
     let mut maxs = vec![0f32; channels];
     let mut first_bad: Option<usize> = None;
-    let mut c = 0;
-    for (lo, hi, bad) in scans.into_iter().flatten() {
+    for (c, (lo, hi, bad)) in scans.into_iter().flatten().enumerate() {
         let ch = if channels == 1 { 0 } else { c };
         mins[ch] = mins[ch].min(lo);
         maxs[ch] = maxs[ch].max(hi);
         if let Some(b) = bad {
             first_bad = Some(first_bad.map_or(b, |f| f.min(b)));
         }
-        c += 1;
     }
     if let Some(index) = first_bad {
         let mut x = [0f32];
