@@ -15,6 +15,7 @@ mod eval;
 mod inspect;
 mod output;
 mod prune;
+mod qat;
 mod quantize;
 mod train;
 
