@@ -9,6 +9,8 @@
 pub use joulecut_checkpoint as checkpoint;
 /// Knowledge distillation: Hinton KD and hint losses, cached or live teachers, a teacher-student step.
 pub use joulecut_distill as distill;
+/// Sentence encoders (BERT family, Hugging Face layout): load any encoding, embed, compare.
+pub use joulecut_embed as embed;
 /// Energy metering: RAPL, NVML and labelled estimates, windows, measurements with provenance.
 pub use joulecut_energy as energy;
 /// Datasets, training and evaluation loops.

@@ -6,16 +6,15 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
-mod compare;
 mod decompress;
 mod distill;
 mod energy;
 pub mod error;
 mod eval;
+mod eval_embeddings;
 mod inspect;
 mod output;
 mod prune;
-mod qat;
 mod quantize;
 mod train;
 
@@ -37,6 +36,8 @@ enum Command {
     Report(bench::ReportArgs),
     /// Evaluate a checkpoint on the test set: accuracy, throughput, latency, energy.
     Eval(eval::EvalArgs),
+    /// Compare a BERT-family sentence encoder with its compressed copy: embedding cosine, joules.
+    EvalEmbeddings(eval_embeddings::EvalEmbeddingsArgs),
     /// List a checkpoint's tensors: dtype, shape, encoding, bytes, non-zero fraction.
     Inspect(inspect::InspectArgs),
     /// Prune a checkpoint: unstructured, rows, channels or N:M; compact, pack, sensitivity sweep.
@@ -47,8 +48,6 @@ enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Turn any joulecut checkpoint back into a plain dense safetensors file.
     Decompress(decompress::DecompressArgs),
-    /// Per-tensor fidelity of a checkpoint vs another (rel. L2, max abs, cosine, SNR) and totals.
-    Compare(compare::CompareArgs),
     /// Run a command and meter its energy: wall time, joules by domain with provenance, power.
     Energy(energy::EnergyArgs),
 }
@@ -58,6 +57,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::EvalEmbeddings(a) => eval_embeddings::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Report(a) => bench::run_report(a),
         Command::Inspect(a) => inspect::run(a),
@@ -66,6 +66,5 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Prune(a) => prune::run(a),
         Command::Quantize(a) => quantize::run(a),
         Command::Decompress(a) => decompress::run(a),
-        Command::Compare(a) => compare::run(a),
     }
 }

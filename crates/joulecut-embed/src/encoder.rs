@@ -1,0 +1,262 @@
+//! A BERT-family sentence encoder as Hugging Face ships it — `config.json`, `tokenizer.json`,
+//! `model.safetensors` (any joulecut encoding) — producing mean-pooled sentence embeddings.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{D, DType, Device, Tensor};
+use candle_transformers::models::bert::{BertModel, Config};
+use tokenizers::{PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+
+use crate::config::read_config;
+use crate::error::{Error, Result};
+use crate::weights::Weights;
+
+/// Settings for [`SentenceEncoder::encode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct EncodeConfig {
+    /// Sentences per forward pass (padded to the longest in the batch).
+    pub batch_size: usize,
+}
+
+impl Default for EncodeConfig {
+    fn default() -> Self {
+        EncodeConfig { batch_size: 32 }
+    }
+}
+
+/// Where a BERT model's tensors live in the file: HF's task models (`BertForMaskedLM`, ...) nest
+/// the encoder under `bert.`; `BertModel` exports and sentence-transformers have no prefix.
+const PREFIXES: &[&str] = &["", "bert."];
+const PROBE: &str = "embeddings.word_embeddings.weight";
+
+/// A loaded encoder.
+pub struct SentenceEncoder {
+    dir: PathBuf,
+    config: Config,
+    tokenizer: Tokenizer,
+    model: BertModel,
+    weights: Weights,
+    prefix: &'static str,
+}
+
+impl std::fmt::Debug for SentenceEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentenceEncoder")
+            .field("dir", &self.dir)
+            .field("hidden_size", &self.config.hidden_size)
+            .field("layers", &self.config.num_hidden_layers)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+fn required(dir: &Path, file: &'static str) -> Result<PathBuf> {
+    let p = dir.join(file);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(Error::MissingFile {
+            dir: dir.to_path_buf(),
+            file,
+            instead: None,
+        })
+    }
+}
+
+/// Loads `tokenizer.json` and sets it up for batches: pad to the longest sentence on the right
+/// (a shipped fixed-length padding would waste compute), truncate at the model's position limit.
+fn load_tokenizer(path: &Path, config: &Config) -> Result<Tokenizer> {
+    let err = |reason: String| Error::Tokenizer {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut tok = Tokenizer::from_file(path).map_err(|e| err(format!("does not load: {e}")))?;
+    let max_id = tok.get_vocab(true).into_values().max().unwrap_or(0) as usize;
+    if max_id >= config.vocab_size {
+        return Err(err(format!(
+            "token id {max_id} is outside the model's vocab_size {} (config.json)",
+            config.vocab_size
+        )));
+    }
+    let mut padding = tok.get_padding().cloned().unwrap_or_else(|| {
+        let pad_token = "[PAD]".to_string();
+        PaddingParams {
+            pad_id: tok
+                .token_to_id(&pad_token)
+                .unwrap_or(config.pad_token_id as u32),
+            pad_token,
+            ..PaddingParams::default()
+        }
+    });
+    padding.strategy = PaddingStrategy::BatchLongest;
+    padding.direction = PaddingDirection::Right;
+    padding.pad_to_multiple_of = None;
+    tok.with_padding(Some(padding));
+    let limit = config.max_position_embeddings;
+    let trunc = match tok.get_truncation().cloned() {
+        Some(t) => TruncationParams {
+            max_length: t.max_length.min(limit),
+            stride: 0,
+            ..t
+        },
+        None => TruncationParams {
+            max_length: limit,
+            ..TruncationParams::default()
+        },
+    };
+    tok.with_truncation(Some(trunc))
+        .map_err(|e| err(format!("truncation at {limit} tokens: {e}")))?;
+    Ok(tok)
+}
+
+impl SentenceEncoder {
+    /// Loads a model directory on `device` (weights decoded to f32).
+    pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        if !dir.is_dir() {
+            return Err(Error::NotADirectory { path: dir });
+        }
+        let config_path = required(&dir, "config.json")?;
+        let tokenizer_path = required(&dir, "tokenizer.json")?;
+        let config = read_config(&config_path)?;
+        let tokenizer = load_tokenizer(&tokenizer_path, &config)?;
+        let weights = Weights::open_dir(&dir)?;
+        let prefix = PREFIXES
+            .iter()
+            .copied()
+            .find(|p| weights.contains(&format!("{p}{PROBE}")))
+            .ok_or_else(|| Error::MissingTensor {
+                name: format!("{PROBE}` (or `bert.{PROBE}"),
+                path: weights.path().to_path_buf(),
+            })?;
+        let vb = weights.var_builder(device);
+        let vb = match prefix.strip_suffix('.') {
+            Some(p) => vb.pp(p),
+            None => vb,
+        };
+        let model = BertModel::load(vb, &config).map_err(|e| {
+            weights
+                .take_problem()
+                .unwrap_or_else(|| Error::candle("build the BERT model")(e))
+        })?;
+        Ok(SentenceEncoder {
+            dir,
+            config,
+            tokenizer,
+            model,
+            weights,
+            prefix,
+        })
+    }
+
+    /// The model directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Embedding width.
+    pub fn dim(&self) -> usize {
+        self.config.hidden_size
+    }
+
+    /// The tensor-name prefix the weights use (`""` or `"bert."`).
+    pub fn prefix(&self) -> &str {
+        self.prefix
+    }
+
+    /// Bytes of the weight files on disk.
+    pub fn weight_bytes(&self) -> u64 {
+        self.weights.file_bytes()
+    }
+
+    /// Number of tokens (with special tokens, before padding) of each sentence.
+    pub fn token_counts(&self, sentences: &[String]) -> Result<Vec<usize>> {
+        let enc = self.tokenize(sentences)?;
+        Ok(enc
+            .iter()
+            .map(|e| e.get_attention_mask().iter().filter(|&&m| m != 0).count())
+            .collect())
+    }
+
+    fn tokenize(&self, sentences: &[String]) -> Result<Vec<tokenizers::Encoding>> {
+        self.tokenizer
+            .encode_batch(sentences.to_vec(), true)
+            .map_err(|e| Error::Tokenizer {
+                path: self.dir.join("tokenizer.json"),
+                reason: format!("cannot tokenize: {e}"),
+            })
+    }
+
+    /// Mean-pooled embeddings, one row of [`SentenceEncoder::dim`] values per sentence, in order.
+    pub fn encode(&self, sentences: &[String], cfg: &EncodeConfig) -> Result<Vec<Vec<f32>>> {
+        if cfg.batch_size == 0 {
+            return Err(Error::BadSetting("batch size must be at least 1".into()));
+        }
+        let mut out = Vec::with_capacity(sentences.len());
+        for chunk in sentences.chunks(cfg.batch_size) {
+            let enc = self.tokenize(chunk)?;
+            let rows = self.forward(&enc)?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    fn forward(&self, enc: &[tokenizers::Encoding]) -> Result<Vec<Vec<f32>>> {
+        let dev = &self.model.device;
+        let stack = |f: fn(&tokenizers::Encoding) -> &[u32], what: &str| -> Result<Tensor> {
+            let rows = enc
+                .iter()
+                .map(|e| Tensor::new(f(e), dev))
+                .collect::<candle_core::Result<Vec<_>>>()
+                .and_then(|r| Tensor::stack(&r, 0));
+            rows.map_err(Error::candle(format!("batch the {what}")))
+        };
+        let ids = stack(tokenizers::Encoding::get_ids, "token ids")?;
+        let types = stack(tokenizers::Encoding::get_type_ids, "token type ids")?;
+        let mask = stack(tokenizers::Encoding::get_attention_mask, "attention mask")?;
+        let hidden = self
+            .model
+            .forward(&ids, &types, Some(&mask))
+            .map_err(Error::candle("run the BERT encoder"))?;
+        let pooled = mean_pool(&hidden, &mask).map_err(Error::candle("mean-pool"))?;
+        pooled.to_vec2().map_err(Error::candle("read embeddings"))
+    }
+}
+
+/// Mean of the token states over the attention mask: `hidden` `[batch, seq, dim]`, `mask`
+/// `[batch, seq]` (1 = token, 0 = padding) → `[batch, dim]`, as sentence-transformers' mean
+/// pooling does.
+pub fn mean_pool(hidden: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+    let m = mask.to_dtype(DType::F32)?.unsqueeze(D::Minus1)?;
+    let sum = hidden.broadcast_mul(&m)?.sum(1)?;
+    // clamp like sentence-transformers (1e-9): an all-padding row gives zeros, not NaN
+    let count = m.sum(1)?.clamp(1e-9f32, f32::MAX)?;
+    sum.broadcast_div(&count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_pool_ignores_padding() {
+        let dev = Device::Cpu;
+        // two sentences: 3 tokens, and 1 token + 2 padding rows holding garbage
+        let h = Tensor::new(
+            &[
+                [[1f32, 2.], [3., 4.], [5., 6.]],
+                [[10., -10.], [99., 99.], [-99., 7.]],
+            ],
+            &dev,
+        )
+        .unwrap();
+        let m = Tensor::new(&[[1u32, 1, 1], [1, 0, 0]], &dev).unwrap();
+        let p = mean_pool(&h, &m).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(p, vec![vec![3., 4.], vec![10., -10.]]);
+    }
+}

@@ -1,0 +1,36 @@
+//! # joulecut-embed
+//!
+//! Does a compressed sentence encoder still work? This crate loads BERT-family encoders laid out as
+//! Hugging Face ships them — `config.json`, `tokenizer.json`, `model.safetensors` (or a sharded
+//! `model.safetensors.index.json`) — runs them through candle-transformers' BERT and mean-pools
+//! the token states over the attention mask, as sentence-transformers does. The weights may be in
+//! any joulecut encoding (dense F32/F16/BF16, int8, sparse): each tensor is decoded to f32 as the
+//! model asks for it ([`Weights`]). [`CosineSummary`] compares two models' embeddings sentence by
+//! sentence; `joulecut eval-embeddings` is the command line for it (docs/EMBEDDINGS.md).
+//!
+//! ```no_run
+//! use joulecut_embed::{CosineSummary, EncodeConfig, SentenceEncoder};
+//! # fn main() -> joulecut_embed::Result<()> {
+//! let dev = candle_core::Device::Cpu;
+//! let orig = SentenceEncoder::load("all-MiniLM-L6-v2", &dev)?;
+//! let int8 = SentenceEncoder::load("all-MiniLM-L6-v2-int8", &dev)?;
+//! let sentences = vec!["A man is eating food.".to_string(), "A cat sleeps.".to_string()];
+//! let cfg = EncodeConfig::default();
+//! let s = CosineSummary::of(&orig.encode(&sentences, &cfg)?, &int8.encode(&sentences, &cfg)?)
+//!     .expect("same sentences, same width");
+//! println!("mean cosine {:.5}, min {:.5}", s.mean, s.min);
+//! # Ok(()) }
+//! ```
+
+mod compare;
+mod config;
+mod encoder;
+mod error;
+pub mod generate;
+mod weights;
+
+pub use compare::{CosineSummary, cosine, read_sentences};
+pub use config::{parse_config, read_config};
+pub use encoder::{EncodeConfig, SentenceEncoder, mean_pool};
+pub use error::{Error, Result};
+pub use weights::{INDEX_FILE, WEIGHTS_FILE, Weights};

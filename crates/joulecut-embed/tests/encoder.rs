@@ -1,0 +1,170 @@
+//! Loading generated BERT directories and embedding with them: padding is masked out, the `bert.`
+//! prefix and TF-era LayerNorm names load, and broken weights fail with typed errors naming the
+//! tensor.
+
+use std::path::Path;
+
+use candle_core::Device;
+use joulecut_embed::generate::{SyntheticBert, Tensors, write_weights};
+use joulecut_embed::{CosineSummary, EncodeConfig, Error, SentenceEncoder, cosine};
+
+/// Same sentence, different batch composition: only float summation order may differ.
+const BATCH_INVARIANCE_TOL: f64 = 1e-5;
+
+fn small() -> SyntheticBert {
+    SyntheticBert {
+        hidden_size: 64,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        intermediate_size: 256,
+        max_position_embeddings: 64,
+        ..SyntheticBert::default()
+    }
+}
+
+fn sentences() -> Vec<String> {
+    [
+        "the cat sat on the chair",
+        "a model was trained to compress energy",
+        "joules",
+        "Zebras walking by the river at night, reading books!",
+        "the dog and the bird",
+        "one two three four five six seven eight nine ten one two three four five six seven",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn write(g: &SyntheticBert, dir: &Path) {
+    g.write_dir(dir).unwrap();
+}
+
+#[test]
+fn embeddings_do_not_depend_on_the_batch() {
+    let d = tempfile::tempdir().unwrap();
+    write(&small(), d.path());
+    let enc = SentenceEncoder::load(d.path(), &Device::Cpu).unwrap();
+    assert_eq!(enc.dim(), 64);
+    assert_eq!(enc.prefix(), "");
+    let s = sentences();
+    let one = enc.encode(&s, &EncodeConfig { batch_size: 1 }).unwrap();
+    let all = enc.encode(&s, &EncodeConfig { batch_size: 16 }).unwrap();
+    assert_eq!(one.len(), s.len());
+    assert!(
+        one.iter()
+            .all(|e| e.len() == 64 && e.iter().all(|x| x.is_finite()))
+    );
+    // batch 16 pads the short sentences: the mask must keep padding out of the mean
+    let c = CosineSummary::of(&one, &all).unwrap();
+    assert!(c.min >= 1.0 - BATCH_INVARIANCE_TOL, "{c:?}");
+    // fixed padding in tokenizer.json is replaced by padding to the longest sentence
+    let counts = enc.token_counts(&s).unwrap();
+    assert_eq!(counts[2], 4, "[CLS] joule ##s [SEP]: {counts:?}");
+    assert!(counts[5] > counts[0]);
+    // different sentences give different embeddings
+    assert!(
+        cosine(&one[0], &one[1]) < 0.95,
+        "{}",
+        cosine(&one[0], &one[1])
+    );
+}
+
+#[test]
+fn bert_prefix_and_gamma_beta_names_load_the_same_weights() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write(&small(), a.path());
+    let g = SyntheticBert {
+        prefix: Some("bert".into()),
+        position_ids: true,
+        ..small()
+    };
+    write(&g, b.path());
+    // rename LayerNorm weight/bias to gamma/beta, as TF-converted checkpoints have them
+    let renamed: Tensors = g
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| {
+            let n = n
+                .replace("LayerNorm.weight", "LayerNorm.gamma")
+                .replace("LayerNorm.bias", "LayerNorm.beta");
+            (n, t)
+        })
+        .collect();
+    write_weights(&b.path().join("model.safetensors"), &renamed).unwrap();
+    let ea = SentenceEncoder::load(a.path(), &Device::Cpu).unwrap();
+    let eb = SentenceEncoder::load(b.path(), &Device::Cpu).unwrap();
+    assert_eq!(eb.prefix(), "bert.");
+    let cfg = EncodeConfig::default();
+    let c = CosineSummary::of(
+        &ea.encode(&sentences(), &cfg).unwrap(),
+        &eb.encode(&sentences(), &cfg).unwrap(),
+    )
+    .unwrap();
+    assert!(c.min > 1.0 - 1e-6, "{c:?}");
+}
+
+#[test]
+fn missing_and_misshapen_tensors_are_typed_errors() {
+    let d = tempfile::tempdir().unwrap();
+    write(&small(), d.path());
+    let gone = "encoder.layer.1.attention.self.key.bias";
+    let t: Tensors = small()
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| n != gone)
+        .collect();
+    write_weights(&d.path().join("model.safetensors"), &t).unwrap();
+    match SentenceEncoder::load(d.path(), &Device::Cpu) {
+        Err(e @ Error::MissingTensor { .. }) => {
+            assert!(e.to_string().contains(gone), "{e}");
+            assert!(e.is_bad_input() && e.hint().is_some());
+        }
+        other => panic!("{other:?}"),
+    }
+    // embeddings of the wrong width
+    let t: Tensors = small()
+        .tensors()
+        .into_iter()
+        .map(|(n, (s, v))| {
+            if n == "embeddings.token_type_embeddings.weight" {
+                (n, (vec![1, 128], v))
+            } else {
+                (n, (s, v))
+            }
+        })
+        .collect();
+    write_weights(&d.path().join("model.safetensors"), &t).unwrap();
+    match SentenceEncoder::load(d.path(), &Device::Cpu) {
+        Err(Error::WrongShape {
+            name,
+            expected,
+            found,
+            ..
+        }) => {
+            assert_eq!(name, "embeddings.token_type_embeddings.weight");
+            assert_eq!((expected, found), (vec![2, 64], vec![1, 128]));
+        }
+        other => panic!("{other:?}"),
+    }
+    // no embeddings at all: not a BERT checkpoint
+    write_weights(&d.path().join("model.safetensors"), &Tensors::new()).unwrap();
+    assert!(matches!(
+        SentenceEncoder::load(d.path(), &Device::Cpu),
+        Err(Error::MissingTensor { .. })
+    ));
+}
+
+#[test]
+fn a_tokenizer_larger_than_the_vocabulary_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    write(&small(), d.path());
+    let p = d.path().join("config.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    v["vocab_size"] = serde_json::json!(50);
+    std::fs::write(&p, v.to_string()).unwrap();
+    match SentenceEncoder::load(d.path(), &Device::Cpu) {
+        Err(e @ Error::Tokenizer { .. }) => assert!(e.to_string().contains("vocab_size 50"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+}
