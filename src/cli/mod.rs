@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod compare;
 mod decompress;
 mod distill;
 mod energy;
@@ -15,6 +16,7 @@ mod eval_embeddings;
 mod inspect;
 mod output;
 mod prune;
+mod qat;
 mod quantize;
 mod train;
 
@@ -48,6 +50,8 @@ enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Turn any joulecut checkpoint back into a plain dense safetensors file.
     Decompress(decompress::DecompressArgs),
+    /// Per-tensor fidelity of a checkpoint vs another (rel. L2, max abs, cosine, SNR) and totals.
+    Compare(compare::CompareArgs),
     /// Run a command and meter its energy: wall time, joules by domain with provenance, power.
     Energy(energy::EnergyArgs),
 }
@@ -66,5 +70,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Prune(a) => prune::run(a),
         Command::Quantize(a) => quantize::run(a),
         Command::Decompress(a) => decompress::run(a),
+        Command::Compare(a) => compare::run(a),
     }
 }
