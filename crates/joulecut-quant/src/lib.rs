@@ -27,10 +27,10 @@ pub mod observer;
 pub mod qat;
 pub mod scheme;
 
+pub use cast::cast_values;
 pub use cast::{HalfType, f32_to_half, half_to_f32, round_trip_half};
 pub use error::{Error, Result};
 pub use gemm::{ActivationQuant, Kernel};
-pub use cast::cast_values;
 pub use interop::{
     PassError, QuantReport, QuantizePass, Target, cast_data, from_int8_tensor, int8_from_data,
     quantize_data, quantize_dense, quantize_sparse, to_int8_tensor,
