@@ -176,6 +176,27 @@ fn int8_per_channel_keeps_mean_cosine_above_0_99() {
     assert!(cb < ob, "{v}");
 }
 
+/// `joulecut quantize DIR -o DIR` carries config.json and tokenizer.json along: the output is a
+/// model directory `eval-embeddings` loads as is.
+#[test]
+fn a_quantized_model_directory_loads_as_is() {
+    let d = scratch().join("bert-int8-dir");
+    json(&[
+        "quantize",
+        orig().to_str().unwrap(),
+        "-o",
+        d.to_str().unwrap(),
+        "--dtype",
+        "int8",
+        "--json",
+    ]);
+    let (mean, _) = mean_min(&eval(orig(), &d));
+    assert!(
+        (INT8_CHANNEL_MIN_MEAN..1.0 - IDENTICAL_TOL).contains(&mean),
+        "{mean}"
+    );
+}
+
 #[test]
 fn int8_per_tensor_and_f16() {
     let d = quantized(
