@@ -60,7 +60,8 @@ for py in python3 /opt/torch/.venv/bin/python3; do
   for d in "$site"/nvidia/cu13/lib "$site"/nvidia/*/lib; do [[ -d $d ]] && libdirs+=("$d"); done
 done
 for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do [[ -d $d ]] && libdirs+=("$d"); done
-LD_LIBRARY_PATH=$(IFS=:; echo "${libdirs[*]}")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+[[ -n ${LD_LIBRARY_PATH:-} ]] && libdirs+=("$LD_LIBRARY_PATH")
+LD_LIBRARY_PATH=$(IFS=:; echo "${libdirs[*]}")
 export LD_LIBRARY_PATH
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 if ldd "$JC" | grep 'not found'; then
