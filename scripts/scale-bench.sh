@@ -12,7 +12,7 @@ set -euo pipefail
 
 WORK=${1:-/tmp/joulecut-scale}
 GIB=${SCALE_GIB:-2}
-RUNS=${SCALE_RUNS:-"int8-channel int8-tensor f16 bf16"}
+RUNS=${SCALE_RUNS-"int8-channel int8-tensor f16 bf16"}
 export RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-2}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$WORK"

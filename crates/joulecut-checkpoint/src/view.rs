@@ -89,6 +89,28 @@ impl Values<'_> {
         self.len() == 0
     }
 
+    /// Elements `start .. start + len` as f32 without copying, when they are F32 in the file and
+    /// suitably aligned (little-endian hosts); `None` otherwise (use [`Values::read`]).
+    pub fn f32_slice(&self, start: usize, len: usize) -> Option<&[f32]> {
+        if !cfg!(target_endian = "little") {
+            return None;
+        }
+        match self {
+            Values::Dense {
+                dtype: FloatType::F32,
+                bytes,
+            } => {
+                let b = bytes.get(start * 4..(start + len) * 4)?;
+                // SAFETY: every 4-byte pattern is a valid f32; `align_to` only yields the aligned
+                // middle, and we accept it only when nothing is left over.
+                let (head, mid, tail) = unsafe { b.align_to::<f32>() };
+                (head.is_empty() && tail.is_empty()).then_some(mid)
+            }
+            Values::Decoded(v) => v.get(start..start + len),
+            _ => None,
+        }
+    }
+
     /// Decodes elements `start .. start + out.len()` into `out`.
     pub fn read(&self, start: usize, out: &mut [f32]) {
         let end = start + out.len();

@@ -464,6 +464,50 @@ pub struct Int8Bytes {
 /// Elements per parallel task of [`quantize_values`].
 const TASK: usize = 1 << 16;
 
+/// Lanes of the block loops: independent accumulators let them vectorise (a single f32
+/// accumulator is a serial dependency the compiler may not reorder).
+const LANES: usize = 8;
+
+/// Min and max (both including 0) of a block, and whether it holds NaN/Inf.
+#[inline(always)]
+fn scan_block_generic(xs: &[f32], lo: f32, hi: f32) -> (f32, f32, bool) {
+    let (mut l, mut h, mut bad) = ([lo; LANES], [hi; LANES], [false; LANES]);
+    let chunks = xs.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for x in chunks {
+        for j in 0..LANES {
+            l[j] = if x[j] < l[j] { x[j] } else { l[j] };
+            h[j] = if x[j] > h[j] { x[j] } else { h[j] };
+            bad[j] |= !(x[j].abs() < f32::INFINITY);
+        }
+    }
+    for &x in rest {
+        l[0] = if x < l[0] { x } else { l[0] };
+        h[0] = if x > h[0] { x } else { h[0] };
+        bad[0] |= !(x.abs() < f32::INFINITY);
+    }
+    (
+        l.iter().fold(lo, |a, &b| a.min(b)),
+        h.iter().fold(hi, |a, &b| a.max(b)),
+        bad.iter().any(|&b| b),
+    )
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn scan_block_avx2(xs: &[f32], lo: f32, hi: f32) -> (f32, f32, bool) {
+    scan_block_generic(xs, lo, hi)
+}
+
+fn scan_block(xs: &[f32], lo: f32, hi: f32) -> (f32, f32, bool) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { scan_block_avx2(xs, lo, hi) };
+    }
+    scan_block_generic(xs, lo, hi)
+}
+
 /// Min, max (both including 0) and the first non-finite element of `v[range]`.
 fn range_scan(v: &Values<'_>, range: std::ops::Range<usize>) -> (f32, f32, Option<usize>) {
     let mut buf = [0f32; BLOCK];
@@ -471,14 +515,14 @@ fn range_scan(v: &Values<'_>, range: std::ops::Range<usize>) -> (f32, f32, Optio
     let mut i = range.start;
     while i < range.end {
         let n = (range.end - i).min(BLOCK);
-        let b = &mut buf[..n];
-        v.read(i, b);
-        let (mut l, mut h, mut bad) = (lo, hi, false);
-        for &x in b.iter() {
-            l = l.min(x);
-            h = h.max(x);
-            bad |= !x.is_finite();
-        }
+        let b: &[f32] = match v.f32_slice(i, n) {
+            Some(direct) => direct,
+            None => {
+                v.read(i, &mut buf[..n]);
+                &buf[..n]
+            }
+        };
+        let (l, h, bad) = scan_block(b, lo, hi);
         if bad {
             let k = b.iter().position(|x| !x.is_finite()).expect("found above");
             return (lo, hi, Some(i + k));
@@ -489,24 +533,50 @@ fn range_scan(v: &Values<'_>, range: std::ops::Range<usize>) -> (f32, f32, Optio
     (lo, hi, None)
 }
 
-/// `p.quantize(x)` for a block, written into `out`, with the block's error. Kept branch-free so it
-/// vectorises; [`QuantParams::quantize`] is the reference it must match bit for bit.
+/// `p.quantize(x)` for one element, and its error `x - dequantize(q)`.
+#[inline(always)]
+fn quantize_one(x: f32, p: &QuantParams, qmin: f32, qmax: f32, zp: f32) -> (u8, f32) {
+    // round(x / s) + zp, clamped: exact in f32 since |round(x / s)| is clamped far below 2^24.
+    let r = (x / p.scale).round_ties_even().clamp(-512.0, 512.0);
+    let q = (r + zp).clamp(qmin, qmax);
+    // q is an integer in [-128, 127]: adding 1.5 * 2^23 puts it in the low mantissa bits, whose
+    // low byte is q's two's complement (a vectorisable stand-in for the saturating `as i32`).
+    ((q + 12_582_912.0).to_bits() as u8, x - p.scale * (q - zp))
+}
+
+/// `p.quantize(x)` for a block, written into `out`, with the block's error (Σd², Σx², max|d|).
+/// Lane-wise so it vectorises; [`QuantParams::quantize`] is the reference it matches bit for bit.
 #[inline(always)]
 fn quantize_block_generic(xs: &[f32], out: &mut [u8], p: QuantParams) -> (f32, f32, f32) {
     let (qmin, qmax) = (p.qmin() as f32, p.qmax() as f32);
     let zp = p.zero_point as f32;
-    let (mut e2, mut x2, mut m) = (0f32, 0f32, 0f32);
-    for (o, &x) in out.iter_mut().zip(xs) {
-        // round(x / s) + zp, clamped: exact in f32 since |round(x / s)| is clamped far below 2^24.
-        let r = (x / p.scale).round_ties_even().clamp(-512.0, 512.0);
-        let q = (r + zp).clamp(qmin, qmax);
-        *o = (q as i32) as i8 as u8;
-        let d = x - p.scale * (q - zp);
-        e2 += d * d;
-        x2 += x * x;
-        m = m.max(d.abs());
+    let (mut e2, mut x2, mut m) = ([0f32; LANES], [0f32; LANES], [0f32; LANES]);
+    let n = xs.len() - xs.len() % LANES;
+    for (o, x) in out[..n]
+        .chunks_exact_mut(LANES)
+        .zip(xs[..n].chunks_exact(LANES))
+    {
+        for j in 0..LANES {
+            let (q, d) = quantize_one(x[j], &p, qmin, qmax, zp);
+            o[j] = q;
+            e2[j] += d * d;
+            x2[j] += x[j] * x[j];
+            let a = d.abs();
+            m[j] = if a > m[j] { a } else { m[j] };
+        }
     }
-    (e2, x2, m)
+    for (o, &x) in out[n..].iter_mut().zip(&xs[n..]) {
+        let (q, d) = quantize_one(x, &p, qmin, qmax, zp);
+        *o = q;
+        e2[0] += d * d;
+        x2[0] += x * x;
+        m[0] = m[0].max(d.abs());
+    }
+    (
+        e2.iter().sum(),
+        x2.iter().sum(),
+        m.iter().fold(0f32, |a, &b| a.max(b)),
+    )
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -522,6 +592,90 @@ fn quantize_block(xs: &[f32], out: &mut [u8], p: QuantParams) -> (f32, f32, f32)
         return unsafe { quantize_block_avx2(xs, out, p) };
     }
     quantize_block_generic(xs, out, p)
+}
+
+/// Per-channel min-max quantization with both passes over a task's channels back to back, while
+/// they are in cache (the tensor is read from memory once).
+fn quantize_channels_fused(
+    name: &str,
+    v: &Values<'_>,
+    tasks: &[std::ops::Range<usize>],
+    channels: usize,
+    run: usize,
+    symmetry: Symmetry,
+    axis: Option<usize>,
+) -> Result<Int8Bytes> {
+    use rayon::prelude::*;
+    let numel = channels * run;
+    let mut out = vec![0u8; numel];
+    let mut slices: Vec<(&std::ops::Range<usize>, &mut [u8])> = Vec::with_capacity(tasks.len());
+    let mut rest = &mut out[..];
+    for r in tasks {
+        let (a, b) = rest.split_at_mut(r.len());
+        slices.push((r, a));
+        rest = b;
+    }
+    type TaskOut = (Vec<QuantParams>, ErrorStats, Option<usize>);
+    let done: Vec<TaskOut> = slices
+        .into_par_iter()
+        .map(|(r, dst)| {
+            let mut params = Vec::new();
+            let mut st = ErrorStats::default();
+            let mut buf = [0f32; BLOCK];
+            for c in r.start / run..r.end / run {
+                let (lo, hi, bad) = range_scan(v, c * run..(c + 1) * run);
+                if let Some(b) = bad {
+                    return (params, st, Some(b));
+                }
+                let p = QuantParams::from_range(lo, hi, symmetry);
+                params.push(p);
+                let mut i = c * run;
+                while i < (c + 1) * run {
+                    let n = ((c + 1) * run - i).min(BLOCK);
+                    let xs: &[f32] = match v.f32_slice(i, n) {
+                        Some(direct) => direct,
+                        None => {
+                            v.read(i, &mut buf[..n]);
+                            &buf[..n]
+                        }
+                    };
+                    let (e2, x2, m) = quantize_block(xs, &mut dst[i - r.start..i - r.start + n], p);
+                    st = st.merge(ErrorStats {
+                        sum_sq_err: f64::from(e2),
+                        sum_sq: f64::from(x2),
+                        max_abs: f64::from(m),
+                    });
+                    i += n;
+                }
+            }
+            (params, st, None)
+        })
+        .collect();
+    if let Some(index) = done.iter().filter_map(|d| d.2).min() {
+        let mut x = [0f32];
+        v.read(index, &mut x);
+        return Err(Error::NonFinite {
+            name: name.to_string(),
+            index,
+            value: x[0],
+        });
+    }
+    let mut params = Vec::with_capacity(channels);
+    let mut stats = ErrorStats::default();
+    for (p, st, _) in done {
+        params.extend(p);
+        stats = stats.merge(st);
+    }
+    Ok(Int8Bytes {
+        values: out,
+        scales: params.iter().map(|p| p.scale).collect(),
+        zero_points: match symmetry {
+            Symmetry::Symmetric => None,
+            Symmetry::Asymmetric => Some(params.iter().map(|p| p.zero_point).collect()),
+        },
+        axis,
+        stats,
+    })
 }
 
 /// Quantizes a tensor read through a checkpoint [`Values`] view (F32/F16/BF16 in the mmap, or
@@ -557,6 +711,9 @@ pub fn quantize_values(
             .map(|k| k * per * run..((k + 1) * per * run).min(numel))
             .collect()
     };
+    if channels > 1 && cfg.calibration == Calibration::MinMax {
+        return quantize_channels_fused(name, v, &tasks, channels, run, cfg.symmetry, axis);
+    }
     // Pass 1: per-channel min/max, and NaN/Inf.
     let scans: Vec<Vec<(f32, f32, Option<usize>)>> = tasks
         .par_iter()
@@ -643,9 +800,15 @@ pub fn quantize_values(
                     ((c + 1) * run).min(r.end)
                 };
                 let n = (end - i).min(BLOCK);
-                v.read(i, &mut buf[..n]);
+                let xs: &[f32] = match v.f32_slice(i, n) {
+                    Some(direct) => direct,
+                    None => {
+                        v.read(i, &mut buf[..n]);
+                        &buf[..n]
+                    }
+                };
                 let (e2, x2, m) =
-                    quantize_block(&buf[..n], &mut dst[i - r.start..i - r.start + n], params[c]);
+                    quantize_block(xs, &mut dst[i - r.start..i - r.start + n], params[c]);
                 st = st.merge(ErrorStats {
                     sum_sq_err: f64::from(e2),
                     sum_sq: f64::from(x2),
