@@ -478,13 +478,13 @@ fn scan_block_generic(xs: &[f32], lo: f32, hi: f32) -> (f32, f32, bool) {
         for j in 0..LANES {
             l[j] = if x[j] < l[j] { x[j] } else { l[j] };
             h[j] = if x[j] > h[j] { x[j] } else { h[j] };
-            bad[j] |= !(x[j].abs() < f32::INFINITY);
+            bad[j] |= !x[j].is_finite();
         }
     }
     for &x in rest {
         l[0] = if x < l[0] { x } else { l[0] };
         h[0] = if x > h[0] { x } else { h[0] };
-        bad[0] |= !(x.abs() < f32::INFINITY);
+        bad[0] |= !x.is_finite();
     }
     (
         l.iter().fold(lo, |a, &b| a.min(b)),
