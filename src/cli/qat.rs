@@ -8,17 +8,16 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use candle_nn::VarMap;
 use clap::Args;
 use joulecut::checkpoint::{Checkpoint, CheckpointWriter, HistoryEntry};
 use joulecut::energy::Measurement;
-use joulecut::harness::{self, Silent, StepHook, TrainConfig};
+use joulecut::harness::{self, Silent, TrainConfig};
 use joulecut::models::{Model, init_varmap, load_into_varmap};
 use joulecut::quant::Int8Config;
 
 use super::error::bad_input;
 use super::output::meter;
-use super::train::varmap_tensors;
+use super::train::{PruneHook, varmap_tensors};
 
 /// `--qat` and its settings (flattened into `joulecut quantize`).
 #[derive(Debug, Args)]
@@ -59,18 +58,6 @@ pub struct QatOutcome {
 impl Drop for QatOutcome {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// Keeps zeros of the input at zero (a pruned model stays pruned).
-struct KeepZeros(joulecut::prune::Pruner);
-
-impl StepHook for KeepZeros {
-    fn after_step(&mut self, vm: &VarMap, step: usize) -> harness::Result<()> {
-        self.0
-            .step(vm, step)
-            .map_err(|e| harness::Error::BadSetting(e.to_string()))?;
-        Ok(())
     }
 }
 
@@ -143,14 +130,14 @@ pub fn fine_tune(
             &splits.test,
             &tc,
             &mut objective,
-            &mut KeepZeros(keep),
+            &mut PruneHook(keep),
             &mut Silent,
             &dev,
         )
     });
     let report = report?;
     // The accuracy that matters is the quantised model's: evaluate with the weights on the grid.
-    let q = fake_quantised(&vm, int8)?;
+    let q = harness::qat::fake_quantised(&vm, int8)?;
     let qmodel = Model::from_fn(&cfg, |n| q.get(n).cloned())?;
     let accuracy = harness::evaluate(&qmodel, &splits.test, 1000, &dev)?.accuracy;
     let params = serde_json::json!({
@@ -175,23 +162,4 @@ pub fn fine_tune(
     };
     writer.write(&outcome.path, &[input])?;
     Ok(outcome)
-}
-
-/// The weights as the int8 checkpoint will hold them (dequantised), biases as they are.
-fn fake_quantised(
-    vm: &VarMap,
-    int8: &Int8Config,
-) -> anyhow::Result<std::collections::BTreeMap<String, candle_core::Tensor>> {
-    let data = vm.data().lock().expect("VarMap lock");
-    let mut out = std::collections::BTreeMap::new();
-    for (n, v) in data.iter() {
-        let t = v.as_tensor().detach();
-        let t = if harness::qat::is_quantised(n) {
-            joulecut::quant::fake_quant(&t, int8)?
-        } else {
-            t
-        };
-        out.insert(n.clone(), t);
-    }
-    Ok(out)
 }

@@ -75,7 +75,7 @@ pub struct TrainArgs {
 
 /// Runs a `joulecut-prune` pruner after every optimiser step: keeps a pruned checkpoint's zeros at
 /// zero (optimiser moments would revive them), or prunes gradually on a schedule.
-struct PruneHook(joulecut::prune::Pruner);
+pub(super) struct PruneHook(pub(super) joulecut::prune::Pruner);
 
 impl StepHook for PruneHook {
     fn after_step(&mut self, vm: &VarMap, step: usize) -> harness::Result<()> {

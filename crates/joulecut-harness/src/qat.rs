@@ -53,6 +53,26 @@ pub fn is_quantised(name: &str) -> bool {
     name.ends_with(".weight")
 }
 
+/// The parameters in `vm` as the int8 checkpoint will hold them: weights fake-quantised on the
+/// grid `int8` (straight-through), biases as they are.
+pub fn fake_quantised(
+    vm: &VarMap,
+    int8: &Int8Config,
+) -> candle_core::Result<BTreeMap<String, Tensor>> {
+    let data = vm.data().lock().expect("VarMap lock");
+    data.iter()
+        .map(|(name, var)| {
+            let t = var.as_tensor();
+            let t = if is_quantised(name) {
+                joulecut_quant::fake_quant(t, int8)?
+            } else {
+                t.clone()
+            };
+            Ok((name.clone(), t))
+        })
+        .collect()
+}
+
 impl Objective for QatObjective<'_> {
     fn loss(
         &mut self,
@@ -63,20 +83,7 @@ impl Objective for QatObjective<'_> {
     ) -> candle_core::Result<(Tensor, Tensor)> {
         // Rebuild the model around fake-quantised views of the variables each step: the views
         // are differentiable (STE), so the optimiser updates the float variables underneath.
-        let tensors: BTreeMap<String, Tensor> = {
-            let data = self.vm.data().lock().expect("VarMap lock");
-            data.iter()
-                .map(|(name, var)| {
-                    let t = var.as_tensor();
-                    let t = if is_quantised(name) {
-                        joulecut_quant::fake_quant(t, &self.int8)?
-                    } else {
-                        t.clone()
-                    };
-                    Ok((name.clone(), t))
-                })
-                .collect::<candle_core::Result<_>>()?
-        };
+        let tensors = fake_quantised(self.vm, &self.int8)?;
         let model = Model::from_fn(self.cfg, |n| tensors.get(n).cloned())
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let logits = candle_core::Module::forward(&model, x)?;
@@ -120,19 +127,7 @@ mod tests {
         // The synthetic classes are separable: a QAT model that learned anything beats chance.
         assert!(r.accuracy > 0.6, "accuracy {}", r.accuracy);
         // The model the checkpoint will hold — every weight on its int8 grid — keeps that accuracy.
-        let data = vm.data().lock().unwrap();
-        let q: BTreeMap<String, Tensor> = data
-            .iter()
-            .map(|(n, v)| {
-                let t = v.as_tensor();
-                let t = if is_quantised(n) {
-                    joulecut_quant::fake_quant(t, &Int8Config::default()).unwrap()
-                } else {
-                    t.clone()
-                };
-                (n.clone(), t)
-            })
-            .collect();
+        let q = fake_quantised(&vm, &Int8Config::default()).unwrap();
         let qm = Model::from_fn(&cfg, |n| q.get(n).cloned()).unwrap();
         let stats = crate::evaluate(&qm, &splits.test, 50, &Device::Cpu).unwrap();
         assert!(

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use candle_nn::VarMap;
 use joulecut_checkpoint::{
     Checkpoint, CheckpointWriter, DenseTensor, FloatType, HistoryEntry, SparseTensor, TensorData,
@@ -16,9 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{Step, SuiteConfig, VariantConfig, kd_config, parse_granularity};
 use crate::data::Splits;
-use crate::train::{
-    CrossEntropy, NoHook, Objective, Silent, StepHook, TrainConfig, cross_entropy, train,
-};
+use crate::train::{CrossEntropy, NoHook, Silent, StepHook, TrainConfig, train};
 use crate::{Error, RealKernels, Result, evaluate, latency};
 
 /// Where and how a suite runs.
@@ -191,40 +189,6 @@ struct KeepMasks(joulecut_prune::Pruner);
 impl StepHook for KeepMasks {
     fn after_step(&mut self, _: &VarMap, _: usize) -> Result<()> {
         self.0.enforce().map_err(|e| Error::Mismatch(e.to_string()))
-    }
-}
-
-/// QAT: every weight matrix fake-quantised (int8 per channel, straight-through gradient).
-struct QatObjective<'a> {
-    cfg: &'a ModelConfig,
-    vm: &'a VarMap,
-}
-
-impl Objective for QatObjective<'_> {
-    fn loss(
-        &mut self,
-        _: &Model,
-        x: &Tensor,
-        y: &Tensor,
-        _: &[u32],
-    ) -> candle_core::Result<(Tensor, Tensor)> {
-        let data = self.vm.data().lock().expect("VarMap lock");
-        let qcfg = joulecut_quant::Int8Config::default();
-        let mut tensors = BTreeMap::new();
-        for (name, var) in data.iter() {
-            let t = var.as_tensor();
-            let t = if name.ends_with(".weight") {
-                joulecut_quant::fake_quant(t, &qcfg)?
-            } else {
-                t.clone()
-            };
-            tensors.insert(name.clone(), t);
-        }
-        drop(data);
-        let model = Model::from_fn(self.cfg, |n| tensors.get(n).cloned())
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        let logits = candle_core::Module::forward(&model, x)?;
-        Ok((cross_entropy(&logits, y)?, logits))
     }
 }
 
@@ -553,7 +517,11 @@ fn apply_steps(
                 };
                 let (r, e) = meter.measure(label, || {
                     if matches!(step, Step::Qat { .. }) {
-                        let mut obj = QatObjective { cfg: &cfg, vm: &vm };
+                        let mut obj = crate::QatObjective::new(
+                            &cfg,
+                            &vm,
+                            joulecut_quant::Int8Config::default(),
+                        );
                         train(
                             &m,
                             &vm,
