@@ -515,7 +515,8 @@ ROWS = [  # (metric key, row label, format)
 
 
 def median_or_none(xs):
-    xs = [x for x in xs if x is not None]
+    # Only numeric metrics have a median; per-round details (dicts, labels) stay in "rounds".
+    xs = [x for x in xs if isinstance(x, (int, float)) and not isinstance(x, bool)]
     return statistics.median(xs) if xs else None
 
 
