@@ -359,3 +359,96 @@ fn bad_input_exits_2_and_writes_nothing() {
         }
     }
 }
+
+/// The `__metadata__` map of a safetensors file.
+fn metadata_of(path: &Path) -> serde_json::Map<String, serde_json::Value> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let h: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    h["__metadata__"].as_object().cloned().unwrap_or_default()
+}
+
+/// The same file with one `__metadata__` entry replaced (header re-serialised, data kept).
+fn with_metadata(from: &Path, to: &Path, key: &str, value: &str) {
+    let bytes = std::fs::read(from).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut h: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    h["__metadata__"][key] = value.into();
+    let mut head = serde_json::to_vec(&h).unwrap();
+    head.resize(head.len().div_ceil(8) * 8, b' ');
+    let mut out = (head.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&head);
+    out.extend_from_slice(&bytes[8 + n..]);
+    std::fs::write(to, out).unwrap();
+}
+
+/// `--int8-activations` is recorded in the file (u7 by default), `eval` honours it unless told
+/// otherwise, `decompress` drops it, and a value joulecut doesn't know is refused.
+#[test]
+fn int8_activation_grid_is_recorded_and_honoured() {
+    const KEY: &str = "joulecut.int8_activations";
+    let (mlp, _) = trained_mlp(1);
+    let (u7, s8) = (out("act-u7"), out("act-s8"));
+    let q = |o: &Path, extra: &[&str]| {
+        let mut a = vec![
+            "quantize",
+            mlp.to_str().unwrap(),
+            "-o",
+            o.to_str().unwrap(),
+            "--dtype",
+            "int8",
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        json(&a)
+    };
+    q(&u7, &[]);
+    q(&s8, &["--int8-activations", "s8"]);
+    assert_eq!(metadata_of(&u7)[KEY], "u7");
+    assert_eq!(metadata_of(&s8)[KEY], "s8");
+    let eval = |f: &Path, extra: &[&str]| {
+        let mut a = vec![
+            "eval",
+            f.to_str().unwrap(),
+            "--latency-iters",
+            "5",
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        json(&a)["accuracy"].as_f64().unwrap()
+    };
+    let f32_acc = eval(mlp, &[]);
+    let (acc_u7, acc_s8) = (eval(&u7, &[]), eval(&s8, &[]));
+    for (what, acc) in [("u7", acc_u7), ("s8", acc_s8)] {
+        assert!(
+            (acc - f32_acc).abs() <= 0.005,
+            "int8 {what} accuracy {acc} vs f32 {f32_acc}"
+        );
+    }
+    // Same weights: overriding the u7 file's grid with s8 reproduces the s8 file exactly.
+    assert_eq!(eval(&u7, &["--int8-activations", "s8"]), acc_s8);
+    assert_eq!(eval(&s8, &["--int8-activations", "u7"]), acc_u7);
+
+    let dense = out("act-decompressed");
+    json(&[
+        "decompress",
+        u7.to_str().unwrap(),
+        "-o",
+        dense.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(!metadata_of(&dense).contains_key(KEY));
+
+    let odd = out("act-u9");
+    with_metadata(&u7, &odd, KEY, "u9");
+    let r = joulecut()
+        .args(["eval", odd.to_str().unwrap(), "--latency-iters", "5"])
+        .output()
+        .unwrap();
+    assert_bad_input(&r, KEY);
+    assert_refused(
+        input(),
+        &["--dtype", "bf16", "--int8-activations", "u7"],
+        "int8 only",
+    );
+}

@@ -97,6 +97,9 @@ impl Error {
             Error::MissingTensor { .. } | Error::ShapeMismatch { .. } | Error::UnexpectedTensor { .. } => {
                 Some("the file holds a different architecture; `joulecut inspect FILE` lists its tensors".into())
             }
+            Error::BadConfig { .. } => Some(
+                "the file's joulecut metadata is damaged or from a newer joulecut; `joulecut inspect FILE` shows it".into(),
+            ),
             Error::Checkpoint(e) => e.hint(),
             _ => None,
         }

@@ -42,6 +42,9 @@ pub fn run(a: DecompressArgs) -> anyhow::Result<ExitCode> {
         serde_json::json!({ "input": a.input, "f32": a.f32 }),
     ));
     opts.single_file = a.single_file;
+    // No int8 tensors are left for the activation setting to apply to.
+    opts.metadata
+        .insert(joulecut::checkpoint::meta::INT8_ACTIVATIONS.into(), None);
     let decode = Decode {
         to: a.f32.then_some(FloatType::F32),
     };

@@ -32,6 +32,10 @@ pub struct EvalArgs {
     /// Forward calls timed for each latency figure.
     #[arg(long, default_value_t = 200)]
     latency_iters: usize,
+    /// Activation grid of int8 layers, overriding the file's `joulecut.int8_activations`:
+    /// s8 (8-bit) or u7 (7-bit unsigned; faster AVX2 kernel, half the activation resolution).
+    #[arg(long, value_enum)]
+    int8_activations: Option<super::output::Int8Activations>,
     /// Print one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -54,7 +58,10 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
     let ck = Checkpoint::open(&a.file)?;
     let fallback = a.model.as_deref().map(ModelConfig::parse).transpose()?;
     let cfg = Model::config_of(&ck, fallback.as_ref())?;
-    let kernels = joulecut::harness::RealKernels::default();
+    let mut kernels = joulecut::harness::RealKernels::for_checkpoint(&ck)?;
+    if let Some(m) = a.int8_activations {
+        kernels.int8_activations = m.mode();
+    }
     let model = Model::load(&ck, &cfg, &dev, &kernels)?;
     let fallbacks = report_fallbacks(&kernels.fallbacks(&model, &ck, &dev)?);
     let splits = harness::data::load_fashion_mnist(a.data.as_deref())?;

@@ -10,6 +10,9 @@ pub const MODEL: &str = "joulecut.model";
 pub const ENCODINGS: &str = "joulecut.encodings";
 /// History key (JSON list).
 pub const HISTORY: &str = "joulecut.history";
+/// How int8 layers should quantize their input activations at inference: `s8` (8-bit, the
+/// default when absent) or `u7` (7-bit unsigned). Written by `joulecut quantize`.
+pub const INT8_ACTIVATIONS: &str = "joulecut.int8_activations";
 /// The format version this crate writes.
 pub const FORMAT_VERSION: &str = "1";
 

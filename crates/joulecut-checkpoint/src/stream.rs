@@ -170,6 +170,9 @@ pub struct StreamOptions {
     pub budget: usize,
     /// Appended to each output file's `joulecut.history`.
     pub history: HistoryEntry,
+    /// `__metadata__` entries to set (`Some`) or drop (`None`) in every output file, over what
+    /// the input carried.
+    pub metadata: std::collections::BTreeMap<String, Option<String>>,
 }
 
 impl StreamOptions {
@@ -179,6 +182,7 @@ impl StreamOptions {
             single_file: false,
             budget: DEFAULT_BUDGET,
             history,
+            metadata: Default::default(),
         }
     }
 }
@@ -314,7 +318,7 @@ pub fn stream<T: Transform>(
     let mut weight_map = BTreeMap::new();
     let mut total_size = 0u64;
     for f in &files {
-        let (header, data_len) = header_of(f, &opts.history)?;
+        let (header, data_len) = header_of(f, opts)?;
         for it in &f.items {
             for e in &it.entries {
                 weight_map.insert(e.name.clone(), f.name.clone());
@@ -382,7 +386,7 @@ pub fn stream<T: Transform>(
 }
 
 /// The safetensors header of one output file, and its data section's length.
-fn header_of(f: &OutFile<'_>, history: &HistoryEntry) -> Result<(Vec<u8>, usize)> {
+fn header_of(f: &OutFile<'_>, opts: &StreamOptions) -> Result<(Vec<u8>, usize)> {
     let mut md = serde_json::Map::new();
     let mut hist = None;
     for ck in &f.sources {
@@ -396,8 +400,14 @@ fn header_of(f: &OutFile<'_>, history: &HistoryEntry) -> Result<(Vec<u8>, usize)
             hist = Some(ck.history()?);
         }
     }
+    for (k, v) in &opts.metadata {
+        match v {
+            Some(v) => md.insert(k.clone(), v.clone().into()),
+            None => md.remove(k),
+        };
+    }
     let mut hist = hist.unwrap_or_default();
-    hist.push(history.clone());
+    hist.push(opts.history.clone());
     md.insert(meta::FORMAT.into(), meta::FORMAT_VERSION.into());
     md.insert(
         meta::HISTORY.into(),

@@ -28,12 +28,17 @@ pub struct RealKernels {
     /// Use the sparse kernel only below this density (fraction of non-zeros): above it the dense
     /// GEMM is faster, and the layer is reported as a nominal saving instead.
     pub max_sparse_density: f64,
+    /// How int8 linear layers quantize their input rows at run time: 8-bit (the default, what
+    /// QAT's fake quantization models) or 7-bit unsigned (the `reduce_range` trade: half the
+    /// resolution, but the AVX2 kernel skips its sign handling).
+    pub int8_activations: joulecut_quant::ActivationQuant,
 }
 
 impl Default for RealKernels {
     fn default() -> Self {
         RealKernels {
             max_sparse_density: 0.5,
+            int8_activations: joulecut_quant::ActivationQuant::Dynamic,
         }
     }
 }
@@ -107,7 +112,36 @@ pub struct Fallback {
     pub reason: String,
 }
 
+/// Parses a `joulecut.int8_activations` tag (`s8`, `u7`).
+pub fn parse_int8_activations(tag: &str) -> Option<joulecut_quant::ActivationQuant> {
+    match tag {
+        "s8" => Some(joulecut_quant::ActivationQuant::Dynamic),
+        "u7" => Some(joulecut_quant::ActivationQuant::DynamicU7),
+        _ => None,
+    }
+}
+
 impl RealKernels {
+    /// The defaults, with the int8 activation grid the checkpoint asks for
+    /// (`joulecut.int8_activations`; 8-bit when absent).
+    pub fn for_checkpoint(ck: &Checkpoint) -> Result<RealKernels> {
+        let mut k = RealKernels::default();
+        if let Some(tag) = ck
+            .metadata()
+            .get(joulecut_checkpoint::meta::INT8_ACTIVATIONS)
+        {
+            k.int8_activations =
+                parse_int8_activations(tag).ok_or_else(|| joulecut_models::Error::BadConfig {
+                    reason: format!(
+                        "{}: `{}` is `{tag}`, not s8 or u7",
+                        ck.path().display(),
+                        joulecut_checkpoint::meta::INT8_ACTIVATIONS
+                    ),
+                })?;
+        }
+        Ok(k)
+    }
+
     /// The route for a stored weight of a linear (`conv == false`) or conv layer on a device;
     /// `on_cpu` is `device.is_cpu()`.
     pub fn route(&self, w: &TensorData, conv: bool, on_cpu: bool) -> Route {
@@ -181,7 +215,8 @@ impl LayerFactory for RealKernels {
         match self.route(w, false, device.is_cpu()) {
             Route::Kernel(Kernel::Int8) => {
                 let l = joulecut_quant::Int8Linear::from_data(name, w, bias)
-                    .map_err(|e| layer_err(name, e))?;
+                    .map_err(|e| layer_err(name, e))?
+                    .with_activation_quant(self.int8_activations);
                 // A following ReLU runs in the GEMM's epilogue, not as a separate candle op.
                 let relu = Box::new(l.clone().with_relu(true));
                 Ok(Some(
