@@ -17,9 +17,10 @@ use super::train::varmap_tensors;
 /// Arguments of `joulecut distill`.
 #[derive(Debug, Args)]
 pub struct DistillArgs {
-    /// Teacher checkpoint (any joulecut model; its architecture comes from the file).
-    #[arg(long, value_name = "FILE")]
-    teacher: PathBuf,
+    /// Teacher checkpoint (any joulecut model; its architecture comes from the file). Repeatable:
+    /// with several, the student learns from the mean of their logits (cached teachers only).
+    #[arg(long, value_name = "FILE", required = true)]
+    teacher: Vec<PathBuf>,
     /// Student architecture: lenet-300-100, lenet5, teacher-mlp, or mlp:W0-W1-...-Wn.
     #[arg(long, value_name = "ARCH")]
     student: String,
@@ -123,16 +124,80 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
         })?,
     };
     tc.validate()?;
+    if a.teacher.len() > 1 && a.live_teacher {
+        return Err(bad_input(
+            "several --teacher files need cached logits (their mean is taken over the cache)",
+            "drop --live-teacher, or pass one --teacher",
+        ));
+    }
     let scfg = ModelConfig::parse(&a.student)?;
     let dev = device(&a.device)?;
-    let tck = Checkpoint::open(&a.teacher)?;
-    joulecut::checkpoint::refuse_input(&a.output, &[tck.path()])?;
-    let tcfg = Model::config_of(&tck, None)?;
-    distill::check_compatible(&tcfg, &scfg)?;
-    let teacher = Model::load(&tck, &tcfg, &dev, &DenseFactory)?;
-    let teacher_id = distill::file_fingerprint(&a.teacher)?;
+    // Every teacher must fit the student (so all of them agree on the input and output widths).
+    let mut teachers = Vec::with_capacity(a.teacher.len());
+    for path in &a.teacher {
+        let tck = Checkpoint::open(path)?;
+        let tcfg = Model::config_of(&tck, None)?;
+        distill::check_compatible(&tcfg, &scfg)?;
+        let model = Model::load(&tck, &tcfg, &dev, &DenseFactory)?;
+        let id = distill::file_fingerprint(path)?;
+        teachers.push((tcfg, model, id));
+    }
+    let inputs: Vec<&std::path::Path> = a.teacher.iter().map(PathBuf::as_path).collect();
+    joulecut::checkpoint::refuse_input(&a.output, &inputs)?;
+    let tcfg = teachers[0].0.clone();
+    let ids: Vec<String> = teachers.iter().map(|t| t.2.clone()).collect();
+    let teacher_id = distill::ensemble_id(&ids);
     let splits = harness::data::load_fashion_mnist(a.data.as_deref())?;
-    let teacher_eval = harness::evaluate(&teacher, &splits.test, TEACHER_BATCH, &dev)?;
+    // Each teacher's test accuracy, and the ensemble's (argmax of the mean logits).
+    let mut accuracies = Vec::with_capacity(teachers.len());
+    for (_, m, _) in &teachers {
+        accuracies.push(harness::evaluate(m, &splits.test, TEACHER_BATCH, &dev)?.accuracy);
+    }
+    let teacher_accuracy = if teachers.len() == 1 {
+        accuracies[0]
+    } else {
+        let mut parts = Vec::with_capacity(teachers.len());
+        for (_, m, id) in &teachers {
+            parts.push(TeacherLogits::compute(
+                m,
+                &splits.test,
+                TEACHER_BATCH,
+                id.clone(),
+                &dev,
+            )?);
+        }
+        let mean = TeacherLogits::mean(parts)?;
+        let pred = mean
+            .logits()
+            .argmax(candle_core::D::Minus1)?
+            .to_vec1::<u32>()?;
+        let hits = pred
+            .iter()
+            .zip(&splits.test.labels)
+            .filter(|(p, y)| p == y)
+            .count();
+        hits as f64 / splits.test.labels.len().max(1) as f64
+    };
+    let teachers_json: Vec<serde_json::Value> = teachers
+        .iter()
+        .zip(&a.teacher)
+        .zip(&accuracies)
+        .map(|(((cfg, _, id), path), acc)| {
+            serde_json::json!({
+                "file": path, "model": cfg.name(), "fingerprint": id, "accuracy": acc,
+            })
+        })
+        .collect();
+    let teacher_name = if teachers.len() == 1 {
+        tcfg.name()
+    } else {
+        let names: Vec<String> = teachers.iter().map(|t| t.0.name()).collect();
+        format!(
+            "the mean of {} teachers ({})",
+            names.len(),
+            names.join(", ")
+        )
+    };
     let meter = meter_on(&dev)?;
 
     // Teacher logits: loaded from disk, or computed once (metered separately from training).
@@ -147,8 +212,17 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
                 return Ok(TeacherLogits::load(p, &teacher_id, &splits.train, &dev)?);
             }
             logits_source = "computed";
-            let c =
-                TeacherLogits::compute(&teacher, &splits.train, TEACHER_BATCH, &teacher_id, &dev)?;
+            let mut parts = Vec::with_capacity(teachers.len());
+            for (_, m, id) in &teachers {
+                parts.push(TeacherLogits::compute(
+                    m,
+                    &splits.train,
+                    TEACHER_BATCH,
+                    id.clone(),
+                    &dev,
+                )?);
+            }
+            let c = TeacherLogits::mean(parts)?;
             if let Some(p) = &a.teacher_logits {
                 c.save(p)?;
                 logits_source = "computed-and-saved";
@@ -164,6 +238,7 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
     let mut objective = match cache {
         Some(c) => KdObjective::cached(c, &scfg, kd)?,
         None => {
+            let (_, teacher, _) = teachers.into_iter().next().expect("one live teacher");
             let o = KdObjective::live(teacher, &scfg, kd)?;
             if hints.is_empty() {
                 o
@@ -203,8 +278,8 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
     writer.push_history(HistoryEntry::new(
         "distill",
         serde_json::json!({
-            "teacher": a.teacher, "teacher_model": tcfg.name(), "teacher_fingerprint": teacher_id,
-            "teacher_accuracy": teacher_eval.accuracy, "kd": kd, "teacher_outputs": teacher_src,
+            "teacher": a.teacher, "teacher_model": teacher_name, "teacher_fingerprint": teacher_id,
+            "teacher_accuracy": teacher_accuracy, "kd": kd, "teacher_outputs": teacher_src,
             "hints": hints, "hint_weight": a.hint_weight, "config": tc, "data": splits.source,
             "accuracy": report.accuracy,
         }),
@@ -212,16 +287,17 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
     for (n, t) in varmap_tensors(&scfg, &vm)? {
         writer.insert(n, t);
     }
-    let bytes = writer.write(&a.output, &[tck.path()])?;
+    let bytes = writer.write(&a.output, &inputs)?;
     let teacher_joules = teacher_energy.as_ref().map_or(0.0, |m| m.total().0);
     if a.json {
         print_json(&serde_json::json!({
             "student": scfg.name(),
-            "teacher": a.teacher,
-            "teacher_model": tcfg.name(),
+            "teacher": if a.teacher.len() == 1 { serde_json::json!(a.teacher[0]) } else { serde_json::Value::Null },
+            "teacher_model": teacher_name,
+            "teachers": teachers_json,
             "output": a.output,
             "accuracy": report.accuracy,
-            "teacher_accuracy": teacher_eval.accuracy,
+            "teacher_accuracy": teacher_accuracy,
             "epochs": report.epochs.len(),
             "samples_per_second": report.samples_per_second,
             "train_seconds": report.train_seconds,
@@ -241,8 +317,8 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
         eprintln!(
             "{} distilled from {} (test acc {:.4}): test accuracy {:.4}, {:.0} train samples/s; wrote {} ({bytes} bytes)",
             scfg.name(),
-            tcfg.name(),
-            teacher_eval.accuracy,
+            teacher_name,
+            teacher_accuracy,
             report.accuracy,
             report.samples_per_second,
             a.output.display()

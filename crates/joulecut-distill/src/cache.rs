@@ -103,6 +103,16 @@ pub fn file_fingerprint(path: &Path) -> Result<String> {
     Ok(format!("{h:016x}"))
 }
 
+/// The id of an ensemble teacher, for caches of averaged logits: the teacher's own id for one
+/// teacher, `mean(ID1+ID2+...)` for several (in the order given: the mean is the same in any
+/// order, but the id, and so a saved cache, is tied to the order).
+pub fn ensemble_id(ids: &[String]) -> String {
+    match ids {
+        [one] => one.clone(),
+        _ => format!("mean({})", ids.join("+")),
+    }
+}
+
 impl TeacherLogits {
     /// Runs `teacher` over `data` in batches of `batch_size` without gradients. `teacher_id` names
     /// the teacher (e.g. [`file_fingerprint`] of its checkpoint) so a saved cache can be checked.
@@ -143,6 +153,49 @@ impl TeacherLogits {
             logits,
             teacher: teacher_id.into(),
             data: dataset_fingerprint(data),
+        })
+    }
+
+    /// The element-wise mean of several teachers' logits over the same training set: an ensemble
+    /// teacher whose soft targets come from the averaged logits. The parts must share the shape
+    /// and the data fingerprint; the result's teacher id is [`ensemble_id`] of theirs. One part
+    /// is returned unchanged.
+    pub fn mean(parts: Vec<TeacherLogits>) -> Result<Self> {
+        let Some(first) = parts.first() else {
+            return Err(Error::BadSetting("no teacher logits to average".into()));
+        };
+        if parts.len() == 1 {
+            return Ok(parts.into_iter().next().expect("one part"));
+        }
+        let (dims, data) = (first.logits.dims().to_vec(), first.data.clone());
+        for (i, p) in parts.iter().enumerate().skip(1) {
+            if p.logits.dims()[1] != dims[1] {
+                return Err(Error::BadSetting(format!(
+                    "teachers disagree on the output width: teacher 1 ({}) has {} classes, teacher {} ({}) has {}",
+                    first.teacher,
+                    dims[1],
+                    i + 1,
+                    p.teacher,
+                    p.classes()
+                )));
+            }
+            if p.logits.dims() != dims.as_slice() || p.data != data {
+                return Err(Error::BadSetting(format!(
+                    "teacher logits {} and {} were computed on different training sets",
+                    first.teacher, p.teacher
+                )));
+            }
+        }
+        let mut sum = first.logits.clone();
+        for p in &parts[1..] {
+            sum = (sum + &p.logits).map_err(Error::candle("average teacher logits"))?;
+        }
+        let logits = (sum / parts.len() as f64).map_err(Error::candle("average teacher logits"))?;
+        let ids: Vec<String> = parts.iter().map(|p| p.teacher.clone()).collect();
+        Ok(TeacherLogits {
+            logits,
+            teacher: ensemble_id(&ids),
+            data,
         })
     }
 

@@ -33,7 +33,8 @@ mod loss;
 mod objective;
 
 pub use cache::{
-    Samples, TeacherLogits, TrainingSet, dataset_fingerprint, file_fingerprint, fingerprint_words,
+    Samples, TeacherLogits, TrainingSet, dataset_fingerprint, ensemble_id, file_fingerprint,
+    fingerprint_words,
 };
 pub use error::{Error, Result};
 pub use loss::{

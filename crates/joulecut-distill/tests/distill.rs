@@ -4,8 +4,8 @@
 use candle_core::{Device, Tensor, Var};
 use candle_nn::VarMap;
 use joulecut_distill::{
-    Error, HintPair, Hints, KdConfig, KdObjective, Samples, TeacherLogits, distill_step, kd_loss,
-    kd_loss_reference,
+    Error, HintPair, Hints, KdConfig, KdObjective, Samples, TeacherLogits, distill_step,
+    ensemble_id, kd_loss, kd_loss_reference,
 };
 use joulecut_models::{Model, ModelConfig, Rng, init_varmap};
 
@@ -340,6 +340,54 @@ fn cached_and_live_teacher_give_the_same_loss() {
     std::fs::write(&p, b"not safetensors").unwrap();
     let e = TeacherLogits::load(&p, "t", &samples(&data), &Device::Cpu).unwrap_err();
     assert!(matches!(e, Error::BadCache { .. }), "{e}");
+}
+
+#[test]
+fn ensemble_logits_are_the_mean_of_the_teachers() {
+    let (data, tcfg, tvm, _) = setup();
+    let t1 = Model::from_varmap(&tcfg, &tvm).unwrap();
+    let vm2 = init_varmap(&tcfg, 12, &Device::Cpu).unwrap();
+    let t2 = Model::from_varmap(&tcfg, &vm2).unwrap();
+    let c1 = TeacherLogits::compute(&t1, &samples(&data), 64, "a", &Device::Cpu).unwrap();
+    let c2 = TeacherLogits::compute(&t2, &samples(&data), 64, "b", &Device::Cpu).unwrap();
+    let rows = |c: &TeacherLogits| c.logits().to_vec2::<f32>().unwrap();
+    let (r1, r2) = (rows(&c1), rows(&c2));
+    assert_ne!(r1, r2, "two differently initialised teachers");
+    let m = TeacherLogits::mean(vec![c1.clone(), c2.clone()]).unwrap();
+    assert_eq!(m.teacher_id(), "mean(a+b)");
+    assert_eq!((m.len(), m.classes()), (600, 3));
+    for (i, row) in rows(&m).iter().enumerate() {
+        for (k, v) in row.iter().enumerate() {
+            let want = (r1[i][k] + r2[i][k]) / 2.0;
+            assert!(
+                (v - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "[{i},{k}] {v} vs {want}"
+            );
+        }
+    }
+    // One teacher: unchanged, same id (old single-teacher caches stay valid).
+    let one = TeacherLogits::mean(vec![c1.clone()]).unwrap();
+    assert_eq!((one.teacher_id(), rows(&one)), ("a", r1));
+    assert_eq!(ensemble_id(&["a".into()]), "a");
+    assert!(TeacherLogits::mean(vec![]).unwrap_err().is_bad_input());
+
+    // Different widths or training sets are refused.
+    let c5cfg = ModelConfig::parse("mlp:16-8-5").unwrap();
+    let vm5 = init_varmap(&c5cfg, 0, &Device::Cpu).unwrap();
+    let t5 = Model::from_varmap(&c5cfg, &vm5).unwrap();
+    let c5 = TeacherLogits::compute(&t5, &samples(&data), 64, "c", &Device::Cpu).unwrap();
+    let e = TeacherLogits::mean(vec![c1.clone(), c5]).unwrap_err();
+    assert!(
+        e.is_bad_input() && e.to_string().contains("output width"),
+        "{e}"
+    );
+    let other = blobs(600, 9);
+    let c3 = TeacherLogits::compute(&t2, &samples(&other), 64, "b", &Device::Cpu).unwrap();
+    let e = TeacherLogits::mean(vec![c1, c3]).unwrap_err();
+    assert!(
+        e.is_bad_input() && e.to_string().contains("different training sets"),
+        "{e}"
+    );
 }
 
 #[test]
