@@ -20,6 +20,8 @@ const TINY: &str = r#"{
     { "name": "p80-packed", "steps": [ { "op": "prune", "sparsity": 0.8, "granularity": "unstructured" }, { "op": "finetune", "epochs": 1 }, { "op": "pack" } ] },
     { "name": "rows50", "steps": [ { "op": "prune", "sparsity": 0.5, "granularity": "rows", "scope": "layer" }, { "op": "compact" }, { "op": "finetune", "epochs": 1 } ] },
     { "name": "2:4-int8", "steps": [ { "op": "prune", "sparsity": 0.5, "granularity": "2:4", "scope": "layer" }, { "op": "quantize", "dtype": "int8" } ] },
+    { "name": "gradual80-xout", "steps": [ { "op": "gradual", "sparsity": 0.8, "epochs": 2, "exclude_output": true, "frequency": 3, "lr_schedule": "cosine" } ] },
+    { "name": "p50-kd", "steps": [ { "op": "prune", "sparsity": 0.5, "granularity": "unstructured" }, { "op": "finetune", "epochs": 1, "kd": true, "batch_size": 16 } ] },
     { "name": "p50-masked", "steps": [ { "op": "prune", "sparsity": 0.5, "granularity": "unstructured" }, { "op": "finetune", "epochs": 1 } ] },
     { "name": "kd", "steps": [ { "op": "distill", "student": "mlp:16-12-3", "epochs": 3 } ] },
     { "name": "kd-int8", "steps": [ { "op": "distill", "student": "mlp:16-12-3", "epochs": 3 }, { "op": "quantize", "dtype": "int8" } ] }
@@ -104,6 +106,33 @@ fn tiny_suite_writes_a_consistent_report() {
         serde_json::json!([16, 24, 12, 3])
     );
     assert!(get("p80-packed").run.nonzero_params * 4 < base.run.params);
+    // Sparsity over all weights (16x48, 48x24, 24x3 = 1992): global 80% of everything...
+    let weights = (16 * 48 + 48 * 24 + 24 * 3) as f64;
+    assert_eq!(base.run.weight_sparsity, 0.0);
+    assert!((get("p80-packed").run.weight_sparsity - 0.8).abs() < 3.0 / weights);
+    // ...and gradual 80% of the two hidden layers, the output layer left dense: it ends at
+    // exactly the target (to an element per tensor), measured over all weights.
+    let g = get("gradual80-xout");
+    let expected = (0.8 * (16 * 48 + 48 * 24) as f64).round() / weights;
+    assert!(
+        (g.run.weight_sparsity - expected).abs() < 3.0 / weights,
+        "{} vs {expected}",
+        g.run.weight_sparsity
+    );
+    assert_eq!(g.run.compression_energy[0]["step"], "gradual");
+    assert!(g.run.accuracy > 0.6, "{}", g.run.accuracy);
+    assert!(report.rows.iter().all(|r| r.latency_ratio > 0.0));
+    // Fine-tuning with KD from the baseline: the teacher's logits are metered with the step, and
+    // the mask holds.
+    let kd_ft = get("p50-kd");
+    let steps: Vec<&str> = kd_ft
+        .run
+        .compression_energy
+        .iter()
+        .map(|e| e["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["teacher-logits", "finetune"]);
+    assert!((kd_ft.run.weight_sparsity - 0.5).abs() < 3.0 / weights);
     assert!(get("qat").run.compression_joules > 0.0);
     // Masked pruning leaves the file as large as the baseline's: same tensors, same metadata.
     assert_eq!(get("p50-masked").run.bytes, base.run.bytes);

@@ -107,6 +107,43 @@ pub enum Step {
         /// `global` or `layer`.
         #[serde(default = "default_scope")]
         scope: String,
+        /// Leave the output layer's weights dense (the sparsity is then over the other layers).
+        #[serde(default, skip_serializing_if = "is_false")]
+        exclude_output: bool,
+    },
+    /// Gradual magnitude pruning during fine-tuning (Zhu & Gupta's AGP): the sparsity ramps from
+    /// `initial_sparsity` to `sparsity` along the cubic schedule over the first `ramp` fraction
+    /// of the fine-tuning steps, masks recomputed every `frequency` steps; the rest of the epochs
+    /// fine-tune at the target with the mask fixed.
+    Gradual {
+        /// Final sparsity in [0, 1).
+        sparsity: f64,
+        /// `unstructured`, `rows`, `channels` or `N:M`.
+        #[serde(default = "default_unstructured")]
+        granularity: String,
+        /// `global` or `layer`.
+        #[serde(default = "default_scope")]
+        scope: String,
+        /// Leave the output layer's weights dense.
+        #[serde(default, skip_serializing_if = "is_false")]
+        exclude_output: bool,
+        /// Epochs of fine-tuning (ramp included).
+        epochs: usize,
+        /// Learning rate (default: the baseline's).
+        #[serde(default)]
+        lr: Option<f64>,
+        /// Learning-rate schedule over the epochs: `wsd` (default), `cosine` or `constant`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lr_schedule: Option<String>,
+        /// Fraction of the steps over which the sparsity ramps, in (0, 1] (default 0.5).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ramp: Option<f64>,
+        /// Steps between mask updates (default 10).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        frequency: Option<usize>,
+        /// Sparsity of the first update, in [0, sparsity] (default 0).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        initial_sparsity: Option<f64>,
     },
     /// Remove pruned neurons/channels: physically smaller layers.
     Compact,
@@ -117,6 +154,23 @@ pub enum Step {
         /// Learning rate (default: the baseline's).
         #[serde(default)]
         lr: Option<f64>,
+        /// Learning-rate schedule: `wsd` (default), `cosine` or `constant`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lr_schedule: Option<String>,
+        /// Batch size (default: the baseline's).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        batch_size: Option<usize>,
+        /// Learn from the baseline's logits as well as the labels (knowledge distillation,
+        /// `joulecut distill`'s loss; the teacher's logits over the training set are computed once
+        /// and metered with the step).
+        #[serde(default, skip_serializing_if = "is_false")]
+        kd: bool,
+        /// KD softmax temperature (default: `joulecut distill`'s).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        temperature: Option<f64>,
+        /// KD weight of the teacher term in [0, 1] (default: `joulecut distill`'s).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        alpha: Option<f64>,
     },
     /// Quantization-aware fine-tuning: weights fake-quantised (int8 per channel, STE).
     Qat {
@@ -163,6 +217,14 @@ impl Step {
     pub fn is_storage(&self) -> bool {
         matches!(self, Step::Quantize { .. } | Step::Pack)
     }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn default_unstructured() -> String {
+    "unstructured".into()
 }
 
 fn default_scope() -> String {
@@ -240,19 +302,38 @@ impl SuiteConfig {
                         sparsity,
                         granularity,
                         scope,
+                        ..
+                    } => check_prune(*sparsity, granularity, scope)
+                        .map_err(|e| format!("{}: {e}", v.name))?,
+                    Step::Gradual {
+                        sparsity,
+                        granularity,
+                        scope,
+                        epochs,
+                        lr,
+                        lr_schedule,
+                        ramp,
+                        frequency,
+                        initial_sparsity,
+                        ..
                     } => {
-                        if !(0.0..1.0).contains(sparsity) {
-                            return Err(format!(
-                                "{}: sparsity {sparsity} is outside [0, 1)",
-                                v.name
-                            ));
+                        let bad = |e: String| format!("{}: {e}", v.name);
+                        check_prune(*sparsity, granularity, scope).map_err(bad)?;
+                        if *epochs == 0 || lr.is_some_and(|l| l.is_nan() || l <= 0.0) {
+                            return Err(bad("gradual pruning needs epochs >= 1 and lr > 0".into()));
                         }
-                        parse_granularity(granularity).map_err(|e| format!("{}: {e}", v.name))?;
-                        if scope != "global" && scope != "layer" {
-                            return Err(format!(
-                                "{}: scope `{scope}` is not global or layer",
-                                v.name
-                            ));
+                        check_lr_schedule(lr_schedule.as_deref()).map_err(bad)?;
+                        if ramp.is_some_and(|r| !(r > 0.0 && r <= 1.0)) {
+                            return Err(bad(format!("ramp {} is outside (0, 1]", ramp.unwrap())));
+                        }
+                        if *frequency == Some(0) {
+                            return Err(bad("frequency must be at least 1 step".into()));
+                        }
+                        if initial_sparsity.is_some_and(|i| !(0.0..=*sparsity).contains(&i)) {
+                            return Err(bad(format!(
+                                "initial_sparsity {} is outside [0, {sparsity}]",
+                                initial_sparsity.unwrap()
+                            )));
                         }
                     }
                     Step::Quantize { dtype, granularity } => {
@@ -269,12 +350,36 @@ impl SuiteConfig {
                             ));
                         }
                     }
-                    Step::Finetune { epochs, lr } | Step::Qat { epochs, lr } => {
+                    Step::Finetune { epochs, lr, .. } | Step::Qat { epochs, lr } => {
                         if *epochs == 0 || lr.is_some_and(|l| l.is_nan() || l <= 0.0) {
                             return Err(format!(
                                 "{}: fine-tuning needs epochs >= 1 and lr > 0",
                                 v.name
                             ));
+                        }
+                        if let Step::Finetune {
+                            lr_schedule,
+                            batch_size,
+                            kd,
+                            temperature,
+                            alpha,
+                            ..
+                        } = s
+                        {
+                            check_lr_schedule(lr_schedule.as_deref())
+                                .map_err(|e| format!("{}: {e}", v.name))?;
+                            if *batch_size == Some(0) {
+                                return Err(format!("{}: batch_size must be >= 1", v.name));
+                            }
+                            if !kd && (temperature.is_some() || alpha.is_some()) {
+                                return Err(format!(
+                                    "{}: temperature and alpha need \"kd\": true",
+                                    v.name
+                                ));
+                            }
+                            kd_config(*temperature, *alpha)
+                                .validate()
+                                .map_err(|e| format!("{}: {e}", v.name))?;
                         }
                     }
                     Step::Distill {
@@ -326,6 +431,26 @@ impl SuiteConfig {
     }
 }
 
+fn check_prune(sparsity: f64, granularity: &str, scope: &str) -> std::result::Result<(), String> {
+    if !(0.0..1.0).contains(&sparsity) {
+        return Err(format!("sparsity {sparsity} is outside [0, 1)"));
+    }
+    parse_granularity(granularity)?;
+    if scope != "global" && scope != "layer" {
+        return Err(format!("scope `{scope}` is not global or layer"));
+    }
+    Ok(())
+}
+
+fn check_lr_schedule(s: Option<&str>) -> std::result::Result<(), String> {
+    match s {
+        Some(name) if crate::train::LrSchedule::parse(name).is_none() => Err(format!(
+            "lr_schedule `{name}` is not wsd, cosine or constant"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Parses a prune granularity (`unstructured`, `rows`, `channels`, `N:M`).
 pub fn parse_granularity(g: &str) -> std::result::Result<joulecut_prune::Granularity, String> {
     use joulecut_prune::Granularity;
@@ -371,5 +496,63 @@ mod tests {
         );
         let bad = q.replace("\"dtype\": \"f16\"", "\"dtype\": \"int4\"");
         assert!(SuiteConfig::parse(&bad, "x").is_err());
+    }
+
+    fn with_variant(steps: &str) -> Result<SuiteConfig> {
+        let text = format!(
+            r#"{{"name": "t", "models": ["lenet-300-100"], "seeds": [0],
+                "baseline": {{"epochs": 1, "batch_size": 8, "lr": 0.001}},
+                "eval": {{"batch_size": 8, "repeats": 1, "latency_iters": 1}},
+                "variants": [{{"name": "v", "steps": [{steps}]}}]}}"#
+        );
+        SuiteConfig::parse(&text, "t")
+    }
+
+    #[test]
+    fn gradual_and_finetune_options_parse_and_are_checked() {
+        let c = with_variant(
+            r#"{"op": "gradual", "sparsity": 0.95, "epochs": 2, "lr": 0.002, "ramp": 0.5,
+                "frequency": 20, "exclude_output": true, "lr_schedule": "cosine"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            c.variants[0].steps[0],
+            Step::Gradual { exclude_output: true, ramp: Some(r), .. } if r == 0.5
+        ));
+        with_variant(
+            r#"{"op": "prune", "sparsity": 0.9, "granularity": "unstructured", "exclude_output": true},
+               {"op": "finetune", "epochs": 1, "lr_schedule": "wsd", "batch_size": 64,
+                "kd": true, "temperature": 2.0, "alpha": 0.5}"#,
+        )
+        .unwrap();
+        for bad in [
+            r#"{"op": "gradual", "sparsity": 0.9, "epochs": 1, "ramp": 0}"#,
+            r#"{"op": "gradual", "sparsity": 0.9, "epochs": 1, "ramp": 1.5}"#,
+            r#"{"op": "gradual", "sparsity": 0.9, "epochs": 1, "frequency": 0}"#,
+            r#"{"op": "gradual", "sparsity": 0.9, "epochs": 1, "initial_sparsity": 0.95}"#,
+            r#"{"op": "gradual", "sparsity": 1.0, "epochs": 1}"#,
+            r#"{"op": "gradual", "sparsity": 0.9, "epochs": 0}"#,
+            r#"{"op": "finetune", "epochs": 1, "lr_schedule": "step"}"#,
+            r#"{"op": "finetune", "epochs": 1, "batch_size": 0}"#,
+            r#"{"op": "finetune", "epochs": 1, "alpha": 0.5}"#,
+            r#"{"op": "finetune", "epochs": 1, "kd": true, "alpha": 1.5}"#,
+        ] {
+            assert!(with_variant(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn default_options_do_not_change_a_steps_json() {
+        // Variants share weights by the JSON of their steps: a new optional field left out must
+        // serialise exactly as before it existed.
+        let c = with_variant(
+            r#"{"op": "prune", "sparsity": 0.9, "granularity": "unstructured", "scope": "global"},
+               {"op": "finetune", "epochs": 2}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_string(&c.variants[0].steps).unwrap(),
+            r#"[{"op":"prune","sparsity":0.9,"granularity":"unstructured","scope":"global"},{"op":"finetune","epochs":2,"lr":null}]"#
+        );
     }
 }

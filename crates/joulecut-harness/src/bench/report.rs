@@ -46,6 +46,9 @@ pub struct Row {
     pub size_ratio: f64,
     /// Throughput / baseline throughput.
     pub speed_ratio: f64,
+    /// Baseline batch-1 latency / this batch-1 latency (> 1: faster).
+    #[serde(default)]
+    pub latency_ratio: f64,
     /// Baseline J/10k ÷ this J/10k (> 1: uses less energy).
     pub energy_reduction: f64,
 }
@@ -69,6 +72,12 @@ pub struct Summary {
     pub size_ratio: f64,
     /// Median speed ratio.
     pub speed_ratio: f64,
+    /// Median batch-1 latency ratio (baseline / this).
+    #[serde(default)]
+    pub latency_ratio: f64,
+    /// Median fraction of zeros over all weight matrices and kernels.
+    #[serde(default)]
+    pub weight_sparsity: f64,
     /// J/10k `[median, min, max]`.
     pub inference_joules_per_10k: [f64; 3],
     /// Median energy reduction.
@@ -162,6 +171,7 @@ impl Report {
                 accuracy_delta_pt: (r.accuracy - b.accuracy) * 100.0,
                 size_ratio: r.bytes as f64 / b.bytes as f64,
                 speed_ratio: r.samples_per_second / b.samples_per_second,
+                latency_ratio: b.latency_b1_us / r.latency_b1_us,
                 energy_reduction: b.inference_joules_per_10k / r.inference_joules_per_10k,
             });
         }
@@ -205,6 +215,8 @@ impl Report {
                 bytes: median(col(&|x| x.run.bytes as f64)) as u64,
                 size_ratio: median(col(&|x| x.size_ratio)),
                 speed_ratio: median(col(&|x| x.speed_ratio)),
+                latency_ratio: median(col(&|x| x.latency_ratio)),
+                weight_sparsity: median(col(&|x| x.run.weight_sparsity)),
                 inference_joules_per_10k: range(&col(&|x| x.run.inference_joules_per_10k)),
                 energy_reduction: median(col(&|x| x.energy_reduction)),
                 compression_joules: median(col(&|x| x.run.compression_joules)),
@@ -301,12 +313,12 @@ impl Report {
     /// One line per run.
     pub fn csv(&self) -> String {
         let mut s = String::from(
-            "model,seed,variant,accuracy,accuracy_delta_pt,bytes,size_ratio,params,nonzero_params,samples_per_second,speed_ratio,latency_b1_us,inference_joules_per_10k,energy_reduction,provenance,compression_joules,baseline_training_joules,saving\n",
+            "model,seed,variant,accuracy,accuracy_delta_pt,bytes,size_ratio,params,nonzero_params,weight_sparsity,samples_per_second,speed_ratio,latency_b1_us,latency_ratio,inference_joules_per_10k,energy_reduction,provenance,compression_joules,baseline_training_joules,saving\n",
         );
         for r in &self.rows {
             let x = &r.run;
             s += &format!(
-                "{},{},{},{:.4},{:.2},{},{:.4},{},{},{:.0},{:.3},{:.1},{:.4},{:.3},{},{:.2},{:.2},{}\n",
+                "{},{},{},{:.4},{:.2},{},{:.4},{},{},{:.4},{:.0},{:.3},{:.1},{:.3},{:.4},{:.3},{},{:.2},{:.2},{}\n",
                 x.model,
                 x.seed,
                 x.variant,
@@ -316,9 +328,11 @@ impl Report {
                 r.size_ratio,
                 x.params,
                 x.nonzero_params,
+                x.weight_sparsity,
                 x.samples_per_second,
                 r.speed_ratio,
                 x.latency_b1_us,
+                r.latency_ratio,
                 x.inference_joules_per_10k,
                 r.energy_reduction,
                 x.provenance,
@@ -361,8 +375,8 @@ impl Report {
         }
         for m in &self.suite.models {
             s += &format!("## {m}\n\n");
-            s += "| variant | accuracy | Δ pt | size | size ratio | speed ratio | J/10k | energy reduction | provenance | saving | compression J |\n";
-            s += "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|\n";
+            s += "| variant | accuracy | Δ pt | sparsity | size | size ratio | speed ratio | b1 latency ratio | J/10k | energy reduction | provenance | saving | compression J |\n";
+            s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|\n";
             for x in self.summary.iter().filter(|x| x.model == *m) {
                 let acc = if x.seeds > 1 {
                     format!(
@@ -373,12 +387,14 @@ impl Report {
                     format!("{:.4}", x.accuracy[0])
                 };
                 s += &format!(
-                    "| {} | {acc} | {:+.2} | {} | {:.3} | {:.2}x | {:.3} | {:.2}x | {} | {} | {:.1} |\n",
+                    "| {} | {acc} | {:+.2} | {:.1}% | {} | {:.3} | {:.2}x | {:.2}x | {:.3} | {:.2}x | {} | {} | {:.1} |\n",
                     x.variant,
                     x.accuracy_delta_pt,
+                    x.weight_sparsity * 100.0,
                     human(x.bytes),
                     x.size_ratio,
                     x.speed_ratio,
+                    x.latency_ratio,
                     x.inference_joules_per_10k[0],
                     x.energy_reduction,
                     x.provenance,
@@ -388,7 +404,7 @@ impl Report {
             }
             s += "\n";
         }
-        s += "*saving*: `real` = the compressed model runs differently (int8 GEMM, sparse CSR kernel, or physically smaller layers); `nominal` = only the file changed (e.g. zeros in dense tensors, fp16 computed in f32). J/10k: inference joules per 10,000 test samples at the eval batch size. Compression J: fine-tuning / QAT / distillation energy (distillation: the teacher's logits over the training set once, then the student's training; the teacher is the baseline, whose training energy is the baseline row's and is not counted again); the baseline row shows its training energy. Variants that start with the same weight-changing steps share one run of them and each report its joules.\n";
+        s += "*sparsity*: zeros over all weight matrices and conv kernels (output layer included, biases excluded). *speed ratio*: throughput at the eval batch size vs the baseline (median pass); *b1 latency ratio*: the baseline's median batch-1 latency over this one's (> 1: faster). *saving*: `real` = the compressed model runs differently (int8 GEMM, sparse CSR kernel, or physically smaller layers); `nominal` = only the file changed (e.g. zeros in dense tensors, fp16 computed in f32). J/10k: inference joules per 10,000 test samples at the eval batch size. Compression J: fine-tuning / QAT / distillation energy (distillation: the teacher's logits over the training set once, then the student's training; the teacher is the baseline, whose training energy is the baseline row's and is not counted again); the baseline row shows its training energy. Variants that start with the same weight-changing steps share one run of them and each report its joules.\n";
         s
     }
 }
