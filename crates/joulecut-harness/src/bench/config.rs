@@ -187,6 +187,10 @@ pub enum Step {
         /// int8: `channel` or `tensor`.
         #[serde(default = "default_granularity")]
         granularity: String,
+        /// int8: the activation grid at inference, `u7` (7-bit unsigned, the default, as
+        /// `joulecut quantize`) or `s8` (8-bit).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        activations: Option<String>,
     },
     /// Store sparse weights in the packed `sparse` encoding (run by the CSR kernel).
     Pack,
@@ -336,7 +340,21 @@ impl SuiteConfig {
                             )));
                         }
                     }
-                    Step::Quantize { dtype, granularity } => {
+                    Step::Quantize {
+                        dtype,
+                        granularity,
+                        activations,
+                    } => {
+                        if let Some(a) = activations {
+                            if dtype != "int8"
+                                || crate::kernels::parse_int8_activations(a).is_none()
+                            {
+                                return Err(format!(
+                                    "{}: activations `{a}` needs dtype int8 and is u7 or s8",
+                                    v.name
+                                ));
+                            }
+                        }
                         if !["int8", "f16", "bf16"].contains(&dtype.as_str()) {
                             return Err(format!(
                                 "{}: dtype `{dtype}` is not int8, f16 or bf16",
@@ -554,5 +572,21 @@ mod tests {
             serde_json::to_string(&c.variants[0].steps).unwrap(),
             r#"[{"op":"prune","sparsity":0.9,"granularity":"unstructured","scope":"global"},{"op":"finetune","epochs":2,"lr":null}]"#
         );
+    }
+
+    #[test]
+    fn int8_activation_option_is_checked() {
+        let c =
+            with_variant(r#"{"op": "quantize", "dtype": "int8", "activations": "s8"}"#).unwrap();
+        assert!(matches!(
+            &c.variants[0].steps[0],
+            Step::Quantize { activations: Some(a), .. } if a == "s8"
+        ));
+        for bad in [
+            r#"{"op": "quantize", "dtype": "int8", "activations": "u9"}"#,
+            r#"{"op": "quantize", "dtype": "f16", "activations": "u7"}"#,
+        ] {
+            assert!(with_variant(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -195,11 +195,40 @@ fn prune_spec(
     scope: &str,
     exclude_output: bool,
     last_layer: &str,
+    vm: &VarMap,
 ) -> Result<joulecut_prune::PruneSpec> {
     let g = parse_granularity(granularity).map_err(Error::BadSetting)?;
     let mut sel = joulecut_prune::Selection::default();
     if g.is_structured() || exclude_output {
         sel = sel.exclude(last_layer.to_string());
+    }
+    // N:M groups run along a weight's input dimension; a layer whose input dimension is not a
+    // multiple of M (LeNet-5's convolutions: 1 and 6 input channels) stays dense, as NVIDIA's
+    // ASP leaves such layers, and the run says so (the report's non-zeros show the sparsity).
+    if let joulecut_prune::Granularity::Nm { m, .. } = g {
+        let data = vm.data().lock().expect("VarMap lock");
+        let mut skipped: Vec<&String> = data
+            .iter()
+            .filter(|(n, v)| {
+                let d = v.as_tensor().dims();
+                n.ends_with(".weight") && d.len() >= 2 && d[1] % m != 0
+            })
+            .map(|(n, _)| n)
+            .collect();
+        skipped.sort();
+        if !skipped.is_empty() {
+            eprintln!(
+                "    {granularity}: {} left dense (input dimension not a multiple of {m})",
+                skipped
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        for n in skipped {
+            sel = sel.exclude(n.clone());
+        }
     }
     let scope = if scope == "global" {
         joulecut_prune::Scope::Global
@@ -534,7 +563,14 @@ fn apply_steps(
                 scope,
                 exclude_output,
             } => {
-                let spec = prune_spec(*sparsity, granularity, scope, *exclude_output, &last_layer)?;
+                let spec = prune_spec(
+                    *sparsity,
+                    granularity,
+                    scope,
+                    *exclude_output,
+                    &last_layer,
+                    &vm,
+                )?;
                 joulecut_prune::prune_varmap(&vm, &spec)
                     .map_err(|e| Error::BadSetting(format!("{}: {e}", v.name)))?;
             }
@@ -550,7 +586,14 @@ fn apply_steps(
                 frequency,
                 initial_sparsity,
             } => {
-                let spec = prune_spec(*sparsity, granularity, scope, *exclude_output, &last_layer)?;
+                let spec = prune_spec(
+                    *sparsity,
+                    granularity,
+                    scope,
+                    *exclude_output,
+                    &last_layer,
+                    &vm,
+                )?;
                 let mut tc = finetune_config(suite, seed, *epochs, *lr, lr_schedule.as_deref());
                 tc.eval_every_epoch = false;
                 let total = data
@@ -818,7 +861,9 @@ fn encode(name: &str, shape: Vec<usize>, values: &[f32], storage: &[Step]) -> Re
                     data
                 }
             }
-            Step::Quantize { dtype, granularity } => match dtype.as_str() {
+            Step::Quantize {
+                dtype, granularity, ..
+            } => match dtype.as_str() {
                 "int8" => {
                     let cfg = joulecut_quant::Int8Config {
                         granularity: if granularity == "tensor" {
@@ -883,10 +928,23 @@ fn evaluate_variant(
         let t = encode(&n, shape, &vals, storage)?;
         w.insert(n, t);
     }
+    // An int8 variant records its activation grid in the file, as `joulecut quantize` does.
+    for s in storage {
+        if let Step::Quantize {
+            dtype, activations, ..
+        } = s
+            && dtype == "int8"
+        {
+            w.set_metadata(
+                joulecut_checkpoint::meta::INT8_ACTIVATIONS,
+                activations.as_deref().unwrap_or("u7"),
+            );
+        }
+    }
     w.write(&path, &[])
         .map_err(|e| Error::Mismatch(e.to_string()))?;
     let ck = Checkpoint::open(&path).map_err(|e| Error::Mismatch(e.to_string()))?;
-    let m = Model::load(&ck, cfg, &opts.device, &RealKernels::default())?;
+    let m = Model::load(&ck, cfg, &opts.device, &RealKernels::for_checkpoint(&ck)?)?;
     let (mut params, mut nonzero, mut weights, mut weight_nz) = (0, 0, 0, 0);
     for n in ck.names() {
         let t = ck.get(n).map_err(|e| Error::Mismatch(e.to_string()))?;
@@ -963,4 +1021,53 @@ fn evaluate_variant(
         }
         r
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device};
+
+    use super::*;
+
+    #[test]
+    fn nm_prune_leaves_indivisible_layers_dense_and_prunes_the_rest() {
+        let vm = VarMap::new();
+        for (n, shape) in [
+            ("conv1.weight", vec![6, 1, 5, 5]),
+            ("conv2.weight", vec![16, 6, 5, 5]),
+            ("fc1.weight", vec![120, 400]),
+            ("fc1.bias", vec![120]),
+        ] {
+            vm.get(
+                shape,
+                n,
+                candle_nn::Init::Const(1.0),
+                DType::F32,
+                &Device::Cpu,
+            )
+            .unwrap();
+        }
+        let spec = prune_spec(0.5, "2:4", "layer", false, "fc3.weight", &vm).unwrap();
+        assert_eq!(spec.selection.exclude, vec!["conv1.weight", "conv2.weight"]);
+        // The spec applies: fc1 gets exactly 2 of every 4, the convolutions stay dense.
+        joulecut_prune::prune_varmap(&vm, &spec).unwrap();
+        let data = vm.data().lock().unwrap();
+        let zeros = |n: &str| {
+            data[n]
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .filter(|v| **v == 0.0)
+                .count()
+        };
+        assert_eq!(zeros("fc1.weight"), 120 * 400 / 2);
+        assert_eq!(zeros("conv1.weight"), 0);
+        assert_eq!(zeros("conv2.weight"), 0);
+        // Unstructured pruning excludes nothing extra.
+        let spec = prune_spec(0.5, "unstructured", "layer", false, "fc3.weight", &vm).unwrap();
+        assert!(spec.selection.exclude.is_empty());
+    }
 }
