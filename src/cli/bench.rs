@@ -145,7 +145,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
             let text = std::fs::read_to_string(p).map_err(|e| {
                 bad_input(
                     format!("cannot read suite config {}: {e}", p.display()),
-                    "give a JSON file; `joulecut bench --print-config quick` prints an example",
+                    "give a JSON file; `joulecut bench --print-config` prints an example",
                 )
             })?;
             SuiteConfig::parse(&text, &p.display().to_string())?
