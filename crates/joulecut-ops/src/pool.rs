@@ -44,21 +44,39 @@ impl PoolGeom {
 }
 
 /// Index (inside the plane) of the first maximum of window `(oy, ox)`.
-#[inline]
+/// Whether `v` replaces `m` as a window's maximum: larger, or the first NaN. Bitwise `|`/`&` so the
+/// comparison compiles to selects rather than branches (pooled values are ~random: a branch
+/// mispredicts every other element).
+#[inline(always)]
+fn takes(v: f32, m: f32) -> bool {
+    (v > m) | (v.is_nan() & !m.is_nan())
+}
+
+#[inline(always)]
 fn argmax(plane: &[f32], g: &PoolGeom, k: usize, oy: usize, ox: usize) -> usize {
     let mut best = oy * k * g.w + ox * k;
     let mut m = plane[best];
     for dy in 0..k {
         let row = (oy * k + dy) * g.w + ox * k;
         for (dx, &v) in plane[row..row + k].iter().enumerate() {
-            // A NaN wins over numbers, so NaNs propagate as in PyTorch.
-            if v > m || (v.is_nan() && !m.is_nan()) {
-                m = v;
-                best = row + dx;
-            }
+            let t = takes(v, m);
+            best = if t { row + dx } else { best };
+            m = if t { v } else { m };
         }
     }
     best
+}
+
+/// One output row of a 2x2 pool: the same scan order and tie/NaN rule as [`argmax`], values only.
+#[inline(always)]
+fn pool2_row(r0: &[f32], r1: &[f32], o: &mut [f32]) {
+    for (ox, o) in o.iter_mut().enumerate() {
+        let mut m = r0[2 * ox];
+        for v in [r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]] {
+            m = if takes(v, m) { v } else { m };
+        }
+        *o = m;
+    }
 }
 
 fn par_planes(
@@ -86,8 +104,15 @@ fn forward(x: &[f32], g: &PoolGeom, k: usize) -> Vec<f32> {
     par_planes(&mut out, g.oh * g.ow, x.len(), |pi, o| {
         let plane = &x[pi * il..(pi + 1) * il];
         for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                o[oy * g.ow + ox] = plane[argmax(plane, g, k, oy, ox)];
+            let orow = &mut o[oy * g.ow..(oy + 1) * g.ow];
+            if k == 2 {
+                let r0 = &plane[2 * oy * g.w..(2 * oy + 1) * g.w];
+                let r1 = &plane[(2 * oy + 1) * g.w..(2 * oy + 2) * g.w];
+                pool2_row(r0, r1, orow);
+            } else {
+                for (ox, v) in orow.iter_mut().enumerate() {
+                    *v = plane[argmax(plane, g, k, oy, ox)];
+                }
             }
         }
     });

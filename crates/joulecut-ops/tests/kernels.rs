@@ -332,3 +332,38 @@ proptest! {
         check_linear(n, i, o, relu, xg);
     }
 }
+
+/// A NaN in a window wins (the first NaN, even before a larger value), in the forward values and
+/// in the position the backward pass sends the gradient to; windows without NaN are unaffected.
+#[test]
+fn pool_propagates_nan_forward_and_backward() {
+    for k in [2usize, 3] {
+        let (h, w) = (2 * k, 2 * k);
+        let mut v: Vec<f32> = (0..h * w).map(|i| i as f32).collect();
+        // Window (0, 0): a NaN at its second row, first column; a larger value after it.
+        v[w] = f32::NAN;
+        v[w + 1] = 1e6;
+        let x = Var::from_vec(v.clone(), (1, 1, h, w), &candle_core::Device::Cpu).unwrap();
+        let y = joulecut_ops::max_pool2d(&x, k).unwrap();
+        let yv = flat(&y);
+        assert!(yv[0].is_nan(), "k={k}: {yv:?}");
+        // The other windows: their bottom-right element (values increase along rows).
+        for (o, &got) in yv.iter().enumerate().skip(1) {
+            let (oy, ox) = (o / 2, o % 2);
+            assert_eq!(
+                got,
+                v[(oy * k + k - 1) * w + ox * k + k - 1],
+                "k={k} window {o}"
+            );
+        }
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        let dx = flat(grads.get(&x).unwrap());
+        assert_eq!(dx[w], 1.0, "k={k}: gradient goes to the NaN");
+        assert_eq!(dx[w + 1], 0.0, "k={k}");
+        assert_eq!(
+            dx.iter().filter(|&&d| d != 0.0).count(),
+            4,
+            "k={k}: one per window"
+        );
+    }
+}
