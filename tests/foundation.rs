@@ -66,17 +66,7 @@ fn lenet5_trains_to_accuracy() {
 
 #[test]
 fn inspect_lists_every_tensor_with_totals() {
-    let p = scratch().join("small.safetensors");
-    json(&[
-        "train",
-        "--model",
-        "mlp:784-32-10",
-        "--epochs",
-        "1",
-        "-o",
-        p.to_str().unwrap(),
-        "--json",
-    ]);
+    let (p, _) = train("mlp:784-32-10", 1, "small.safetensors");
     let v = json(&["inspect", p.to_str().unwrap(), "--json"]);
     let tensors = v["tensors"].as_array().unwrap();
     let names: Vec<&str> = tensors

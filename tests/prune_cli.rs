@@ -224,21 +224,7 @@ fn nm_2_4_holds_in_the_file() {
 
 /// A real model: LeNet-300-100 trained 1 epoch on Fashion-MNIST.
 fn trained() -> &'static PathBuf {
-    static P: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    P.get_or_init(|| {
-        let p = scratch().join("lenet.safetensors");
-        json(&[
-            "train",
-            "--model",
-            "lenet-300-100",
-            "--epochs",
-            "1",
-            "-o",
-            p.to_str().unwrap(),
-            "--json",
-        ]);
-        p
-    })
+    &trained_mlp(1).0
 }
 
 #[test]

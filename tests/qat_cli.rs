@@ -7,17 +7,7 @@ use common::*;
 
 #[test]
 fn qat_fine_tunes_then_writes_a_real_int8_checkpoint() {
-    let base = scratch().join("small.safetensors");
-    json(&[
-        "train",
-        "--model",
-        "mlp:784-32-10",
-        "--epochs",
-        "1",
-        "-o",
-        base.to_str().unwrap(),
-        "--json",
-    ]);
+    let (base, _) = train("mlp:784-32-10", 1, "small.safetensors");
     let before = std::fs::read(&base).unwrap();
     let out = scratch().join("small-qat.safetensors");
     let q = json(&[
@@ -75,17 +65,7 @@ fn qat_fine_tunes_then_writes_a_real_int8_checkpoint() {
 
 #[test]
 fn qat_refuses_what_it_cannot_do() {
-    let base = scratch().join("refuse.safetensors");
-    json(&[
-        "train",
-        "--model",
-        "mlp:784-16-10",
-        "--epochs",
-        "1",
-        "-o",
-        base.to_str().unwrap(),
-        "--json",
-    ]);
+    let (base, _) = train("mlp:784-16-10", 1, "refuse.safetensors");
     let out = scratch().join("refused.safetensors");
     let run = |args: &[&str]| {
         joulecut()

@@ -65,19 +65,22 @@ pub fn scratch() -> &'static Path {
 /// A LeNet-300-100 trained for `epochs` with the defaults, shared by the tests of one binary.
 pub fn trained_mlp(epochs: usize) -> &'static (PathBuf, serde_json::Value) {
     static M: OnceLock<(PathBuf, serde_json::Value)> = OnceLock::new();
-    M.get_or_init(|| {
-        let p = scratch().join("mlp.safetensors");
-        let e = epochs.to_string();
-        let v = json(&[
-            "train",
-            "--model",
-            "lenet-300-100",
-            "--epochs",
-            &e,
-            "-o",
-            p.to_str().unwrap(),
-            "--json",
-        ]);
-        (p, v)
-    })
+    M.get_or_init(|| train("lenet-300-100", epochs, "mlp.safetensors"))
+}
+
+/// `joulecut train --model ARCH --epochs N` into the scratch directory: the file and the JSON.
+pub fn train(arch: &str, epochs: usize, file: &str) -> (PathBuf, serde_json::Value) {
+    let p = scratch().join(file);
+    let e = epochs.to_string();
+    let v = json(&[
+        "train",
+        "--model",
+        arch,
+        "--epochs",
+        &e,
+        "-o",
+        p.to_str().unwrap(),
+        "--json",
+    ]);
+    (p, v)
 }

@@ -584,13 +584,23 @@ fn quantize_one(x: f32, p: &QuantParams, qmin: f32, qmax: f32, zp: f32) -> (u8, 
     ((q + 12_582_912.0).to_bits() as u8, x - p.scale * (q - zp))
 }
 
+/// Per-lane error accumulators of the block loops: Σd², Σx², max|d|.
+type Lanes = [[f32; LANES]; 3];
+
 /// `p.quantize(x)` for a block, written into `out`, with the block's error (Σd², Σx², max|d|).
 /// Lane-wise so it vectorises; [`QuantParams::quantize`] is the reference it matches bit for bit.
 #[inline(always)]
 fn quantize_block_generic(xs: &[f32], out: &mut [u8], p: QuantParams) -> (f32, f32, f32) {
+    lane_totals(quantize_lanes(xs, out, p, [[0f32; LANES]; 3]))
+}
+
+/// The lane loop of [`quantize_block_generic`], continuing the accumulators `acc` (element `j` of
+/// `xs` feeds lane `j % LANES`; a remainder shorter than `LANES` feeds lane 0).
+#[inline(always)]
+fn quantize_lanes(xs: &[f32], out: &mut [u8], p: QuantParams, acc: Lanes) -> Lanes {
     let (qmin, qmax) = (p.qmin() as f32, p.qmax() as f32);
     let zp = p.zero_point as f32;
-    let (mut e2, mut x2, mut m) = ([0f32; LANES], [0f32; LANES], [0f32; LANES]);
+    let [mut e2, mut x2, mut m] = acc;
     let n = xs.len() - xs.len() % LANES;
     for (o, x) in out[..n]
         .chunks_exact_mut(LANES)
@@ -612,6 +622,12 @@ fn quantize_block_generic(xs: &[f32], out: &mut [u8], p: QuantParams) -> (f32, f
         x2[0] += x * x;
         m[0] = m[0].max(d.abs());
     }
+    [e2, x2, m]
+}
+
+/// The block's (Σd², Σx², max|d|) from its lane accumulators.
+#[inline(always)]
+fn lane_totals([e2, x2, m]: Lanes) -> (f32, f32, f32) {
     (
         e2.iter().sum(),
         x2.iter().sum(),
@@ -628,8 +644,7 @@ fn quantize_block_avx2(xs: &[f32], out: &mut [u8], p: QuantParams) -> (f32, f32,
     use std::arch::x86_64::*;
     debug_assert_eq!(LANES, 8);
     let n = xs.len() - xs.len() % 32;
-    let zp_f = p.zero_point as f32;
-    let (scale, zp) = (_mm256_set1_ps(p.scale), _mm256_set1_ps(zp_f));
+    let (scale, zp) = (_mm256_set1_ps(p.scale), _mm256_set1_ps(p.zero_point as f32));
     let (qmin, qmax) = (
         _mm256_set1_ps(p.qmin() as f32),
         _mm256_set1_ps(p.qmax() as f32),
@@ -694,33 +709,8 @@ fn quantize_block_avx2(xs: &[f32], out: &mut [u8], p: QuantParams) -> (f32, f32,
         _mm256_storeu_ps(xa.as_mut_ptr(), x2);
         _mm256_storeu_ps(ma.as_mut_ptr(), m);
     }
-    // The tail continues the same lanes, as the generic loop would.
-    let (qmin_f, qmax_f) = (p.qmin() as f32, p.qmax() as f32);
-    let tail_full = n + (xs.len() - n) / LANES * LANES;
-    for (j, (o, &x)) in out[n..tail_full]
-        .iter_mut()
-        .zip(&xs[n..tail_full])
-        .enumerate()
-    {
-        let (q, d) = quantize_one(x, &p, qmin_f, qmax_f, zp_f);
-        *o = q;
-        let k = j % LANES;
-        ea[k] += d * d;
-        xa[k] += x * x;
-        ma[k] = if d.abs() > ma[k] { d.abs() } else { ma[k] };
-    }
-    for (o, &x) in out[tail_full..].iter_mut().zip(&xs[tail_full..]) {
-        let (q, d) = quantize_one(x, &p, qmin_f, qmax_f, zp_f);
-        *o = q;
-        ea[0] += d * d;
-        xa[0] += x * x;
-        ma[0] = ma[0].max(d.abs());
-    }
-    (
-        ea.iter().sum(),
-        xa.iter().sum(),
-        ma.iter().fold(0f32, |a, &b| a.max(b)),
-    )
+    // The tail continues the same lanes, as the generic loop would (n is a multiple of LANES).
+    lane_totals(quantize_lanes(&xs[n..], &mut out[n..], p, [ea, xa, ma]))
 }
 
 fn quantize_block(xs: &[f32], out: &mut [u8], p: QuantParams) -> (f32, f32, f32) {

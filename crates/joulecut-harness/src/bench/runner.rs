@@ -476,7 +476,7 @@ fn run_variant(
         seed,
         serde_json::to_string(&changing).expect("steps serialise"),
     );
-    if let Some(t) = trained.get(&key) {
+    let (cfg, vm, energies, joules) = if let Some(t) = trained.get(&key) {
         // Same weights as an earlier variant: reuse them, and report the joules it took to make
         // them (the cost of this variant), marked as shared.
         let energies = t
@@ -489,35 +489,22 @@ fn run_variant(
             })
             .collect();
         let vm = copy_varmap(&t.cfg, &t.vm, &opts.device)?;
-        return evaluate_variant(
-            suite,
-            data,
-            meter,
-            opts,
-            model,
-            seed,
-            Some(v),
-            base,
-            &t.cfg,
-            &vm,
-            &storage,
-            energies,
-            t.joules,
-            t0,
+        (t.cfg.clone(), vm, energies, t.joules)
+    } else {
+        let (cfg, vm, energies, joules) =
+            apply_steps(suite, data, meter, opts, seed, v, base, &changing)?;
+        trained.insert(
+            key,
+            Trained {
+                cfg: cfg.clone(),
+                vm: copy_varmap(&cfg, &vm, &opts.device)?,
+                energies: energies.clone(),
+                joules,
+                by: v.name.clone(),
+            },
         );
-    }
-    let (cfg, vm, energies, joules) =
-        apply_steps(suite, data, meter, opts, seed, v, base, &changing)?;
-    trained.insert(
-        key,
-        Trained {
-            cfg: cfg.clone(),
-            vm: copy_varmap(&cfg, &vm, &opts.device)?,
-            energies: energies.clone(),
-            joules,
-            by: v.name.clone(),
-        },
-    );
+        (cfg, vm, energies, joules)
+    };
     evaluate_variant(
         suite,
         data,
