@@ -111,7 +111,23 @@ impl Layer {
         padding: usize,
         path: LayerPath,
     ) -> Self {
-        Layer::new(name, path, Box::new(DenseConv { w, b, padding }))
+        let fused = DenseConv {
+            w: w.clone(),
+            b: b.clone(),
+            padding,
+            relu: true,
+        };
+        Layer::new(
+            name,
+            path,
+            Box::new(DenseConv {
+                w,
+                b,
+                padding,
+                relu: false,
+            }),
+        )
+        .with_fused_relu(Box::new(fused))
     }
 
     /// Runs the layer.
@@ -124,19 +140,26 @@ struct DenseConv {
     w: Tensor,
     b: Option<Tensor>,
     padding: usize,
+    /// Apply the following ReLU inside the conv kernel.
+    relu: bool,
 }
 
 impl Module for DenseConv {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         // joulecut-ops' im2col + gemm kernels are CPU-only; other devices use candle's conv.
         if x.device().is_cpu() {
-            return joulecut_ops::conv2d(x, &self.w, self.b.as_ref(), self.padding);
+            return if self.relu {
+                joulecut_ops::conv2d_relu(x, &self.w, self.b.as_ref(), self.padding)
+            } else {
+                joulecut_ops::conv2d(x, &self.w, self.b.as_ref(), self.padding)
+            };
         }
         let y = x.conv2d(&self.w, self.padding, 1, 1, 1)?;
-        match &self.b {
-            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
-            None => Ok(y),
-        }
+        let y = match &self.b {
+            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?,
+            None => y,
+        };
+        if self.relu { y.relu() } else { Ok(y) }
     }
 }
 
@@ -194,7 +217,13 @@ pub struct Model {
     cfg: ModelConfig,
     convs: Vec<Layer>,
     fcs: Vec<Layer>,
+    /// Inference model (loaded from a checkpoint): CPU batches are split by rows across threads.
+    row_parallel: bool,
 }
+
+/// Smallest batch [`Model::forward`] splits by rows; smaller ones (latency) parallelise inside
+/// each layer instead.
+const ROW_SPLIT_MIN: usize = 32;
 
 /// Padding of LeNet-5's conv layers.
 const CONV_PADDING: [usize; 2] = [2, 0];
@@ -247,6 +276,7 @@ impl Model {
             cfg: cfg.clone(),
             convs,
             fcs,
+            row_parallel: false,
         })
     }
 
@@ -332,6 +362,7 @@ impl Model {
             cfg: cfg.clone(),
             convs,
             fcs,
+            row_parallel: true,
         })
     }
 
@@ -347,7 +378,7 @@ impl Model {
             let b = x.dim(0)?;
             h = h.reshape((b, *in_channels, *image, *image))?;
             for conv in &self.convs {
-                h = conv.forward(&h)?.relu()?;
+                h = conv.forward_act(&h, true)?;
                 // Routes by device itself (candle's own max_pool2d has a wrong backward).
                 h = joulecut_ops::max_pool2d(&h, 2)?;
             }
@@ -365,8 +396,55 @@ impl Model {
     }
 }
 
+impl Model {
+    /// Runs a CPU batch as one row chunk per rayon thread, each chunk through the whole network on
+    /// its own thread; `None` when the batch should run layer by layer.
+    ///
+    /// Samples are independent in every layer, so this needs no synchronisation between layers:
+    /// one fork and one join per batch instead of one (or more) per layer, and each thread's
+    /// activations stay in its own cache from one layer to the next. Inside the chunks the kernels
+    /// see that they run on a rayon worker and stay single-threaded.
+    fn forward_row_parallel(&self, x: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let threads = rayon::current_num_threads();
+        let b = x.dim(0)?;
+        if !self.row_parallel
+            || !x.device().is_cpu()
+            || threads < 2
+            || b < ROW_SPLIT_MIN
+            || rayon::current_thread_index().is_some()
+        {
+            return Ok(None);
+        }
+        self.forward_row_chunks(x, threads).map(Some)
+    }
+
+    /// Logits of `x` computed as `chunks` row chunks (multiples of 4 rows) in parallel on rayon's
+    /// pool, each through the whole network, concatenated. Equal to the layer-by-layer forward
+    /// (every kernel computes each sample independently of the others in its batch).
+    pub fn forward_row_chunks(&self, x: &Tensor, chunks: usize) -> candle_core::Result<Tensor> {
+        use rayon::prelude::*;
+        let b = x.dim(0)?;
+        // Multiples of 4 rows keep the int8 micro-tiles full.
+        let per = b.div_ceil(chunks.max(1)).next_multiple_of(4).max(4);
+        let outs = (0..b)
+            .step_by(per)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .with_max_len(1)
+            .map(|r0| {
+                self.forward_hidden(&x.narrow(0, r0, per.min(b - r0))?)
+                    .map(|(y, _)| y)
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Tensor::cat(&outs, 0)
+    }
+}
+
 impl Module for Model {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if let Some(y) = self.forward_row_parallel(x)? {
+            return Ok(y);
+        }
         Ok(self.forward_hidden(x)?.0)
     }
 }

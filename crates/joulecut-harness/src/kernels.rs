@@ -257,6 +257,7 @@ impl LayerFactory for RealKernels {
 
 #[cfg(test)]
 mod tests {
+    use candle_core::{Module, Tensor};
     use joulecut_checkpoint::{DenseTensor, FloatType, Int8Tensor, SparseTensor};
 
     use super::*;
@@ -324,6 +325,71 @@ mod tests {
         assert_eq!(k.route(&sparse(20), false, false), Route::Dense);
         let dense = TensorData::Dense(DenseTensor::from_f32(vec![4, 8], &[0.5; 32]));
         assert_eq!(k.route(&dense, false, false), Route::Dense);
+    }
+
+    /// Writes `cfg` with every parameter dense (random) except the names in `int8_names`, loads it
+    /// through the real kernels.
+    fn model_with(cfg: &joulecut_models::ModelConfig, int8_names: &[&str], tag: &str) -> Model {
+        let dir = std::env::temp_dir().join(format!("jc-rows-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.safetensors");
+        let mut w = joulecut_checkpoint::CheckpointWriter::new();
+        w.set_model_config(cfg.to_json());
+        let mut s = 1u32;
+        for (name, shape) in cfg.param_shapes() {
+            let t = if int8_names.contains(&name.as_str()) {
+                int8(shape)
+            } else {
+                let n: usize = shape.iter().product();
+                let v: Vec<f32> = (0..n)
+                    .map(|_| {
+                        s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                        ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.4
+                    })
+                    .collect();
+                TensorData::Dense(DenseTensor::from_f32(shape, &v))
+            };
+            w.insert(name, t);
+        }
+        w.write(&path, &[]).unwrap();
+        let ck = Checkpoint::open(&path).unwrap();
+        let model = Model::load(&ck, cfg, &Device::Cpu, &RealKernels::default()).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        model
+    }
+
+    #[test]
+    fn row_chunked_forward_equals_layer_by_layer() {
+        let mlp = joulecut_models::ModelConfig::parse("mlp:8-4-3").unwrap();
+        let lenet = joulecut_models::ModelConfig::lenet5();
+        let cases = [
+            (model_with(&mlp, &["fc1.weight"], "mlp"), 8),
+            (
+                model_with(&lenet, &["conv2.weight", "fc2.weight"], "lenet"),
+                784,
+            ),
+            (model_with(&lenet, &[], "lenet-f32"), 784),
+        ];
+        for (model, width) in &cases {
+            for (batch, chunks) in [(70, 3), (5, 2), (64, 2)] {
+                let x = Tensor::randn(0f32, 1., (batch, *width), &Device::Cpu).unwrap();
+                let whole = model.forward_hidden(&x).unwrap().0;
+                let split = model.forward_row_chunks(&x, chunks).unwrap();
+                assert_eq!(split.dims(), whole.dims());
+                let (a, b) = (
+                    whole.to_vec2::<f32>().unwrap(),
+                    split.to_vec2::<f32>().unwrap(),
+                );
+                for (ra, rb) in a.iter().zip(&b) {
+                    for (va, vb) in ra.iter().zip(rb) {
+                        assert!((va - vb).abs() <= 1e-5 * (1.0 + va.abs()), "{va} vs {vb}");
+                    }
+                }
+                // The public forward (row-parallel on a multi-thread pool) agrees as well.
+                let fwd = model.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+                assert_eq!(fwd.len(), batch);
+            }
+        }
     }
 
     #[test]

@@ -31,6 +31,7 @@
 
 mod alloc;
 mod conv;
+mod dot;
 mod gemv;
 mod linear;
 mod loss;

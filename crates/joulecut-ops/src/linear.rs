@@ -103,25 +103,8 @@ impl CustomOp3 for Linear {
             crate::gemv::small_batch(x, n, w, (o, i), b, self.relu, &mut y);
             return Ok((CpuStorage::F32(y), Shape::from((n, o))));
         }
-        let mut y = Vec::with_capacity(n * o);
-        for _ in 0..n {
-            y.extend_from_slice(b);
-        }
-        // yᵀ (o x n, cs = o) += W (o x i: cs 1, rs i) · xᵀ (i x n: cs i, rs 1).
-        // SAFETY: y, w and x hold n*o, o*i and n*i elements.
-        unsafe {
-            mm(
-                (o, n, i),
-                y.as_mut_ptr(),
-                o,
-                true,
-                (w.as_ptr(), 1, i),
-                (x.as_ptr(), i, 1),
-            )
-        };
-        if self.relu {
-            y.iter_mut().for_each(|v| *v = v.max(0.));
-        }
+        let mut y = vec![0f32; n * o];
+        crate::dot::xwt(x, n, w, (o, i), b, self.relu, &mut y);
         Ok((CpuStorage::F32(y), Shape::from((n, o))))
     }
 

@@ -196,7 +196,10 @@ impl CsrMatrix {
             return;
         }
         let work = self.nnz().max(self.rows) * batch;
-        let parallel = work >= PARALLEL_WORK && rayon::current_num_threads() > 1;
+        // Already on a rayon worker (a row chunk of a batch the model split): stay on this thread.
+        let parallel = work >= PARALLEL_WORK
+            && rayon::current_num_threads() > 1
+            && rayon::current_thread_index().is_none();
         if batch < TILE_MIN_BATCH {
             for (xb, yb) in x.chunks(self.cols.max(1)).zip(y.chunks_mut(self.rows)) {
                 self.gather_rows(xb, bias, yb, parallel);

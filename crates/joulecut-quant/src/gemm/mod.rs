@@ -447,11 +447,21 @@ pub(crate) struct Task {
     pub p1: usize,
 }
 
+/// Threads a GEMM may split over: 1 when it already runs on a rayon worker (e.g. one row chunk of a
+/// batch that the model split across threads), where a nested split only adds hand-offs.
+fn pool_threads() -> usize {
+    if rayon::current_thread_index().is_some() {
+        1
+    } else {
+        rayon::current_num_threads()
+    }
+}
+
 /// Splits `m × panels` into tasks for the rayon pool.
 fn plan(m: usize, w: &PackedWeights) -> Vec<Task> {
     let panels = w.n_pad / PANEL_N;
     let work = m * w.n_pad * w.k_pad;
-    let threads = rayon::current_num_threads();
+    let threads = pool_threads();
     if work < PARALLEL_MIN_WORK || threads == 1 {
         return vec![Task {
             r0: 0,
@@ -633,7 +643,7 @@ pub fn gemm_requant(
 /// Rows per task of [`quantize_gemm_requant`], or `m` when the product should stay on the calling
 /// thread (small batches: batch-1 latency must not pay for a rayon round trip).
 fn rows_per_task(m: usize, w: &PackedWeights) -> usize {
-    let threads = rayon::current_num_threads();
+    let threads = pool_threads();
     if m * w.n_pad * w.k_pad < PARALLEL_MIN_WORK || threads == 1 || m < 2 * MIN_TASK_ROWS {
         return m;
     }
