@@ -4,10 +4,10 @@
 //! Both operands are contiguous along `k` (the input features), so each output is a dot product.
 //! A micro-tile takes 3 rows of `x` and 4 rows of `W` and keeps their 12 dot products in 8-lane
 //! accumulators: per 8 `k` it loads 7 vectors for 12 FMAs, which keeps Zen 3 / Skylake's two FMA
-//! pipes busy without spilling the 16 ymm registers. `k` is cut into blocks (≤ `KC` floats) so a
-//! task's `x` block stays in L2 while each group of 4 weight rows (≤ 8 KiB) sits in L1 and is
-//! reused by every row of the task. The partial sums of a block are reduced horizontally once and
-//! added to `y`, which holds the bias from the start; the ReLU runs after the last block.
+//! pipes busy without spilling the 16 ymm registers. Each group of 4 weight rows (12.5 KiB at
+//! k = 784) sits in L1 and is reused by every row of the task. Very deep layers are cut into
+//! `k`-blocks (≤ `KC` floats); a block's partial sums are reduced horizontally once and added to
+//! `y`, which holds the bias from the start; the ReLU runs after the last block.
 //!
 //! A general GEMM (the `gemm` crate) packs `W` (940 KB for the MLP's first layer) and `x` on
 //! every call; this kernel reads each operand where it lies, which is what an inference call with
@@ -19,7 +19,9 @@ use crate::storage::threads;
 const MR: usize = 3;
 /// Rows of `W` per micro-tile.
 const NR: usize = 4;
-/// Most `k` per block: 128 rows × 512 floats = 256 KiB of `x` per task stays in L2.
+/// Most `k` per block. Measured on Zen 3 (MLP, batch 256, 2 threads): one block for k = 784
+/// (1.22-1.28 ms) beat 2 blocks (1.38-1.41 ms) and 4 (1.36-1.50 ms): each block costs every tile
+/// a horizontal reduction and a read-modify-write of its outputs, more than L2 misses on `x` cost.
 const KC: usize = 1024;
 /// Multiply-adds below which a product runs on the calling thread.
 const PAR_MACS: usize = 1 << 17;
