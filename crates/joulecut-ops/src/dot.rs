@@ -67,34 +67,37 @@ pub(crate) fn xwt(
         // Few rows (latency): split the weight rows instead, so each thread reads half of `W`.
         let per = o.div_ceil(t).next_multiple_of(NR);
         let ys = SendPtr(y.as_mut_ptr());
-        rayon::scope(|s| {
-            for j0 in (0..o).step_by(per) {
-                let cols = per.min(o - j0);
-                s.spawn(move |_| {
-                    let ys = ys;
-                    // SAFETY: columns j0..j0+cols of every row belong to this task alone; the
-                    // scope outlives it.
-                    unsafe {
-                        block(
-                            x,
-                            n,
-                            &w[j0 * i..(j0 + cols) * i],
-                            cols,
-                            i,
-                            ys.0.add(j0),
-                            o,
-                            relu,
-                        )
-                    }
-                });
+        let part = move |j0: usize| {
+            let ys = ys;
+            let cols = per.min(o - j0);
+            // SAFETY: columns j0..j0+cols of every row belong to this part alone; the scope
+            // outlives it.
+            unsafe {
+                block(
+                    x,
+                    n,
+                    &w[j0 * i..(j0 + cols) * i],
+                    cols,
+                    i,
+                    ys.0.add(j0),
+                    o,
+                    relu,
+                )
             }
+        };
+        // The calling thread takes the first part itself, so fewer sleeping workers must wake.
+        rayon::in_place_scope(|s| {
+            for j0 in (per..o).step_by(per) {
+                s.spawn(move |_| part(j0));
+            }
+            part(0);
         });
     }
 }
 
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
-// SAFETY: used only for disjoint column ranges inside one `rayon::scope`.
+// SAFETY: used only for disjoint column ranges inside one `rayon::in_place_scope`.
 unsafe impl Send for SendPtr {}
 // SAFETY: as above.
 unsafe impl Sync for SendPtr {}
