@@ -248,8 +248,13 @@ impl LayerFactory for RealKernels {
     ) -> Result<Option<Layer>> {
         if self.route(w, true, device.is_cpu()) == Route::Kernel(Kernel::Int8) {
             let l = joulecut_quant::Int8Conv2d::from_data(name, w, bias, padding, 1)
-                .map_err(|e| layer_err(name, e))?;
-            return Ok(Some(Layer::new(name, LayerPath::Int8, Box::new(l))));
+                .map_err(|e| layer_err(name, e))?
+                .with_activation_quant(self.int8_activations);
+            // As for linear layers: the following ReLU runs in the GEMM's epilogue.
+            let relu = Box::new(l.clone().with_relu(true));
+            return Ok(Some(
+                Layer::new(name, LayerPath::Int8, Box::new(l)).with_fused_relu(relu),
+            ));
         }
         Ok(None)
     }

@@ -362,6 +362,13 @@ impl Int8Conv2d {
         self
     }
 
+    /// How the input is quantized (one grid per image; e.g. [`ActivationQuant::DynamicU7`] for
+    /// the AVX2 kernel's sign-free loop).
+    pub fn with_activation_quant(mut self, mode: ActivationQuant) -> Int8Conv2d {
+        self.activations = mode;
+        self
+    }
+
     /// Uses one calibrated grid for the input instead of one dynamic grid per image.
     pub fn with_static_input(mut self, params: QuantParams) -> Int8Conv2d {
         self.activations = ActivationQuant::Static(params);
@@ -417,37 +424,46 @@ impl Int8Conv2d {
             sums: vec![0; m],
         };
         let need_sums = self.requant.needs_row_sums();
+        // Each image is copied once into a border of its zero-point (the code of 0.0), so the
+        // im2col below copies `kw`-byte runs with no bounds checks.
+        let (ph, pw) = (h + 2 * pad, w + 2 * pad);
+        let mut padded = vec![0i8; c * ph * pw];
         for b in 0..n {
             let img = &qimg.data[b * c * h * w..(b + 1) * c * h * w];
             let zp = qimg.zeros[b] as i8;
+            padded.fill(zp);
+            for ci in 0..c {
+                for iy in 0..h {
+                    let src = &img[(ci * h + iy) * w..(ci * h + iy + 1) * w];
+                    let at = (ci * ph + iy + pad) * pw + pad;
+                    padded[at..at + w].copy_from_slice(src);
+                }
+            }
             rows.scales
                 .extend(std::iter::repeat_n(qimg.scales[b], rows_per_img));
             rows.zeros
                 .extend(std::iter::repeat_n(qimg.zeros[b], rows_per_img));
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let r = b * rows_per_img + oy * ow + ox;
-                    let dst = &mut rows.data[r * stride..r * stride + k];
-                    let mut j = 0;
-                    for ci in 0..c {
-                        for dy in 0..kh {
-                            let iy = (oy * st + dy) as isize - pad as isize;
-                            for dx in 0..kw {
-                                let ix = (ox * st + dx) as isize - pad as isize;
-                                dst[j] =
-                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w
-                                    {
-                                        img[ci * h * w + iy as usize * w + ix as usize]
-                                    } else {
-                                        zp
-                                    };
-                                j += 1;
-                            }
-                        }
-                    }
-                    if need_sums {
-                        rows.sums[r] = dst.iter().map(|&v| i32::from(v)).sum();
-                    }
+            let r0 = b * rows_per_img;
+            let data = &mut rows.data[r0 * stride..(r0 + rows_per_img) * stride];
+            let g = Im2col {
+                c,
+                kh,
+                kw,
+                st,
+                ow,
+                pw,
+                ph,
+                stride,
+            };
+            // Fixed-size runs compile to plain moves instead of `memmove` calls.
+            match kw {
+                3 => g.image(&padded, data, oh, |d, s| d[..3].copy_from_slice(&s[..3])),
+                5 => g.image(&padded, data, oh, |d, s| d[..5].copy_from_slice(&s[..5])),
+                _ => g.image(&padded, data, oh, |d, s| d[..kw].copy_from_slice(&s[..kw])),
+            }
+            if need_sums {
+                for (r, row) in data.chunks_exact(stride).enumerate() {
+                    rows.sums[r0 + r] = row[..k].iter().map(|&v| i32::from(v)).sum();
                 }
             }
         }
@@ -466,6 +482,50 @@ impl Int8Conv2d {
             }
         }
         out
+    }
+}
+
+/// im2col geometry of one zero-point-padded image (`c × ph × pw` int8).
+struct Im2col {
+    c: usize,
+    kh: usize,
+    kw: usize,
+    st: usize,
+    ow: usize,
+    pw: usize,
+    ph: usize,
+    /// Row stride of the output (the weights' padded `k`).
+    stride: usize,
+}
+
+impl Im2col {
+    /// Writes one row of `c·kh·kw` bytes per output position into `out`; `copy` moves one
+    /// `kw`-byte run.
+    #[inline(always)]
+    fn image(&self, padded: &[i8], out: &mut [i8], oh: usize, copy: impl Fn(&mut [i8], &[i8])) {
+        let Im2col {
+            c,
+            kh,
+            kw,
+            st,
+            ow,
+            pw,
+            ph,
+            stride,
+        } = *self;
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let dst = &mut out[(oy * ow + ox) * stride..];
+                let mut j = 0;
+                for ci in 0..c {
+                    for dy in 0..kh {
+                        let at = (ci * ph + oy * st + dy) * pw + ox * st;
+                        copy(&mut dst[j..], &padded[at..]);
+                        j += kw;
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -184,6 +184,26 @@ fn int8_conv2d_is_close_to_f32() {
             e < LINEAR_REL_TOL,
             "conv {n}x{c}x{h} -> {o} k{k} p{pad} s{stride}: rel err {e}"
         );
+        // 7-bit unsigned input grid (half the resolution; padding is the code of 0.0).
+        let u7 = layer
+            .clone()
+            .with_activation_quant(joulecut_quant::gemm::ActivationQuant::DynamicU7);
+        let e7 = rel_l2(&want, &u7.forward(&x).unwrap());
+        assert!(
+            e7 < 2.0 * LINEAR_REL_TOL,
+            "u7 conv k{k} p{pad} s{stride}: rel err {e7}"
+        );
+        // The fused ReLU is exactly the ReLU of the same output.
+        let fused = layer.clone().with_relu(true).forward(&x).unwrap();
+        assert_eq!(
+            fused.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            got.relu()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        );
     }
 }
 
