@@ -18,7 +18,7 @@ use crate::storage::{cpu_f32, threads, view};
 
 thread_local! {
     /// Per-thread im2col buffer, reused across calls so the hot path does not allocate.
-    static COL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    pub(crate) static COL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Shapes of one stride-1 convolution. Paddings may be negative (a crop), which
@@ -39,7 +39,7 @@ pub(crate) struct Geom {
 }
 
 impl Geom {
-    fn new(x: &[usize], w: &[usize], pad: usize) -> Result<Self> {
+    pub(crate) fn new(x: &[usize], w: &[usize], pad: usize) -> Result<Self> {
         let (&[n, c, h, wd], &[o, wc, kh, kw]) = (x, w) else {
             bail!("conv2d: expected a 4-D input and weight, got {x:?} and {w:?}")
         };
@@ -65,20 +65,20 @@ impl Geom {
     }
 
     /// Reduction length of the gemm: `c * kh * kw`.
-    fn k(&self) -> usize {
+    pub(crate) fn k(&self) -> usize {
         self.c * self.kh * self.kw
     }
 
     /// Output pixels per channel.
-    fn p(&self) -> usize {
+    pub(crate) fn p(&self) -> usize {
         self.oh * self.ow
     }
 
-    fn in_len(&self) -> usize {
+    pub(crate) fn in_len(&self) -> usize {
         self.c * self.h * self.w
     }
 
-    fn out_len(&self) -> usize {
+    pub(crate) fn out_len(&self) -> usize {
         self.o * self.p()
     }
 
@@ -138,7 +138,7 @@ fn im2col(x: &[f32], g: &Geom, col: &mut [f32]) {
 
 /// Column matrix of one sample: the input itself for 1x1 convolutions, else
 /// im2col into `col`.
-fn columns<'a>(x: &'a [f32], g: &Geom, col: &'a mut Vec<f32>) -> &'a [f32] {
+pub(crate) fn columns<'a>(x: &'a [f32], g: &Geom, col: &'a mut Vec<f32>) -> &'a [f32] {
     if g.is_pointwise() {
         return x;
     }
@@ -148,7 +148,14 @@ fn columns<'a>(x: &'a [f32], g: &Geom, col: &'a mut Vec<f32>) -> &'a [f32] {
 }
 
 /// One sample's forward pass: `out[o, p] = bias[o] + sum_k w[o, k] * col[k, p]`.
-fn conv_sample(x: &[f32], wt: &[f32], bias: Option<&[f32]>, relu: bool, g: &Geom, out: &mut [f32]) {
+pub(crate) fn conv_sample(
+    x: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    g: &Geom,
+    out: &mut [f32],
+) {
     let (k, p) = (g.k(), g.p());
     COL.with_borrow_mut(|col| {
         let cols = columns(x, g, col);
@@ -191,7 +198,11 @@ fn conv_sample(x: &[f32], wt: &[f32], bias: Option<&[f32]>, relu: bool, g: &Geom
 }
 
 /// Runs `f(sample, out_chunk)` for every sample, in parallel when it pays.
-fn for_each_sample(out: &mut [f32], len: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+pub(crate) fn for_each_sample(
+    out: &mut [f32],
+    len: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync + Send,
+) {
     let n = out.len() / len.max(1);
     if n <= 1 || threads() == 1 {
         out.chunks_exact_mut(len)

@@ -48,7 +48,7 @@ impl PoolGeom {
 /// comparison compiles to selects rather than branches (pooled values are ~random: a branch
 /// mispredicts every other element).
 #[inline(always)]
-fn takes(v: f32, m: f32) -> bool {
+pub(crate) fn takes(v: f32, m: f32) -> bool {
     (v > m) | (v.is_nan() & !m.is_nan())
 }
 
