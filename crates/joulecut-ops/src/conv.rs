@@ -486,3 +486,58 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, padding: usize) -> Res
 pub fn conv2d_relu(x: &Tensor, w: &Tensor, b: Option<&Tensor>, padding: usize) -> Result<Tensor> {
     apply(x, w, b, padding, true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The column matrix by definition, one element at a time.
+    fn naive_im2col(x: &[f32], g: &Geom) -> Vec<f32> {
+        let mut col = vec![0f32; g.k() * g.p()];
+        for ci in 0..g.c {
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    for oy in 0..g.oh {
+                        for ox in 0..g.ow {
+                            let iy = oy as isize + ky as isize - g.pad_y;
+                            let ix = ox as isize + kx as isize - g.pad_x;
+                            let inside =
+                                (0..g.h as isize).contains(&iy) && (0..g.w as isize).contains(&ix);
+                            col[((ci * g.kh + ky) * g.kw + kx) * g.p() + oy * g.ow + ox] = if inside
+                            {
+                                x[(ci * g.h + iy as usize) * g.w + ix as usize]
+                            } else {
+                                0.
+                            };
+                        }
+                    }
+                }
+            }
+        }
+        col
+    }
+
+    /// Both copy paths (same-width block copies, short row copies under and over 8 floats) and
+    /// the crops of the input-gradient geometry, into a buffer holding stale values.
+    #[test]
+    fn im2col_matches_definition() {
+        for c in [1, 2] {
+            for (h, w) in [(28, 28), (14, 14), (5, 9), (1, 3), (10, 17)] {
+                for (kh, kw) in [(5, 5), (3, 3), (1, 1), (3, 2), (2, 5)] {
+                    for pad in 0..4 {
+                        let x_dims = [2, c, h, w];
+                        let Ok(g) = Geom::new(&x_dims, &[3, c, kh, kw], pad) else {
+                            continue;
+                        };
+                        for g in [g, g.transposed()] {
+                            let x: Vec<f32> = (0..g.in_len()).map(|i| i as f32 + 1.).collect();
+                            let mut col = vec![f32::NAN; g.k() * g.p()];
+                            im2col(&x, &g, &mut col);
+                            assert_eq!(col, naive_im2col(&x, &g), "{g:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -131,15 +131,22 @@ fn forward(x: &[f32], w: &[f32], b: Option<&[f32]>, d: &Dims, out: &mut [f32], a
 
 /// Scatters one sample's pooled gradient `gp` to the argmaxes `a` of the conv-output gradient
 /// `gy` (zeroed first), where the pooled value `yp` passed the ReLU; adds each plane's sum to `db`.
-fn unpool(gp: &[f32], yp: &[f32], a: &[u8], d: &Dims, gy: &mut [f32], db: &mut [f32]) {
-    let (p, ow, k) = (d.g.p(), d.g.ow, d.k);
+/// (Writing whole windows instead of zero-filling first measured slower.)
+#[inline(always)]
+fn unpool(gp: &[f32], yp: &[f32], a: &[u8], d: &Dims, k: usize, gy: &mut [f32], db: &mut [f32]) {
+    let (p, ow) = (d.g.p(), d.g.ow);
     let pp = d.ph * d.pw;
     gy.fill(0.);
     for (c, plane) in gy.chunks_exact_mut(p).enumerate() {
+        let (gp, yp, a) = (
+            &gp[c * pp..(c + 1) * pp],
+            &yp[c * pp..(c + 1) * pp],
+            &a[c * pp..(c + 1) * pp],
+        );
         let mut sum = 0f32;
         for py in 0..d.ph {
             for px in 0..d.pw {
-                let q = c * pp + py * d.pw + px;
+                let q = py * d.pw + px;
                 if yp[q] > 0. {
                     let at = a[q] as usize;
                     plane[(py * k + at / k) * ow + px * k + at % k] = gp[q];
@@ -249,7 +256,13 @@ fn backward(
             gy.resize(ol, 0.);
             for s in ci * per..((ci + 1) * per).min(n) {
                 let q = s * ql..(s + 1) * ql;
-                unpool(&gp[q.clone()], &yp[q.clone()], &arg[q], d, gy, &mut db);
+                let (gq, yq, aq) = (&gp[q.clone()], &yp[q.clone()], &arg[q]);
+                // A literal window lets the compiler unroll the common 2x2 case.
+                if d.k == 2 {
+                    unpool(gq, yq, aq, d, 2, gy, &mut db)
+                } else {
+                    unpool(gq, yq, aq, d, d.k, gy, &mut db)
+                }
                 if want.dw {
                     COL.with_borrow_mut(|col| {
                         let cols = columns(&x[s * il..(s + 1) * il], g, col);
