@@ -240,8 +240,15 @@ fn backward(
     let g = &d.g;
     let (n, k, o) = (g.n, g.k(), g.o);
     let (il, ol, ql) = (g.in_len(), g.out_len(), d.pooled_len());
+    if n == 0 {
+        return (
+            Vec::new(),
+            vec![0f32; if want.dw { o * k } else { 0 }],
+            vec![0f32; o],
+        );
+    }
     // A few chunks per thread so a briefly stalled core does not hold up the whole pass.
-    let chunks = (4 * threads()).min(n).max(1);
+    let chunks = (4 * threads()).min(n);
     let per = n.div_ceil(chunks);
     let mut dx = vec![0f32; if want.dx { n * il } else { 0 }];
     let slices: Vec<&mut [f32]> = if want.dx {

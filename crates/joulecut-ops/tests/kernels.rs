@@ -476,6 +476,16 @@ fn conv_pool_matches_composed_ops() {
 }
 
 #[test]
+fn conv_pool_empty_batch() {
+    let x = Var::from_tensor(&randn(&[0, 2, 6, 6])).unwrap();
+    let w = Var::from_tensor(&randn(&[3, 2, 3, 3])).unwrap();
+    let y = joulecut_ops::conv2d_relu_pool2d(&x, &w, None, 1, 2).unwrap();
+    assert_eq!(y.dims(), &[0, 3, 3, 3]);
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    assert_eq!(flat(grads.get(&w).unwrap()), vec![0f32; 3 * 2 * 9]);
+}
+
+#[test]
 fn conv_pool_rejects_bad_windows() {
     let x = randn(&[1, 1, 6, 6]);
     let w = randn(&[2, 1, 3, 3]);
