@@ -7,6 +7,14 @@ use clap::Parser;
 mod cli;
 
 fn main() -> ExitCode {
+    // candle splits element-wise ops on big tensors over its own pool of spinning threads; next
+    // to rayon's workers (our kernels) that oversubscribes a small machine, and its barrier wait
+    // took 4-15 % of a LeNet-5 epoch on 2 cores (+17 % samples/s without it,
+    // docs/PERFORMANCE.md). Keep them on the calling thread unless the user set a count.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // SAFETY: first statement of main: no other thread exists yet to read the environment.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    }
     let args = cli::Cli::parse();
     // Reuse freed tensor buffers instead of returning them to the kernel every step (25-30% on
     // an MLP train step, docs/PERFORMANCE.md).

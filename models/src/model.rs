@@ -30,6 +30,8 @@ pub struct Layer {
     module: Box<dyn Module + Send + Sync>,
     /// Dense linear weights, kept so the forward pass can fuse the following ReLU.
     dense: Option<(Tensor, Tensor)>,
+    /// Dense conv weight, bias and padding, kept so the forward pass can fuse ReLU and pooling.
+    conv: Option<(Tensor, Option<Tensor>, usize)>,
     /// The same layer with the following ReLU fused in (e.g. into an int8 GEMM's epilogue).
     fused_relu: Option<Box<dyn Module + Send + Sync>>,
 }
@@ -55,6 +57,7 @@ impl Layer {
             path,
             module,
             dense: None,
+            conv: None,
             fused_relu: None,
         }
     }
@@ -103,6 +106,17 @@ impl Layer {
         if relu { y.relu() } else { Ok(y) }
     }
 
+    /// Runs the layer, a ReLU and `k x k` max pooling (stride `k`). Dense conv layers run
+    /// joulecut-ops' fused kernel, which keeps the full-size activation and its gradient out of
+    /// memory.
+    pub fn forward_relu_pool(&self, x: &Tensor, k: usize) -> candle_core::Result<Tensor> {
+        if let Some((w, b, padding)) = &self.conv {
+            return joulecut_ops::conv2d_relu_pool2d(x, w, b.as_ref(), *padding, k);
+        }
+        // Routes by device itself (candle's own max_pool2d has a wrong backward).
+        joulecut_ops::max_pool2d(&self.forward_act(x, true)?, k)
+    }
+
     /// A dense conv layer (stride 1), weight [out, in, kh, kw].
     pub fn dense_conv(
         name: impl Into<String>,
@@ -117,7 +131,8 @@ impl Layer {
             padding,
             relu: true,
         };
-        Layer::new(
+        let conv = Some((w.clone(), b.clone(), padding));
+        let mut l = Layer::new(
             name,
             path,
             Box::new(DenseConv {
@@ -127,7 +142,9 @@ impl Layer {
                 relu: false,
             }),
         )
-        .with_fused_relu(Box::new(fused))
+        .with_fused_relu(Box::new(fused));
+        l.conv = conv;
+        l
     }
 
     /// Runs the layer.
@@ -378,9 +395,7 @@ impl Model {
             let b = x.dim(0)?;
             h = h.reshape((b, *in_channels, *image, *image))?;
             for conv in &self.convs {
-                h = conv.forward_act(&h, true)?;
-                // Routes by device itself (candle's own max_pool2d has a wrong backward).
-                h = joulecut_ops::max_pool2d(&h, 2)?;
+                h = conv.forward_relu_pool(&h, 2)?;
             }
             h = h.flatten_from(1)?;
         }

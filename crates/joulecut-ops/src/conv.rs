@@ -18,7 +18,7 @@ use crate::storage::{cpu_f32, threads, view};
 
 thread_local! {
     /// Per-thread im2col buffer, reused across calls so the hot path does not allocate.
-    static COL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    pub(crate) static COL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Shapes of one stride-1 convolution. Paddings may be negative (a crop), which
@@ -39,7 +39,7 @@ pub(crate) struct Geom {
 }
 
 impl Geom {
-    fn new(x: &[usize], w: &[usize], pad: usize) -> Result<Self> {
+    pub(crate) fn new(x: &[usize], w: &[usize], pad: usize) -> Result<Self> {
         let (&[n, c, h, wd], &[o, wc, kh, kw]) = (x, w) else {
             bail!("conv2d: expected a 4-D input and weight, got {x:?} and {w:?}")
         };
@@ -65,20 +65,20 @@ impl Geom {
     }
 
     /// Reduction length of the gemm: `c * kh * kw`.
-    fn k(&self) -> usize {
+    pub(crate) fn k(&self) -> usize {
         self.c * self.kh * self.kw
     }
 
     /// Output pixels per channel.
-    fn p(&self) -> usize {
+    pub(crate) fn p(&self) -> usize {
         self.oh * self.ow
     }
 
-    fn in_len(&self) -> usize {
+    pub(crate) fn in_len(&self) -> usize {
         self.c * self.h * self.w
     }
 
-    fn out_len(&self) -> usize {
+    pub(crate) fn out_len(&self) -> usize {
         self.o * self.p()
     }
 
@@ -138,7 +138,7 @@ fn im2col(x: &[f32], g: &Geom, col: &mut [f32]) {
 
 /// Column matrix of one sample: the input itself for 1x1 convolutions, else
 /// im2col into `col`.
-fn columns<'a>(x: &'a [f32], g: &Geom, col: &'a mut Vec<f32>) -> &'a [f32] {
+pub(crate) fn columns<'a>(x: &'a [f32], g: &Geom, col: &'a mut Vec<f32>) -> &'a [f32] {
     if g.is_pointwise() {
         return x;
     }
@@ -148,7 +148,14 @@ fn columns<'a>(x: &'a [f32], g: &Geom, col: &'a mut Vec<f32>) -> &'a [f32] {
 }
 
 /// One sample's forward pass: `out[o, p] = bias[o] + sum_k w[o, k] * col[k, p]`.
-fn conv_sample(x: &[f32], wt: &[f32], bias: Option<&[f32]>, relu: bool, g: &Geom, out: &mut [f32]) {
+pub(crate) fn conv_sample(
+    x: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    g: &Geom,
+    out: &mut [f32],
+) {
     let (k, p) = (g.k(), g.p());
     COL.with_borrow_mut(|col| {
         let cols = columns(x, g, col);
@@ -191,7 +198,11 @@ fn conv_sample(x: &[f32], wt: &[f32], bias: Option<&[f32]>, relu: bool, g: &Geom
 }
 
 /// Runs `f(sample, out_chunk)` for every sample, in parallel when it pays.
-fn for_each_sample(out: &mut [f32], len: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+pub(crate) fn for_each_sample(
+    out: &mut [f32],
+    len: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync + Send,
+) {
     let n = out.len() / len.max(1);
     if n <= 1 || threads() == 1 {
         out.chunks_exact_mut(len)
@@ -474,4 +485,59 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, padding: usize) -> Res
 /// the ReLU mask folded into the backward pass.
 pub fn conv2d_relu(x: &Tensor, w: &Tensor, b: Option<&Tensor>, padding: usize) -> Result<Tensor> {
     apply(x, w, b, padding, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The column matrix by definition, one element at a time.
+    fn naive_im2col(x: &[f32], g: &Geom) -> Vec<f32> {
+        let mut col = vec![0f32; g.k() * g.p()];
+        for ci in 0..g.c {
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    for oy in 0..g.oh {
+                        for ox in 0..g.ow {
+                            let iy = oy as isize + ky as isize - g.pad_y;
+                            let ix = ox as isize + kx as isize - g.pad_x;
+                            let inside =
+                                (0..g.h as isize).contains(&iy) && (0..g.w as isize).contains(&ix);
+                            col[((ci * g.kh + ky) * g.kw + kx) * g.p() + oy * g.ow + ox] = if inside
+                            {
+                                x[(ci * g.h + iy as usize) * g.w + ix as usize]
+                            } else {
+                                0.
+                            };
+                        }
+                    }
+                }
+            }
+        }
+        col
+    }
+
+    /// Both copy paths (same-width block copies, short row copies under and over 8 floats) and
+    /// the crops of the input-gradient geometry, into a buffer holding stale values.
+    #[test]
+    fn im2col_matches_definition() {
+        for c in [1, 2] {
+            for (h, w) in [(28, 28), (14, 14), (5, 9), (1, 3), (10, 17)] {
+                for (kh, kw) in [(5, 5), (3, 3), (1, 1), (3, 2), (2, 5)] {
+                    for pad in 0..4 {
+                        let x_dims = [2, c, h, w];
+                        let Ok(g) = Geom::new(&x_dims, &[3, c, kh, kw], pad) else {
+                            continue;
+                        };
+                        for g in [g, g.transposed()] {
+                            let x: Vec<f32> = (0..g.in_len()).map(|i| i as f32 + 1.).collect();
+                            let mut col = vec![f32::NAN; g.k() * g.p()];
+                            im2col(&x, &g, &mut col);
+                            assert_eq!(col, naive_im2col(&x, &g), "{g:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

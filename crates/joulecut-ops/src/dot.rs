@@ -95,6 +95,16 @@ pub(crate) fn xwt(
     }
 }
 
+/// `y [n, o] += x [n, i] · w [o, i]ᵀ` on the calling thread: no bias, no ReLU, no packing.
+pub(crate) fn add_xwt(x: &[f32], n: usize, w: &[f32], o: usize, i: usize, y: &mut [f32]) {
+    assert!(x.len() == n * i && w.len() == o * i && y.len() == n * o);
+    if n == 0 || o == 0 || i == 0 {
+        return;
+    }
+    // SAFETY: y holds n rows of o columns.
+    unsafe { block(x, n, w, o, i, y.as_mut_ptr(), o, false) };
+}
+
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
 // SAFETY: used only for disjoint column ranges inside one `rayon::in_place_scope`.

@@ -31,6 +31,7 @@
 
 mod alloc;
 mod conv;
+mod conv_pool;
 mod dot;
 mod gemv;
 mod linear;
@@ -43,6 +44,7 @@ mod storage;
 
 pub use alloc::tune_allocator;
 pub use conv::{conv2d, conv2d_relu};
+pub use conv_pool::conv2d_relu_pool2d;
 pub use linear::{linear, linear_relu};
 pub use loss::cross_entropy;
 pub use pool::max_pool2d;

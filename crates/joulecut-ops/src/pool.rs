@@ -43,15 +43,15 @@ impl PoolGeom {
     }
 }
 
-/// Index (inside the plane) of the first maximum of window `(oy, ox)`.
 /// Whether `v` replaces `m` as a window's maximum: larger, or the first NaN. Bitwise `|`/`&` so the
 /// comparison compiles to selects rather than branches (pooled values are ~random: a branch
 /// mispredicts every other element).
 #[inline(always)]
-fn takes(v: f32, m: f32) -> bool {
+pub(crate) fn takes(v: f32, m: f32) -> bool {
     (v > m) | (v.is_nan() & !m.is_nan())
 }
 
+/// Index (inside the plane) of the first maximum of window `(oy, ox)`.
 #[inline(always)]
 fn argmax(plane: &[f32], g: &PoolGeom, k: usize, oy: usize, ox: usize) -> usize {
     let mut best = oy * k * g.w + ox * k;

@@ -367,3 +367,146 @@ fn pool_propagates_nan_forward_and_backward() {
         );
     }
 }
+
+/// The fused conv + ReLU + pool against the reference chain (conv, ReLU, pool; gradients back
+/// through the pool's argmax, the ReLU mask and the conv), with and without bias and input
+/// gradient.
+fn check_conv_pool(s: ConvShape, k: usize, bias: bool, x_grad: bool) {
+    let x = Var::from_tensor(&randn(&[s.n, s.c, s.h, s.w])).unwrap();
+    let xin = if x_grad {
+        x.as_tensor().clone()
+    } else {
+        x.as_tensor().detach()
+    };
+    let w = Var::from_tensor(&randn(&[s.o, s.c, s.kh, s.kw])).unwrap();
+    let b = Var::from_tensor(&randn(&[s.o])).unwrap();
+    let y = joulecut_ops::conv2d_relu_pool2d(&xin, &w, bias.then_some(b.as_tensor()), s.pad, k)
+        .unwrap();
+    let (xs, ws, bs) = (flat(&x), flat(&w), flat(&b));
+    let mut conv = reference::conv2d_forward(&xs, &ws, bias.then_some(bs.as_slice()), &s);
+    conv.iter_mut().for_each(|v| *v = v.max(0.));
+    let (want, idx) = reference::max_pool2d_forward(&conv, s.n * s.o, s.oh(), s.ow(), k);
+    assert_eq!(y.dims(), &[s.n, s.o, s.oh() / k, s.ow() / k]);
+    let e = max_rel_err(&flat(&y), &want);
+    assert!(e <= CONV_TOL, "fused fwd {s:?} k={k}: err {e}");
+
+    let r = randn(y.dims());
+    let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let mut gy = reference::max_pool2d_backward(conv.len(), &idx, &flat(&r));
+    gy.iter_mut().zip(&conv).for_each(|(g, &c)| {
+        if c <= 0. {
+            *g = 0.
+        }
+    });
+    let (dx, dw, db) = reference::conv2d_backward(&xs, &ws, &gy, &s);
+    let e = max_rel_err(&flat(grads.get(&w).unwrap()), &dw);
+    assert!(e <= CONV_TOL, "fused dw {s:?} k={k}: err {e}");
+    if x_grad {
+        let e = max_rel_err(&flat(grads.get(&x).unwrap()), &dx);
+        assert!(e <= CONV_TOL, "fused dx {s:?} k={k}: err {e}");
+    } else {
+        assert!(grads.get(&x).is_none());
+    }
+    if bias {
+        let e = max_rel_err(&flat(grads.get(&b).unwrap()), &db);
+        assert!(e <= CONV_TOL, "fused db {s:?} k={k}: err {e}");
+    } else {
+        assert!(grads.get(&b).is_none());
+    }
+}
+
+#[test]
+fn conv_pool_lenet_shapes() {
+    let conv1 = ConvShape {
+        n: 3,
+        c: 1,
+        h: 28,
+        w: 28,
+        o: 6,
+        kh: 5,
+        kw: 5,
+        pad: 2,
+    };
+    check_conv_pool(conv1, 2, true, false);
+    let conv2 = ConvShape {
+        n: 2,
+        c: 6,
+        h: 14,
+        w: 14,
+        o: 16,
+        kh: 5,
+        kw: 5,
+        pad: 0,
+    };
+    check_conv_pool(conv2, 2, true, true);
+    // Large enough batches for the parallel paths.
+    check_conv_pool(ConvShape { n: 64, ..conv1 }, 2, true, false);
+    check_conv_pool(ConvShape { n: 33, ..conv2 }, 2, true, true);
+}
+
+/// Same values and gradients as the composed `conv2d_relu` + `max_pool2d` (bit for bit in the
+/// forward pass, which runs the same convolution).
+#[test]
+fn conv_pool_matches_composed_ops() {
+    let x = Var::from_tensor(&randn(&[5, 3, 11, 9])).unwrap();
+    let w = Var::from_tensor(&randn(&[4, 3, 3, 3])).unwrap();
+    let b = Var::from_tensor(&randn(&[4])).unwrap();
+    let fused = joulecut_ops::conv2d_relu_pool2d(&x, &w, Some(&b), 1, 3).unwrap();
+    let composed =
+        joulecut_ops::max_pool2d(&joulecut_ops::conv2d_relu(&x, &w, Some(&b), 1).unwrap(), 3)
+            .unwrap();
+    assert_eq!(flat(&fused), flat(&composed));
+    let r = randn(fused.dims());
+    let g1 = (&fused * &r)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let g2 = (&composed * &r)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    for v in [&x, &w, &b] {
+        let e = max_rel_err(&flat(g1.get(v).unwrap()), &flat(g2.get(v).unwrap()));
+        assert!(e <= CONV_TOL, "err {e}");
+    }
+}
+
+#[test]
+fn conv_pool_empty_batch() {
+    let x = Var::from_tensor(&randn(&[0, 2, 6, 6])).unwrap();
+    let w = Var::from_tensor(&randn(&[3, 2, 3, 3])).unwrap();
+    let y = joulecut_ops::conv2d_relu_pool2d(&x, &w, None, 1, 2).unwrap();
+    assert_eq!(y.dims(), &[0, 3, 3, 3]);
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    assert_eq!(flat(grads.get(&w).unwrap()), vec![0f32; 3 * 2 * 9]);
+}
+
+#[test]
+fn conv_pool_rejects_bad_windows() {
+    let x = randn(&[1, 1, 6, 6]);
+    let w = randn(&[2, 1, 3, 3]);
+    assert!(joulecut_ops::conv2d_relu_pool2d(&x, &w, None, 0, 0).is_err());
+    assert!(joulecut_ops::conv2d_relu_pool2d(&x, &w, None, 0, 5).is_err());
+    assert!(joulecut_ops::conv2d_relu_pool2d(&x, &w, None, 1, 6).is_ok());
+    assert!(joulecut_ops::conv2d_relu_pool2d(&x, &w, None, 1, 17).is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn conv_pool_random_shapes(
+        n in 1usize..4, c in 1usize..4, o in 1usize..5,
+        h in 1usize..11, w in 1usize..11, kh in 1usize..4, kw in 1usize..4,
+        pad in 0usize..3, k in 1usize..4, bias: bool, xg: bool,
+    ) {
+        let s = ConvShape { n, c, h, w, o, kh, kw, pad };
+        prop_assume!(h + 2 * pad >= kh && w + 2 * pad >= kw);
+        prop_assume!(s.oh() >= k && s.ow() >= k);
+        check_conv_pool(s, k, bias, xg);
+    }
+}

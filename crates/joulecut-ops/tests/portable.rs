@@ -123,6 +123,28 @@ fn max_pool_paths_agree() {
 }
 
 #[test]
+fn conv_relu_pool_paths_agree() {
+    // Odd conv output sides (9x10 with k = 2): the trailing row is dropped on both paths.
+    for (bias, k) in [(true, 2), (false, 3)] {
+        check_grads(
+            &[
+                randn(&[2, 3, 9, 10], 11),
+                randn(&[4, 3, 3, 3], 12),
+                randn(&[4], 13),
+            ],
+            |t| {
+                let b = bias.then(|| &t[2]);
+                joulecut_ops::conv2d_relu_pool2d(&t[0], &t[1], b, 1, k).unwrap()
+            },
+            |t| {
+                let y = portable::conv2d(&t[0], &t[1], bias.then(|| &t[2]), 1, true).unwrap();
+                portable::max_pool2d(&y, k).unwrap()
+            },
+        );
+    }
+}
+
+#[test]
 fn cross_entropy_paths_agree() {
     let y = Tensor::new(&[0u32, 3, 9, 2, 2, 7], &Device::Cpu).unwrap();
     check_grads(

@@ -58,8 +58,7 @@ impl Net {
             x = x.reshape(((), 1, 28, 28))?;
             for (conv, pad) in self.convs.iter().zip([2, 0]) {
                 x = if self.fast {
-                    let y = joulecut_ops::conv2d_relu(&x, conv.weight(), conv.bias(), pad)?;
-                    joulecut_ops::max_pool2d(&y, 2)?
+                    joulecut_ops::conv2d_relu_pool2d(&x, conv.weight(), conv.bias(), pad, 2)?
                 } else {
                     conv.forward(&x)?.relu()?.max_pool2d(2)?
                 };
