@@ -10,11 +10,81 @@
 
 use std::cell::RefCell;
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, bail};
+use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, bail};
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
 use crate::storage::{cpu_f32, threads, view};
+
+/// Implements candle's `CustomOp2` (no bias) and `CustomOp3` (with bias) for a conv-like op
+/// whose inherent `fwd(x, w, Option<b>)` and `bwd(x, w, Option<&b>, res, grad)` take the bias as an
+/// option, so the two traits don't each repeat the plumbing.
+macro_rules! bias_optional_op {
+    ($op:ty, $name:expr) => {
+        impl candle_core::CustomOp2 for $op {
+            fn name(&self) -> &'static str {
+                ($name)(self)
+            }
+
+            fn cpu_fwd(
+                &self,
+                s1: &candle_core::CpuStorage,
+                l1: &candle_core::Layout,
+                s2: &candle_core::CpuStorage,
+                l2: &candle_core::Layout,
+            ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+                self.fwd((s1, l1), (s2, l2), None)
+            }
+
+            fn bwd(
+                &self,
+                x: &candle_core::Tensor,
+                w: &candle_core::Tensor,
+                res: &candle_core::Tensor,
+                grad: &candle_core::Tensor,
+            ) -> candle_core::Result<(Option<candle_core::Tensor>, Option<candle_core::Tensor>)>
+            {
+                let (dx, dw, _) = <$op>::bwd(self, x, w, None, res, grad)?;
+                Ok((dx, dw))
+            }
+        }
+
+        impl candle_core::CustomOp3 for $op {
+            fn name(&self) -> &'static str {
+                ($name)(self)
+            }
+
+            fn cpu_fwd(
+                &self,
+                s1: &candle_core::CpuStorage,
+                l1: &candle_core::Layout,
+                s2: &candle_core::CpuStorage,
+                l2: &candle_core::Layout,
+                s3: &candle_core::CpuStorage,
+                l3: &candle_core::Layout,
+            ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+                self.fwd((s1, l1), (s2, l2), Some((s3, l3)))
+            }
+
+            #[allow(clippy::type_complexity)] // candle's signature
+            fn bwd(
+                &self,
+                x: &candle_core::Tensor,
+                w: &candle_core::Tensor,
+                b: &candle_core::Tensor,
+                res: &candle_core::Tensor,
+                grad: &candle_core::Tensor,
+            ) -> candle_core::Result<(
+                Option<candle_core::Tensor>,
+                Option<candle_core::Tensor>,
+                Option<candle_core::Tensor>,
+            )> {
+                <$op>::bwd(self, x, w, Some(b), res, grad)
+            }
+        }
+    };
+}
+pub(crate) use bias_optional_op;
 
 thread_local! {
     /// Per-thread im2col buffer, reused across calls so the hot path does not allocate.
@@ -402,61 +472,7 @@ impl Conv2d {
     }
 }
 
-impl CustomOp2 for Conv2d {
-    fn name(&self) -> &'static str {
-        Conv2d::name(self)
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.fwd((s1, l1), (s2, l2), None)
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, _) = Conv2d::bwd(self, x, w, None, res, grad)?;
-        Ok((dx, dw))
-    }
-}
-
-impl CustomOp3 for Conv2d {
-    fn name(&self) -> &'static str {
-        Conv2d::name(self)
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.fwd((s1, l1), (s2, l2), Some((s3, l3)))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        b: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        Conv2d::bwd(self, x, w, Some(b), res, grad)
-    }
-}
+bias_optional_op!(Conv2d, Conv2d::name);
 
 fn apply(x: &Tensor, w: &Tensor, b: Option<&Tensor>, padding: usize, relu: bool) -> Result<Tensor> {
     if !crate::portable::fused_kernels_on(x.device()) {

@@ -309,7 +309,8 @@ mod x86 {
 mod tests {
     use super::*;
 
-    /// f64 oracle.
+    /// f64 oracle of both unpacked linear kernels: [`xwt`] and the small-batch
+    /// [`crate::gemv::small_batch`].
     fn reference(
         x: &[f32],
         n: usize,
@@ -350,19 +351,34 @@ mod tests {
             (6, 9, 1100),
             (9, 400, 1000),
             (3, 7, 0),
+            // Small-batch shapes: batch 1 splits the outputs over threads; odd widths and depths.
+            (1, 300, 784),
+            (3, 10, 100),
+            (4, 7, 13),
+            (2, 1, 1),
+            (1, 301, 785),
+            (4, 9000, 3),
         ] {
             let x: Vec<f32> = (0..n * i).map(|_| rnd()).collect();
             let w: Vec<f32> = (0..o * i).map(|_| rnd()).collect();
             let b: Vec<f32> = (0..o).map(|_| rnd()).collect();
             for relu in [false, true] {
+                let want = reference(&x, n, &w, o, i, &b, relu);
                 let mut y = vec![f32::NAN; n * o];
                 xwt(&x, n, &w, (o, i), &b, relu, &mut y);
-                let want = reference(&x, n, &w, o, i, &b, relu);
-                for (a, e) in y.iter().zip(&want) {
-                    assert!(
-                        (a - e).abs() <= 1e-4 * (1. + e.abs()),
-                        "{n}x{o}x{i}: {a} vs {e}"
-                    );
+                let mut outs = vec![("xwt", y)];
+                if n <= crate::gemv::MAX_BATCH && i > 0 {
+                    let mut y = vec![f32::NAN; n * o];
+                    crate::gemv::small_batch(&x, n, &w, (o, i), &b, relu, &mut y);
+                    outs.push(("small_batch", y));
+                }
+                for (kernel, y) in outs {
+                    for (a, e) in y.iter().zip(&want) {
+                        assert!(
+                            (a - e).abs() <= 1e-4 * (1. + e.abs()),
+                            "{kernel} {n}x{o}x{i}: {a} vs {e}"
+                        );
+                    }
                 }
             }
         }
