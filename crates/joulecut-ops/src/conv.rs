@@ -86,6 +86,27 @@ macro_rules! bias_optional_op {
 }
 pub(crate) use bias_optional_op;
 
+/// The f32 slices of a conv op's input, weight and optional bias (checked to be `[out_c]`).
+#[allow(clippy::type_complexity)] // three borrowed operands
+pub(crate) fn operands<'a>(
+    x: (&'a CpuStorage, &Layout),
+    w: (&'a CpuStorage, &Layout),
+    b: Option<(&'a CpuStorage, &Layout)>,
+    out_c: usize,
+    name: &str,
+) -> Result<(&'a [f32], &'a [f32], Option<&'a [f32]>)> {
+    let bs = match b {
+        Some((s, l)) => {
+            if l.dims() != [out_c] {
+                bail!("{name}: bias shape {:?}, expected [{out_c}]", l.dims())
+            }
+            Some(cpu_f32(s, l, name)?)
+        }
+        None => None,
+    };
+    Ok((cpu_f32(x.0, x.1, name)?, cpu_f32(w.0, w.1, name)?, bs))
+}
+
 thread_local! {
     /// Per-thread im2col buffer, reused across calls so the hot path does not allocate.
     pub(crate) static COL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -402,17 +423,7 @@ impl Conv2d {
     ) -> Result<(CpuStorage, Shape)> {
         let name = self.name();
         let g = Geom::new(x.1.dims(), w.1.dims(), self.pad)?;
-        let xs = cpu_f32(x.0, x.1, name)?;
-        let ws = cpu_f32(w.0, w.1, name)?;
-        let bs = match b {
-            Some((s, l)) => {
-                if l.dims() != [g.o] {
-                    bail!("{name}: bias shape {:?}, expected [{}]", l.dims(), g.o)
-                }
-                Some(cpu_f32(s, l, name)?)
-            }
-            None => None,
-        };
+        let (xs, ws, bs) = operands(x, w, b, g.o, name)?;
         let out = conv_forward(xs, ws, bs, self.relu, &g);
         Ok((CpuStorage::F32(out), Shape::from((g.n, g.o, g.oh, g.ow))))
     }

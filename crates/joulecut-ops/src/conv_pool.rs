@@ -20,9 +20,9 @@ use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, bail};
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
-use crate::conv::{COL, Geom, columns, conv_sample};
+use crate::conv::{COL, Geom, columns, conv_sample, operands};
 use crate::pool::takes;
-use crate::storage::{cpu_f32, threads, view};
+use crate::storage::{threads, view};
 
 /// Largest pooling window: argmax positions are stored as bytes.
 const MAX_K: usize = 16;
@@ -324,17 +324,7 @@ impl ConvReluPool {
         b: Option<(&CpuStorage, &Layout)>,
     ) -> Result<(CpuStorage, Shape)> {
         let d = Dims::new(x.1.dims(), w.1.dims(), self.pad, self.k)?;
-        let xs = cpu_f32(x.0, x.1, NAME)?;
-        let ws = cpu_f32(w.0, w.1, NAME)?;
-        let bs = match b {
-            Some((s, l)) => {
-                if l.dims() != [d.g.o] {
-                    bail!("{NAME}: bias shape {:?}, expected [{}]", l.dims(), d.g.o)
-                }
-                Some(cpu_f32(s, l, NAME)?)
-            }
-            None => None,
-        };
+        let (xs, ws, bs) = operands(x, w, b, d.g.o, NAME)?;
         let len = d.g.n * d.pooled_len();
         let mut out = vec![0f32; len];
         let mut arg = vec![0u8; len];

@@ -33,7 +33,6 @@ mod alloc;
 mod conv;
 mod conv_pool;
 mod dot;
-mod gemv;
 mod linear;
 mod loss;
 pub mod optim;

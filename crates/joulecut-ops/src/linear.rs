@@ -98,11 +98,6 @@ impl CustomOp3 for Linear {
             cpu_f32(s2, l2, self.name())?,
             cpu_f32(s3, l3, self.name())?,
         );
-        if n <= crate::gemv::MAX_BATCH {
-            let mut y = vec![0f32; n * o];
-            crate::gemv::small_batch(x, n, w, (o, i), b, self.relu, &mut y);
-            return Ok((CpuStorage::F32(y), Shape::from((n, o))));
-        }
         let mut y = vec![0f32; n * o];
         crate::dot::xwt(x, n, w, (o, i), b, self.relu, &mut y);
         Ok((CpuStorage::F32(y), Shape::from((n, o))))
