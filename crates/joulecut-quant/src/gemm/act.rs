@@ -192,39 +192,26 @@ fn row_range_generic(row: &[f32]) -> (f32, f32) {
 }
 
 /// Row min/max (with 0) in 8-lane AVX registers; NaN is skipped (`vminps` returns the second
-/// operand when either is NaN, and the running bound is the second operand). Four independent
-/// accumulator pairs hide `vminps`/`vmaxps` latency (one pair managed ~3 floats per cycle).
+/// operand when either is NaN, and the running bound is the second operand).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn row_range_avx2(row: &[f32]) -> (f32, f32) {
     use core::arch::x86_64::*;
-    let mut lo = [_mm256_setzero_ps(); 4];
-    let mut hi = [_mm256_setzero_ps(); 4];
-    let chunks = row.chunks_exact(32);
-    let mut rest = chunks.remainder();
+    let mut lo = _mm256_setzero_ps();
+    let mut hi = _mm256_setzero_ps();
+    let chunks = row.chunks_exact(8);
+    let rest = chunks.remainder();
     for c in chunks {
-        for (j, (l, h)) in lo.iter_mut().zip(hi.iter_mut()).enumerate() {
-            // SAFETY: c has 32 floats; j < 4.
-            let v = unsafe { _mm256_loadu_ps(c.as_ptr().add(8 * j)) };
-            *l = _mm256_min_ps(v, *l);
-            *h = _mm256_max_ps(v, *h);
-        }
+        // SAFETY: c has 8 floats.
+        let v = unsafe { _mm256_loadu_ps(c.as_ptr()) };
+        lo = _mm256_min_ps(v, lo);
+        hi = _mm256_max_ps(v, hi);
     }
-    while rest.len() >= 8 {
-        // SAFETY: rest has at least 8 floats.
-        let v = unsafe { _mm256_loadu_ps(rest.as_ptr()) };
-        lo[0] = _mm256_min_ps(v, lo[0]);
-        hi[0] = _mm256_max_ps(v, hi[0]);
-        rest = &rest[8..];
-    }
-    // Combining bounds that are never NaN: order does not matter.
-    let l4 = _mm256_min_ps(_mm256_min_ps(lo[0], lo[1]), _mm256_min_ps(lo[2], lo[3]));
-    let h4 = _mm256_max_ps(_mm256_max_ps(hi[0], hi[1]), _mm256_max_ps(hi[2], hi[3]));
     let (mut l8, mut h8) = ([0f32; 8], [0f32; 8]);
     // SAFETY: 8-float arrays.
     unsafe {
-        _mm256_storeu_ps(l8.as_mut_ptr(), l4);
-        _mm256_storeu_ps(h8.as_mut_ptr(), h4);
+        _mm256_storeu_ps(l8.as_mut_ptr(), lo);
+        _mm256_storeu_ps(h8.as_mut_ptr(), hi);
     }
     let mut l = l8.iter().fold(0f32, |a, &b| a.min(b));
     let mut h = h8.iter().fold(0f32, |a, &b| a.max(b));
