@@ -393,6 +393,11 @@ mod tests {
                 // The public forward (row-parallel on a multi-thread pool) agrees as well.
                 let fwd = model.forward(&x).unwrap().to_vec2::<f32>().unwrap();
                 assert_eq!(fwd.len(), batch);
+                for (ra, rf) in a.iter().zip(&fwd) {
+                    for (va, vf) in ra.iter().zip(rf) {
+                        assert!((va - vf).abs() <= 1e-5 * (1.0 + va.abs()), "{va} vs {vf}");
+                    }
+                }
             }
         }
     }
