@@ -382,13 +382,13 @@ fn with_metadata(from: &Path, to: &Path, key: &str, value: &str) {
     std::fs::write(to, out).unwrap();
 }
 
-/// `--int8-activations` is recorded in the file (u7 by default), `eval` honours it unless told
+/// `--int8-activations` is recorded in the file (u6 by default), `eval` honours it unless told
 /// otherwise, `decompress` drops it, and a value joulecut doesn't know is refused.
 #[test]
 fn int8_activation_grid_is_recorded_and_honoured() {
     const KEY: &str = "joulecut.int8_activations";
     let (mlp, _) = trained_mlp(1);
-    let (u7, s8) = (out("act-u7"), out("act-s8"));
+    let (u6, u7, s8) = (out("act-u6"), out("act-u7"), out("act-s8"));
     let q = |o: &Path, extra: &[&str]| {
         let mut a = vec![
             "quantize",
@@ -402,8 +402,10 @@ fn int8_activation_grid_is_recorded_and_honoured() {
         a.extend_from_slice(extra);
         json(&a)
     };
-    q(&u7, &[]);
+    q(&u6, &[]);
+    q(&u7, &["--int8-activations", "u7"]);
     q(&s8, &["--int8-activations", "s8"]);
+    assert_eq!(metadata_of(&u6)[KEY], "u6");
     assert_eq!(metadata_of(&u7)[KEY], "u7");
     assert_eq!(metadata_of(&s8)[KEY], "s8");
     let eval = |f: &Path, extra: &[&str]| {
@@ -418,16 +420,17 @@ fn int8_activation_grid_is_recorded_and_honoured() {
         json(&a)["accuracy"].as_f64().unwrap()
     };
     let f32_acc = eval(mlp, &[]);
-    let (acc_u7, acc_s8) = (eval(&u7, &[]), eval(&s8, &[]));
-    for (what, acc) in [("u7", acc_u7), ("s8", acc_s8)] {
+    let accs = [eval(&u6, &[]), eval(&u7, &[]), eval(&s8, &[])];
+    for (what, acc) in ["u6", "u7", "s8"].into_iter().zip(accs) {
         assert!(
             (acc - f32_acc).abs() <= 0.005,
             "int8 {what} accuracy {acc} vs f32 {f32_acc}"
         );
     }
-    // Same weights: overriding the u7 file's grid with s8 reproduces the s8 file exactly.
-    assert_eq!(eval(&u7, &["--int8-activations", "s8"]), acc_s8);
-    assert_eq!(eval(&s8, &["--int8-activations", "u7"]), acc_u7);
+    // Same weights: overriding a file's grid reproduces the file written with that grid exactly.
+    assert_eq!(eval(&u6, &["--int8-activations", "s8"]), accs[2]);
+    assert_eq!(eval(&s8, &["--int8-activations", "u7"]), accs[1]);
+    assert_eq!(eval(&u7, &["--int8-activations", "u6"]), accs[0]);
 
     let dense = out("act-decompressed");
     json(&[

@@ -33,7 +33,8 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 200)]
     latency_iters: usize,
     /// Activation grid of int8 layers, overriding the file's `joulecut.int8_activations`:
-    /// s8 (8-bit) or u7 (7-bit unsigned; faster AVX2 kernel, half the activation resolution).
+    /// s8 (8-bit), u7 (7-bit unsigned: no sign handling in the AVX2 kernel) or u6 (6-bit unsigned:
+    /// the AVX2 kernel's paired loop, fastest).
     #[arg(long, value_enum)]
     int8_activations: Option<super::output::Int8Activations>,
     /// Print one JSON object on stdout.

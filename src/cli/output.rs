@@ -210,12 +210,16 @@ impl Observer for Progress {
 }
 
 /// `--int8-activations`: how int8 layers quantize their inputs at inference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Int8Activations {
     /// 8-bit asymmetric per row (exact 8-bit; the AVX2 kernel needs its sign handling).
     S8,
     /// 7-bit unsigned per row (PyTorch's `reduce_range`): no sign handling, ~1.4x faster on AVX2.
     U7,
+    /// 6-bit unsigned per row: the AVX2 kernel adds two products in 16 bits before widening them
+    /// (the default `quantize` writes).
+    #[default]
+    U6,
 }
 
 impl Int8Activations {
@@ -224,6 +228,7 @@ impl Int8Activations {
         match self {
             Int8Activations::S8 => joulecut::quant::ActivationQuant::Dynamic,
             Int8Activations::U7 => joulecut::quant::ActivationQuant::DynamicU7,
+            Int8Activations::U6 => joulecut::quant::ActivationQuant::DynamicU6,
         }
     }
 
@@ -232,6 +237,7 @@ impl Int8Activations {
         match self {
             Int8Activations::S8 => "s8",
             Int8Activations::U7 => "u7",
+            Int8Activations::U6 => "u6",
         }
     }
 }

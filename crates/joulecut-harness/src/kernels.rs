@@ -112,11 +112,17 @@ pub struct Fallback {
     pub reason: String,
 }
 
-/// Parses a `joulecut.int8_activations` tag (`s8`, `u7`).
+/// The activation grid `joulecut quantize --dtype int8` and the bench's int8 variants record when
+/// none is asked for: 6-bit unsigned, the AVX2 kernel's fastest loop. Measured on Fashion-MNIST
+/// (docs/QUANT-KERNELS.md) within 0.13 pt of f32 for the MLP and LeNet-5.
+pub const DEFAULT_INT8_ACTIVATIONS: &str = "u6";
+
+/// Parses a `joulecut.int8_activations` tag (`s8`, `u7`, `u6`).
 pub fn parse_int8_activations(tag: &str) -> Option<joulecut_quant::ActivationQuant> {
     match tag {
         "s8" => Some(joulecut_quant::ActivationQuant::Dynamic),
         "u7" => Some(joulecut_quant::ActivationQuant::DynamicU7),
+        "u6" => Some(joulecut_quant::ActivationQuant::DynamicU6),
         _ => None,
     }
 }
@@ -133,7 +139,7 @@ impl RealKernels {
             k.int8_activations =
                 parse_int8_activations(tag).ok_or_else(|| joulecut_models::Error::BadConfig {
                     reason: format!(
-                        "{}: `{}` is `{tag}`, not s8 or u7",
+                        "{}: `{}` is `{tag}`, not s8, u7 or u6",
                         ck.path().display(),
                         joulecut_checkpoint::meta::INT8_ACTIVATIONS
                     ),

@@ -5,7 +5,8 @@
 //! * `int8`: [`Int8Linear`] (per-channel weights, dynamic 8-bit per-row activations) built as the
 //!   harness's `RealKernels` builds it: a following ReLU runs in the GEMM epilogue
 //!   (`Layer::with_fused_relu`);
-//! * `int8_u7`: the same with 7-bit unsigned dynamic activations (the AVX2 kernel's sign-free loop).
+//! * `int8_u7`: the same with 7-bit unsigned dynamic activations (the AVX2 kernel's sign-free loop);
+//! * `int8_u6`: 6-bit unsigned dynamic activations (the AVX2 kernel's paired loop).
 //!
 //! The allocator is tuned as the `joulecut` binary tunes it. After the criterion groups, an interleaved run (f32 and int8 alternating, best of rounds: robust
 //! on a shared, loaded machine) prints samples/s and the int8 / f32 ratios side by side.
@@ -66,10 +67,11 @@ enum Arm {
     F32,
     Int8,
     Int8U7,
+    Int8U6,
 }
 
 impl Arm {
-    const ALL: [Arm; 3] = [Arm::F32, Arm::Int8, Arm::Int8U7];
+    const ALL: [Arm; 4] = [Arm::F32, Arm::Int8, Arm::Int8U7, Arm::Int8U6];
 
     fn name(self) -> String {
         let k = Kernel::detect();
@@ -77,6 +79,7 @@ impl Arm {
             Arm::F32 => "f32".into(),
             Arm::Int8 => format!("int8_{k}"),
             Arm::Int8U7 => format!("int8_{k}_u7"),
+            Arm::Int8U6 => format!("int8_{k}_u6"),
         }
     }
 }
@@ -90,6 +93,7 @@ fn net(arm: Arm) -> Net {
         let bv = values(out, i as u64 + 100, 0.05);
         let mode = match arm {
             Arm::Int8U7 => ActivationQuant::DynamicU7,
+            Arm::Int8U6 => ActivationQuant::DynamicU6,
             _ => ActivationQuant::Dynamic,
         };
         let int8 = Int8Linear::from_f32(&name, &wv, out, inp, Some(&bv), &Int8Config::default())
@@ -102,7 +106,7 @@ fn net(arm: Arm) -> Net {
                 Some(Tensor::from_vec(bv.clone(), out, &Device::Cpu).unwrap()),
                 LayerPath::Dense,
             ),
-            Arm::Int8 | Arm::Int8U7 => {
+            Arm::Int8 | Arm::Int8U7 | Arm::Int8U6 => {
                 let relu = Box::new(int8.clone().with_relu(true));
                 Layer::new(&name, LayerPath::Int8, Box::new(int8)).with_fused_relu(relu)
             }
@@ -202,6 +206,11 @@ fn bench_gemm(c: &mut Criterion) {
     if Kernel::Avx2.is_available() {
         g.bench_function("avx2_non_negative", |b| {
             b.iter(|| gemm_i32(Kernel::Avx2, &a7, m, &packed, &mut out))
+        });
+        // 0..=63: the paired loop.
+        let a6: Vec<i8> = a7.iter().map(|v| v >> 1).collect();
+        g.bench_function("avx2_six_bit", |b| {
+            b.iter(|| gemm_i32(Kernel::Avx2, &a6, m, &packed, &mut out))
         });
     }
     g.finish();

@@ -187,8 +187,8 @@ pub enum Step {
         /// int8: `channel` or `tensor`.
         #[serde(default = "default_granularity")]
         granularity: String,
-        /// int8: the activation grid at inference, `u7` (7-bit unsigned, the default, as
-        /// `joulecut quantize`) or `s8` (8-bit).
+        /// int8: the activation grid at inference, `u6` (6-bit unsigned, the default, as
+        /// `joulecut quantize`), `u7` (7-bit unsigned) or `s8` (8-bit).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         activations: Option<String>,
     },
@@ -350,7 +350,7 @@ impl SuiteConfig {
                                 || crate::kernels::parse_int8_activations(a).is_none()
                             {
                                 return Err(format!(
-                                    "{}: activations `{a}` needs dtype int8 and is u7 or s8",
+                                    "{}: activations `{a}` needs dtype int8 and is u6, u7 or s8",
                                     v.name
                                 ));
                             }

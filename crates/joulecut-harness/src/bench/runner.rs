@@ -924,7 +924,9 @@ fn evaluate_variant(
         {
             w.set_metadata(
                 joulecut_checkpoint::meta::INT8_ACTIVATIONS,
-                activations.as_deref().unwrap_or("u7"),
+                activations
+                    .as_deref()
+                    .unwrap_or(crate::kernels::DEFAULT_INT8_ACTIVATIONS),
             );
         }
     }

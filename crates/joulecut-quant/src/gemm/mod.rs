@@ -496,6 +496,8 @@ pub(crate) enum Signs {
     Mixed,
     /// Every value in `0..=127`.
     NonNegative,
+    /// Every value in `0..=63` (the AVX2 kernel pairs groups before widening).
+    SixBit,
 }
 
 impl Signs {
@@ -504,14 +506,33 @@ impl Signs {
         #[cfg(target_arch = "x86_64")]
         if kernel == Kernel::Avx2 && kernel.is_available() {
             // SAFETY: AVX2 checked.
-            return if unsafe { x86::all_non_negative_avx2(a) } {
-                Signs::NonNegative
-            } else {
-                Signs::Mixed
-            };
+            let bits = unsafe { x86::or_all_avx2(a) };
+            return Signs::of_or(bits);
         }
         let _ = (kernel, a);
         Signs::Mixed
+    }
+
+    /// From the OR of every value's bits.
+    fn of_or(bits: u8) -> Signs {
+        if bits & 0xc0 == 0 {
+            Signs::SixBit
+        } else if bits & 0x80 == 0 {
+            Signs::NonNegative
+        } else {
+            Signs::Mixed
+        }
+    }
+
+    /// What every value a `mode` produces is known to satisfy.
+    fn of_mode(mode: ActivationQuant) -> Signs {
+        if mode.is_six_bit() {
+            Signs::SixBit
+        } else if mode.is_non_negative() {
+            Signs::NonNegative
+        } else {
+            Signs::Mixed
+        }
     }
 }
 
@@ -688,11 +709,7 @@ pub fn quantize_gemm_requant(
     if m == 0 {
         return;
     }
-    let signs = if mode.is_non_negative() {
-        Signs::NonNegative
-    } else {
-        Signs::Mixed
-    };
+    let signs = Signs::of_mode(mode);
     let kernel = effective(kernel, w, signs);
     let need_sums = rq.needs_row_sums();
     let panels = w.n_pad / PANEL_N;

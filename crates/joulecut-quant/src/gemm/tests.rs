@@ -57,11 +57,37 @@ fn non_negative_activations_are_exact_with_every_weight() {
 }
 
 #[test]
+fn six_bit_activations_are_exact_at_the_extremes() {
+    // 0..=63 activations take the AVX2 paired loop (two products added in 16 bits): the worst
+    // cases, every activation 63 against every weight -128 or 127, must not saturate; odd and even
+    // group counts (k = 4, 8, 784, 7) cover the unpaired last group.
+    for &(m, n, k) in &[
+        (1, 10, 784),
+        (5, 17, 7),
+        (4, 16, 4),
+        (9, 33, 8),
+        (257, 10, 100),
+    ] {
+        let a: Vec<i8> = bytes(m * k, 13).into_iter().map(|v| v & 0x3f).collect();
+        check_all_kernels(&a, &bytes(n * k, 14), m, n, k);
+        let a = vec![63i8; m * k];
+        for wv in [i8::MIN, i8::MAX] {
+            check_all_kernels(&a, &vec![wv; n * k], m, n, k);
+        }
+    }
+}
+
+#[test]
 fn signs_are_detected_from_the_bytes() {
     if !Kernel::Avx2.is_available() {
         return;
     }
     let mut a = vec![5i8; 100];
+    assert_eq!(Signs::of(Kernel::Avx2, &a), Signs::SixBit);
+    a[40] = 64; // bit 6, in a full chunk
+    assert_eq!(Signs::of(Kernel::Avx2, &a), Signs::NonNegative);
+    a[40] = 5;
+    a[98] = 100; // bit 6, in the scalar remainder
     assert_eq!(Signs::of(Kernel::Avx2, &a), Signs::NonNegative);
     a[99] = -1; // in the scalar remainder
     assert_eq!(Signs::of(Kernel::Avx2, &a), Signs::Mixed);
@@ -77,6 +103,7 @@ fn fused_quantize_gemm_requant_equals_the_separate_steps() {
     let modes = [
         ActivationQuant::Dynamic,
         ActivationQuant::DynamicU7,
+        ActivationQuant::DynamicU6,
         ActivationQuant::Static(crate::scheme::QuantParams::from_range(
             -2.0,
             3.0,
@@ -127,17 +154,33 @@ fn fused_quantize_gemm_requant_equals_the_separate_steps() {
 }
 
 #[test]
-fn u7_rows_are_non_negative_and_within_half_a_step() {
+fn u7_and_u6_rows_are_unsigned_and_within_half_a_step() {
+    for (mode, top) in [
+        (ActivationQuant::DynamicU7, 127),
+        (ActivationQuant::DynamicU6, 63),
+    ] {
+        unsigned_rows_within_half_a_step(mode, top);
+    }
+}
+
+fn unsigned_rows_within_half_a_step(mode: ActivationQuant, top: i8) {
     let (m, k) = (7, 53);
     let mut x = floats(m * k, 31);
     x[..k].iter_mut().for_each(|v| *v = v.abs()); // a post-ReLU row
     x[k..2 * k].fill(0.0); // an all-zero row
     let mut rows = QuantizedRows::default();
-    quantize_rows(&x, m, k, 56, ActivationQuant::DynamicU7, true, &mut rows);
+    quantize_rows(&x, m, k, 56, mode, true, &mut rows);
     for i in 0..m {
         let (s, z) = (rows.scales[i], rows.zeros[i]);
         let r = &rows.data[i * 56..(i + 1) * 56];
-        assert!(r.iter().all(|&v| v >= 0), "row {i}: {r:?}");
+        assert!(
+            r.iter().all(|&v| (0..=top).contains(&v)),
+            "{mode:?} row {i}: {r:?}"
+        );
+        assert!(
+            i == 1 || r.contains(&top),
+            "{mode:?} row {i}: the grid's top is used"
+        );
         assert!(r[k..].iter().all(|&v| v == 0), "padding");
         if i == 0 {
             assert_eq!(z, 0, "a non-negative row keeps 0 at 0");
@@ -158,18 +201,18 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     /// Random shapes (odd ones included) and random bytes: every kernel equals the oracle, with
-    /// signed activations and with non-negative ones.
+    /// signed, non-negative (7-bit) and 6-bit activations (the three AVX2 loops).
     #[test]
     fn gemm_i32_matches_reference_on_random_shapes(
         m in 1usize..40,
         n in 1usize..70,
         k in 1usize..300,
         seed in any::<u64>(),
-        non_negative in any::<bool>(),
+        mask in prop_oneof![Just(0xffu8), Just(0x7f), Just(0x3f)],
     ) {
         let a: Vec<i8> = bytes(m * k, seed)
             .into_iter()
-            .map(|v| if non_negative { v & 0x7f } else { v })
+            .map(|v| (v as u8 & mask) as i8)
             .collect();
         let w: Vec<i8> = bytes(n * k, seed ^ 0xabcd).into_iter().map(|v| v.max(-127)).collect();
         let packed = PackedWeights::pack(&w, n, k).unwrap();
