@@ -805,7 +805,7 @@ def main(argv=None) -> int:
         "notes": [
             "train: PyTorch samples/s excludes the first --warmup-steps steps; joulecut's (`train --json`) counts every step and excludes its per-epoch test pass",
             "batch samples/s (median call) = eval batch / median forward-call latency; one test pass includes argmax and the first (cold) call",
-            "ORT int8 = quantize_dynamic per-tensor QInt8 weights, QUInt8 dynamic activations; joulecut int8 = per-channel symmetric weights, per-row dynamic activations",
+            "ORT int8 = quantize_dynamic per-tensor QInt8 weights, QUInt8 dynamic activations; joulecut int8 = per-channel symmetric weights, per-row dynamic activations on the grid the file records (u6: 6-bit unsigned, the quantize default since session 5)",
             "energy figures in the raw joulecut entries carry their provenance (estimated where no RAPL counter is readable)",
         ],
     }
