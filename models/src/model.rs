@@ -34,6 +34,8 @@ pub struct Layer {
     conv: Option<(Tensor, Option<Tensor>, usize)>,
     /// The same layer with the following ReLU fused in (e.g. into an int8 GEMM's epilogue).
     fused_relu: Option<Box<dyn Module + Send + Sync>>,
+    /// The same layer with ReLU and `k × k` max pooling fused in, and its `k`.
+    fused_relu_pool: Option<(usize, Box<dyn Module + Send + Sync>)>,
 }
 
 impl std::fmt::Debug for Layer {
@@ -59,6 +61,7 @@ impl Layer {
             dense: None,
             conv: None,
             fused_relu: None,
+            fused_relu_pool: None,
         }
     }
 
@@ -66,6 +69,13 @@ impl Layer {
     /// runs instead of the layer and a separate ReLU.
     pub fn with_fused_relu(mut self, module: Box<dyn Module + Send + Sync>) -> Self {
         self.fused_relu = Some(module);
+        self
+    }
+
+    /// Gives the layer a variant with the following ReLU and `k × k` max pooling (stride `k`) fused
+    /// in, which [`Layer::forward_relu_pool`] runs for that `k`.
+    pub fn with_fused_relu_pool(mut self, k: usize, module: Box<dyn Module + Send + Sync>) -> Self {
+        self.fused_relu_pool = Some((k, module));
         self
     }
 
@@ -112,6 +122,11 @@ impl Layer {
     pub fn forward_relu_pool(&self, x: &Tensor, k: usize) -> candle_core::Result<Tensor> {
         if let Some((w, b, padding)) = &self.conv {
             return joulecut_ops::conv2d_relu_pool2d(x, w, b.as_ref(), *padding, k);
+        }
+        if let Some((pk, m)) = &self.fused_relu_pool
+            && *pk == k
+        {
+            return m.forward(x);
         }
         // Routes by device itself (candle's own max_pool2d has a wrong backward).
         joulecut_ops::max_pool2d(&self.forward_act(x, true)?, k)

@@ -256,10 +256,14 @@ impl LayerFactory for RealKernels {
             let l = joulecut_quant::Int8Conv2d::from_data(name, w, bias, padding, 1)
                 .map_err(|e| layer_err(name, e))?
                 .with_activation_quant(self.int8_activations);
-            // As for linear layers: the following ReLU runs in the GEMM's epilogue.
-            let relu = Box::new(l.clone().with_relu(true));
+            // As for linear layers: the following ReLU runs in the GEMM's epilogue; the models'
+            // conv blocks pool 2 x 2 after it, which the int8 conv fuses into its output layout.
+            let relu = l.clone().with_relu(true);
+            let relu_pool = Box::new(relu.clone().with_pool(2));
             return Ok(Some(
-                Layer::new(name, LayerPath::Int8, Box::new(l)).with_fused_relu(relu),
+                Layer::new(name, LayerPath::Int8, Box::new(l))
+                    .with_fused_relu(Box::new(relu))
+                    .with_fused_relu_pool(2, relu_pool),
             ));
         }
         Ok(None)

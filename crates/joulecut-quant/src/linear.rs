@@ -279,6 +279,16 @@ pub struct Int8Conv2d {
     requant: Requant,
     activations: ActivationQuant,
     kernel: Kernel,
+    /// `k × k` max pooling (stride `k`) fused into the output's layout change; 1 = none.
+    pool: usize,
+}
+
+thread_local! {
+    /// [`Int8Conv2d::forward_slice`]'s im2col rows and GEMM output, reused across calls: fresh
+    /// zeroed buffers of this size (5.6 MB of im2col for LeNet-5's conv1 at batch 256) cost a
+    /// memset and page faults on every call.
+    static CONV_SCRATCH: std::cell::RefCell<(Vec<i8>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 impl Int8Conv2d {
@@ -339,6 +349,7 @@ impl Int8Conv2d {
             requant,
             activations: ActivationQuant::Dynamic,
             kernel: Kernel::detect(),
+            pool: 1,
         })
     }
 
@@ -381,8 +392,22 @@ impl Int8Conv2d {
         self
     }
 
-    /// Output spatial size for an `h × w` input.
+    /// Max-pools the output over `k × k` windows (stride `k`, partial windows dropped, as
+    /// `joulecut_ops::max_pool2d`), fused into the GEMM output's change of layout, so the
+    /// full-size activation is never written out. `k = 1` turns it off.
+    pub fn with_pool(mut self, k: usize) -> Int8Conv2d {
+        self.pool = k.max(1);
+        self
+    }
+
+    /// Output spatial size for an `h × w` input (after the fused pooling, if any).
     pub fn output_size(&self, h: usize, w: usize) -> (usize, usize) {
+        let (oh, ow) = self.conv_size(h, w);
+        (oh / self.pool, ow / self.pool)
+    }
+
+    /// The convolution's spatial size, before pooling.
+    fn conv_size(&self, h: usize, w: usize) -> (usize, usize) {
         let (kh, kw) = self.kernel_size;
         (
             (h + 2 * self.padding - kh) / self.stride + 1,
@@ -390,8 +415,27 @@ impl Int8Conv2d {
         )
     }
 
-    /// The forward pass on NCHW data `[n, in, h, w]`; returns `[n, out, oh, ow]` row-major.
+    /// The forward pass on NCHW data `[n, in, h, w]`; returns `[n, out, oh, ow]` row-major
+    /// (`oh`, `ow` as [`Int8Conv2d::output_size`]: pooled when [`Int8Conv2d::with_pool`] is set).
     pub fn forward_slice(&self, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
+        // Taken out of the cell for the call, not borrowed: a rayon worker waiting inside this
+        // call may steal another layer call on the same thread, which then starts from empty
+        // buffers instead of finding the cell borrowed.
+        let (mut im2col, mut y) = CONV_SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        let out = self.forward_scratch(x, n, h, w, &mut im2col, &mut y);
+        CONV_SCRATCH.with(|s| *s.borrow_mut() = (im2col, y));
+        out
+    }
+
+    fn forward_scratch(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        im2col: &mut Vec<i8>,
+        y: &mut Vec<f32>,
+    ) -> Vec<f32> {
         let (c, (kh, kw), pad, st) = (
             self.in_channels,
             self.kernel_size,
@@ -399,7 +443,7 @@ impl Int8Conv2d {
             self.stride,
         );
         assert_eq!(x.len(), n * c * h * w, "input length");
-        let (oh, ow) = self.output_size(h, w);
+        let (oh, ow) = self.conv_size(h, w);
         let k = c * kh * kw;
         let stride = self.weights.k_padded();
         let rows_per_img = oh * ow;
@@ -415,10 +459,13 @@ impl Int8Conv2d {
             false,
             &mut qimg,
         );
+        // Every byte of the im2col rows is written below (the padding columns by `image`), so
+        // the reused buffer needs no clearing.
+        im2col.resize(m * stride, 0);
         let mut rows = QuantizedRows {
             m,
             stride,
-            data: vec![0i8; m * stride],
+            data: std::mem::take(im2col),
             scales: Vec::with_capacity(m),
             zeros: Vec::with_capacity(m),
             sums: vec![0; m],
@@ -461,6 +508,11 @@ impl Int8Conv2d {
                 5 => g.image(&padded, data, oh, |d, s| d[..5].copy_from_slice(&s[..5])),
                 _ => g.image(&padded, data, oh, |d, s| d[..kw].copy_from_slice(&s[..kw])),
             }
+            if stride > k {
+                for row in data.chunks_exact_mut(stride) {
+                    row[k..].fill(0);
+                }
+            }
             if need_sums {
                 for (r, row) in data.chunks_exact(stride).enumerate() {
                     rows.sums[r0 + r] = row[..k].iter().map(|&v| i32::from(v)).sum();
@@ -468,16 +520,37 @@ impl Int8Conv2d {
             }
         }
         let oc = self.out_channels;
-        let mut y = vec![0f32; m * oc];
-        gemm_requant(self.kernel, &rows, &self.weights, &self.requant, &mut y);
-        // [n, oh·ow, oc] → [n, oc, oh·ow]
-        let mut out = vec![0f32; m * oc];
-        for b in 0..n {
-            let src = &y[b * rows_per_img * oc..(b + 1) * rows_per_img * oc];
-            let dst = &mut out[b * rows_per_img * oc..(b + 1) * rows_per_img * oc];
-            for p in 0..rows_per_img {
-                for o in 0..oc {
-                    dst[o * rows_per_img + p] = src[p * oc + o];
+        // Every element of `y` is written by the GEMM.
+        y.resize(m * oc, 0.0);
+        gemm_requant(self.kernel, &rows, &self.weights, &self.requant, y);
+        *im2col = rows.data;
+        // [n, oh·ow, oc] → [n, oc, oh/k, ow/k], pooling on the way: each window's `k²` rows of
+        // `oc` channels are reduced with one element-wise max over the contiguous channel run.
+        let k = self.pool;
+        let (ph, pw) = (oh / k, ow / k);
+        let plane = ph * pw;
+        let mut out = vec![0f32; n * oc * plane];
+        let mut best = vec![0f32; oc];
+        for (img, dst) in y
+            .chunks_exact(rows_per_img * oc)
+            .zip(out.chunks_exact_mut(oc * plane))
+        {
+            for py in 0..ph {
+                for px in 0..pw {
+                    let at = |dy: usize, dx: usize| ((py * k + dy) * ow + px * k + dx) * oc;
+                    best.copy_from_slice(&img[at(0, 0)..at(0, 0) + oc]);
+                    for dy in 0..k {
+                        for dx in (0..k).filter(|&dx| dy + dx > 0) {
+                            let src = &img[at(dy, dx)..at(dy, dx) + oc];
+                            for (b, &v) in best.iter_mut().zip(src) {
+                                *b = b.max(v);
+                            }
+                        }
+                    }
+                    let p = py * pw + px;
+                    for (o, &v) in best.iter().enumerate() {
+                        dst[o * plane + p] = v;
+                    }
                 }
             }
         }

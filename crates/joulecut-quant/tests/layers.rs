@@ -193,17 +193,32 @@ fn int8_conv2d_is_close_to_f32() {
             e7 < 2.0 * LINEAR_REL_TOL,
             "u7 conv k{k} p{pad} s{stride}: rel err {e7}"
         );
+        // 6-bit unsigned input grid (the AVX2 kernel's paired loop).
+        let u6 = layer
+            .clone()
+            .with_activation_quant(joulecut_quant::gemm::ActivationQuant::DynamicU6);
+        let e6 = rel_l2(&want, &u6.forward(&x).unwrap());
+        assert!(
+            e6 < 4.0 * LINEAR_REL_TOL,
+            "u6 conv k{k} p{pad} s{stride}: rel err {e6}"
+        );
         // The fused ReLU is exactly the ReLU of the same output.
         let fused = layer.clone().with_relu(true).forward(&x).unwrap();
-        assert_eq!(
-            fused.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            got.relu()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-        );
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(flat(&fused), flat(&got.relu().unwrap()));
+        // The fused pooling is exactly max pooling of that output (odd sizes drop the partial
+        // window, as joulecut-ops does).
+        for pk in [2usize, 3] {
+            let pooled = layer
+                .clone()
+                .with_relu(true)
+                .with_pool(pk)
+                .forward(&x)
+                .unwrap();
+            let want_pool = joulecut_ops::max_pool2d(&fused, pk).unwrap();
+            assert_eq!(pooled.dims(), want_pool.dims(), "pool {pk}");
+            assert_eq!(flat(&pooled), flat(&want_pool), "pool {pk}");
+        }
     }
 }
 
