@@ -45,7 +45,8 @@ pub use measurement::{
 };
 pub use meter::{
     ChildStatus, CommandOutcome, DEFAULT_MAX_DOMAIN_WATTS, DEFAULT_POWERCAP_ROOT,
-    MIN_WINDOW_PERIODS, Meter, MeterConfig, STALL_PERIODS, ProbeReport, SyncHook, Window, detect_hypervisor, parse_watts,
+    MIN_WINDOW_PERIODS, Meter, MeterConfig, ProbeReport, STALL_PERIODS, SyncHook, Window,
+    detect_hypervisor, parse_watts,
 };
 pub use probe::{
     DomainInfo, FsReader, Probe, ProbeInfo, ProbeSkip, Provenance, Reading, SysfsReader,

@@ -318,18 +318,19 @@ impl RaplPerfProbe {
     /// Drops counters that do not advance within `timeout` (see [`crate::liveness`]); returns the
     /// probe with the live ones and a [`Unavailable::Stalled`] per dropped domain, or `Stalled`
     /// when none is live. A zero `timeout` skips the check.
-    pub fn require_live(mut self, timeout: Duration) -> Result<(Self, Vec<Unavailable>), Unavailable> {
+    pub fn require_live(
+        mut self,
+        timeout: Duration,
+    ) -> Result<(Self, Vec<Unavailable>), Unavailable> {
         let live = crate::liveness::wait_for_advance(
             || self.counters.iter().map(|c| read_count(&c.fd)).collect(),
             timeout,
             crate::liveness::POLL_INTERVAL,
         );
-        let stalled = crate::liveness::retain_live(
-            &mut self.counters,
-            &mut self.info.domains,
-            &live,
-            |c| c.what.clone(),
-        )?;
+        let stalled =
+            crate::liveness::retain_live(&mut self.counters, &mut self.info.domains, &live, |c| {
+                c.what.clone()
+            })?;
         Ok((self, stalled))
     }
 }

@@ -286,7 +286,10 @@ impl RaplPowercapProbe {
     /// Drops zones whose `energy_uj` does not advance within `timeout` (see
     /// [`crate::liveness`]); returns the probe with the live ones and a [`Unavailable::Stalled`]
     /// per dropped domain, or `Stalled` when none is live. A zero `timeout` skips the check.
-    pub fn require_live(mut self, timeout: Duration) -> Result<(Self, Vec<Unavailable>), Unavailable> {
+    pub fn require_live(
+        mut self,
+        timeout: Duration,
+    ) -> Result<(Self, Vec<Unavailable>), Unavailable> {
         let reader = self.reader.clone();
         let live = crate::liveness::wait_for_advance(
             || {
@@ -298,12 +301,10 @@ impl RaplPowercapProbe {
             timeout,
             crate::liveness::POLL_INTERVAL,
         );
-        let stalled = crate::liveness::retain_live(
-            &mut self.zones,
-            &mut self.info.domains,
-            &live,
-            |z| z.energy_path.display().to_string(),
-        )?;
+        let stalled =
+            crate::liveness::retain_live(&mut self.zones, &mut self.info.domains, &live, |z| {
+                z.energy_path.display().to_string()
+            })?;
         Ok((self, stalled))
     }
 }

@@ -547,7 +547,10 @@ fn liveness_dead_counter_falls_back_to_the_estimate_with_a_reason() {
     })
     .unwrap();
     assert!(started.elapsed() >= Duration::from_millis(20));
-    assert!(meter.is_estimate_only(), "a dead counter is not a measurement");
+    assert!(
+        meter.is_estimate_only(),
+        "a dead counter is not a measurement"
+    );
     let skip = meter
         .skipped()
         .iter()

@@ -221,7 +221,10 @@ mod tests {
         let window = Duration::from_millis(30);
         let r = evaluate_for(&m, &d, 16, &Device::Cpu, 1, window).unwrap();
         assert!(r.seconds >= window.as_secs_f64());
-        assert!(r.passes.len() > 1, "a 64-sample pass is far shorter than 30 ms");
+        assert!(
+            r.passes.len() > 1,
+            "a 64-sample pass is far shorter than 30 ms"
+        );
         assert_eq!(r.samples(), r.passes.len() * d.len());
         let acc = r.first().accuracy;
         assert!(r.passes.iter().all(|p| p.accuracy == acc), "passes agree");

@@ -518,8 +518,14 @@ mod tests {
     fn warm_up_is_a_no_op_on_cpu() {
         let splits = crate::data::synthetic(64, 32, 8, 3, 0);
         let cfg = ModelConfig::parse("mlp:8-6-3").unwrap();
-        let w = warm_up(&cfg, &splits.train, &splits.test, &TrainConfig::default(), &Device::Cpu)
-            .unwrap();
+        let w = warm_up(
+            &cfg,
+            &splits.train,
+            &splits.test,
+            &TrainConfig::default(),
+            &Device::Cpu,
+        )
+        .unwrap();
         assert_eq!(w, Warmup::default());
     }
 
