@@ -163,10 +163,13 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
         } else {
             format!("{j_per_10k:.3} J per 10k")
         };
+        let passes = match runs.passes.len() {
+            1 => "1 pass".to_string(),
+            n => format!("{n} passes"),
+        };
         println!(
-            "energy            {} for {energy_samples} samples in {} passes ({per_10k})",
-            energy_line(&energy),
-            runs.passes.len()
+            "energy            {} for {energy_samples} samples in {passes} ({per_10k})",
+            energy_line(&energy)
         );
     }
     Ok(ExitCode::SUCCESS)
