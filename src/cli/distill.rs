@@ -11,7 +11,7 @@ use joulecut::harness::{self, NoHook, OptimizerKind, TrainConfig};
 use joulecut::models::{DenseFactory, Model, ModelConfig, init_varmap};
 
 use super::error::bad_input;
-use super::output::{Progress, device, energy_line, meter_on, print_json};
+use super::output::{Progress, device, energy_line, meter_on, print_json, warm_up};
 use super::train::varmap_tensors;
 
 /// Arguments of `joulecut distill`.
@@ -257,6 +257,8 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let mut progress = Progress::new(a.quiet || a.json);
+    // Kernel loading on a GPU goes into its own window, before the training one.
+    let (warmup, warmup_energy) = warm_up(&meter, &scfg, &splits, &tc, &dev)?;
     let (report, energy) = meter.measure("distill", || {
         harness::train(
             &student,
@@ -290,7 +292,7 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
     let bytes = writer.write(&a.output, &inputs)?;
     let teacher_joules = teacher_energy.as_ref().map_or(0.0, |m| m.total().0);
     if a.json {
-        print_json(&serde_json::json!({
+        let mut out = serde_json::json!({
             "student": scfg.name(),
             "teacher": if a.teacher.len() == 1 { serde_json::json!(a.teacher[0]) } else { serde_json::Value::Null },
             "teacher_model": teacher_name,
@@ -301,6 +303,7 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
             "epochs": report.epochs.len(),
             "samples_per_second": report.samples_per_second,
             "train_seconds": report.train_seconds,
+            "warmup_seconds": warmup.seconds,
             "per_epoch": report.epochs,
             "bytes": bytes,
             "teacher_outputs": teacher_src,
@@ -312,7 +315,12 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
             "total_joules": energy.total().0 + teacher_joules,
             "config": tc,
             "device": a.device,
-        }))?;
+        });
+        // Only where a warm-up ran (not on the CPU), so CPU output keeps its shape.
+        if let Some(m) = &warmup_energy {
+            out["warmup_energy"] = serde_json::to_value(m)?;
+        }
+        print_json(&out)?;
     } else {
         eprintln!(
             "{} distilled from {} (test acc {:.4}): test accuracy {:.4}, {:.0} train samples/s; wrote {} ({bytes} bytes)",
@@ -326,6 +334,13 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
         if let Some(m) = &teacher_energy {
             eprintln!(
                 "teacher logits ({logits_source}) energy: {}",
+                energy_line(m)
+            );
+        }
+        if let Some(m) = &warmup_energy {
+            eprintln!(
+                "device warm-up (kernel loading; not in the training figures): {:.2} s, {}",
+                warmup.seconds,
                 energy_line(m)
             );
         }

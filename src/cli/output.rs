@@ -84,6 +84,29 @@ pub fn meter_on(dev: &Device) -> anyhow::Result<joulecut::energy::Meter> {
     Ok(m)
 }
 
+/// Warms `dev` up before a training window ([`joulecut::harness::warm_up`]) in its own metered
+/// window, so kernel loading is reported next to the training figures instead of inside them. On
+/// the CPU nothing runs and nothing is metered: `(zeros, None)`.
+pub fn warm_up(
+    meter: &joulecut::energy::Meter,
+    cfg: &joulecut::models::ModelConfig,
+    splits: &joulecut::harness::data::Splits,
+    tc: &joulecut::harness::TrainConfig,
+    dev: &Device,
+) -> anyhow::Result<(
+    joulecut::harness::Warmup,
+    Option<joulecut::energy::Measurement>,
+)> {
+    if dev.is_cpu() {
+        return Ok((joulecut::harness::Warmup::default(), None));
+    }
+    let (w, m) = meter.measure("warmup", || {
+        joulecut::harness::warm_up(cfg, &splits.train, &splits.test, tc, dev)
+    });
+    let w = w.context("warm up the device before training")?;
+    Ok((w, Some(m)))
+}
+
 /// Says on stderr which layers ran without their compression kernel on this device; returns them
 /// as JSON for the command's `fallbacks` field.
 pub fn report_fallbacks(fb: &[joulecut::harness::Fallback]) -> serde_json::Value {
@@ -119,6 +142,17 @@ pub fn energy_line(m: &joulecut::energy::Measurement) -> String {
                 .collect()
         })
         .unwrap_or_default();
+    if m.below_resolution() {
+        // A bare "0.00 J measured" would claim the work took no energy; the counter simply did
+        // not step inside the window.
+        return format!(
+            "below the counter's resolution ({:.2} J {} over {:.1} ms, shorter than the counter's update period; {})",
+            m.total().0,
+            v["provenance"].as_str().unwrap_or("?"),
+            m.wall.as_secs_f64() * 1e3,
+            sources.join("; ")
+        );
+    }
     format!(
         "{:.2} J {} ({})",
         m.total().0,

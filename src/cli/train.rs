@@ -11,7 +11,7 @@ use joulecut::harness::{self, CrossEntropy, OptimizerKind, StepHook, TrainConfig
 use joulecut::models::{Model, ModelConfig, init_varmap, load_into_varmap};
 
 use super::error::bad_input;
-use super::output::{Progress, device, energy_line, meter_on, print_json};
+use super::output::{Progress, device, energy_line, meter_on, print_json, warm_up};
 
 /// Arguments of `joulecut train`.
 #[derive(Debug, Args)]
@@ -225,6 +225,8 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
     let model = Model::from_varmap(&cfg, &vm)?;
     let mut progress = Progress::new(a.quiet || a.json);
     let meter = meter_on(&dev)?;
+    // Kernel loading on a GPU goes into its own window, before the training one.
+    let (warmup, warmup_energy) = warm_up(&meter, &cfg, &splits, &tc, &dev)?;
     let (report, energy) = meter.measure("train", || {
         harness::train(
             &model,
@@ -249,20 +251,26 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
     }
     let bytes = writer.write(&a.output, &[])?;
     if a.json {
-        print_json(&serde_json::json!({
+        let mut out = serde_json::json!({
             "model": cfg.name(),
             "output": a.output,
             "accuracy": report.accuracy,
             "epochs": report.epochs.len(),
             "samples_per_second": report.samples_per_second,
             "train_seconds": report.train_seconds,
+            "warmup_seconds": warmup.seconds,
             "per_epoch": report.epochs,
             "bytes": bytes,
             "sparsity": keep.0.report(),
             "energy": energy,
             "config": tc,
             "device": a.device,
-        }))?;
+        });
+        // Only where a warm-up ran (not on the CPU), so CPU output keeps its shape.
+        if let Some(m) = &warmup_energy {
+            out["warmup_energy"] = serde_json::to_value(m)?;
+        }
+        print_json(&out)?;
     } else {
         eprintln!(
             "{}: test accuracy {:.4}, {:.0} train samples/s; wrote {} ({bytes} bytes)",
@@ -271,6 +279,13 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
             report.samples_per_second,
             a.output.display()
         );
+        if let Some(m) = &warmup_energy {
+            eprintln!(
+                "device warm-up (kernel loading; not in the training figures): {:.2} s, {}",
+                warmup.seconds,
+                energy_line(m)
+            );
+        }
         eprintln!("training energy: {}", energy_line(&energy));
     }
     Ok(ExitCode::SUCCESS)

@@ -30,6 +30,7 @@
 pub mod counter;
 mod error;
 pub mod estimate;
+pub mod liveness;
 mod measurement;
 mod meter;
 pub mod nvml;
@@ -43,8 +44,9 @@ pub use measurement::{
     Baseline, Carbon, DomainEnergy, GridIntensity, Measurement, QualityFlag, TotalProvenance,
 };
 pub use meter::{
-    ChildStatus, CommandOutcome, DEFAULT_MAX_DOMAIN_WATTS, DEFAULT_POWERCAP_ROOT, Meter,
-    MeterConfig, ProbeReport, SyncHook, Window, detect_hypervisor, parse_watts,
+    ChildStatus, CommandOutcome, DEFAULT_MAX_DOMAIN_WATTS, DEFAULT_POWERCAP_ROOT,
+    MIN_WINDOW_PERIODS, Meter, MeterConfig, ProbeReport, STALL_PERIODS, SyncHook, Window,
+    detect_hypervisor, parse_watts,
 };
 pub use probe::{
     DomainInfo, FsReader, Probe, ProbeInfo, ProbeSkip, Provenance, Reading, SysfsReader,

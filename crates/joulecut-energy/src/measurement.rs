@@ -60,6 +60,9 @@ pub enum QualityFlag {
     ReadError,
     /// The window is shorter than a counter's update period: its energy is unreliable.
     ShorterThanUpdatePeriod,
+    /// A measured counter read exactly 0 J over a window of many update periods: it has most likely
+    /// stopped (e.g. a virtualised counter), so the domain's 0 J is not a measurement of no work.
+    CounterStalled,
     /// Energy integrated from power samples rather than read from a counter.
     IntegratedPower,
     /// Some hardware is not metered (e.g. DRAM with no counter).
@@ -222,6 +225,16 @@ impl Measurement {
     /// Total energy in joules.
     pub fn total(&self) -> Joules {
         self.joules.to_joules()
+    }
+
+    /// True when a measured domain's window was shorter than its counter's update period: its
+    /// joules (possibly 0) are below the counter's resolution and must not be printed as a
+    /// plain measurement.
+    pub fn below_resolution(&self) -> bool {
+        self.domains.iter().any(|d| {
+            d.provenance != Provenance::Estimated
+                && d.flags.contains(&QualityFlag::ShorterThanUpdatePeriod)
+        })
     }
 
     /// The domain called `name`.

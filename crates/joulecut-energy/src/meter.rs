@@ -57,6 +57,12 @@ pub type SyncHook = Box<dyn Fn() + Send + Sync>;
 
 /// Default powercap root.
 pub const DEFAULT_POWERCAP_ROOT: &str = "/sys/class/powercap";
+/// A window of at least this many update periods is long enough to trust ([`Meter::min_window`]).
+pub const MIN_WINDOW_PERIODS: u32 = 10;
+/// A measured domain that reads exactly 0 J over at least this many update periods is flagged
+/// [`QualityFlag::CounterStalled`].
+pub const STALL_PERIODS: u32 = 10;
+
 /// Default most power one domain may draw (sets the wrap-guard period and reset detection).
 pub const DEFAULT_MAX_DOMAIN_WATTS: Watts = Watts(1000.0);
 
@@ -83,6 +89,9 @@ pub struct MeterConfig {
     pub wrap_guard: bool,
     /// Override the guard's period (default: a quarter of the shortest possible wrap period).
     pub wrap_guard_period: Option<Duration>,
+    /// How long a RAPL probe may take to show that its counters advance before they are called
+    /// stalled (`JOULECUT_RAPL_LIVENESS_MS`); zero skips the check (for fake, static trees).
+    pub rapl_liveness_timeout: Duration,
     /// Called before both window edges.
     pub sync_hook: Option<SyncHook>,
 }
@@ -100,6 +109,7 @@ impl Default for MeterConfig {
             max_domain_watts: DEFAULT_MAX_DOMAIN_WATTS,
             wrap_guard: true,
             wrap_guard_period: None,
+            rapl_liveness_timeout: crate::liveness::DEFAULT_TIMEOUT,
             sync_hook: None,
         }
     }
@@ -117,6 +127,7 @@ impl std::fmt::Debug for MeterConfig {
             .field("max_domain_watts", &self.max_domain_watts)
             .field("wrap_guard", &self.wrap_guard)
             .field("wrap_guard_period", &self.wrap_guard_period)
+            .field("rapl_liveness_timeout", &self.rapl_liveness_timeout)
             .field("sync_hook", &self.sync_hook.is_some())
             .finish()
     }
@@ -146,10 +157,23 @@ pub fn parse_watts(name: &str, value: &str) -> Result<Watts> {
     }
 }
 
+/// Parses a duration in whole milliseconds (at most ten seconds).
+fn parse_millis(name: &str, value: &str) -> Result<Duration> {
+    match value.trim().parse::<u64>() {
+        Ok(ms) if ms <= 10_000 => Ok(Duration::from_millis(ms)),
+        _ => Err(Error::InvalidConfig {
+            name: name.into(),
+            value: value.into(),
+            reason: "expected whole milliseconds from 0 to 10000".into(),
+        }),
+    }
+}
+
 impl MeterConfig {
     /// Defaults with environment overrides: `JOULECUT_CPU_WATTS_PER_CORE`,
     /// `JOULECUT_MEMORY_WATTS_PER_GIB`, `JOULECUT_MAX_DOMAIN_WATTS`, `JOULECUT_POWERCAP_ROOT`,
-    /// `JOULECUT_PERF_PMU_DIR`, and `JOULECUT_NO_NVML=1` / `JOULECUT_NO_PERF=1`.
+    /// `JOULECUT_PERF_PMU_DIR`, `JOULECUT_RAPL_LIVENESS_MS`, and `JOULECUT_NO_NVML=1` /
+    /// `JOULECUT_NO_PERF=1`.
     pub fn from_env() -> Result<MeterConfig> {
         let mut c = MeterConfig::default();
         if let Some(w) = env_watts("JOULECUT_CPU_WATTS_PER_CORE")? {
@@ -166,6 +190,9 @@ impl MeterConfig {
         }
         if let Some(p) = std::env::var_os("JOULECUT_PERF_PMU_DIR") {
             c.perf_pmu_dir = p.into();
+        }
+        if let Ok(v) = std::env::var("JOULECUT_RAPL_LIVENESS_MS") {
+            c.rapl_liveness_timeout = parse_millis("JOULECUT_RAPL_LIVENESS_MS", &v)?;
         }
         let off = |n: &str| std::env::var_os(n).is_some_and(|v| !v.is_empty() && v != "0");
         if off("JOULECUT_NO_NVML") {
@@ -348,10 +375,13 @@ impl Meter {
         // CPU: perf first (wrap-free), then powercap.
         let mut cpu_probe: Option<String> = None;
         if config.use_perf {
-            match RaplPerfProbe::open(&config.perf_pmu_dir, config.reader.clone()) {
-                Ok(p) => {
+            match RaplPerfProbe::open(&config.perf_pmu_dir, config.reader.clone())
+                .and_then(|p| p.require_live(config.rapl_liveness_timeout))
+            {
+                Ok((p, stalled)) => {
                     cpu_probe = Some(perf::NAME.to_string());
                     probes.push(Arc::new(p));
+                    skipped.extend(stalled.into_iter().map(|r| ProbeSkip::new(perf::NAME, r)));
                 }
                 Err(r) => skipped.push(ProbeSkip::new(perf::NAME, virt(r))),
             }
@@ -368,10 +398,17 @@ impl Meter {
                 &config.powercap_root,
                 config.reader.clone(),
                 config.max_domain_watts.0,
-            ) {
-                Ok(p) => {
+            )
+            .and_then(|p| p.require_live(config.rapl_liveness_timeout))
+            {
+                Ok((p, stalled)) => {
                     cpu_probe = Some(powercap::NAME.to_string());
                     probes.push(Arc::new(p));
+                    skipped.extend(
+                        stalled
+                            .into_iter()
+                            .map(|r| ProbeSkip::new(powercap::NAME, r)),
+                    );
                 }
                 Err(r) => skipped.push(ProbeSkip::new(powercap::NAME, virt(r))),
             }
@@ -490,6 +527,19 @@ impl Meter {
         self.probes.is_empty()
     }
 
+    /// The shortest window whose measured joules can be trusted: [`MIN_WINDOW_PERIODS`] update
+    /// periods of the slowest measured domain (1 s with NVML's ~100 ms counter, 10 ms with RAPL).
+    /// Zero when nothing is measured (an estimate from CPU time has no update period), so
+    /// CPU-only runs are not lengthened. Callers repeat their work until a window is this long.
+    pub fn min_window(&self) -> Duration {
+        self.domains
+            .iter()
+            .filter(|d| d.provenance != Provenance::Estimated)
+            .filter_map(|d| d.update_period)
+            .max()
+            .map_or(Duration::ZERO, |p| p * MIN_WINDOW_PERIODS)
+    }
+
     /// The wrap guard's period, when it runs.
     pub fn wrap_guard_period(&self) -> Option<Duration> {
         self.guard.as_ref().map(|g| g.period)
@@ -554,12 +604,21 @@ impl Meter {
             if info.update_period.is_some_and(|p| wall < p) {
                 flags.insert(QualityFlag::ShorterThanUpdatePeriod);
             }
+            let joules = rb.energy.since(ra.energy);
+            // A live counter moves many times over a window this long; exactly 0 means it died.
+            if joules == MicroJoules::ZERO
+                && info
+                    .update_period
+                    .is_some_and(|p| wall >= p * STALL_PERIODS)
+            {
+                flags.insert(QualityFlag::CounterStalled);
+            }
             if info.provenance == Provenance::Integrated {
                 flags.insert(QualityFlag::IntegratedPower);
             }
             out.push(DomainEnergy {
                 name: info.name.clone(),
-                joules: rb.energy.since(ra.energy),
+                joules,
                 provenance: info.provenance,
                 source: info.source.clone(),
                 flags,
@@ -883,6 +942,16 @@ mod tests {
     #[test]
     fn meter_is_send_sync() {
         assert_send_sync::<Meter>();
+    }
+
+    #[test]
+    fn millis_parsing() {
+        assert_eq!(
+            parse_millis("x", " 20 ").unwrap(),
+            Duration::from_millis(20)
+        );
+        assert!(parse_millis("x", "-1").unwrap_err().is_bad_input());
+        assert!(parse_millis("x", "99999").is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! RAPL through the kernel's `power` perf PMU (`perf_event_open`). The kernel folds the 32-bit
 //! hardware counter into a 64-bit count, so these readings never wrap; the meter prefers this probe
-//! over powercap. It needs system-wide events: `kernel.perf_event_paranoid <= 0` or CAP_PERFMON
+//! over powercap. Counters that do not advance at start-up are dropped
+//! ([`RaplPerfProbe::require_live`]). It needs system-wide events: `kernel.perf_event_paranoid <= 0` or CAP_PERFMON
 //! (root has it).
 //!
 //! The PMU is described under `/sys/bus/event_source/devices/power`: `type`, `cpumask` (one CPU per
@@ -228,6 +229,8 @@ fn read_count(fd: &OwnedFd) -> Option<u64> {
 
 #[derive(Debug)]
 struct Counter {
+    /// `power/energy-psys/ on cpu 0`, for messages.
+    what: String,
     fd: OwnedFd,
     scale: f64,
     state: Mutex<CounterState>,
@@ -289,6 +292,7 @@ impl RaplPerfProbe {
                     wrap_range_uj: None,
                 });
                 counters.push(Counter {
+                    what: format!("power/energy-{}/ on cpu {cpu}", ev.name),
                     fd,
                     scale: ev.scale,
                     state: Mutex::new(CounterState {
@@ -307,6 +311,27 @@ impl RaplPerfProbe {
             },
             counters,
         })
+    }
+}
+
+impl RaplPerfProbe {
+    /// Drops counters that do not advance within `timeout` (see [`crate::liveness`]); returns the
+    /// probe with the live ones and a [`Unavailable::Stalled`] per dropped domain, or `Stalled`
+    /// when none is live. A zero `timeout` skips the check.
+    pub fn require_live(
+        mut self,
+        timeout: Duration,
+    ) -> Result<(Self, Vec<Unavailable>), Unavailable> {
+        let live = crate::liveness::wait_for_advance(
+            || self.counters.iter().map(|c| read_count(&c.fd)).collect(),
+            timeout,
+            crate::liveness::POLL_INTERVAL,
+        );
+        let stalled =
+            crate::liveness::retain_live(&mut self.counters, &mut self.info.domains, &live, |c| {
+                c.what.clone()
+            })?;
+        Ok((self, stalled))
     }
 }
 

@@ -11,6 +11,8 @@
 //!   (`range / max_plausible_watts`), so a long window cannot wrap twice unseen.
 //! * **Permissions.** Since Linux 5.10 `energy_uj` is root-only; an `EACCES` becomes
 //!   [`Unavailable::PermissionDenied`] with the remedy, never a silent 0.
+//! * **Liveness.** [`RaplPowercapProbe::require_live`] drops zones whose counter does not move at
+//!   start-up (some VMs expose files that never change), so they never read as a measured 0 J.
 //! * **Test seam.** The root is a parameter (`JOULECUT_POWERCAP_ROOT` in
 //!   [`MeterConfig::from_env`](crate::MeterConfig::from_env)) and reads go through a
 //!   [`SysfsReader`].
@@ -277,6 +279,33 @@ impl RaplPowercapProbe {
             reader,
             guard_period,
         })
+    }
+}
+
+impl RaplPowercapProbe {
+    /// Drops zones whose `energy_uj` does not advance within `timeout` (see
+    /// [`crate::liveness`]); returns the probe with the live ones and a [`Unavailable::Stalled`]
+    /// per dropped domain, or `Stalled` when none is live. A zero `timeout` skips the check.
+    pub fn require_live(
+        mut self,
+        timeout: Duration,
+    ) -> Result<(Self, Vec<Unavailable>), Unavailable> {
+        let reader = self.reader.clone();
+        let live = crate::liveness::wait_for_advance(
+            || {
+                self.zones
+                    .iter()
+                    .map(|z| reader.read(&z.energy_path).ok().and_then(|s| parse_u64(&s)))
+                    .collect()
+            },
+            timeout,
+            crate::liveness::POLL_INTERVAL,
+        );
+        let stalled =
+            crate::liveness::retain_live(&mut self.zones, &mut self.info.domains, &live, |z| {
+                z.energy_path.display().to_string()
+            })?;
+        Ok((self, stalled))
     }
 }
 

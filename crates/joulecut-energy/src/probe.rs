@@ -1,5 +1,6 @@
 //! Probes: sources of energy readings, each describing what it can measure ([`ProbeInfo`]) or why
-//! it cannot be used ([`Unavailable`]).
+//! it cannot be used ([`Unavailable`]). RAPL probes drop counters that do not advance at start-up
+//! ([`liveness`](crate::liveness)), so a dead counter is a skip with a reason, never a measured 0 J.
 //!
 //! A probe exposes one cumulative, monotonic microjoule total per domain; wraps, resets and read
 //! errors are folded in by the probe and counted in [`CounterEvents`]. The [`Meter`](crate::Meter)
@@ -131,6 +132,12 @@ pub enum Unavailable {
         /// What it held (truncated).
         content: String,
     },
+    /// A counter opens and reads but never advances (seen in virtual machines): reporting it would
+    /// print a measured 0 J.
+    Stalled {
+        /// The domain and event or file, and how long it was watched.
+        detail: String,
+    },
     /// A better probe covers the same domains.
     Superseded {
         /// The probe used instead.
@@ -185,6 +192,7 @@ impl fmt::Display for Unavailable {
                     path.display()
                 )
             }
+            Unavailable::Stalled { detail } => write!(f, "stalled: {detail}"),
             Unavailable::Superseded { by } => write!(f, "superseded by {by}"),
             Unavailable::Disabled => f.write_str("disabled by configuration"),
             Unavailable::Failed { detail } => write!(f, "failed: {detail}"),

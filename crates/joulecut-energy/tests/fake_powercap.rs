@@ -49,11 +49,14 @@ impl Tree {
     fn write(&self, id: &str, file: &str, content: &str) {
         std::fs::write(self.root().join(id).join(file), content).unwrap();
     }
+    /// The fake counters only move when a test writes them, so the start-up liveness check is off
+    /// here; the `liveness_*` tests below turn it on.
     fn config(&self) -> MeterConfig {
         MeterConfig {
             powercap_root: self.root().to_path_buf(),
             use_perf: false,
             use_nvml: false,
+            rapl_liveness_timeout: Duration::ZERO,
             ..MeterConfig::default()
         }
     }
@@ -510,4 +513,190 @@ fn idle_baseline_gives_net_next_to_gross() {
     assert_eq!(m.joules.0, 1_000_000);
     // 1 J gross − 1 W × ~0.1 s.
     assert!(net < 910_000 && net > 500_000, "{net}");
+}
+
+/// Adds `step` µJ to the listed `energy_uj` files on every read, like a live RAPL counter; other
+/// files read as they are on disk.
+#[derive(Debug)]
+struct Advancing {
+    live: Vec<PathBuf>,
+    step: u64,
+    reads: std::sync::atomic::AtomicU64,
+}
+
+impl SysfsReader for Advancing {
+    fn read(&self, path: &Path) -> io::Result<String> {
+        let s = std::fs::read_to_string(path)?;
+        if self.live.iter().any(|p| p == path) {
+            let n = self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let v: u64 = s.trim().parse().unwrap_or(0);
+            return Ok(format!("{}\n", v + n * self.step));
+        }
+        Ok(s)
+    }
+}
+
+#[test]
+fn liveness_dead_counter_falls_back_to_the_estimate_with_a_reason() {
+    let t = Tree::new();
+    t.zone("intel-rapl:1", "psys", 10, Some(RANGE));
+    let started = std::time::Instant::now();
+    let meter = Meter::auto(MeterConfig {
+        rapl_liveness_timeout: Duration::from_millis(20),
+        ..t.config()
+    })
+    .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(20));
+    assert!(
+        meter.is_estimate_only(),
+        "a dead counter is not a measurement"
+    );
+    let skip = meter
+        .skipped()
+        .iter()
+        .find(|s| s.probe == "rapl-powercap")
+        .unwrap();
+    match &skip.reason {
+        Unavailable::Stalled { detail } => {
+            assert!(detail.contains("psys"), "{detail}");
+            assert!(detail.contains("did not advance"), "{detail}");
+        }
+        other => panic!("expected Stalled, got {other:?}"),
+    }
+    let m = meter.window("w").finish();
+    assert_eq!(m.provenance, TotalProvenance::Estimated);
+    let json = serde_json::to_value(meter.report()).unwrap();
+    assert!(
+        json["skipped"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["probe"] == "rapl-powercap" && s["reason"] == "stalled")
+    );
+}
+
+#[test]
+fn liveness_keeps_live_domains_and_names_the_dead_one() {
+    let t = Tree::new();
+    t.zone("intel-rapl:0", "package-0", 1_000, Some(RANGE))
+        .zone("intel-rapl:0:0", "dram", 0, Some(RANGE));
+    let reader = Arc::new(Advancing {
+        live: vec![t.root().join("intel-rapl:0").join("energy_uj")],
+        step: 100,
+        reads: 0.into(),
+    });
+    let started = std::time::Instant::now();
+    let meter = Meter::auto(MeterConfig {
+        reader,
+        rapl_liveness_timeout: Duration::from_millis(30),
+        ..t.config()
+    })
+    .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(30));
+    assert_eq!(names(&meter), ["cpu-package-0"]);
+    let skip = meter
+        .skipped()
+        .iter()
+        .find(|s| matches!(s.reason, Unavailable::Stalled { .. }))
+        .unwrap();
+    assert_eq!(skip.probe, "rapl-powercap");
+    assert!(skip.message.contains("dram-0"), "{}", skip.message);
+    // Without a DRAM counter the measurement says memory is unmetered.
+    let m = meter.window("w").finish();
+    assert!(m.flags.contains(&QualityFlag::PartialDomains));
+}
+
+#[test]
+fn liveness_check_is_cheap_when_counters_move() {
+    let t = Tree::new();
+    t.zone("intel-rapl:0", "package-0", 1_000, Some(RANGE));
+    let reader = Arc::new(Advancing {
+        live: vec![t.root().join("intel-rapl:0").join("energy_uj")],
+        step: 61,
+        reads: 0.into(),
+    });
+    let started = std::time::Instant::now();
+    let meter = Meter::auto(MeterConfig {
+        reader,
+        rapl_liveness_timeout: Duration::from_secs(5),
+        ..t.config()
+    })
+    .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "stops at the first movement"
+    );
+    assert_eq!(names(&meter), ["cpu-package-0"]);
+    assert!(
+        !meter
+            .skipped()
+            .iter()
+            .any(|s| matches!(s.reason, Unavailable::Stalled { .. }))
+    );
+}
+
+#[test]
+fn a_counter_that_dies_later_is_flagged_not_silently_zero() {
+    let t = Tree::new();
+    t.zone("intel-rapl:0", "package-0", 1_000, Some(RANGE));
+    let meter = t.meter();
+    // Update period 1 ms: 0 J over 30 ms is a stalled counter.
+    let w = meter.window("w");
+    std::thread::sleep(Duration::from_millis(30));
+    let m = w.finish();
+    assert_eq!(m.joules.0, 0);
+    assert!(
+        m.domain("cpu-package-0")
+            .unwrap()
+            .flags
+            .contains(&QualityFlag::CounterStalled)
+    );
+    assert!(m.flags.contains(&QualityFlag::CounterStalled));
+    let json = serde_json::to_value(&m).unwrap();
+    assert!(
+        json["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "counter_stalled")
+    );
+    // A counter that moved is not flagged, however long the window.
+    let w = meter.window("w");
+    std::thread::sleep(Duration::from_millis(30));
+    t.set("intel-rapl:0", 2_000);
+    let m = w.finish();
+    assert!(!m.flags.contains(&QualityFlag::CounterStalled));
+}
+
+#[test]
+fn min_window_follows_the_slowest_measured_counter() {
+    let t = Tree::new();
+    t.zone("intel-rapl:0", "package-0", 1_000, Some(RANGE));
+    let meter = t.meter();
+    // RAPL updates every ~1 ms: ten periods.
+    assert_eq!(meter.min_window(), Duration::from_millis(10));
+    // Nothing measured: no minimum, so CPU-only runs are not lengthened.
+    let empty = tempfile::tempdir().unwrap();
+    let est = Meter::auto(MeterConfig {
+        powercap_root: empty.path().join("none"),
+        ..t.config()
+    })
+    .unwrap();
+    assert!(est.is_estimate_only());
+    assert_eq!(est.min_window(), Duration::ZERO);
+}
+
+#[test]
+fn short_window_is_below_resolution() {
+    let t = Tree::new();
+    t.zone("intel-rapl:0", "package-0", 1_000, Some(RANGE));
+    let meter = t.meter();
+    let m = meter.window("w").finish();
+    if m.wall < Duration::from_millis(1) {
+        assert!(m.below_resolution());
+    }
+    let w = meter.window("w");
+    std::thread::sleep(Duration::from_millis(5));
+    t.set("intel-rapl:0", 9_000);
+    assert!(!w.finish().below_resolution());
 }

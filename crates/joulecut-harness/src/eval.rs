@@ -1,6 +1,7 @@
-//! Evaluation: accuracy and throughput over a dataset, and latency percentiles at a batch size.
+//! Evaluation: accuracy and throughput over a dataset, latency percentiles at a batch size, and
+//! [`evaluate_for`]: whole passes repeated until an energy window is long enough to trust.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use candle_core::{D, DType, Device, Module, Tensor};
 use joulecut_models::Model;
@@ -103,6 +104,52 @@ pub fn evaluate(
     })
 }
 
+/// Whole evaluation passes run inside one energy window by [`evaluate_for`].
+#[derive(Debug, Clone, Serialize)]
+pub struct RepeatedEval {
+    /// Each pass, in order (at least one).
+    pub passes: Vec<EvalStats>,
+    /// Wall seconds from the start of the first pass to the end of the last.
+    pub seconds: f64,
+}
+
+impl RepeatedEval {
+    /// Samples processed over all passes: divide the window's joules by this.
+    pub fn samples(&self) -> usize {
+        self.passes.iter().map(|p| p.samples).sum()
+    }
+
+    /// The first pass.
+    pub fn first(&self) -> &EvalStats {
+        &self.passes[0]
+    }
+}
+
+/// Runs whole passes of [`evaluate`] over `data`: at least `min_passes` (and at least one), and more
+/// until `min_window` of wall time has passed. Energy counters only step every update period (NVML
+/// about every 100 ms), so a window of one 15 ms pass can read 0 J; callers pass
+/// [`Meter::min_window`](joulecut_energy::Meter::min_window), which is zero when nothing is measured,
+/// so estimate-only runs do exactly `min_passes`. Divide the window's energy by
+/// [`RepeatedEval::samples`].
+pub fn evaluate_for(
+    model: &Model,
+    data: &Dataset,
+    batch_size: usize,
+    device: &Device,
+    min_passes: usize,
+    min_window: Duration,
+) -> Result<RepeatedEval> {
+    let t0 = Instant::now();
+    let mut passes = Vec::with_capacity(min_passes.max(1));
+    while passes.len() < min_passes.max(1) || t0.elapsed() < min_window {
+        passes.push(evaluate(model, data, batch_size, device)?);
+    }
+    Ok(RepeatedEval {
+        passes,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
 /// Times `iterations` forward calls of `batch_size` samples (after `iterations / 10 + 1` warm-up
 /// calls), cycling through `data`.
 pub fn latency(
@@ -142,4 +189,44 @@ pub fn latency(
         p10_us: pct(0.1),
         p90_us: pct(0.9),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use joulecut_models::{ModelConfig, init_varmap};
+
+    fn setup() -> (Model, Dataset) {
+        let splits = crate::data::synthetic(64, 64, 8, 3, 0);
+        let cfg = ModelConfig::parse("mlp:8-4-3").unwrap();
+        let vm = init_varmap(&cfg, 0, &Device::Cpu).unwrap();
+        (Model::from_varmap(&cfg, &vm).unwrap(), splits.test)
+    }
+
+    #[test]
+    fn evaluate_for_runs_the_minimum_passes_without_a_window() {
+        let (m, d) = setup();
+        let r = evaluate_for(&m, &d, 16, &Device::Cpu, 3, Duration::ZERO).unwrap();
+        assert_eq!(r.passes.len(), 3);
+        assert_eq!(r.samples(), 3 * d.len());
+        assert_eq!(r.first().samples, d.len());
+        // Zero passes asked: still one, so there is something to divide by.
+        let r = evaluate_for(&m, &d, 16, &Device::Cpu, 0, Duration::ZERO).unwrap();
+        assert_eq!(r.passes.len(), 1);
+    }
+
+    #[test]
+    fn evaluate_for_repeats_until_the_window_is_long_enough() {
+        let (m, d) = setup();
+        let window = Duration::from_millis(30);
+        let r = evaluate_for(&m, &d, 16, &Device::Cpu, 1, window).unwrap();
+        assert!(r.seconds >= window.as_secs_f64());
+        assert!(
+            r.passes.len() > 1,
+            "a 64-sample pass is far shorter than 30 ms"
+        );
+        assert_eq!(r.samples(), r.passes.len() * d.len());
+        let acc = r.first().accuracy;
+        assert!(r.passes.iter().all(|p| p.accuracy == acc), "passes agree");
+    }
 }

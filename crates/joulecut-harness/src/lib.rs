@@ -26,10 +26,11 @@ pub mod qat;
 mod train;
 
 pub use error::{Error, Result};
-pub use eval::{EvalStats, LatencyStats, evaluate, latency};
+pub use eval::{EvalStats, LatencyStats, RepeatedEval, evaluate, evaluate_for, latency};
 pub use kernels::{Fallback, Kernel, RealKernels, Route, parse_int8_activations};
 pub use qat::QatObjective;
 pub use train::{
     CrossEntropy, EpochStats, Event, LrSchedule, NoHook, Objective, Observer, OptimizerKind,
-    Silent, StepHook, TrainConfig, TrainReport, cross_entropy, train,
+    Silent, StepHook, TrainConfig, TrainReport, WARMUP_STEPS, Warmup, cross_entropy, train,
+    warm_up,
 };

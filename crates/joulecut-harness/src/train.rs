@@ -1,11 +1,15 @@
 //! The training loop, split into steps, an objective, hooks and an observer: the loop never prints;
 //! a renderer (indicatif, JSON) observes it.
+//!
+//! [`warm_up`] runs before the timed (and metered) window on GPUs: candle loads and JIT-compiles
+//! its kernel modules on first use, which on an H100 made the first epoch 25x slower than the
+//! second and put that one-off cost into the training samples/s and joules.
 
 use std::time::Instant;
 
 use candle_core::{D, DType, Device, Tensor};
 use candle_nn::{Optimizer, VarMap};
-use joulecut_models::{Model, Rng};
+use joulecut_models::{Model, ModelConfig, Rng, init_varmap};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
@@ -426,4 +430,140 @@ pub fn train(
         None => evaluate(model, test, 1000, device)?.accuracy,
     };
     Ok(report)
+}
+
+/// What [`warm_up`] did; reported next to the training figures, never inside them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Warmup {
+    /// Wall seconds of the warm-up (0 on the CPU, which needs none).
+    pub seconds: f64,
+    /// Optimiser steps run on the scratch model.
+    pub steps: usize,
+}
+
+/// Optimiser steps the warm-up runs (one to load the kernels, one more to reach steady state).
+pub const WARMUP_STEPS: usize = 2;
+
+/// Warms `device` up before a timed training run on it: builds a scratch model of `cfg` with its
+/// own `VarMap` and optimiser, trains it for [`WARMUP_STEPS`] real steps on the first batches of
+/// `train`, evaluates it on one batch of `test`, and synchronises the device. The real model's
+/// weights, its optimiser and its shuffling RNG are untouched, so results do not depend on it.
+/// On the CPU it does nothing (there is nothing to load) and returns zeros.
+pub fn warm_up(
+    cfg: &ModelConfig,
+    train: &Dataset,
+    test: &Dataset,
+    tc: &TrainConfig,
+    device: &Device,
+) -> Result<Warmup> {
+    if device.is_cpu() {
+        return Ok(Warmup::default());
+    }
+    run_warm_up(cfg, train, test, tc, device)
+}
+
+/// The warm-up's work on any device (the tests run it on the CPU).
+fn run_warm_up(
+    cfg: &ModelConfig,
+    train_set: &Dataset,
+    test: &Dataset,
+    tc: &TrainConfig,
+    device: &Device,
+) -> Result<Warmup> {
+    let t0 = Instant::now();
+    let vm = init_varmap(cfg, tc.seed, device)?;
+    let model = Model::from_varmap(cfg, &vm)?;
+    let bs = tc.batch_size.clamp(1, train_set.len().max(1));
+    let scratch_train = train_set.take(bs * WARMUP_STEPS);
+    // `train` evaluates in batches of 1000: one such batch loads the evaluation kernels.
+    let scratch_test = test.take(1000);
+    let wc = TrainConfig {
+        epochs: 1,
+        eval_every_epoch: true,
+        ..tc.clone()
+    };
+    let report = train(
+        &model,
+        &vm,
+        &scratch_train,
+        &scratch_test,
+        &wc,
+        &mut CrossEntropy,
+        &mut NoHook,
+        &mut Silent,
+        device,
+    )?;
+    device
+        .synchronize()
+        .map_err(Error::candle("synchronize after warm-up"))?;
+    Ok(Warmup {
+        seconds: t0.elapsed().as_secs_f64(),
+        steps: report.epochs.len() * scratch_train.len().div_ceil(bs),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(vm: &VarMap) -> Vec<Vec<f32>> {
+        let mut vars: Vec<_> = vm.data().lock().unwrap().clone().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        vars.iter()
+            .map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn warm_up_is_a_no_op_on_cpu() {
+        let splits = crate::data::synthetic(64, 32, 8, 3, 0);
+        let cfg = ModelConfig::parse("mlp:8-6-3").unwrap();
+        let w = warm_up(
+            &cfg,
+            &splits.train,
+            &splits.test,
+            &TrainConfig::default(),
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(w, Warmup::default());
+    }
+
+    #[test]
+    fn warm_up_leaves_the_real_model_and_its_training_unchanged() {
+        let splits = crate::data::synthetic(256, 64, 8, 3, 1);
+        let cfg = ModelConfig::parse("mlp:8-6-3").unwrap();
+        let tc = TrainConfig {
+            epochs: 2,
+            batch_size: 32,
+            seed: 7,
+            ..Default::default()
+        };
+        let run = |warm: bool| {
+            let vm = init_varmap(&cfg, tc.seed, &Device::Cpu).unwrap();
+            let before = values(&vm);
+            if warm {
+                // The work a GPU run does, forced on the CPU.
+                let w = run_warm_up(&cfg, &splits.train, &splits.test, &tc, &Device::Cpu).unwrap();
+                assert_eq!(w.steps, WARMUP_STEPS);
+                assert!(w.seconds > 0.0);
+                assert_eq!(values(&vm), before, "the real weights are untouched");
+            }
+            let model = Model::from_varmap(&cfg, &vm).unwrap();
+            let r = train(
+                &model,
+                &vm,
+                &splits.train,
+                &splits.test,
+                &tc,
+                &mut CrossEntropy,
+                &mut NoHook,
+                &mut Silent,
+                &Device::Cpu,
+            )
+            .unwrap();
+            (values(&vm), r.accuracy, r.epochs[0].loss)
+        };
+        assert_eq!(run(true), run(false), "bit-identical training");
+    }
 }

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{Step, SuiteConfig, VariantConfig, kd_config, parse_granularity};
 use crate::data::Splits;
-use crate::train::{CrossEntropy, NoHook, Silent, StepHook, TrainConfig, train};
-use crate::{Error, RealKernels, Result, evaluate, latency};
+use crate::train::{CrossEntropy, NoHook, Silent, StepHook, TrainConfig, train, warm_up};
+use crate::{Error, RealKernels, Result, evaluate, evaluate_for, latency};
 
 /// Where and how a suite runs.
 #[derive(Debug, Clone)]
@@ -93,6 +93,19 @@ fn provenance_of(m: &Measurement) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// Whether a serialised measurement has a measured domain whose window was shorter than its
+/// counter's update period (its joules are below the counter's resolution).
+fn below_resolution(energy: &serde_json::Value) -> bool {
+    energy["domains"].as_array().is_some_and(|ds| {
+        ds.iter().any(|d| {
+            d["provenance"] != "estimated"
+                && d["flags"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|f| f == "shorter_than_update_period"))
+        })
+    })
+}
+
 fn sanitize(s: &str) -> String {
     s.chars()
         .map(|c| {
@@ -111,6 +124,9 @@ struct Baseline {
     accuracy: f64,
     energy: serde_json::Value,
     joules: f64,
+    /// The device warm-up before the training window (`seconds`, `steps`, `energy`); null on the
+    /// CPU, which needs none.
+    warmup: serde_json::Value,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -118,6 +134,8 @@ struct BaselineMeta {
     accuracy: f64,
     energy: serde_json::Value,
     joules: f64,
+    #[serde(default)]
+    warmup: serde_json::Value,
 }
 
 /// The weights a variant's weight-changing steps produced, shared by every variant of the same
@@ -349,14 +367,17 @@ pub fn run_suite(
                 t0,
             )?,
         };
+        let j = if below_resolution(&r.inference_energy) {
+            format!(
+                "{:.3} J/10k below the counter's resolution (window shorter than its update period)",
+                r.inference_joules_per_10k
+            )
+        } else {
+            format!("{:.3} J/10k", r.inference_joules_per_10k)
+        };
         log(&format!(
-            "    accuracy {:.4}, {} bytes, {:.0} samples/s, {:.3} J/10k ({}), {}",
-            r.accuracy,
-            r.bytes,
-            r.samples_per_second,
-            r.inference_joules_per_10k,
-            r.provenance,
-            r.saving
+            "    accuracy {:.4}, {} bytes, {:.0} samples/s, {j} ({}), {}",
+            r.accuracy, r.bytes, r.samples_per_second, r.provenance, r.saving
         ));
         results.push(r);
     }
@@ -399,6 +420,7 @@ fn baseline(
                 accuracy: m.accuracy,
                 energy: m.energy,
                 joules: m.joules,
+                warmup: m.warmup,
             });
         }
     }
@@ -414,6 +436,16 @@ fn baseline(
         lr: b.lr,
         seed,
         ..Default::default()
+    };
+    // Kernel loading on a GPU goes into its own window, reported beside the training energy.
+    let warmup = if opts.device.is_cpu() {
+        serde_json::Value::Null
+    } else {
+        let (w, e) = meter.measure("warmup", || {
+            warm_up(&cfg, &data.train, &data.test, &tc, &opts.device)
+        });
+        let w = w?;
+        serde_json::json!({"seconds": w.seconds, "steps": w.steps, "energy": e})
     };
     let (report, energy) = meter.measure("baseline-training", || {
         train(
@@ -441,6 +473,7 @@ fn baseline(
         accuracy: report.accuracy,
         energy: energy.clone(),
         joules,
+        warmup: warmup.clone(),
     })
     .expect("serialise");
     joulecut_checkpoint::atomic_write(&meta, |f| {
@@ -453,6 +486,7 @@ fn baseline(
         accuracy: report.accuracy,
         energy,
         joules,
+        warmup,
     })
 }
 
@@ -947,17 +981,22 @@ fn evaluate_variant(
     }
     let ev = &suite.eval;
     let mut stats = evaluate(&m, &data.test, ev.batch_size, &opts.device)?;
-    let (passes, energy) = meter.measure("inference", || -> Result<Vec<f64>> {
-        (0..ev.repeats)
-            .map(|_| {
-                evaluate(&m, &data.test, ev.batch_size, &opts.device).map(|s| s.samples_per_second)
-            })
-            .collect()
+    // At least `repeats` passes, and more until the window spans enough counter updates.
+    let (passes, energy) = meter.measure("inference", || {
+        evaluate_for(
+            &m,
+            &data.test,
+            ev.batch_size,
+            &opts.device,
+            ev.repeats,
+            meter.min_window(),
+        )
     });
+    let passes = passes?;
+    let samples = passes.samples();
     // Throughput: the median pass (the first, outside the energy window, included), so one pass
     // slowed by another process does not decide the ratio.
-    let mut rates = passes?;
-    let samples = rates.len() * data.test.len();
+    let mut rates: Vec<f64> = passes.passes.iter().map(|p| p.samples_per_second).collect();
     rates.push(stats.samples_per_second);
     rates.sort_by(|a, b| a.total_cmp(b));
     stats.samples_per_second = rates[rates.len() / 2];
@@ -1003,8 +1042,12 @@ fn evaluate_variant(
     })
     .map(|mut r| {
         if v.is_none() {
-            r.compression_energy =
-                vec![serde_json::json!({"step": "baseline-training", "energy": base.energy})];
+            let mut step = serde_json::json!({"step": "baseline-training", "energy": base.energy});
+            // Not part of `compression_joules`: a one-off cost of the process, shown beside it.
+            if !base.warmup.is_null() {
+                step["warmup"] = base.warmup.clone();
+            }
+            r.compression_energy = vec![step];
             r.compression_joules = base.joules;
             debug_assert!((base.accuracy - r.accuracy).abs() < 1.0);
         }
