@@ -31,8 +31,9 @@ def energy(e):
         "joules": e.get("joules"),
         "provenance": e.get("provenance"),
         "wall_seconds": e.get("wall_seconds"),
+        "flags": e.get("flags"),
         "domains": [
-            {k: d.get(k) for k in ("name", "joules", "provenance", "source")}
+            {k: d.get(k) for k in ("name", "joules", "provenance", "source", "flags")}
             for d in e.get("domains", [])
         ],
     }
@@ -67,6 +68,8 @@ def main() -> int:
             "accuracy": t.get("accuracy"),
             "train_seconds": t.get("train_seconds"),
             "samples_per_second": t.get("samples_per_second"),
+            "warmup_seconds": t.get("warmup_seconds"),
+            "warmup_energy": energy(t.get("warmup_energy")),
             "energy": energy(t.get("energy")),
             "error": t.get("error"),
         }
@@ -80,6 +83,7 @@ def main() -> int:
                 "accuracy": e.get("accuracy"),
                 "samples_per_second": e.get("samples_per_second"),
                 "joules_per_10k": e.get("joules_per_10k"),
+                "energy_passes": e.get("energy_passes"),
                 "layers": e.get("layers"),
                 "fallbacks": e.get("fallbacks"),
                 "energy": energy(e.get("energy")),
@@ -99,6 +103,18 @@ def main() -> int:
     c["eval_gpu_joules_measured"] = all(
         gpu_measured(load(d, f"eval-{v}-cuda").get("energy")) for v in ("f32", "f16", "int8")
     )
+
+    # Honest energy: no measured domain may report 0 J (a dead counter, or a window shorter than
+    # the counter's update period, shows up exactly like that).
+    zero = []
+    for name in ["train-cuda", "train-cpu"] + [f"eval-{v}-{dev}" for v in ("f32", "f16", "int8") for dev in ("cuda", "cpu")]:
+        e = load(d, name).get("energy")
+        for dom in (e or {}).get("domains", []):
+            if dom.get("provenance") == "measured" and not dom.get("joules"):
+                zero.append(f"{name}:{dom.get('name')}")
+    c["no_zero_measured_domains"] = not zero
+    if zero:
+        out["zero_measured_domains"] = zero
 
     bench = load(d, "bench-cuda")
     rows = []
@@ -120,6 +136,9 @@ def main() -> int:
         "error": bench.get("error") if isinstance(bench, dict) else None,
     }
     c["bench_ran"] = bool(rows)
+    c["bench_no_zero_joules"] = bool(rows) and all(
+        (r.get("inference_joules_per_10k") or 0) > 0 for r in rows
+    )
 
     ok = all(v for k, v in c.items() if isinstance(v, bool)) and not out["failed_steps"]
     out["pass"] = ok
