@@ -6,7 +6,7 @@
 # the same code as the CPU-only build) and the machine's own Python if it has torch, onnx and
 # onnxruntime; otherwise it times joulecut's f32 and int8 alone. Run through the device tool with
 # carry ["dist-cuda"] (docs/CUDA.md). Output under $OUT: cpu.txt, compare.json / compare.md or
-# eval-*.json.
+# eval-*.json. JOULECUT_BIN=path runs that binary instead of dist-cuda's.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -17,9 +17,13 @@ DIST=$ROOT/dist-cuda
 CORES=${JOULECUT_COMPARE_CORES:-0,1}
 REPEATS=${JOULECUT_COMPARE_REPEATS:-3}
 (cd "$DIST" && sha256sum -c --quiet SHA256SUMS) || { echo "dist-cuda/ is damaged"; exit 1; }
-xz -dc "$DIST/joulecut.xz" >"$WORK/joulecut" && chmod +x "$WORK/joulecut"
-JC=$WORK/joulecut
-source "$ROOT/scripts/device/cuda-libs.sh"
+if [[ -n ${JOULECUT_BIN:-} ]]; then
+  JC=$JOULECUT_BIN # e.g. a CPU-only build carried beside dist-cuda/ (no CUDA libraries needed)
+else
+  xz -dc "$DIST/joulecut.xz" >"$WORK/joulecut" && chmod +x "$WORK/joulecut"
+  JC=$WORK/joulecut
+  source "$ROOT/scripts/device/cuda-libs.sh"
+fi
 export JOULECUT_DATA=$DIST/fashion-mnist
 {
   grep -m1 'model name' /proc/cpuinfo

@@ -517,7 +517,8 @@ impl Signs {
     /// Scans `a` (a few µs for a 256 × 784 batch, against the GEMM's milliseconds).
     fn of(kernel: Kernel, a: &[i8]) -> Signs {
         #[cfg(target_arch = "x86_64")]
-        if kernel == Kernel::Avx2 && kernel.is_available() {
+        // The scan is AVX2 code; every AVX-512 VNNI CPU has AVX2 too.
+        if matches!(kernel, Kernel::Avx2 | Kernel::Avx512Vnni) && Kernel::Avx2.is_available() {
             // SAFETY: AVX2 checked.
             let bits = unsafe { x86::or_all_avx2(a) };
             return Signs::of_or(bits);
@@ -570,7 +571,6 @@ fn exec<S: TileSink>(
     signs: Signs,
     sink: &S,
 ) {
-    let _ = signs;
     match kernel {
         Kernel::Reference => portable::reference_task(a, stride, w, t, sink),
         Kernel::Portable => portable::task(a, stride, w, t, sink),
@@ -579,7 +579,7 @@ fn exec<S: TileSink>(
         Kernel::Avx2 => unsafe { x86::task_avx2(a, stride, w, t, signs, sink) },
         // SAFETY: availability was checked by `effective`.
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512Vnni => unsafe { x86::task_vnni(a, stride, w, t, sink) },
+        Kernel::Avx512Vnni => unsafe { x86::task_vnni(a, stride, w, t, signs, sink) },
         #[cfg(not(target_arch = "x86_64"))]
         _ => portable::task(a, stride, w, t, sink),
     }

@@ -221,22 +221,32 @@ pub(super) unsafe fn or_all_avx2(a: &[i8]) -> u8 {
 const MR_VNNI: usize = 8;
 
 /// # Safety
-/// The CPU must support AVX-512F/BW and AVX-512 VNNI; `a` must hold `t.r1` rows of `stride = w.k_pad`.
+/// The CPU must support AVX-512F/BW and AVX-512 VNNI; `a` must hold `t.r1` rows of `stride = w.k_pad`;
+/// with `Signs::NonNegative` or `Signs::SixBit` no activation may be negative.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(super) unsafe fn task_vnni<S: TileSink>(
     a: &[i8],
     stride: usize,
     w: &PackedWeights,
     t: Task,
+    signs: Signs,
     sink: &S,
 ) {
+    // Non-negative activations already are the u8 operand `vpdpbusd` wants: no flip by 0x80 and
+    // no -128·Σw start (the flip was a third of the port-0/5 work next to the dot products).
+    let flip = signs == Signs::Mixed;
+    let zeros = [0i32; 2 * PANEL_N];
     assert!(a.len() >= t.r1 * stride && stride == w.k_pad);
     let kq = w.k_pad / GROUP_K;
     let mut p = t.p0;
     while p < t.p1 {
         let np = if t.p1 - p >= 2 { 2 } else { 1 };
         let panel = w.panel(p).as_ptr();
-        let init = w.vnni_init[p * PANEL_N..].as_ptr();
+        let init = if flip {
+            w.vnni_init[p * PANEL_N..].as_ptr()
+        } else {
+            zeros.as_ptr()
+        };
         let mut r = t.r0;
         while r < t.r1 {
             let rows = MR_VNNI.min(t.r1 - r);
@@ -247,10 +257,19 @@ pub(super) unsafe fn task_vnni<S: TileSink>(
             unsafe {
                 macro_rules! go {
                     ($r:literal) => {
-                        if np == 2 {
-                            tile_vnni::<$r, 2>(ap, stride, panel, pstride, init, kq, &mut acc)
-                        } else {
-                            tile_vnni::<$r, 1>(ap, stride, panel, pstride, init, kq, &mut acc)
+                        match (np == 2, flip) {
+                            (true, true) => tile_vnni::<$r, 2, true>(
+                                ap, stride, panel, pstride, init, kq, &mut acc,
+                            ),
+                            (false, true) => tile_vnni::<$r, 1, true>(
+                                ap, stride, panel, pstride, init, kq, &mut acc,
+                            ),
+                            (true, false) => tile_vnni::<$r, 2, false>(
+                                ap, stride, panel, pstride, init, kq, &mut acc,
+                            ),
+                            (false, false) => tile_vnni::<$r, 1, false>(
+                                ap, stride, panel, pstride, init, kq, &mut acc,
+                            ),
                         }
                     };
                 }
@@ -274,9 +293,10 @@ pub(super) unsafe fn task_vnni<S: TileSink>(
 }
 
 /// `R` rows × `NP` panels of 16 columns: `vpdpbusd(acc, a ^ 0x80, w)` with `acc` starting at
-/// `-128 · Σw`, which makes the u8 × i8 product of the flipped activations exact for i8 × i8.
+/// `-128 · Σw`, which makes the u8 × i8 product of the flipped activations exact for i8 × i8;
+/// without `FLIP` (activations known non-negative) `vpdpbusd(acc, a, w)` from `init` (zeros).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn tile_vnni<const R: usize, const NP: usize>(
+unsafe fn tile_vnni<const R: usize, const NP: usize, const FLIP: bool>(
     a: *const i8,
     stride: usize,
     w: *const i8,
@@ -305,7 +325,7 @@ unsafe fn tile_vnni<const R: usize, const NP: usize>(
                 let av = _mm512_set1_epi32(
                     (a.add(r * stride + q * GROUP_K) as *const i32).read_unaligned(),
                 );
-                let au = _mm512_xor_si512(av, flip);
+                let au = if FLIP { _mm512_xor_si512(av, flip) } else { av };
                 for j in 0..NP {
                     accr[j] = _mm512_dpbusd_epi32(accr[j], au, wv[j]);
                 }
