@@ -442,8 +442,12 @@ impl TileSink for F32Sink<'_> {
             // Straight into the output: a per-row `copy_from_slice` of 16 floats was a libc
             // memmove call per row and tile (1.8 % of the int8 MLP profile).
             let acc = &acc[r * width..(r + 1) * width];
+            // Fixed lengths let the compiler vectorise the epilogue without remainder loops (16:
+            // one AVX2 panel; 32: the VNNI kernel's two panels).
             if cols == 16 {
                 self.row(row, c0, acc, &mut dst[..16]);
+            } else if cols == 32 {
+                self.row(row, c0, acc, &mut dst[..32]);
             } else {
                 self.row(row, c0, acc, dst);
             }
