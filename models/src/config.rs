@@ -32,6 +32,11 @@ pub enum ModelConfig {
     },
 }
 
+/// The max-pooling window (and stride) after each LeNet-5 conv + ReLU: the `k` that
+/// [`Layer::forward_relu_pool`](crate::Layer::forward_relu_pool) is called with, and so the one a
+/// layer's fused conv + ReLU + pool variant must be built for.
+pub const CONV_POOL: usize = 2;
+
 /// The architecture names every `--model`/`--student` flag accepts.
 pub const ARCH_NAMES: &str =
     "lenet-300-100, lenet5, teacher-mlp, or mlp:W0-W1-...-Wn (e.g. mlp:784-32-10)";
@@ -163,7 +168,7 @@ impl ModelConfig {
 
     /// Spatial size after the conv stack (LeNet-5: 28 → 14 → 10 → 5).
     pub fn lenet5_feature_side(image: usize) -> usize {
-        (image / 2 - 4) / 2
+        (image / CONV_POOL - 4) / CONV_POOL
     }
 
     /// Every parameter `(name, shape)` in PyTorch naming and layout, in order.

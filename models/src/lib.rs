@@ -19,7 +19,7 @@ mod error;
 mod init;
 mod model;
 
-pub use config::{ARCH_NAMES, ModelConfig};
+pub use config::{ARCH_NAMES, CONV_POOL, ModelConfig};
 pub use error::{Error, Result};
 pub use init::{Rng, init_varmap, load_into_varmap};
 pub use model::{DenseFactory, Layer, LayerFactory, LayerPath, Model};

@@ -410,7 +410,7 @@ impl Model {
             let b = x.dim(0)?;
             h = h.reshape((b, *in_channels, *image, *image))?;
             for conv in &self.convs {
-                h = conv.forward_relu_pool(&h, 2)?;
+                h = conv.forward_relu_pool(&h, crate::config::CONV_POOL)?;
             }
             h = h.flatten_from(1)?;
         }

@@ -84,27 +84,59 @@ pub fn meter_on(dev: &Device) -> anyhow::Result<joulecut::energy::Meter> {
     Ok(m)
 }
 
+/// A device warm-up as `train` and `distill` report it: beside the training figures, never inside.
+pub struct WarmupRun {
+    /// What ran (zeros on the CPU).
+    pub warmup: joulecut::harness::Warmup,
+    /// Its metered window; `None` on the CPU, where nothing runs.
+    pub energy: Option<joulecut::energy::Measurement>,
+}
+
+impl WarmupRun {
+    /// Adds `warmup_seconds`, and `warmup_energy` where a warm-up ran (CPU output keeps its shape).
+    pub fn add_to_json(&self, out: &mut serde_json::Value) -> anyhow::Result<()> {
+        out["warmup_seconds"] = self.warmup.seconds.into();
+        if let Some(m) = &self.energy {
+            out["warmup_energy"] = serde_json::to_value(m)?;
+        }
+        Ok(())
+    }
+
+    /// Says on stderr what the warm-up took, where one ran.
+    pub fn eprint(&self) {
+        if let Some(m) = &self.energy {
+            eprintln!(
+                "device warm-up (kernel loading; not in the training figures): {:.2} s, {}",
+                self.warmup.seconds,
+                energy_line(m)
+            );
+        }
+    }
+}
+
 /// Warms `dev` up before a training window ([`joulecut::harness::warm_up`]) in its own metered
 /// window, so kernel loading is reported next to the training figures instead of inside them. On
-/// the CPU nothing runs and nothing is metered: `(zeros, None)`.
+/// the CPU nothing runs and nothing is metered.
 pub fn warm_up(
     meter: &joulecut::energy::Meter,
     cfg: &joulecut::models::ModelConfig,
     splits: &joulecut::harness::data::Splits,
     tc: &joulecut::harness::TrainConfig,
     dev: &Device,
-) -> anyhow::Result<(
-    joulecut::harness::Warmup,
-    Option<joulecut::energy::Measurement>,
-)> {
+) -> anyhow::Result<WarmupRun> {
     if dev.is_cpu() {
-        return Ok((joulecut::harness::Warmup::default(), None));
+        return Ok(WarmupRun {
+            warmup: joulecut::harness::Warmup::default(),
+            energy: None,
+        });
     }
     let (w, m) = meter.measure("warmup", || {
         joulecut::harness::warm_up(cfg, &splits.train, &splits.test, tc, dev)
     });
-    let w = w.context("warm up the device before training")?;
-    Ok((w, Some(m)))
+    Ok(WarmupRun {
+        warmup: w.context("warm up the device before training")?,
+        energy: Some(m),
+    })
 }
 
 /// Says on stderr which layers ran without their compression kernel on this device; returns them

@@ -226,7 +226,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
     let mut progress = Progress::new(a.quiet || a.json);
     let meter = meter_on(&dev)?;
     // Kernel loading on a GPU goes into its own window, before the training one.
-    let (warmup, warmup_energy) = warm_up(&meter, &cfg, &splits, &tc, &dev)?;
+    let warmup = warm_up(&meter, &cfg, &splits, &tc, &dev)?;
     let (report, energy) = meter.measure("train", || {
         harness::train(
             &model,
@@ -258,7 +258,6 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
             "epochs": report.epochs.len(),
             "samples_per_second": report.samples_per_second,
             "train_seconds": report.train_seconds,
-            "warmup_seconds": warmup.seconds,
             "per_epoch": report.epochs,
             "bytes": bytes,
             "sparsity": keep.0.report(),
@@ -266,10 +265,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
             "config": tc,
             "device": a.device,
         });
-        // Only where a warm-up ran (not on the CPU), so CPU output keeps its shape.
-        if let Some(m) = &warmup_energy {
-            out["warmup_energy"] = serde_json::to_value(m)?;
-        }
+        warmup.add_to_json(&mut out)?;
         print_json(&out)?;
     } else {
         eprintln!(
@@ -279,13 +275,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
             report.samples_per_second,
             a.output.display()
         );
-        if let Some(m) = &warmup_energy {
-            eprintln!(
-                "device warm-up (kernel loading; not in the training figures): {:.2} s, {}",
-                warmup.seconds,
-                energy_line(m)
-            );
-        }
+        warmup.eprint();
         eprintln!("training energy: {}", energy_line(&energy));
     }
     Ok(ExitCode::SUCCESS)

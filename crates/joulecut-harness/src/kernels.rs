@@ -257,13 +257,14 @@ impl LayerFactory for RealKernels {
                 .map_err(|e| layer_err(name, e))?
                 .with_activation_quant(self.int8_activations);
             // As for linear layers: the following ReLU runs in the GEMM's epilogue; the models'
-            // conv blocks pool 2 x 2 after it, which the int8 conv fuses into its output layout.
+            // conv blocks max-pool after it, which the int8 conv fuses into its output layout.
             let relu = l.clone().with_relu(true);
-            let relu_pool = Box::new(relu.clone().with_pool(2));
+            let k = joulecut_models::CONV_POOL;
+            let relu_pool = Box::new(relu.clone().with_pool(k));
             return Ok(Some(
                 Layer::new(name, LayerPath::Int8, Box::new(l))
                     .with_fused_relu(Box::new(relu))
-                    .with_fused_relu_pool(2, relu_pool),
+                    .with_fused_relu_pool(k, relu_pool),
             ));
         }
         Ok(None)

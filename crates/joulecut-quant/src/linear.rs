@@ -475,6 +475,16 @@ impl Int8Conv2d {
         // im2col below copies `kw`-byte runs with no bounds checks.
         let (ph, pw) = (h + 2 * pad, w + 2 * pad);
         let mut padded = vec![0i8; c * ph * pw];
+        let g = Im2col {
+            c,
+            kh,
+            kw,
+            st,
+            ow,
+            pw,
+            ph,
+            stride,
+        };
         for b in 0..n {
             let img = &qimg.data[b * c * h * w..(b + 1) * c * h * w];
             let zp = qimg.zeros[b] as i8;
@@ -492,26 +502,11 @@ impl Int8Conv2d {
                 .extend(std::iter::repeat_n(qimg.zeros[b], rows_per_img));
             let r0 = b * rows_per_img;
             let data = &mut rows.data[r0 * stride..(r0 + rows_per_img) * stride];
-            let g = Im2col {
-                c,
-                kh,
-                kw,
-                st,
-                ow,
-                pw,
-                ph,
-                stride,
-            };
             // Fixed-size runs compile to plain moves instead of `memmove` calls.
             match kw {
                 3 => g.image(&padded, data, oh, |d, s| d[..3].copy_from_slice(&s[..3])),
                 5 => g.image(&padded, data, oh, |d, s| d[..5].copy_from_slice(&s[..5])),
                 _ => g.image(&padded, data, oh, |d, s| d[..kw].copy_from_slice(&s[..kw])),
-            }
-            if stride > k {
-                for row in data.chunks_exact_mut(stride) {
-                    row[k..].fill(0);
-                }
             }
             if need_sums {
                 for (r, row) in data.chunks_exact(stride).enumerate() {
@@ -572,7 +567,8 @@ struct Im2col {
 }
 
 impl Im2col {
-    /// Writes one row of `c·kh·kw` bytes per output position into `out`; `copy` moves one
+    /// Writes one row of `c·kh·kw` bytes per output position into `out`, and zeros up to the row
+    /// stride (the buffer is reused, so the padding columns hold old bytes); `copy` moves one
     /// `kw`-byte run.
     #[inline(always)]
     fn image(&self, padded: &[i8], out: &mut [i8], oh: usize, copy: impl Fn(&mut [i8], &[i8])) {
@@ -597,6 +593,7 @@ impl Im2col {
                         j += kw;
                     }
                 }
+                dst[j..stride].fill(0);
             }
         }
     }

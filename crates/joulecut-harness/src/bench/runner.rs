@@ -66,6 +66,10 @@ pub struct RunResult {
     pub inference_joules_per_10k: f64,
     /// The inference energy window (the DESIGN `energy` object).
     pub inference_energy: serde_json::Value,
+    /// Whether that window was shorter than a measured counter's update period
+    /// ([`Measurement::below_resolution`]): its joules must not be read as a plain measurement.
+    #[serde(default)]
+    pub inference_below_resolution: bool,
     /// Joules spent producing this variant from its baseline (fine-tuning, QAT, calibration...).
     pub compression_joules: f64,
     /// Each compression step's energy.
@@ -91,19 +95,6 @@ fn provenance_of(m: &Measurement) -> String {
         .ok()
         .and_then(|v| v["provenance"].as_str().map(str::to_string))
         .unwrap_or_else(|| "unknown".into())
-}
-
-/// Whether a serialised measurement has a measured domain whose window was shorter than its
-/// counter's update period (its joules are below the counter's resolution).
-fn below_resolution(energy: &serde_json::Value) -> bool {
-    energy["domains"].as_array().is_some_and(|ds| {
-        ds.iter().any(|d| {
-            d["provenance"] != "estimated"
-                && d["flags"]
-                    .as_array()
-                    .is_some_and(|f| f.iter().any(|f| f == "shorter_than_update_period"))
-        })
-    })
 }
 
 fn sanitize(s: &str) -> String {
@@ -367,7 +358,7 @@ pub fn run_suite(
                 t0,
             )?,
         };
-        let j = if below_resolution(&r.inference_energy) {
+        let j = if r.inference_below_resolution {
             format!(
                 "{:.3} J/10k below the counter's resolution (window shorter than its update period)",
                 r.inference_joules_per_10k
@@ -1028,6 +1019,7 @@ fn evaluate_variant(
         inference_joules_per_10k: energy.total().0 * 10_000.0 / samples as f64,
         provenance: provenance_of(&energy),
         inference_energy: serde_json::to_value(&energy).unwrap_or_default(),
+        inference_below_resolution: energy.below_resolution(),
         compression_joules,
         compression_energy,
         baseline_training_joules: base.joules,

@@ -73,22 +73,20 @@ impl RowGrid {
 }
 
 impl ActivationQuant {
-    /// Whether every quantized value is non-negative (the AVX2 kernel's fast path).
-    pub fn is_non_negative(self) -> bool {
+    /// The smallest and largest code this mode produces: what the kernels may assume of every
+    /// quantized value (non-negative: the AVX2 sign-free loop; at most 63: its paired loop).
+    pub fn code_range(self) -> (i32, i32) {
         match self {
-            ActivationQuant::DynamicU7 | ActivationQuant::DynamicU6 => true,
-            ActivationQuant::Dynamic => false,
-            ActivationQuant::Static(p) => p.qmin() >= 0,
+            ActivationQuant::Dynamic => (-128, 127),
+            ActivationQuant::DynamicU7 => (0, 127),
+            ActivationQuant::DynamicU6 => (0, 63),
+            ActivationQuant::Static(p) => (p.qmin(), p.qmax()),
         }
     }
 
-    /// Whether every quantized value is in `0..=63` (the AVX2 kernel's paired fast path).
-    pub fn is_six_bit(self) -> bool {
-        match self {
-            ActivationQuant::DynamicU6 => true,
-            ActivationQuant::Dynamic | ActivationQuant::DynamicU7 => false,
-            ActivationQuant::Static(p) => p.qmin() >= 0 && p.qmax() <= 63,
-        }
+    /// Whether every quantized value is non-negative (the AVX2 kernel's fast path).
+    pub fn is_non_negative(self) -> bool {
+        self.code_range().0 >= 0
     }
 }
 
@@ -107,13 +105,9 @@ pub(crate) fn quantize_one(
             let (lo, hi) = row_range(row);
             RowGrid::from_params(QuantParams::from_range(lo, hi, Symmetry::Asymmetric))
         }
-        ActivationQuant::DynamicU7 => {
+        ActivationQuant::DynamicU7 | ActivationQuant::DynamicU6 => {
             let (lo, hi) = row_range(row);
-            RowGrid::unsigned(lo, hi, 127)
-        }
-        ActivationQuant::DynamicU6 => {
-            let (lo, hi) = row_range(row);
-            RowGrid::unsigned(lo, hi, 63)
+            RowGrid::unsigned(lo, hi, mode.code_range().1)
         }
         ActivationQuant::Static(p) => RowGrid::from_params(p),
     };

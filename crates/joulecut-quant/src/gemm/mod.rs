@@ -525,32 +525,31 @@ impl Signs {
         if matches!(kernel, Kernel::Avx2 | Kernel::Avx512Vnni) && Kernel::Avx2.is_available() {
             // SAFETY: AVX2 checked.
             let bits = unsafe { x86::or_all_avx2(a) };
-            return Signs::of_or(bits);
+            // Bit 7 set: some value is negative. Otherwise the OR bounds every value from above
+            // and is at most 63 exactly when every value is.
+            return if bits & 0x80 != 0 {
+                Signs::Mixed
+            } else {
+                Signs::of_range(0, i32::from(bits))
+            };
         }
         let _ = (kernel, a);
         Signs::Mixed
     }
 
-    /// From the OR of every value's bits.
-    fn of_or(bits: u8) -> Signs {
-        if bits & 0xc0 == 0 {
-            Signs::SixBit
-        } else if bits & 0x80 == 0 {
-            Signs::NonNegative
-        } else {
-            Signs::Mixed
+    /// The loop values in `lo..=hi` allow.
+    fn of_range(lo: i32, hi: i32) -> Signs {
+        match (lo >= 0, hi <= 63) {
+            (true, true) => Signs::SixBit,
+            (true, false) => Signs::NonNegative,
+            (false, _) => Signs::Mixed,
         }
     }
 
     /// What every value a `mode` produces is known to satisfy.
     fn of_mode(mode: ActivationQuant) -> Signs {
-        if mode.is_six_bit() {
-            Signs::SixBit
-        } else if mode.is_non_negative() {
-            Signs::NonNegative
-        } else {
-            Signs::Mixed
-        }
+        let (lo, hi) = mode.code_range();
+        Signs::of_range(lo, hi)
     }
 }
 
