@@ -387,7 +387,7 @@ mod tests {
             (model_with(&lenet, &[], "lenet-f32"), 784),
         ];
         for (model, width) in &cases {
-            for (batch, chunks) in [(70, 3), (5, 2), (64, 2)] {
+            for (batch, chunks) in [(70, 3), (5, 2), (64, 2), (96, 6)] {
                 let x = Tensor::randn(0f32, 1., (batch, *width), &Device::Cpu).unwrap();
                 let whole = model.forward_hidden(&x).unwrap().0;
                 let split = model.forward_row_chunks(&x, chunks).unwrap();

@@ -187,8 +187,23 @@ impl Int8Linear {
     /// # Panics
     /// When `x.len() != m · in_features`.
     pub fn forward_slice(&self, x: &[f32], m: usize) -> Vec<f32> {
-        let mut out = vec![0f32; m * self.out_features];
-        self.forward_into(x, m, &mut out);
+        let len = m * self.out_features;
+        // Not zeroed first: the GEMM writes every element (zeroing was 1.7 % of the int8 MLP).
+        let mut out = Vec::with_capacity(len);
+        SCRATCH.with(|s| {
+            crate::gemm::quantize_gemm_requant_uninit(
+                self.kernel,
+                x,
+                m,
+                self.activations,
+                &self.weights,
+                &self.requant,
+                &mut s.borrow_mut(),
+                &mut out.spare_capacity_mut()[..len],
+            );
+        });
+        // SAFETY: `quantize_gemm_requant_uninit` initialised all `len` elements.
+        unsafe { out.set_len(len) };
         out
     }
 

@@ -30,6 +30,7 @@
 //! ```
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
@@ -712,6 +713,24 @@ pub fn quantize_gemm_requant(
     scratch: &mut QuantizedRows,
     out: &mut [f32],
 ) {
+    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and only initialised f32s are written.
+    let out = unsafe { &mut *(out as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    quantize_gemm_requant_uninit(kernel, x, m, mode, w, rq, scratch, out);
+}
+
+/// [`quantize_gemm_requant`] into uninitialised memory, every element of which it writes (the
+/// tiles cover all `m` rows and all `n` columns): callers that allocate the output skip zeroing it.
+#[allow(clippy::too_many_arguments)] // as quantize_gemm_requant
+pub(crate) fn quantize_gemm_requant_uninit(
+    kernel: Kernel,
+    x: &[f32],
+    m: usize,
+    mode: ActivationQuant,
+    w: &PackedWeights,
+    rq: &Requant,
+    scratch: &mut QuantizedRows,
+    out: &mut [MaybeUninit<f32>],
+) {
     assert_eq!(x.len(), m * w.k, "activation length");
     assert_eq!(out.len(), m * w.n, "output length");
     assert_eq!(rq.scales.len(), w.n_pad, "epilogue width");
@@ -740,7 +759,7 @@ pub fn quantize_gemm_requant(
             (sc[i], zp[i], sm[i]) = act::quantize_one(row, d, mode, need_sums);
         }
         let sink = F32Sink {
-            out: SharedPtr(o.as_mut_ptr()),
+            out: SharedPtr(o.as_mut_ptr().cast::<f32>()),
             n: w.n,
             k: w.k as i32,
             scales: sc,
@@ -791,7 +810,7 @@ type TaskChunk<'a> = (
         (&'a [f32], &'a mut [i8]),
         ((&'a mut [f32], &'a mut [i32]), &'a mut [i32]),
     ),
-    &'a mut [f32],
+    &'a mut [MaybeUninit<f32>],
 );
 
 /// The oracle: `Σ_k a[m, k] · w[n, k]` by a plain triple loop over unpacked row-major inputs.
