@@ -257,12 +257,6 @@ pub struct Model {
 /// each layer instead.
 const ROW_SPLIT_MIN: usize = 32;
 
-/// Row chunks per rayon thread in [`Model::forward`]'s split.
-const ROW_CHUNKS_PER_THREAD: usize = 4;
-
-/// Fewest rows per chunk of that split (smaller ones only add hand-offs).
-const ROW_CHUNK_MIN: usize = 16;
-
 /// Padding of LeNet-5's conv layers.
 const CONV_PADDING: [usize; 2] = [2, 0];
 
@@ -451,13 +445,7 @@ impl Model {
         {
             return Ok(None);
         }
-        // A few chunks per thread, not one: when one CPU runs slower for a while (a shared
-        // host), the other takes more chunks instead of waiting for it at the join. Seen on the
-        // 2-vCPU VM: one thread's 32-row int8 MLP chunks took 107 µs, the other's 150-190 µs.
-        let chunks = (threads * ROW_CHUNKS_PER_THREAD)
-            .min(b / ROW_CHUNK_MIN)
-            .max(threads);
-        self.forward_row_chunks(x, chunks).map(Some)
+        self.forward_row_chunks(x, threads).map(Some)
     }
 
     /// Logits of `x` computed as `chunks` row chunks (multiples of 4 rows) in parallel on rayon's
