@@ -288,17 +288,18 @@ fn cross_entropy_rejects_bad_targets() {
     assert!(joulecut_ops::cross_entropy(&logits, &t).is_err());
 }
 
-/// Continuous data here, not `grid_randn`: candle's ReLU passes gradient at exactly 0 and ours
-/// does not, and exact zeros are common on a grid.
+/// Grid data as in the conv checks (exact pre-activations in any summation order), with the bias
+/// moved off the grid by 1/128 so that no pre-activation is exactly 0: there candle's ReLU passes
+/// the gradient and ours does not.
 fn check_linear(n: usize, i: usize, o: usize, relu: bool, x_grad: bool) {
-    let x = Var::from_tensor(&randn(&[n, i])).unwrap();
+    let x = Var::from_tensor(&grid_randn(&[n, i])).unwrap();
     let xin = if x_grad {
         x.as_tensor().clone()
     } else {
         x.as_tensor().detach()
     };
-    let w = Var::from_tensor(&randn(&[o, i])).unwrap();
-    let b = Var::from_tensor(&randn(&[o])).unwrap();
+    let w = Var::from_tensor(&grid_randn(&[o, i])).unwrap();
+    let b = Var::from_tensor(&(grid_randn(&[o]) + 1. / 128.).unwrap()).unwrap();
     let ours = if relu {
         joulecut_ops::linear_relu(&xin, &w, &b).unwrap()
     } else {
