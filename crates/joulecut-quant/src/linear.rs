@@ -20,7 +20,7 @@ use candle_core::{DType, Device, Module, Storage, Tensor};
 
 use crate::error::{Error, Result};
 use crate::gemm::{
-    ActivationQuant, Kernel, PackedWeights, QuantizedRows, Requant, gemm_requant,
+    ActivationQuant, F32Out, Kernel, PackedWeights, QuantizedRows, Requant, gemm_requant,
     quantize_gemm_requant, quantize_rows,
 };
 use crate::scheme::{Int8Config, QuantParams, QuantizedTensor, quantize_tensor};
@@ -190,25 +190,19 @@ impl Int8Linear {
         let len = m * self.out_features;
         // Not zeroed first: the GEMM writes every element (zeroing was 1.7 % of the int8 MLP).
         let mut out = Vec::with_capacity(len);
-        SCRATCH.with(|s| {
-            crate::gemm::quantize_gemm_requant_uninit(
-                self.kernel,
-                x,
-                m,
-                self.activations,
-                &self.weights,
-                &self.requant,
-                &mut s.borrow_mut(),
-                &mut out.spare_capacity_mut()[..len],
-            );
-        });
-        // SAFETY: `quantize_gemm_requant_uninit` initialised all `len` elements.
+        self.forward_any(x, m, &mut out.spare_capacity_mut()[..len]);
+        // SAFETY: `forward_any` initialised all `len` elements.
         unsafe { out.set_len(len) };
         out
     }
 
     /// Like [`Int8Linear::forward_slice`], writing into `out` (`[m, out]`).
     pub fn forward_into(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        self.forward_any(x, m, out);
+    }
+
+    /// Writes every element of `out` (`[m, out]`).
+    fn forward_any<O: F32Out + ?Sized>(&self, x: &[f32], m: usize, out: &mut O) {
         SCRATCH.with(|s| {
             quantize_gemm_requant(
                 self.kernel,

@@ -695,15 +695,42 @@ fn rows_per_task(m: usize, w: &PackedWeights) -> usize {
 /// Fewest rows worth a rayon task.
 const MIN_TASK_ROWS: usize = 8;
 
+/// An output buffer of f32s: initialised (`[f32]`) or not (`[MaybeUninit<f32>]`, e.g. a `Vec`'s
+/// spare capacity — the GEMM writes every element, so callers that allocate need not zero it).
+pub trait F32Out {
+    /// The buffer as possibly-uninitialised f32s; only initialised f32s are written through it.
+    fn as_uninit(&mut self) -> &mut [MaybeUninit<f32>];
+}
+
+impl F32Out for [f32] {
+    fn as_uninit(&mut self) -> &mut [MaybeUninit<f32>] {
+        // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and every write through the result is a
+        // valid f32.
+        unsafe { &mut *(self as *mut [f32] as *mut [MaybeUninit<f32>]) }
+    }
+}
+
+impl F32Out for Vec<f32> {
+    fn as_uninit(&mut self) -> &mut [MaybeUninit<f32>] {
+        self.as_mut_slice().as_uninit()
+    }
+}
+
+impl F32Out for [MaybeUninit<f32>] {
+    fn as_uninit(&mut self) -> &mut [MaybeUninit<f32>] {
+        self
+    }
+}
+
 /// Quantizes f32 rows `x` (`[m, w.k()]`) per `mode` and multiplies them by `w` with the fused
-/// requantisation, writing `out[m, n]`. Each rayon task quantizes its own rows and runs them through
-/// every panel, so there is one parallel pass per layer; `scratch` holds the int8 rows (reused across
-/// calls, no allocation once it is large enough).
+/// requantisation, writing every element of `out[m, n]`. Each rayon task quantizes its own rows and
+/// runs them through every panel, so there is one parallel pass per layer; `scratch` holds the int8
+/// rows (reused across calls, no allocation once it is large enough).
 ///
 /// # Panics
 /// When `x.len() != m · w.k()`, `out.len() != m · w.n()`, or `rq` was built for another width.
 #[allow(clippy::too_many_arguments)] // the GEMM's operands, the epilogue, and the caller's scratch
-pub fn quantize_gemm_requant(
+pub fn quantize_gemm_requant<O: F32Out + ?Sized>(
     kernel: Kernel,
     x: &[f32],
     m: usize,
@@ -711,26 +738,9 @@ pub fn quantize_gemm_requant(
     w: &PackedWeights,
     rq: &Requant,
     scratch: &mut QuantizedRows,
-    out: &mut [f32],
+    out: &mut O,
 ) {
-    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and only initialised f32s are written.
-    let out = unsafe { &mut *(out as *mut [f32] as *mut [MaybeUninit<f32>]) };
-    quantize_gemm_requant_uninit(kernel, x, m, mode, w, rq, scratch, out);
-}
-
-/// [`quantize_gemm_requant`] into uninitialised memory, every element of which it writes (the
-/// tiles cover all `m` rows and all `n` columns): callers that allocate the output skip zeroing it.
-#[allow(clippy::too_many_arguments)] // as quantize_gemm_requant
-pub(crate) fn quantize_gemm_requant_uninit(
-    kernel: Kernel,
-    x: &[f32],
-    m: usize,
-    mode: ActivationQuant,
-    w: &PackedWeights,
-    rq: &Requant,
-    scratch: &mut QuantizedRows,
-    out: &mut [MaybeUninit<f32>],
-) {
+    let out = out.as_uninit();
     assert_eq!(x.len(), m * w.k, "activation length");
     assert_eq!(out.len(), m * w.n, "output length");
     assert_eq!(rq.scales.len(), w.n_pad, "epilogue width");
