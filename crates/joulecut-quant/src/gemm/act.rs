@@ -83,11 +83,6 @@ impl ActivationQuant {
             ActivationQuant::Static(p) => (p.qmin(), p.qmax()),
         }
     }
-
-    /// Whether every quantized value is non-negative (the AVX2 kernel's fast path).
-    pub fn is_non_negative(self) -> bool {
-        self.code_range().0 >= 0
-    }
 }
 
 /// Quantizes one row into `dst[..row.len()]`, zeroes `dst`'s padding, and returns
