@@ -60,13 +60,21 @@ fn non_negative_activations_are_exact_with_every_weight() {
 fn six_bit_activations_are_exact_at_the_extremes() {
     // 0..=63 activations take the AVX2 paired loop (two products added in 16 bits): the worst
     // cases, every activation 63 against every weight -128 or 127, must not saturate; odd and even
-    // group counts (k = 4, 8, 784, 7) cover the unpaired last group.
+    // group counts (k = 4, 8, 784, 7, 300) cover the unpaired last group. From 32 columns on, pairs
+    // of panels take the 2-row × 32-column tile: even and odd row counts (a last single row),
+    // an odd last panel (n = 33, 48, 300) and a ragged last pair (n = 20, 40).
     for &(m, n, k) in &[
         (1, 10, 784),
         (5, 17, 7),
         (4, 16, 4),
         (9, 33, 8),
         (257, 10, 100),
+        (1, 32, 1),
+        (2, 20, 4),
+        (3, 48, 300),
+        (6, 40, 12),
+        (7, 64, 784),
+        (128, 300, 784),
     ] {
         let a: Vec<i8> = bytes(m * k, 13).into_iter().map(|v| v & 0x3f).collect();
         check_all_kernels(&a, &bytes(n * k, 14), m, n, k);
