@@ -150,6 +150,13 @@ impl std::str::FromStr for Kernel {
     }
 }
 
+/// One `[16][4]` block of packed weights, aligned so that no kernel load of it (32 bytes for
+/// AVX2, 64 for AVX-512) straddles two cache lines: a split load costs a second load slot, and the
+/// AVX2 6-bit loop issues close to two loads per cycle.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(C, align(64))]
+struct Block([i8; BLOCK]);
+
 /// int8 weights `[n, k]` packed for the kernels, with their column sums.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PackedWeights {
@@ -157,8 +164,8 @@ pub struct PackedWeights {
     k: usize,
     k_pad: usize,
     n_pad: usize,
-    /// `[n_pad / 16][k_pad / 4][16][4]`.
-    data: Vec<i8>,
+    /// `[n_pad / 16][k_pad / 4][16][4]`, one 64-byte block per `[16][4]`.
+    data: Vec<Block>,
     /// `Σ_k w[n, k]`, padded with zeros to `n_pad`.
     col_sums: Vec<i32>,
     /// `-128 · col_sums`: the VNNI kernel's starting accumulators.
@@ -183,11 +190,11 @@ impl PackedWeights {
         let k_pad = k.next_multiple_of(GROUP_K);
         let n_pad = n.next_multiple_of(PANEL_N);
         let kq = k_pad / GROUP_K;
-        let mut data = vec![0i8; n_pad * k_pad];
+        let mut data = vec![Block([0; BLOCK]); n_pad * k_pad / BLOCK];
         for (col, row) in w.chunks_exact(k).enumerate() {
             let (panel, c) = (col / PANEL_N, col % PANEL_N);
             for (kk, &v) in row.iter().enumerate() {
-                data[(panel * kq + kk / GROUP_K) * BLOCK + c * GROUP_K + kk % GROUP_K] = v;
+                data[panel * kq + kk / GROUP_K].0[c * GROUP_K + kk % GROUP_K] = v;
             }
         }
         let mut col_sums: Vec<i32> = w
@@ -231,7 +238,7 @@ impl PackedWeights {
     /// The weight `w[col, kk]` (unpacked).
     pub fn get(&self, col: usize, kk: usize) -> i8 {
         let kq = self.k_pad / GROUP_K;
-        self.data[((col / PANEL_N) * kq + kk / GROUP_K) * BLOCK
+        self.bytes_flat()[((col / PANEL_N) * kq + kk / GROUP_K) * BLOCK
             + (col % PANEL_N) * GROUP_K
             + kk % GROUP_K]
     }
@@ -246,12 +253,21 @@ impl PackedWeights {
 
     /// Bytes of packed weight data.
     pub fn bytes(&self) -> usize {
-        self.data.len()
+        self.data.len() * BLOCK
     }
 
     fn panel(&self, p: usize) -> &[i8] {
         let len = (self.k_pad / GROUP_K) * BLOCK;
-        &self.data[p * len..(p + 1) * len]
+        &self.bytes_flat()[p * len..(p + 1) * len]
+    }
+
+    /// The packed bytes, 64-byte aligned.
+    fn bytes_flat(&self) -> &[i8] {
+        // SAFETY: `Block` is `[i8; 64]` with a larger alignment and no padding, so the blocks are
+        // `64 · len` contiguous, initialised bytes.
+        unsafe {
+            std::slice::from_raw_parts(self.data.as_ptr().cast::<i8>(), self.data.len() * BLOCK)
+        }
     }
 }
 

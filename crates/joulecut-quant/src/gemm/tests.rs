@@ -232,3 +232,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn packed_panels_are_cache_line_aligned() {
+    // Every kernel load of a weight block then stays inside one cache line.
+    for &(n, k) in &[(10, 784), (300, 784), (33, 7), (1, 1)] {
+        let w = PackedWeights::pack(&bytes(n * k, 21), n, k).unwrap();
+        for p in 0..w.n_pad / PANEL_N {
+            assert_eq!(
+                w.panel(p).as_ptr() as usize % 64,
+                0,
+                "n={n} k={k} panel {p}"
+            );
+        }
+        assert_eq!(w.bytes(), w.n_pad * w.k_pad);
+    }
+}
