@@ -236,33 +236,46 @@ unsafe fn tile_avx2_paired<const R: usize>(
 /// Rows per [`tile_avx2_paired_wide`] tile.
 const MR_WIDE: usize = 2;
 
-/// One weight vector of [`tile_avx2_paired_wide`]'s loop: `acc += vpmaddwd(vpmaddubsw(x, w[q]) +
-/// vpmaddubsw(y, w[q + 1]), 1)` with both weight blocks read as memory operands (`$w + $off`, and
-/// the next block 64 bytes on).
-macro_rules! wide_pair {
-    ($acc:literal, $x:literal, $y:literal, $w:literal, $off:literal, $off2:literal) => {
+/// `vpmaddubsw ymm$dst, ymm$x, [{$w} + $off]`: one weight vector as a memory operand.
+macro_rules! wide_mul {
+    ($dst:literal, $x:literal, $w:literal, $off:literal) => {
         concat!(
-            "vpmaddubsw ymm12, ymm",
+            "vpmaddubsw ymm",
+            $dst,
+            ", ymm",
             $x,
             ", ymmword ptr [{",
             $w,
             "} + ",
             $off,
-            "]\n",
-            "vpmaddubsw ymm13, ymm",
-            $y,
-            ", ymmword ptr [{",
-            $w,
-            "} + ",
-            $off2,
-            "]\n",
-            "vpaddw ymm12, ymm12, ymm13\n",
+            "]\n"
+        )
+    };
+}
+
+/// `acc$acc += vpmaddwd(ymm12, ones)`: widen the 16-bit sums in ymm12 and accumulate them.
+macro_rules! wide_acc {
+    ($acc:literal) => {
+        concat!(
             "vpmaddwd ymm12, ymm12, ymm14\n",
             "vpaddd ymm",
             $acc,
             ", ymm",
             $acc,
-            ", ymm12\n",
+            ", ymm12\n"
+        )
+    };
+}
+
+/// One weight vector of [`tile_avx2_paired_wide`]'s loop: `acc += vpmaddwd(vpmaddubsw(x, w[q]) +
+/// vpmaddubsw(y, w[q + 1]), 1)`, the blocks at `$w + $off` and `$w + $off2` (64 bytes on).
+macro_rules! wide_pair {
+    ($acc:literal, $x:literal, $y:literal, $w:literal, $off:literal, $off2:literal) => {
+        concat!(
+            wide_mul!("12", $x, $w, $off),
+            wide_mul!("13", $y, $w, $off2),
+            "vpaddw ymm12, ymm12, ymm13\n",
+            wide_acc!($acc),
         )
     };
 }
@@ -270,21 +283,7 @@ macro_rules! wide_pair {
 /// [`wide_pair`] for an odd last group: one block, no 16-bit pair sum.
 macro_rules! wide_single {
     ($acc:literal, $x:literal, $w:literal, $off:literal) => {
-        concat!(
-            "vpmaddubsw ymm12, ymm",
-            $x,
-            ", ymmword ptr [{",
-            $w,
-            "} + ",
-            $off,
-            "]\n",
-            "vpmaddwd ymm12, ymm12, ymm14\n",
-            "vpaddd ymm",
-            $acc,
-            ", ymm",
-            $acc,
-            ", ymm12\n",
-        )
+        concat!(wide_mul!("12", $x, $w, $off), wide_acc!($acc))
     };
 }
 
@@ -294,7 +293,8 @@ macro_rules! wide_single {
 /// `vpmaddubsw` memory operands (L1-resident: two panels are 25 KiB at k = 784), so the 8
 /// accumulators, 4 broadcasts, 2 temporaries and the ones vector fit the 16 ymm registers. (The
 /// same loop in intrinsics gets its weight loads hoisted into registers by LLVM, spills
-/// accumulators, and runs 20 % slower than the 4 × 16 tile; this one runs 15-20 % faster.)
+/// accumulators, and runs 20 % slower than the 4 × 16 tile; this one runs 3 % faster in the VM's
+/// fast state and 13-20 % in its slow one: docs/QUANT-KERNELS.md, "Session 7".)
 ///
 /// `out[r · 32 + c]` for row `r` (at `a + r · row_step`) and column `c` (panel `wa`'s 16, then
 /// `wb`'s).
