@@ -726,12 +726,6 @@ impl F32Out for [f32] {
     }
 }
 
-impl F32Out for Vec<f32> {
-    fn as_uninit(&mut self) -> &mut [MaybeUninit<f32>] {
-        self.as_mut_slice().as_uninit()
-    }
-}
-
 impl F32Out for [MaybeUninit<f32>] {
     fn as_uninit(&mut self) -> &mut [MaybeUninit<f32>] {
         self

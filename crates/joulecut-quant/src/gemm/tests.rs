@@ -151,7 +151,7 @@ fn fused_quantize_gemm_requant_equals_the_separate_steps() {
                         &packed,
                         &rq,
                         &mut scratch,
-                        &mut got,
+                        got.as_mut_slice(),
                     );
                     assert_eq!(got, want, "kernel {kernel}, {mode:?}, m={m} n={n} k={k}");
                     assert_eq!(scratch.data, rows.data);

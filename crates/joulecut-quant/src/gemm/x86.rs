@@ -5,8 +5,9 @@
 //! stay in L1 while the task's rows stream past from L2.
 //!
 //! The AVX2 micro-tile is 4 rows × 16 columns: 8 accumulators, 2 weight vectors, the broadcast
-//! activations and temporaries fit the 16 ymm registers without spills (measured on Zen 3: 4 × 16
-//! beats 6 × 16, 3 × 24 and 2 × 32, which spill). It has two inner loops:
+//! activations and temporaries fit the 16 ymm registers without spills (measured on Zen 3 with
+//! intrinsics: 4 × 16 beats 6 × 16, 3 × 24 and 2 × 32, which spill; the 6-bit loop's 2 × 32 tile
+//! below is assembly, which does not). It has these inner loops:
 //! * signed activations: `vpsignb(w, a)` → `vpmaddubsw(|a|, ·)` (pairs ≤ 2·128·127, exact as long
 //!   as no weight is -128);
 //! * non-negative activations (every byte in `0..=127`, e.g. [`super::ActivationQuant::DynamicU7`]):
