@@ -8,7 +8,7 @@ use crate::{Error, ModelConfig, Result};
 
 /// How a layer computes: through a kernel that exploits its compression (*real* saving), or densely
 /// (*nominal*: e.g. a masked dense matrix).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LayerPath {
     /// Plain f32 dense kernels; the stored tensor was dense.

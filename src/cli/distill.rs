@@ -12,7 +12,7 @@ use joulecut::models::{DenseFactory, Model, ModelConfig, init_varmap};
 
 use super::error::bad_input;
 use super::output::{Progress, device, energy_line, meter_on, print_json, warm_up};
-use super::train::varmap_tensors;
+use joulecut::harness::pipeline::dense_tensors;
 
 /// Arguments of `joulecut distill`.
 #[derive(Debug, Args)]
@@ -286,7 +286,7 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
             "accuracy": report.accuracy,
         }),
     ));
-    for (n, t) in varmap_tensors(&scfg, &vm)? {
+    for (n, t) in dense_tensors(&scfg, &vm)? {
         writer.insert(n, t);
     }
     let bytes = writer.write(&a.output, &inputs)?;

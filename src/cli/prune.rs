@@ -14,13 +14,16 @@ use anyhow::Context;
 use candle_core::Device;
 use clap::{Args, ValueEnum};
 use joulecut::checkpoint::{
-    Checkpoint, CheckpointWriter, DenseTensor, HistoryEntry, SparseTensor, SparseValues, TensorData,
+    Checkpoint, CheckpointWriter, DenseTensor, HistoryEntry, SparseValues, TensorData,
 };
 use joulecut::harness;
+use joulecut::harness::pipeline::{
+    Indivisible, PrunePolicy, compact_model, data_bytes, pack_if_pays,
+};
 use joulecut::models::{Model, ModelConfig, init_varmap, load_into_varmap};
 use joulecut::prune::{
-    Chain, ChainLayer, Criterion, F32Tensor, Granularity, PruneSpec, Scope, Selection,
-    SensitivityConfig, SparsityReport,
+    Criterion, F32Tensor, Granularity, PruneSpec, Scope, Selection, SensitivityConfig,
+    SparsityReport,
 };
 
 use super::error::bad_input;
@@ -172,57 +175,6 @@ fn spec_of(a: &PruneArgs, need_sparsity: bool) -> anyhow::Result<PruneSpec> {
     Ok(spec)
 }
 
-/// The layers of a joulecut model in data-flow order (what compaction walks).
-fn chain_of(cfg: &ModelConfig) -> Chain {
-    let prefixes: Vec<String> = cfg
-        .param_shapes()
-        .into_iter()
-        .filter_map(|(n, _)| n.strip_suffix(".weight").map(str::to_string))
-        .collect();
-    Chain::new(
-        prefixes
-            .into_iter()
-            .map(|p| ChainLayer {
-                weight: format!("{p}.weight"),
-                bias: Some(format!("{p}.bias")),
-            })
-            .collect(),
-    )
-}
-
-/// The model config with compacted widths (one per chain layer, outputs).
-fn compacted_config(cfg: &ModelConfig, widths: &[usize]) -> anyhow::Result<ModelConfig> {
-    let mut v = cfg.to_json();
-    match cfg {
-        ModelConfig::Mlp {
-            widths: original, ..
-        } => {
-            let mut w = vec![original[0]];
-            w.extend_from_slice(widths);
-            let name = format!(
-                "mlp:{}",
-                w.iter().map(usize::to_string).collect::<Vec<_>>().join("-")
-            );
-            v["widths"] = serde_json::json!(w);
-            v["name"] = serde_json::json!(name);
-        }
-        ModelConfig::Lenet5 { .. } => {
-            v["channels"] = serde_json::json!([widths[0], widths[1]]);
-            v["hidden"] = serde_json::json!(widths[2..widths.len() - 1]);
-        }
-        _ => anyhow::bail!("--compact does not know this architecture"),
-    }
-    Ok(ModelConfig::from_json(&v)?)
-}
-
-/// The last layer's weight of a joulecut model (kept whole by structured pruning by default).
-fn output_layer(cfg: &ModelConfig) -> Option<String> {
-    cfg.param_shapes()
-        .into_iter()
-        .map(|(n, _)| n)
-        .rfind(|n| n.ends_with(".weight"))
-}
-
 /// Per-layer accuracy sweep on the test set.
 fn sensitivity(
     a: &PruneArgs,
@@ -259,22 +211,6 @@ fn sensitivity(
         eprintln!("sensitivity: evaluation {done} accuracy {:.4}", s.accuracy);
         Ok(s.accuracy)
     })
-}
-
-/// Bytes of a tensor as it would be written.
-fn data_bytes(t: &TensorData) -> usize {
-    match t {
-        TensorData::Dense(d) => d.bytes.len(),
-        TensorData::Sparse(s) => {
-            s.bitmap.len()
-                + match &s.values {
-                    SparseValues::Float { bytes, .. } => bytes.len(),
-                    SparseValues::Int8(q) => q.values.len() + 4 * q.scales.len(),
-                }
-        }
-        TensorData::Int8(q) => q.values.len() + 4 * q.scales.len(),
-        _ => 0,
-    }
 }
 
 pub fn run(a: PruneArgs) -> anyhow::Result<ExitCode> {
@@ -332,15 +268,22 @@ pub fn run(a: PruneArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
 
-    // Structured pruning of a joulecut model keeps the output layer whole unless asked otherwise.
-    let mut spec = spec;
-    let mut protected = None;
-    if spec.granularity.is_structured() && a.include.is_empty() {
-        if let Some(last) = config.as_ref().and_then(output_layer) {
-            spec.selection.exclude.push(last.clone());
-            protected = Some(last);
-        }
-    }
+    // Structured pruning of a joulecut model keeps the output layer whole unless asked otherwise;
+    // an N:M pattern that does not divide a layer is refused, naming it (the pipeline's policy).
+    let policy = PrunePolicy {
+        output_layer: config
+            .as_ref()
+            .and_then(|c| c.layer_names().last().map(|l| format!("{l}.weight"))),
+        exclude_output: false,
+        indivisible: Indivisible::Refuse,
+    };
+    let fitted = policy.fit(
+        spec,
+        tensors
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.shape.as_slice())),
+    );
+    let (spec, protected) = (fitted.spec, fitted.protected);
     for name in spec.selection.select(
         tensors
             .iter()
@@ -363,16 +306,9 @@ pub fn run(a: PruneArgs) -> anyhow::Result<ExitCode> {
     let mut out_config = config.clone();
     let mut final_tensors = tensors.clone();
     if a.compact {
-        let cfg = config.as_ref().expect("checked above");
-        let c = joulecut::prune::compact(&tensors, &chain_of(cfg))?;
-        let new_cfg = compacted_config(cfg, &c.widths)?;
-        compact_json = serde_json::json!({
-            "widths_before": c.original_widths,
-            "widths_after": c.widths,
-            "removed_units": c.removed_units(),
-            "model": new_cfg.to_json(),
-        });
-        out_config = Some(new_cfg);
+        let c = compact_model(config.as_ref().expect("checked above"), &tensors)?;
+        compact_json = c.to_json();
+        out_config = Some(c.cfg);
         final_tensors = c.tensors;
     }
 
@@ -386,18 +322,17 @@ pub fn run(a: PruneArgs) -> anyhow::Result<ExitCode> {
             orig.clone()
         } else {
             let dtype = orig.float_type();
-            let dense = TensorData::Dense(DenseTensor {
-                dtype,
-                shape: t.shape.clone(),
-                bytes: dtype.encode(&t.values),
-            });
-            let packed =
-                TensorData::Sparse(SparseTensor::pack_f32(t.shape.clone(), &t.values, dtype));
-            if a.pack && data_bytes(&packed) < data_bytes(&dense) {
-                packed
-            } else {
-                dense
-            }
+            let packed = a
+                .pack
+                .then(|| pack_if_pays(&t.shape, &t.values, dtype))
+                .flatten();
+            packed.unwrap_or_else(|| {
+                TensorData::Dense(DenseTensor {
+                    dtype,
+                    shape: t.shape.clone(),
+                    bytes: dtype.encode(&t.values),
+                })
+            })
         };
         if let Some(r) = pruned_report.tensors.iter().find(|r| &r.name == name) {
             layers.push(serde_json::json!({

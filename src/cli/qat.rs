@@ -11,13 +11,13 @@ use candle_core::Device;
 use clap::Args;
 use joulecut::checkpoint::{Checkpoint, CheckpointWriter, HistoryEntry};
 use joulecut::energy::Measurement;
+use joulecut::harness::pipeline::{dense_tensors, varmap_from_checkpoint};
 use joulecut::harness::{self, Silent, TrainConfig};
-use joulecut::models::{Model, init_varmap, load_into_varmap};
+use joulecut::models::Model;
 use joulecut::quant::Int8Config;
 
 use super::error::bad_input;
 use super::output::meter;
-use super::train::{PruneHook, varmap_tensors};
 
 /// `--qat` and its settings (flattened into `joulecut quantize`).
 #[derive(Debug, Args)]
@@ -103,14 +103,9 @@ pub fn fine_tune(
     let cfg = Model::config_of(&ck, None)?;
     let dev = Device::Cpu;
     let splits = harness::data::load_fashion_mnist(a.data.as_deref())?;
-    let vm = init_varmap(&cfg, a.seed, &dev)?;
-    let tensors = ck
-        .names()
-        .iter()
-        .map(|n| ck.get_f32(n).map(|(s, v)| (n.clone(), s, v)))
-        .collect::<Result<Vec<_>, _>>()?;
-    load_into_varmap(&vm, tensors)?;
-    let keep = joulecut::prune::Pruner::keep_zeros(&vm, &joulecut::prune::Selection::default())?;
+    let vm = varmap_from_checkpoint(&cfg, &ck, a.seed, &dev)?;
+    let mut keep =
+        joulecut::prune::Pruner::keep_zeros(&vm, &joulecut::prune::Selection::default())?;
     let tc = TrainConfig {
         epochs: a.epochs,
         batch_size: a.batch_size,
@@ -130,7 +125,7 @@ pub fn fine_tune(
             &splits.test,
             &tc,
             &mut objective,
-            &mut PruneHook(keep),
+            &mut keep,
             &mut Silent,
             &dev,
         )
@@ -146,7 +141,7 @@ pub fn fine_tune(
     });
     let mut writer = CheckpointWriter::derived_from(&ck)?;
     writer.push_history(HistoryEntry::new("qat", params.clone()));
-    for (n, t) in varmap_tensors(&cfg, &vm)? {
+    for (n, t) in dense_tensors(&cfg, &vm)? {
         writer.insert(n, t);
     }
     let name = output

@@ -181,12 +181,8 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
         Some(q) => Source::open(&q.path)?,
         None => Source::open(&a.input)?,
     };
-    let selection = Selection::new(&a.include, &a.exclude).map_err(|e| {
-        bad_input(
-            format!("{e}"),
-            "globs look like `fc*.weight` or `encoder.*`",
-        )
-    })?;
+    let selection =
+        Selection::new(&a.include, &a.exclude).map_err(|e| bad_input(e.to_string(), e.hint()))?;
     let shapes = src
         .names()
         .iter()
@@ -199,13 +195,8 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     selection
-        .apply(shapes.iter().map(|(n, s)| (*n, s.as_slice())))
-        .map_err(|e| {
-            bad_input(
-                format!("{e}"),
-                "`joulecut inspect FILE` lists the tensor names",
-            )
-        })?;
+        .select(shapes.iter().map(|(n, s)| (*n, s.as_slice())))
+        .map_err(|e| bad_input(e.to_string(), e.hint()))?;
     let target = match a.dtype {
         QuantDtype::Int8 => Target::Int8(cfg),
         QuantDtype::F16 => Target::Half(FloatType::F16),

@@ -3,12 +3,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use candle_nn::VarMap;
 use clap::Args;
-use joulecut::checkpoint::{Checkpoint, CheckpointWriter, DenseTensor, HistoryEntry, TensorData};
-use joulecut::harness::{self, CrossEntropy, OptimizerKind, StepHook, TrainConfig};
-use joulecut::models::{Model, ModelConfig, init_varmap, load_into_varmap};
+use joulecut::checkpoint::{Checkpoint, CheckpointWriter, HistoryEntry};
+use joulecut::harness::pipeline::{
+    Indivisible, PrunePolicy, dense_tensors, prune_spec, varmap_from_checkpoint,
+};
+use joulecut::harness::{self, CrossEntropy, OptimizerKind, TrainConfig};
+use joulecut::models::{Model, ModelConfig, init_varmap};
 
 use super::error::bad_input;
 use super::output::{Progress, device, energy_line, meter_on, print_json, warm_up};
@@ -73,34 +74,6 @@ pub struct TrainArgs {
     quiet: bool,
 }
 
-/// Runs a `joulecut-prune` pruner after every optimiser step: keeps a pruned checkpoint's zeros at
-/// zero (optimiser moments would revive them), or prunes gradually on a schedule.
-pub(super) struct PruneHook(pub(super) joulecut::prune::Pruner);
-
-impl StepHook for PruneHook {
-    fn after_step(&mut self, vm: &VarMap, step: usize) -> harness::Result<()> {
-        self.0
-            .step(vm, step)
-            .map_err(|e| harness::Error::BadSetting(e.to_string()))?;
-        Ok(())
-    }
-}
-
-/// The parameters of a model as dense F32 checkpoint tensors, in architecture order.
-pub fn varmap_tensors(cfg: &ModelConfig, vm: &VarMap) -> anyhow::Result<Vec<(String, TensorData)>> {
-    let data = vm.data().lock().expect("VarMap lock");
-    cfg.param_shapes()
-        .into_iter()
-        .map(|(name, shape)| {
-            let v = data
-                .get(&name)
-                .with_context(|| format!("parameter {name} missing"))?;
-            let vals = v.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-            Ok((name, TensorData::Dense(DenseTensor::from_f32(shape, &vals))))
-        })
-        .collect()
-}
-
 pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
     let optimizer = match a.optimizer.as_str() {
         "adam" => OptimizerKind::Adam,
@@ -152,20 +125,15 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         joulecut::checkpoint::refuse_input(&a.output, &[ck.path()])?;
     }
     let splits = harness::data::load_fashion_mnist(a.data.as_deref())?;
-    let vm = init_varmap(&cfg, a.seed, &dev)?;
-    if let Some(ck) = &init {
-        let tensors = ck
-            .names()
-            .iter()
-            .map(|n| ck.get_f32(n).map(|(s, v)| (n.clone(), s, v)))
-            .collect::<Result<Vec<_>, _>>()?;
-        load_into_varmap(&vm, tensors)?;
-    }
+    let vm = match &init {
+        Some(ck) => varmap_from_checkpoint(&cfg, ck, a.seed, &dev)?,
+        None => init_varmap(&cfg, a.seed, &dev)?,
+    };
     let steps_per_epoch = splits.train.len().div_ceil(a.batch_size.max(1));
     let total_steps = steps_per_epoch * a.epochs;
     let pruner = match (&a.prune_schedule, a.target_sparsity) {
         (Some(kind), Some(target)) => {
-            use joulecut::prune::{Granularity, PruneSpec, Pruner, Schedule, Scope, Selection};
+            use joulecut::prune::{Granularity, Pruner, Schedule, Scope};
             let schedule = match kind.as_str() {
                 // Ramp over the first 80% of training, updating ~10 times per epoch, then
                 // fine-tune at the final sparsity.
@@ -188,40 +156,24 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
                     ));
                 }
             };
-            let g = match a.prune_granularity.as_str() {
-                "unstructured" => Granularity::Unstructured,
-                "rows" => Granularity::Rows,
-                "channels" => Granularity::Channels,
-                nm => {
-                    let parsed = nm
-                        .split_once(':')
-                        .and_then(|(n, m)| Some((n.parse().ok()?, m.parse().ok()?)));
-                    let (n, m) = parsed.ok_or_else(|| {
-                        bad_input(
-                            format!("unknown --prune-granularity `{nm}`"),
-                            "use unstructured, rows, channels or N:M (e.g. 2:4)",
-                        )
-                    })?;
-                    Granularity::nm(n, m)?
-                }
+            let g: Granularity = a.prune_granularity.parse()?;
+            let policy = PrunePolicy {
+                output_layer: cfg.layer_names().last().map(|l| format!("{l}.weight")),
+                exclude_output: false,
+                indivisible: Indivisible::Refuse,
             };
-            let mut sel = Selection::default();
-            if g.is_structured() {
-                // The output layer's rows are the classes.
-                sel = sel.exclude(format!(
-                    "{}.weight",
-                    cfg.layer_names().last().expect("a layer")
-                ));
-            }
-            let spec = PruneSpec::new(target)
-                .granularity(g)
-                .scope(Scope::Global)
-                .selection(sel);
+            let shapes = cfg.param_shapes();
+            let spec = policy
+                .fit(
+                    prune_spec(target, g, Scope::Global),
+                    shapes.iter().map(|(n, s)| (n.as_str(), s.as_slice())),
+                )
+                .spec;
             Pruner::new(spec, schedule)?
         }
         _ => joulecut::prune::Pruner::keep_zeros(&vm, &joulecut::prune::Selection::default())?,
     };
-    let mut keep = PruneHook(pruner);
+    let mut keep = pruner;
     let model = Model::from_varmap(&cfg, &vm)?;
     let mut progress = Progress::new(a.quiet || a.json);
     let meter = meter_on(&dev)?;
@@ -246,7 +198,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         "train",
         serde_json::json!({"config": tc, "init": a.init, "data": splits.source, "accuracy": report.accuracy}),
     ));
-    for (n, t) in varmap_tensors(&cfg, &vm)? {
+    for (n, t) in dense_tensors(&cfg, &vm)? {
         writer.insert(n, t);
     }
     let bytes = writer.write(&a.output, &[])?;
@@ -260,7 +212,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
             "train_seconds": report.train_seconds,
             "per_epoch": report.epochs,
             "bytes": bytes,
-            "sparsity": keep.0.report(),
+            "sparsity": keep.report(),
             "energy": energy,
             "config": tc,
             "device": a.device,

@@ -53,6 +53,18 @@ pub enum Error {
     /// A model error.
     #[error(transparent)]
     Model(#[from] joulecut_models::Error),
+    /// A checkpoint could not be read or written.
+    #[error(transparent)]
+    Checkpoint(#[from] joulecut_checkpoint::Error),
+    /// A pruning step failed or was mis-specified.
+    #[error(transparent)]
+    Prune(#[from] joulecut_prune::Error),
+    /// A quantization step failed or was mis-specified.
+    #[error(transparent)]
+    Quant(#[from] joulecut_quant::Error),
+    /// A distillation step failed or was mis-specified.
+    #[error(transparent)]
+    Distill(#[from] joulecut_distill::Error),
     /// A candle operation failed.
     #[error("{action}")]
     Candle {
@@ -82,6 +94,10 @@ impl Error {
             | Error::BadSetting(_)
             | Error::Mismatch(_) => true,
             Error::Model(e) => e.is_bad_input(),
+            Error::Checkpoint(e) => e.is_bad_input(),
+            Error::Prune(e) => e.is_bad_input(),
+            Error::Quant(e) => e.is_bad_input(),
+            Error::Distill(e) => e.is_bad_input(),
             Error::Diverged { .. } | Error::Candle { .. } => false,
         }
     }
@@ -96,6 +112,10 @@ impl Error {
             Error::BadIdx { .. } => Some("the IDX file is damaged; reinstall the dataset (`apt-get install --reinstall dataset-fashion-mnist`)".into()),
             Error::Diverged { .. } => Some("lower the learning rate (--lr)".into()),
             Error::Model(e) => e.hint(),
+            Error::Checkpoint(e) => e.hint(),
+            Error::Prune(e) => e.hint(),
+            Error::Quant(e) => e.hint(),
+            Error::Distill(e) => e.hint(),
             _ => None,
         }
     }

@@ -22,6 +22,7 @@ mod error;
 mod eval;
 mod kd;
 mod kernels;
+pub mod pipeline;
 pub mod qat;
 mod train;
 

@@ -190,6 +190,15 @@ pub trait StepHook {
     fn after_step(&mut self, vm: &VarMap, step: usize) -> Result<()>;
 }
 
+/// A pruner as a hook: after every optimiser step it prunes on its schedule (when it has one) and
+/// re-applies its masks, so pruned weights stay zero whatever the optimiser's moments say.
+impl StepHook for joulecut_prune::Pruner {
+    fn after_step(&mut self, vm: &VarMap, step: usize) -> Result<()> {
+        self.step(vm, step)?;
+        Ok(())
+    }
+}
+
 /// A hook that does nothing.
 #[derive(Debug, Default)]
 pub struct NoHook;

@@ -3,7 +3,9 @@
 
 use candle_core::Device;
 use joulecut_energy::{Meter, MeterConfig};
-use joulecut_harness::bench::{Report, RunOptions, SuiteConfig, Summary, pareto_front, run_suite};
+use joulecut_harness::bench::{
+    Report, RunOptions, Saving, SuiteConfig, Summary, pareto_front, run_suite,
+};
 use joulecut_harness::data::synthetic;
 
 const TINY: &str = r#"{
@@ -91,16 +93,16 @@ fn tiny_suite_writes_a_consistent_report() {
             x.provenance
         );
         assert_eq!(x.inference_energy["provenance"], x.provenance);
-        assert!(["baseline", "real", "nominal"].contains(&x.saving.as_str()));
+        assert!(["baseline", "real", "nominal"].contains(&x.saving.to_string().as_str()));
         assert!(r.energy_reduction > 0.0 && r.size_ratio <= 1.0);
         assert!(std::path::Path::new(&x.file).is_file());
     }
     let get = |v: &str| report.rows.iter().find(|r| r.run.variant == v).unwrap();
-    assert_eq!(get("int8").run.saving, "real");
-    assert_eq!(get("fp16").run.saving, "nominal");
+    assert_eq!(get("int8").run.saving, Saving::Real);
+    assert_eq!(get("fp16").run.saving, Saving::Nominal);
     // Tiny tensors: the header is a large share of the file, so only half, not a quarter.
     assert!(get("int8").size_ratio < 0.6, "{}", get("int8").size_ratio);
-    assert_eq!(get("rows50").run.saving, "real");
+    assert_eq!(get("rows50").run.saving, Saving::Real);
     assert_eq!(
         get("rows50").run.config["widths"],
         serde_json::json!([16, 24, 12, 3])
@@ -136,13 +138,13 @@ fn tiny_suite_writes_a_consistent_report() {
     assert!(get("qat").run.compression_joules > 0.0);
     // Masked pruning leaves the file as large as the baseline's: same tensors, same metadata.
     assert_eq!(get("p50-masked").run.bytes, base.run.bytes);
-    assert_eq!(get("p50-masked").run.saving, "nominal");
+    assert_eq!(get("p50-masked").run.saving, Saving::Nominal);
     // Distilled students: a smaller architecture (a real saving), the teacher's logits and the
     // student's training metered; with int8 on top, the same student (distilled once) quantised.
     let (kd, kd8) = (get("kd"), get("kd-int8"));
     assert_eq!(kd.run.config["widths"], serde_json::json!([16, 12, 3]));
     assert_eq!(kd.run.params, 16 * 12 + 12 + 12 * 3 + 3);
-    assert_eq!(kd.run.saving, "real");
+    assert_eq!(kd.run.saving, Saving::Real);
     assert!(
         kd.run.accuracy > 0.8,
         "the student learns: {}",
@@ -158,7 +160,7 @@ fn tiny_suite_writes_a_consistent_report() {
     assert!(kd.run.compression_joules > 0.0);
     assert_eq!(kd8.run.compression_joules, kd.run.compression_joules);
     assert_eq!(kd8.run.compression_energy[1]["shared_with"], "kd");
-    assert!(kd8.run.bytes < kd.run.bytes && kd8.run.saving == "real");
+    assert!(kd8.run.bytes < kd.run.bytes && kd8.run.saving == Saving::Real);
     assert!(
         (kd8.run.accuracy - kd.run.accuracy).abs() < 0.05,
         "int8 keeps the student: {} vs {}",
@@ -176,7 +178,7 @@ fn tiny_suite_writes_a_consistent_report() {
     let qualifies = |o: &&Summary| {
         o.variant != "baseline"
             && o.accuracy_delta_pt >= -5.0
-            && o.saving == "real"
+            && o.saving == Saving::Real
             && o.energy_reduction > 1.0
     };
     match rec.variant.as_ref() {

@@ -49,35 +49,9 @@ pub enum Error {
         m: usize,
     },
 
-    /// A glob that cannot be parsed.
-    #[error("invalid glob `{glob}`")]
-    InvalidGlob {
-        /// The glob as given.
-        glob: String,
-        /// The parser's complaint.
-        #[source]
-        source: Box<globset::Error>,
-    },
-
-    /// An include or exclude glob that matches no tensor name.
-    #[error("{kind} glob `{glob}` matches no tensor (of {count} tensors)")]
-    GlobMatchesNothing {
-        /// `include` or `exclude`.
-        kind: &'static str,
-        /// The glob as given.
-        glob: String,
-        /// How many tensor names were tried.
-        count: usize,
-        /// A few of the names, for the hint.
-        examples: Vec<String>,
-    },
-
-    /// The selection is empty.
-    #[error("no tensor selected for pruning (of {count} tensors)")]
-    NothingSelected {
-        /// How many tensors were considered.
-        count: usize,
-    },
+    /// A bad include/exclude glob, a glob that matches nothing, or an empty selection.
+    #[error(transparent)]
+    Selection(#[from] joulecut_checkpoint::SelectionError),
 
     /// Structured pruning of a tensor without an output dimension to prune along (rank < 2).
     #[error(
@@ -194,17 +168,7 @@ impl Error {
             Error::NmIndivisible { name, .. } => {
                 Some(format!("exclude it (--exclude '{name}') or choose an M that divides its input dimension"))
             }
-            Error::InvalidGlob { .. } => Some("globs use *, ?, [abc] and {a,b}, e.g. 'encoder.*.weight'".into()),
-            Error::GlobMatchesNothing { examples, .. } => Some(format!(
-                "tensor names look like: {}{} (see `joulecut inspect FILE`)",
-                examples.join(", "),
-                if examples.is_empty() { "" } else { ", ..." }
-            )),
-            Error::NothingSelected { .. } => Some(
-                "by default only weights of rank >= 2 are pruned (no biases, norms, embeddings or output \
-                 heads); select tensors with --include GLOB"
-                    .into(),
-            ),
+            Error::Selection(e) => Some(e.hint()),
             Error::RankTooLow { name, .. } => Some(format!(
                 "exclude it (--exclude '{name}'), include only weights (e.g. --include '*.weight'), \
                  or use --granularity unstructured"

@@ -33,21 +33,21 @@ mod mask;
 mod pruner;
 mod report;
 mod schedule;
-mod select;
 mod sensitivity;
 mod sparse;
 mod tensor;
 
 pub use compact::{Chain, ChainLayer, Compacted, compact};
 pub use error::{Error, Result};
+/// The tensor selection every compression pass shares (include/exclude globs + default policy).
+pub use joulecut_checkpoint::Selection;
 pub use mask::{
     Criterion, Granularity, Mask, PruneSpec, Scope, apply_masks, check_sparsity, companion_bias,
-    compute_masks, mask_tensor, prune_tensors,
+    compute_masks, granularity_name, mask_tensor, prune_tensors,
 };
 pub use pruner::{PruneStep, Pruner, prune_varmap, varmap_tensors};
 pub use report::{SparsityReport, TensorSparsity};
 pub use schedule::Schedule;
-pub use select::{Selection, is_default_prunable};
 pub use sensitivity::{
     LayerSensitivity, SensitivityConfig, SensitivityPoint, SensitivityReport, sensitivity_tensors,
     sensitivity_varmap,

@@ -32,7 +32,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::select::Selection;
+use crate::Selection;
 use crate::tensor::F32Tensor;
 use crate::{Error, Result};
 
@@ -89,6 +89,75 @@ impl fmt::Display for Granularity {
             Granularity::Rows => f.write_str("rows"),
             Granularity::Channels => f.write_str("channels"),
             Granularity::Nm { n, m } => write!(f, "{n}:{m}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Granularity {
+    type Err = Error;
+
+    /// Parses the names [`Display`](fmt::Display) writes: `unstructured`, `rows`, `channels` or
+    /// `N:M` (e.g. `2:4`).
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "unstructured" => Ok(Granularity::Unstructured),
+            "rows" => Ok(Granularity::Rows),
+            "channels" => Ok(Granularity::Channels),
+            nm => {
+                let parsed = nm
+                    .split_once(':')
+                    .and_then(|(n, m)| Some((n.trim().parse().ok()?, m.trim().parse().ok()?)));
+                let (n, m) = parsed.ok_or_else(|| Error::IncompatibleOptions {
+                    message: format!(
+                        "granularity `{nm}` is not unstructured, rows, channels or N:M"
+                    ),
+                    hint: "use unstructured, rows, channels or N:M (e.g. 2:4)".into(),
+                })?;
+                Granularity::nm(n, m)
+            }
+        }
+    }
+}
+
+/// Serde by name (`"unstructured"`, `"2:4"`, ...) for configs and reports that spell a
+/// granularity as a string: `#[serde(with = "joulecut_prune::granularity_name")]`.
+pub mod granularity_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::Granularity;
+
+    /// Writes the name.
+    pub fn serialize<S: Serializer>(g: &Granularity, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(g)
+    }
+
+    /// Reads the name.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Granularity, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Scope::Layer => "layer",
+            Scope::Global => "global",
+        })
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "layer" => Ok(Scope::Layer),
+            "global" => Ok(Scope::Global),
+            other => Err(Error::IncompatibleOptions {
+                message: format!("scope `{other}` is not layer or global"),
+                hint: "use layer (the same fraction per tensor) or global (one threshold)".into(),
+            }),
         }
     }
 }
@@ -204,7 +273,7 @@ impl PruneSpec {
                 hint: "use --scope layer with per-layer sparsities".into(),
             });
         }
-        self.selection.validate()
+        Ok(self.selection.validate()?)
     }
 
     /// The final sparsity of tensor `name` under this spec.

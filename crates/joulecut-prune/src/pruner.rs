@@ -35,10 +35,10 @@ use candle_core::{CpuStorage, InplaceOp1, Layout, Tensor, Var};
 use candle_nn::VarMap;
 use serde::Serialize;
 
+use crate::Selection;
 use crate::mask::{Mask, PruneSpec, add_companion_biases, compute_masks_with};
 use crate::report::SparsityReport;
 use crate::schedule::Schedule;
-use crate::select::Selection;
 use crate::tensor::F32Tensor;
 use crate::{Error, Result};
 

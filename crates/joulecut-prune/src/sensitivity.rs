@@ -25,11 +25,11 @@ use std::fmt;
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
+use crate::Selection;
 use crate::mask::{
     Criterion, Granularity, Mask, add_companion_biases, check_sparsity, mask_tensor,
 };
 use crate::pruner::varmap_tensors;
-use crate::select::Selection;
 use crate::tensor::F32Tensor;
 use crate::{Error, Result};
 

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::pipeline::{Plan, Step};
 use crate::{Error, Result};
 
 /// A whole suite.
@@ -69,7 +70,7 @@ pub struct VariantConfig {
     #[serde(default)]
     pub models: Option<Vec<String>>,
     /// Steps, in order.
-    pub steps: Vec<Step>,
+    pub steps: Plan,
 }
 
 impl VariantConfig {
@@ -79,164 +80,6 @@ impl VariantConfig {
             .as_ref()
             .is_none_or(|ms| ms.iter().any(|x| x == m))
     }
-}
-
-/// The KD settings of a distill step: its overrides over `joulecut distill`'s defaults.
-pub(crate) fn kd_config(
-    temperature: Option<f64>,
-    alpha: Option<f64>,
-) -> joulecut_distill::KdConfig {
-    let d = joulecut_distill::KdConfig::default();
-    joulecut_distill::KdConfig {
-        temperature: temperature.unwrap_or(d.temperature),
-        alpha: alpha.unwrap_or(d.alpha),
-        ..d
-    }
-}
-
-/// A compression step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum Step {
-    /// Magnitude pruning of the weights (never the output layer's rows).
-    Prune {
-        /// Target sparsity in [0, 1).
-        sparsity: f64,
-        /// `unstructured`, `rows`, `channels` or `N:M` (e.g. `2:4`).
-        granularity: String,
-        /// `global` or `layer`.
-        #[serde(default = "default_scope")]
-        scope: String,
-        /// Leave the output layer's weights dense (the sparsity is then over the other layers).
-        #[serde(default, skip_serializing_if = "is_false")]
-        exclude_output: bool,
-    },
-    /// Gradual magnitude pruning during fine-tuning (Zhu & Gupta's AGP): the sparsity ramps from
-    /// `initial_sparsity` to `sparsity` along the cubic schedule over the first `ramp` fraction
-    /// of the fine-tuning steps, masks recomputed every `frequency` steps; the rest of the epochs
-    /// fine-tune at the target with the mask fixed.
-    Gradual {
-        /// Final sparsity in [0, 1).
-        sparsity: f64,
-        /// `unstructured`, `rows`, `channels` or `N:M`.
-        #[serde(default = "default_unstructured")]
-        granularity: String,
-        /// `global` or `layer`.
-        #[serde(default = "default_scope")]
-        scope: String,
-        /// Leave the output layer's weights dense.
-        #[serde(default, skip_serializing_if = "is_false")]
-        exclude_output: bool,
-        /// Epochs of fine-tuning (ramp included).
-        epochs: usize,
-        /// Learning rate (default: the baseline's).
-        #[serde(default)]
-        lr: Option<f64>,
-        /// Learning-rate schedule over the epochs: `wsd` (default), `cosine` or `constant`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        lr_schedule: Option<String>,
-        /// Fraction of the steps over which the sparsity ramps, in (0, 1] (default 0.5).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        ramp: Option<f64>,
-        /// Steps between mask updates (default 10).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        frequency: Option<usize>,
-        /// Sparsity of the first update, in [0, sparsity] (default 0).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        initial_sparsity: Option<f64>,
-    },
-    /// Remove pruned neurons/channels: physically smaller layers.
-    Compact,
-    /// Fine-tune with Adam, keeping pruned weights at zero.
-    Finetune {
-        /// Epochs.
-        epochs: usize,
-        /// Learning rate (default: the baseline's).
-        #[serde(default)]
-        lr: Option<f64>,
-        /// Learning-rate schedule: `wsd` (default), `cosine` or `constant`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        lr_schedule: Option<String>,
-        /// Batch size (default: the baseline's).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        batch_size: Option<usize>,
-        /// Learn from the baseline's logits as well as the labels (knowledge distillation,
-        /// `joulecut distill`'s loss; the teacher's logits over the training set are computed once
-        /// and metered with the step).
-        #[serde(default, skip_serializing_if = "is_false")]
-        kd: bool,
-        /// KD softmax temperature (default: `joulecut distill`'s).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        temperature: Option<f64>,
-        /// KD weight of the teacher term in [0, 1] (default: `joulecut distill`'s).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        alpha: Option<f64>,
-    },
-    /// Quantization-aware fine-tuning: weights fake-quantised (int8 per channel, STE).
-    Qat {
-        /// Epochs.
-        epochs: usize,
-        /// Learning rate (default: the baseline's).
-        #[serde(default)]
-        lr: Option<f64>,
-    },
-    /// Store weights as `int8`, `f16` or `bf16`.
-    Quantize {
-        /// Target type.
-        dtype: String,
-        /// int8: `channel` or `tensor`.
-        #[serde(default = "default_granularity")]
-        granularity: String,
-        /// int8: the activation grid at inference, `u6` (6-bit unsigned, the default, as
-        /// `joulecut quantize`), `u7` (7-bit unsigned) or `s8` (8-bit).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        activations: Option<String>,
-    },
-    /// Store sparse weights in the packed `sparse` encoding (run by the CSR kernel).
-    Pack,
-    /// Knowledge distillation: a new `student` architecture learns from the model so far (the
-    /// teacher, usually the baseline), whose logits over the training set are computed once
-    /// (`joulecut-distill`'s cached teacher); the student replaces the model in later steps.
-    Distill {
-        /// Student architecture, e.g. `mlp:784-64-10`.
-        student: String,
-        /// Epochs (default: the baseline's).
-        #[serde(default)]
-        epochs: Option<usize>,
-        /// Learning rate (default: the baseline's).
-        #[serde(default)]
-        lr: Option<f64>,
-        /// Softmax temperature (default: `joulecut distill`'s).
-        #[serde(default)]
-        temperature: Option<f64>,
-        /// Weight of the teacher term in [0, 1] (default: `joulecut distill`'s).
-        #[serde(default)]
-        alpha: Option<f64>,
-    },
-}
-
-impl Step {
-    /// Storage steps change only how weights are stored (applied when the checkpoint is written);
-    /// the others change the weights.
-    pub fn is_storage(&self) -> bool {
-        matches!(self, Step::Quantize { .. } | Step::Pack)
-    }
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
-}
-
-fn default_unstructured() -> String {
-    "unstructured".into()
-}
-
-fn default_scope() -> String {
-    "global".into()
-}
-
-fn default_granularity() -> String {
-    "channel".into()
 }
 
 const QUICK: &str = include_str!("../../suites/quick.json");
@@ -300,132 +143,17 @@ impl SuiteConfig {
                     v.name
                 ));
             }
-            for s in &v.steps {
-                match s {
-                    Step::Prune {
-                        sparsity,
-                        granularity,
-                        scope,
-                        ..
-                    } => check_prune(*sparsity, granularity, scope)
-                        .map_err(|e| format!("{}: {e}", v.name))?,
-                    Step::Gradual {
-                        sparsity,
-                        granularity,
-                        scope,
-                        epochs,
-                        lr,
-                        lr_schedule,
-                        ramp,
-                        frequency,
-                        initial_sparsity,
-                        ..
-                    } => {
-                        let bad = |e: String| format!("{}: {e}", v.name);
-                        check_prune(*sparsity, granularity, scope).map_err(bad)?;
-                        if *epochs == 0 || lr.is_some_and(|l| l.is_nan() || l <= 0.0) {
-                            return Err(bad("gradual pruning needs epochs >= 1 and lr > 0".into()));
-                        }
-                        check_lr_schedule(lr_schedule.as_deref()).map_err(bad)?;
-                        if ramp.is_some_and(|r| !(r > 0.0 && r <= 1.0)) {
-                            return Err(bad(format!("ramp {} is outside (0, 1]", ramp.unwrap())));
-                        }
-                        if *frequency == Some(0) {
-                            return Err(bad("frequency must be at least 1 step".into()));
-                        }
-                        if initial_sparsity.is_some_and(|i| !(0.0..=*sparsity).contains(&i)) {
-                            return Err(bad(format!(
-                                "initial_sparsity {} is outside [0, {sparsity}]",
-                                initial_sparsity.unwrap()
-                            )));
-                        }
-                    }
-                    Step::Quantize {
-                        dtype,
-                        granularity,
-                        activations,
-                    } => {
-                        if let Some(a) = activations {
-                            if dtype != "int8"
-                                || crate::kernels::parse_int8_activations(a).is_none()
-                            {
-                                return Err(format!(
-                                    "{}: activations `{a}` needs dtype int8 and is u6, u7 or s8",
-                                    v.name
-                                ));
-                            }
-                        }
-                        if !["int8", "f16", "bf16"].contains(&dtype.as_str()) {
-                            return Err(format!(
-                                "{}: dtype `{dtype}` is not int8, f16 or bf16",
-                                v.name
-                            ));
-                        }
-                        if granularity != "channel" && granularity != "tensor" {
-                            return Err(format!(
-                                "{}: granularity `{granularity}` is not channel or tensor",
-                                v.name
-                            ));
-                        }
-                    }
-                    Step::Finetune { epochs, lr, .. } | Step::Qat { epochs, lr } => {
-                        if *epochs == 0 || lr.is_some_and(|l| l.is_nan() || l <= 0.0) {
-                            return Err(format!(
-                                "{}: fine-tuning needs epochs >= 1 and lr > 0",
-                                v.name
-                            ));
-                        }
-                        if let Step::Finetune {
-                            lr_schedule,
-                            batch_size,
-                            kd,
-                            temperature,
-                            alpha,
-                            ..
-                        } = s
-                        {
-                            check_lr_schedule(lr_schedule.as_deref())
-                                .map_err(|e| format!("{}: {e}", v.name))?;
-                            if *batch_size == Some(0) {
-                                return Err(format!("{}: batch_size must be >= 1", v.name));
-                            }
-                            if !kd && (temperature.is_some() || alpha.is_some()) {
-                                return Err(format!(
-                                    "{}: temperature and alpha need \"kd\": true",
-                                    v.name
-                                ));
-                            }
-                            kd_config(*temperature, *alpha)
-                                .validate()
-                                .map_err(|e| format!("{}: {e}", v.name))?;
-                        }
-                    }
-                    Step::Distill {
-                        student,
-                        epochs,
-                        lr,
-                        temperature,
-                        alpha,
-                    } => {
-                        let scfg = joulecut_models::ModelConfig::parse(student)
-                            .map_err(|e| format!("{}: student: {e}", v.name))?;
-                        if *epochs == Some(0) || lr.is_some_and(|l| l.is_nan() || l <= 0.0) {
-                            return Err(format!(
-                                "{}: distillation needs epochs >= 1 and lr > 0",
-                                v.name
-                            ));
-                        }
-                        kd_config(*temperature, *alpha)
-                            .validate()
+            v.steps.validate().map_err(|e| format!("{}: {e}", v.name))?;
+            for s in v.steps.iter() {
+                if let Step::Distill { student, .. } = s {
+                    let scfg = joulecut_models::ModelConfig::parse(student)
+                        .map_err(|e| format!("{}: student: {e}", v.name))?;
+                    for m in self.models.iter().filter(|m| v.applies_to(m)) {
+                        let tcfg =
+                            joulecut_models::ModelConfig::parse(m).map_err(|e| e.to_string())?;
+                        joulecut_distill::check_compatible(&tcfg, &scfg)
                             .map_err(|e| format!("{}: {e}", v.name))?;
-                        for m in self.models.iter().filter(|m| v.applies_to(m)) {
-                            let tcfg = joulecut_models::ModelConfig::parse(m)
-                                .map_err(|e| e.to_string())?;
-                            joulecut_distill::check_compatible(&tcfg, &scfg)
-                                .map_err(|e| format!("{}: {e}", v.name))?;
-                        }
                     }
-                    Step::Compact | Step::Pack => {}
                 }
             }
         }
@@ -447,46 +175,6 @@ impl SuiteConfig {
         }
         out
     }
-}
-
-fn check_prune(sparsity: f64, granularity: &str, scope: &str) -> std::result::Result<(), String> {
-    if !(0.0..1.0).contains(&sparsity) {
-        return Err(format!("sparsity {sparsity} is outside [0, 1)"));
-    }
-    parse_granularity(granularity)?;
-    if scope != "global" && scope != "layer" {
-        return Err(format!("scope `{scope}` is not global or layer"));
-    }
-    Ok(())
-}
-
-fn check_lr_schedule(s: Option<&str>) -> std::result::Result<(), String> {
-    match s {
-        Some(name) if crate::train::LrSchedule::parse(name).is_none() => Err(format!(
-            "lr_schedule `{name}` is not wsd, cosine or constant"
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// Parses a prune granularity (`unstructured`, `rows`, `channels`, `N:M`).
-pub fn parse_granularity(g: &str) -> std::result::Result<joulecut_prune::Granularity, String> {
-    use joulecut_prune::Granularity;
-    Ok(match g {
-        "unstructured" => Granularity::Unstructured,
-        "rows" => Granularity::Rows,
-        "channels" => Granularity::Channels,
-        nm => {
-            let (n, m) = nm.split_once(':').ok_or_else(|| {
-                format!("granularity `{nm}` is not unstructured, rows, channels or N:M")
-            })?;
-            let (n, m) = (
-                n.parse::<usize>().map_err(|e| e.to_string())?,
-                m.parse::<usize>().map_err(|e| e.to_string())?,
-            );
-            Granularity::nm(n, m).map_err(|e| e.to_string())?
-        }
-    })
 }
 
 #[cfg(test)]

@@ -2,12 +2,16 @@
 //! reference models, each evaluated through its real inference path with its energy metered, and
 //! the reports (JSON, CSV, Markdown, a Pareto chart in SVG).
 
+mod baseline;
 mod config;
+mod files;
 mod report;
+mod result;
 mod runner;
 mod svg;
 
-pub use config::{BaselineConfig, EvalConfig, Step, SuiteConfig, VariantConfig, parse_granularity};
+pub use config::{BaselineConfig, EvalConfig, SuiteConfig, VariantConfig};
 pub use report::{Host, Recommendation, Report, Row, SCHEMA_VERSION, Summary};
-pub use runner::{RunOptions, RunResult, run_suite};
+pub use result::{LayerRoute, RunResult, Saving};
+pub use runner::{RunOptions, run_suite};
 pub use svg::{pareto, pareto_front};

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::config::SuiteConfig;
-use super::runner::RunResult;
+use super::result::{RunResult, Saving};
 use crate::{Error, Result};
 
 /// Version of the `report.json` schema.
@@ -86,8 +86,8 @@ pub struct Summary {
     pub compression_joules: f64,
     /// Provenance(s) of the joules.
     pub provenance: String,
-    /// `baseline`, `real` or `nominal`.
-    pub saving: String,
+    /// Which kind of saving.
+    pub saving: Saving,
 }
 
 /// The recommendation for one model.
@@ -221,7 +221,7 @@ impl Report {
                 energy_reduction: median(col(&|x| x.energy_reduction)),
                 compression_joules: median(col(&|x| x.run.compression_joules)),
                 provenance: provs.join("+"),
-                saving: r.run.saving.clone(),
+                saving: r.run.saving,
             });
         }
         let mut recommendations = Vec::new();
@@ -239,7 +239,7 @@ impl Report {
                 .iter()
                 .filter(|s| {
                     s.accuracy_delta_pt >= -max_drop
-                        && s.saving == "real"
+                        && s.saving == Saving::Real
                         && s.energy_reduction > 1.0
                 })
                 .min_by(|a, b| {
@@ -284,29 +284,6 @@ impl Report {
             summary,
             recommendations,
         })
-    }
-
-    /// Writes `report.json`, `report.csv`, `report.md` and `pareto.svg` into `dir` (atomically each).
-    pub fn write(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Read {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let put = |name: &str, text: String| {
-            joulecut_checkpoint::atomic_write(&dir.join(name), |f| {
-                std::io::Write::write_all(f, text.as_bytes())
-            })
-            .map(|_| ())
-            .map_err(|e| Error::Mismatch(e.to_string()))
-        };
-        put(
-            "report.json",
-            serde_json::to_string_pretty(self).expect("report serialises"),
-        )?;
-        put("report.csv", self.csv())?;
-        put("report.md", self.markdown())?;
-        put("pareto.svg", super::svg::pareto(self))?;
-        Ok(())
     }
 
     /// Reads a `report.json`.

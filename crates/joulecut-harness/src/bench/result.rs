@@ -1,0 +1,99 @@
+//! The raw result of one bench run (a baseline or a variant for one model and seed), as
+//! `report.json` stores it and `joulecut report merge` reads it back.
+
+use joulecut_models::LayerPath;
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::Plan;
+
+/// Which kind of saving a variant is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Saving {
+    /// The uncompressed model itself.
+    Baseline,
+    /// The compressed model runs differently: int8 or sparse kernels, or physically smaller layers.
+    Real,
+    /// Only the file changed (zeros stored densely, fp16 computed in f32).
+    Nominal,
+}
+
+impl std::fmt::Display for Saving {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Saving::Baseline => "baseline",
+            Saving::Real => "real",
+            Saving::Nominal => "nominal",
+        })
+    }
+}
+
+/// How one layer of a variant ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRoute {
+    /// Layer name (`fc1`, `conv2`).
+    pub name: String,
+    /// Which kernels ran it.
+    pub path: LayerPath,
+}
+
+/// The raw result of one run. Ratios against the baseline are computed by the report, so shards
+/// can be merged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    /// Architecture name.
+    pub model: String,
+    /// Seed of the baseline.
+    pub seed: u64,
+    /// `baseline` or the variant's name.
+    pub variant: String,
+    /// The variant's steps.
+    pub steps: Plan,
+    /// Test accuracy.
+    pub accuracy: f64,
+    /// Checkpoint bytes on disk.
+    pub bytes: u64,
+    /// Logical parameters.
+    pub params: usize,
+    /// Non-zero parameters.
+    pub nonzero_params: usize,
+    /// Fraction of zeros over all weight matrices and conv kernels (every tensor of 2 or more
+    /// dimensions, the output layer included; biases excluded).
+    #[serde(default)]
+    pub weight_sparsity: f64,
+    /// Samples/s at the eval batch size.
+    pub samples_per_second: f64,
+    /// Batch size of the throughput and energy passes.
+    pub batch_size: usize,
+    /// Median batch-1 latency (µs).
+    pub latency_b1_us: f64,
+    /// Inference joules per 10,000 samples at the eval batch size.
+    pub inference_joules_per_10k: f64,
+    /// The inference energy window (the DESIGN `energy` object).
+    pub inference_energy: serde_json::Value,
+    /// Whether that window was shorter than a measured counter's update period
+    /// ([`joulecut_energy::Measurement::below_resolution`]): its joules must not be read as a
+    /// plain measurement.
+    #[serde(default)]
+    pub inference_below_resolution: bool,
+    /// Joules spent producing this variant from its baseline (fine-tuning, QAT, calibration...).
+    pub compression_joules: f64,
+    /// Each compression step's energy (`{"step", "energy"}`, plus `shared_with` when the weights
+    /// came from an earlier variant with the same weight-changing steps).
+    pub compression_energy: Vec<serde_json::Value>,
+    /// Joules of training the baseline this variant starts from.
+    pub baseline_training_joules: f64,
+    /// Provenance of the inference joules (`measured`, `estimated`, `mixed`).
+    pub provenance: String,
+    /// Which kind of saving this is.
+    pub saving: Saving,
+    /// Which kernels each layer ran on.
+    pub layers: Vec<LayerRoute>,
+    /// Model config of the variant (compaction changes it).
+    pub config: serde_json::Value,
+    /// Checkpoint path.
+    pub file: String,
+    /// Wall seconds this run took (training + compression + evaluation).
+    pub seconds: f64,
+}
