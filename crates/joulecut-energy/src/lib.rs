@@ -12,6 +12,8 @@
 //!   (`measured` | `estimated` | `mixed`), `wall_seconds`, `cpu_seconds`, `domains` (`name`,
 //!   `joules`, `provenance`, `source`, `flags`), `flags`, `baseline`, `net_joules`, `carbon`.
 //! * [`Meter::run_command`] meters a child process (estimate from its `wait4` rusage).
+//! * [`Provenance`] (per domain) and [`TotalProvenance`] are the provenance words, typed: their
+//!   `Display` and `FromStr` spell exactly what the JSON says; [`Measurement::provenance`] reads it.
 //!
 //! See `README.md` for the estimate model, its constants and the provenance rules.
 //!
