@@ -12,6 +12,8 @@
 //!   (`measured` | `estimated` | `mixed`), `wall_seconds`, `cpu_seconds`, `domains` (`name`,
 //!   `joules`, `provenance`, `source`, `flags`), `flags`, `baseline`, `net_joules`, `carbon`.
 //! * [`Meter::run_command`] meters a child process (estimate from its `wait4` rusage).
+//! * [`Provenance`] (per domain) and [`TotalProvenance`] are the provenance words, typed: their
+//!   `Display` and `FromStr` spell exactly what the JSON says; [`Measurement::provenance`] reads it.
 //!
 //! See `README.md` for the estimate model, its constants and the provenance rules.
 //!
@@ -21,7 +23,8 @@
 //! let meter = Meter::auto(MeterConfig::from_env().unwrap()).unwrap();
 //! let (sum, m) = meter.measure("sum", || (0..1_000_000u64).sum::<u64>());
 //! assert_eq!(sum, 499_999_500_000);
-//! println!("{:.3} J, {:?}, {}", m.total().0, m.provenance, serde_json::to_string(&m).unwrap());
+//! assert_eq!(m.provenance().to_string(), serde_json::to_value(&m).unwrap()["provenance"]);
+//! println!("{:.3} J, {}, {}", m.total().0, m.provenance(), serde_json::to_string(&m).unwrap());
 //! for s in meter.skipped() {
 //!     println!("skipped {}: {}", s.probe, s.reason);
 //! }
@@ -37,19 +40,18 @@ pub mod nvml;
 pub mod perf;
 pub mod powercap;
 mod probe;
+mod provenance;
 mod units;
 
 pub use error::{Error, Result};
-pub use measurement::{
-    Baseline, Carbon, DomainEnergy, GridIntensity, Measurement, QualityFlag, TotalProvenance,
-};
+pub use measurement::{Baseline, Carbon, DomainEnergy, GridIntensity, Measurement, QualityFlag};
 pub use meter::{
     ChildStatus, CommandOutcome, DEFAULT_MAX_DOMAIN_WATTS, DEFAULT_POWERCAP_ROOT,
     MIN_WINDOW_PERIODS, Meter, MeterConfig, ProbeReport, STALL_PERIODS, SyncHook, Window,
     detect_hypervisor, parse_watts,
 };
 pub use probe::{
-    DomainInfo, FsReader, Probe, ProbeInfo, ProbeSkip, Provenance, Reading, SysfsReader,
-    Unavailable,
+    DomainInfo, FsReader, Probe, ProbeInfo, ProbeSkip, Reading, SysfsReader, Unavailable,
 };
+pub use provenance::{ParseProvenanceError, Provenance, TotalProvenance};
 pub use units::{Joules, MicroJoules, Watts};

@@ -5,7 +5,7 @@
 //! every millisecond, so a live counter moves within a few milliseconds; the probes poll their raw
 //! values for up to [`DEFAULT_TIMEOUT`] (stopping as soon as every domain has moved) and drop the
 //! domains that stayed put. A probe with no live domain left is
-//! [`Unavailable::Stalled`](crate::Unavailable::Stalled), so the meter falls back to the next
+//! [`Unavailable::Stalled`], so the meter falls back to the next
 //! probe or to the labelled estimate.
 //!
 //! ```

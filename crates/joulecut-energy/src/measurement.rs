@@ -24,20 +24,8 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
-use crate::probe::Provenance;
+use crate::provenance::{Provenance, TotalProvenance};
 use crate::units::{Joules, MicroJoules, Watts};
-
-/// Provenance of a total.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TotalProvenance {
-    /// Every domain measured (or integrated from measured power).
-    Measured,
-    /// Every domain estimated.
-    Estimated,
-    /// Both kinds; see `measured_joules` and `estimated_joules`.
-    Mixed,
-}
 
 /// A quality flag on a measurement or domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -220,6 +208,12 @@ impl Measurement {
             net_joules,
             carbon: None,
         }
+    }
+
+    /// `measured`, `estimated` or `mixed`, typed: compare it or print it (`Display`) instead of
+    /// reading `"provenance"` out of the JSON.
+    pub fn provenance(&self) -> TotalProvenance {
+        self.provenance
     }
 
     /// Total energy in joules.

@@ -32,7 +32,8 @@ use nvml_wrapper::Nvml;
 use nvml_wrapper::error::NvmlError;
 
 use crate::counter::CounterEvents;
-use crate::probe::{DomainInfo, ProbeInfo, Provenance, Reading, Unavailable};
+use crate::probe::{DomainInfo, ProbeInfo, Reading, Unavailable};
+use crate::provenance::Provenance;
 use crate::units::MicroJoules;
 
 /// Probe name in reports.

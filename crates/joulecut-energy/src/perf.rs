@@ -25,7 +25,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::counter::CounterEvents;
-use crate::probe::{DomainInfo, ProbeInfo, Provenance, Reading, SysfsReader, Unavailable, excerpt};
+use crate::probe::{DomainInfo, ProbeInfo, Reading, SysfsReader, Unavailable, excerpt};
+use crate::provenance::Provenance;
 use crate::units::{MicroJoules, saturating_u64};
 
 /// Probe name in reports.

@@ -43,9 +43,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::counter::WrappingCounter;
-use crate::probe::{
-    DomainInfo, ProbeInfo, Provenance, Reading, SysfsReader, Unavailable, excerpt, parse_u64,
-};
+use crate::probe::{DomainInfo, ProbeInfo, Reading, SysfsReader, Unavailable, excerpt, parse_u64};
+use crate::provenance::Provenance;
 
 /// Probe name in reports.
 pub const NAME: &str = "rapl-powercap";

@@ -25,19 +25,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::counter::CounterEvents;
+use crate::provenance::Provenance;
 use crate::units::MicroJoules;
-
-/// How a probe obtains its numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Provenance {
-    /// Read from an energy counter at the window edges.
-    Measured,
-    /// Power samples integrated over time (trapezoid), e.g. NVML on pre-Volta GPUs.
-    Integrated,
-    /// Computed from a model (CPU time × watts per core, ...), not read from hardware.
-    Estimated,
-}
 
 /// One energy domain a probe reports.
 #[derive(Debug, Clone, PartialEq, Serialize)]
