@@ -92,7 +92,7 @@ fn tiny_suite_writes_a_consistent_report() {
             x.variant,
             x.provenance
         );
-        assert_eq!(x.inference_energy["provenance"], x.provenance);
+        assert_eq!(x.inference_energy["provenance"], x.provenance.as_str());
         assert!(["baseline", "real", "nominal"].contains(&x.saving.to_string().as_str()));
         assert!(r.energy_reduction > 0.0 && r.size_ratio <= 1.0);
         assert!(std::path::Path::new(&x.file).is_file());

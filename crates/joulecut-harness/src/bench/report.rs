@@ -203,7 +203,7 @@ impl Report {
                 .filter(|x| x.run.model == r.run.model && x.run.variant == r.run.variant)
                 .collect();
             let col = |f: &dyn Fn(&Row) -> f64| g.iter().map(|x| f(x)).collect::<Vec<f64>>();
-            let mut provs: Vec<String> = g.iter().map(|x| x.run.provenance.clone()).collect();
+            let mut provs: Vec<String> = g.iter().map(|x| x.run.provenance.to_string()).collect();
             provs.sort();
             provs.dedup();
             summary.push(Summary {

@@ -1,6 +1,7 @@
 //! The raw result of one bench run (a baseline or a variant for one model and seed), as
 //! `report.json` stores it and `joulecut report merge` reads it back.
 
+use joulecut_energy::TotalProvenance;
 use joulecut_models::LayerPath;
 use serde::{Deserialize, Serialize};
 
@@ -84,8 +85,8 @@ pub struct RunResult {
     pub compression_energy: Vec<serde_json::Value>,
     /// Joules of training the baseline this variant starts from.
     pub baseline_training_joules: f64,
-    /// Provenance of the inference joules (`measured`, `estimated`, `mixed`).
-    pub provenance: String,
+    /// Provenance of the inference joules.
+    pub provenance: TotalProvenance,
     /// Which kind of saving this is.
     pub saving: Saving,
     /// Which kernels each layer ran on.

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use candle_core::Device;
 use joulecut_checkpoint::{Checkpoint, CheckpointWriter, HistoryEntry};
-use joulecut_energy::{Measurement, Meter};
+use joulecut_energy::Meter;
 use joulecut_models::{LayerPath, Model};
 
 use super::baseline::{Baseline, baseline, sanitize};
@@ -32,13 +32,6 @@ pub struct RunOptions {
     pub shard: Option<(usize, usize)>,
     /// Device for training and evaluation.
     pub device: Device,
-}
-
-fn provenance_of(m: &Measurement) -> String {
-    serde_json::to_value(m)
-        .ok()
-        .and_then(|v| v["provenance"].as_str().map(str::to_string))
-        .unwrap_or_else(|| "unknown".into())
 }
 
 /// The weights a variant's weight-changing steps produced, shared by every variant of the same
@@ -290,7 +283,7 @@ impl Run<'_> {
             batch_size: ev.batch_size,
             latency_b1_us: lat.median_us,
             inference_joules_per_10k: energy.total().0 * 10_000.0 / samples as f64,
-            provenance: provenance_of(&energy),
+            provenance: energy.provenance(),
             inference_energy: serde_json::to_value(&energy).unwrap_or_default(),
             inference_below_resolution: energy.below_resolution(),
             compression_joules,
