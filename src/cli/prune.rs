@@ -270,13 +270,7 @@ pub fn run(a: PruneArgs) -> anyhow::Result<ExitCode> {
 
     // Structured pruning of a joulecut model keeps the output layer whole unless asked otherwise;
     // an N:M pattern that does not divide a layer is refused, naming it (the pipeline's policy).
-    let policy = PrunePolicy {
-        output_layer: config
-            .as_ref()
-            .and_then(|c| c.layer_names().last().map(|l| format!("{l}.weight"))),
-        exclude_output: false,
-        indivisible: Indivisible::Refuse,
-    };
+    let policy = PrunePolicy::for_model(config.as_ref(), Indivisible::Refuse);
     let fitted = policy.fit(
         spec,
         tensors

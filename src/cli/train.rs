@@ -157,11 +157,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
                 }
             };
             let g: Granularity = a.prune_granularity.parse()?;
-            let policy = PrunePolicy {
-                output_layer: cfg.layer_names().last().map(|l| format!("{l}.weight")),
-                exclude_output: false,
-                indivisible: Indivisible::Refuse,
-            };
+            let policy = PrunePolicy::for_model(Some(&cfg), Indivisible::Refuse);
             let shapes = cfg.param_shapes();
             let spec = policy
                 .fit(

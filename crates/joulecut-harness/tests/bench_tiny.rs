@@ -104,7 +104,7 @@ fn tiny_suite_writes_a_consistent_report() {
     assert!(get("int8").size_ratio < 0.6, "{}", get("int8").size_ratio);
     assert_eq!(get("rows50").run.saving, Saving::Real);
     assert_eq!(
-        get("rows50").run.config["widths"],
+        get("rows50").run.config.to_json()["widths"],
         serde_json::json!([16, 24, 12, 3])
     );
     assert!(get("p80-packed").run.nonzero_params * 4 < base.run.params);
@@ -121,7 +121,7 @@ fn tiny_suite_writes_a_consistent_report() {
         "{} vs {expected}",
         g.run.weight_sparsity
     );
-    assert_eq!(g.run.compression_energy[0]["step"], "gradual");
+    assert_eq!(g.run.compression_energy[0].step, "gradual");
     assert!(g.run.accuracy > 0.6, "{}", g.run.accuracy);
     assert!(report.rows.iter().all(|r| r.latency_ratio > 0.0));
     // Fine-tuning with KD from the baseline: the teacher's logits are metered with the step, and
@@ -131,7 +131,7 @@ fn tiny_suite_writes_a_consistent_report() {
         .run
         .compression_energy
         .iter()
-        .map(|e| e["step"].as_str().unwrap())
+        .map(|e| e.step.as_str())
         .collect();
     assert_eq!(steps, ["teacher-logits", "finetune"]);
     assert!((kd_ft.run.weight_sparsity - 0.5).abs() < 3.0 / weights);
@@ -142,7 +142,10 @@ fn tiny_suite_writes_a_consistent_report() {
     // Distilled students: a smaller architecture (a real saving), the teacher's logits and the
     // student's training metered; with int8 on top, the same student (distilled once) quantised.
     let (kd, kd8) = (get("kd"), get("kd-int8"));
-    assert_eq!(kd.run.config["widths"], serde_json::json!([16, 12, 3]));
+    assert_eq!(
+        kd.run.config.to_json()["widths"],
+        serde_json::json!([16, 12, 3])
+    );
     assert_eq!(kd.run.params, 16 * 12 + 12 + 12 * 3 + 3);
     assert_eq!(kd.run.saving, Saving::Real);
     assert!(
@@ -154,12 +157,15 @@ fn tiny_suite_writes_a_consistent_report() {
         .run
         .compression_energy
         .iter()
-        .map(|e| e["step"].as_str().unwrap())
+        .map(|e| e.step.as_str())
         .collect();
     assert_eq!(steps, ["teacher-logits", "distill"]);
     assert!(kd.run.compression_joules > 0.0);
     assert_eq!(kd8.run.compression_joules, kd.run.compression_joules);
-    assert_eq!(kd8.run.compression_energy[1]["shared_with"], "kd");
+    assert_eq!(
+        kd8.run.compression_energy[1].shared_with.as_deref(),
+        Some("kd")
+    );
     assert!(kd8.run.bytes < kd.run.bytes && kd8.run.saving == Saving::Real);
     assert!(
         (kd8.run.accuracy - kd.run.accuracy).abs() < 0.05,

@@ -12,6 +12,6 @@ mod svg;
 
 pub use config::{BaselineConfig, EvalConfig, SuiteConfig, VariantConfig};
 pub use report::{Host, Recommendation, Report, Row, SCHEMA_VERSION, Summary};
-pub use result::{LayerRoute, RunResult, Saving};
+pub use result::{LayerRoute, RunResult, Saving, StepRecord};
 pub use runner::{RunOptions, run_suite};
 pub use svg::{pareto, pareto_front};

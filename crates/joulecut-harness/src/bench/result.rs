@@ -2,7 +2,7 @@
 //! `report.json` stores it and `joulecut report merge` reads it back.
 
 use joulecut_energy::TotalProvenance;
-use joulecut_models::LayerPath;
+use joulecut_models::{LayerPath, ModelConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::Plan;
@@ -37,6 +37,34 @@ pub struct LayerRoute {
     pub name: String,
     /// Which kernels ran it.
     pub path: LayerPath,
+}
+
+/// The energy of one metered piece of a variant's compression (or of the baseline's training).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// `baseline-training`, `gradual`, `finetune`, `qat`, `teacher-logits`, `distill`.
+    pub step: String,
+    /// Its energy window (the DESIGN `energy` object).
+    pub energy: serde_json::Value,
+    /// The variant whose identical weight-changing steps produced these weights (this variant
+    /// reuses them and reports their cost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_with: Option<String>,
+    /// The device warm-up before the baseline's training window (not part of its joules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<serde_json::Value>,
+}
+
+impl StepRecord {
+    /// A record of a pipeline step's energy.
+    pub fn of(e: &crate::pipeline::StepEnergy) -> StepRecord {
+        StepRecord {
+            step: e.step.to_string(),
+            energy: serde_json::to_value(&e.energy).unwrap_or_default(),
+            shared_with: None,
+            warmup: None,
+        }
+    }
 }
 
 /// The raw result of one run. Ratios against the baseline are computed by the report, so shards
@@ -80,9 +108,8 @@ pub struct RunResult {
     pub inference_below_resolution: bool,
     /// Joules spent producing this variant from its baseline (fine-tuning, QAT, calibration...).
     pub compression_joules: f64,
-    /// Each compression step's energy (`{"step", "energy"}`, plus `shared_with` when the weights
-    /// came from an earlier variant with the same weight-changing steps).
-    pub compression_energy: Vec<serde_json::Value>,
+    /// Each compression step's energy.
+    pub compression_energy: Vec<StepRecord>,
     /// Joules of training the baseline this variant starts from.
     pub baseline_training_joules: f64,
     /// Provenance of the inference joules.
@@ -91,8 +118,8 @@ pub struct RunResult {
     pub saving: Saving,
     /// Which kernels each layer ran on.
     pub layers: Vec<LayerRoute>,
-    /// Model config of the variant (compaction changes it).
-    pub config: serde_json::Value,
+    /// Model config of the variant (compaction and distillation change it).
+    pub config: ModelConfig,
     /// Checkpoint path.
     pub file: String,
     /// Wall seconds this run took (training + compression + evaluation).

@@ -13,11 +13,10 @@ use joulecut_models::{LayerPath, Model};
 
 use super::baseline::{Baseline, baseline, sanitize};
 use super::config::{SuiteConfig, VariantConfig};
-use super::result::{LayerRoute, RunResult, Saving};
+use super::result::{LayerRoute, RunResult, Saving, StepRecord};
 use crate::data::Splits;
 use crate::pipeline::{
-    Context, ModelState, PrunePolicy, Step, StepEnergy, TrainDefaults, encode, int8_activations,
-    varmap_params,
+    Context, ModelState, PrunePolicy, Step, TrainDefaults, encode, int8_activations, varmap_params,
 };
 use crate::{RealKernels, Result, evaluate, evaluate_for, latency};
 
@@ -39,7 +38,7 @@ pub struct RunOptions {
 /// `prune90-packed-int8` fine-tune once; `distill` and `distill-int8` distil once).
 struct Trained {
     state: ModelState,
-    energies: Vec<serde_json::Value>,
+    energies: Vec<StepRecord>,
     joules: f64,
     /// The variant that produced it.
     by: String,
@@ -147,10 +146,9 @@ impl Run<'_> {
             let energies = t
                 .energies
                 .iter()
-                .map(|e| {
-                    let mut e = e.clone();
-                    e["shared_with"] = serde_json::json!(t.by);
-                    e
+                .map(|e| StepRecord {
+                    shared_with: Some(t.by.clone()),
+                    ..e.clone()
                 })
                 .collect();
             (t.state.try_clone(dev)?, energies, t.joules)
@@ -172,8 +170,7 @@ impl Run<'_> {
             let start = self.base.state.try_clone(dev)?;
             let applied = ctx.apply(start, &changing, &PrunePolicy::default(), log)?;
             let joules = applied.joules();
-            let energies: Vec<serde_json::Value> =
-                applied.energies.iter().map(energy_json).collect();
+            let energies: Vec<StepRecord> = applied.energies.iter().map(StepRecord::of).collect();
             trained.insert(
                 key,
                 Trained {
@@ -195,7 +192,7 @@ impl Run<'_> {
         v: Option<&VariantConfig>,
         state: &ModelState,
         storage: &[Step],
-        compression_energy: Vec<serde_json::Value>,
+        compression_energy: Vec<StepRecord>,
         compression_joules: f64,
     ) -> Result<RunResult> {
         let (suite, base, dev) = (self.suite, self.base, &self.opts.device);
@@ -297,25 +294,21 @@ impl Run<'_> {
                     path: l.path,
                 })
                 .collect(),
-            config: cfg.to_json(),
+            config: cfg.clone(),
             file: path.display().to_string(),
             seconds: self.t0.elapsed().as_secs_f64(),
         };
         if v.is_none() {
-            let mut step = serde_json::json!({"step": "baseline-training", "energy": base.energy});
-            // Not part of `compression_joules`: a one-off cost of the process, shown beside it.
-            if !base.warmup.is_null() {
-                step["warmup"] = base.warmup.clone();
-            }
-            r.compression_energy = vec![step];
+            r.compression_energy = vec![StepRecord {
+                step: "baseline-training".into(),
+                energy: base.energy.clone(),
+                shared_with: None,
+                // Not part of `compression_joules`: a one-off cost of the process, shown beside it.
+                warmup: (!base.warmup.is_null()).then(|| base.warmup.clone()),
+            }];
             r.compression_joules = base.joules;
             debug_assert!((base.accuracy - r.accuracy).abs() < 1.0);
         }
         Ok(r)
     }
-}
-
-/// A metered step as `report.json` records it.
-fn energy_json(e: &StepEnergy) -> serde_json::Value {
-    serde_json::to_value(e).unwrap_or_default()
 }

@@ -321,13 +321,8 @@ impl Context<'_> {
         log: &mut dyn FnMut(&str),
     ) -> Result<joulecut_prune::PruneSpec> {
         let policy = PrunePolicy {
-            output_layer: state
-                .cfg
-                .layer_names()
-                .last()
-                .map(|l| format!("{l}.weight")),
             exclude_output: policy.exclude_output || exclude_output,
-            ..policy.clone()
+            ..PrunePolicy::for_model(Some(&state.cfg), policy.indivisible)
         };
         let shapes = state.cfg.param_shapes();
         let fitted = policy.fit(

@@ -8,6 +8,7 @@
 //!   multiple of M (LeNet-5's convolutions: 1 and 6 input channels) either stays dense, as NVIDIA's
 //!   ASP leaves such layers, or is refused with an error naming it, as the caller chooses.
 
+use joulecut_models::ModelConfig;
 use joulecut_prune::{Granularity, PruneSpec, Selection};
 
 /// What to do with a layer whose input dimension N:M groups do not divide.
@@ -44,6 +45,16 @@ pub struct FittedSpec {
 }
 
 impl PrunePolicy {
+    /// The policy for a joulecut model (`None`: a foreign checkpoint, whose output layer is not
+    /// known) with the given N:M handling.
+    pub fn for_model(cfg: Option<&ModelConfig>, indivisible: Indivisible) -> Self {
+        PrunePolicy {
+            output_layer: cfg.and_then(|c| c.layer_names().last().map(|l| format!("{l}.weight"))),
+            exclude_output: false,
+            indivisible,
+        }
+    }
+
     /// Fits `spec` to a model with these tensors (`(name, shape)`): the output layer and N:M rules
     /// above, added to the spec's selection as excludes.
     pub fn fit<'a>(
