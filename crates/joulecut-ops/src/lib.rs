@@ -25,6 +25,8 @@
 //! }
 //! ```
 //!
+//! CPU paths: every SIMD kernel picks its instruction set from one detected [`Isa`].
+//!
 //! Threading: all parallel work (ours and `gemm`'s) runs on rayon's global
 //! pool, whose size follows `RAYON_NUM_THREADS` (default: one thread per CPU),
 //! so nothing oversubscribes the machine.
@@ -33,6 +35,7 @@ mod alloc;
 mod conv;
 mod conv_pool;
 mod dot;
+mod isa;
 mod linear;
 mod loss;
 pub mod optim;
@@ -44,6 +47,7 @@ mod storage;
 pub use alloc::tune_allocator;
 pub use conv::{conv2d, conv2d_relu};
 pub use conv_pool::conv2d_relu_pool2d;
+pub use isa::{ISA_ENV, Isa, IsaLevel};
 pub use linear::{linear, linear_relu};
 pub use loss::cross_entropy;
 pub use pool::max_pool2d;
