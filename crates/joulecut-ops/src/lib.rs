@@ -25,7 +25,8 @@
 //! }
 //! ```
 //!
-//! CPU paths: every SIMD kernel picks its instruction set from one detected [`Isa`].
+//! CPU paths: every SIMD kernel picks its instruction set from one detected [`Isa`], and every
+//! `gemm` product goes through [`matmul_f32`].
 //!
 //! Threading: all parallel work (ours and `gemm`'s) runs on rayon's global
 //! pool, whose size follows `RAYON_NUM_THREADS` (default: one thread per CPU),
@@ -38,6 +39,7 @@ mod dot;
 mod isa;
 mod linear;
 mod loss;
+mod matmul;
 pub mod optim;
 mod pool;
 pub mod portable;
@@ -50,4 +52,5 @@ pub use conv_pool::conv2d_relu_pool2d;
 pub use isa::{ISA_ENV, Isa, IsaLevel};
 pub use linear::{linear, linear_relu};
 pub use loss::cross_entropy;
+pub use matmul::{MatRef, matmul_f32};
 pub use pool::max_pool2d;
