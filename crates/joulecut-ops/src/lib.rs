@@ -4,7 +4,7 @@
 //! `loss.backward()` and any `candle_nn::Optimizer` work as usual, but the
 //! forward and backward passes run hand-written kernels (im2col into reused
 //! per-thread buffers + the `gemm` crate, parallel over the batch with rayon).
-//! Each kernel has a plain implementation in [`reference`] that the tests use
+//! Each kernel has a plain implementation in [`mod@reference`] that the tests use
 //! as oracle.
 //!
 //! Devices: the kernels are CPU-only. Every public op and optimizer routes
