@@ -5,6 +5,8 @@
 //! [`checkpoint`] (safetensors checkpoints and their encodings), [`models`] (reference
 //! architectures), [`harness`] (datasets, training and evaluation loops).
 
+#![forbid(unsafe_code)]
+
 /// Safetensors checkpoints: lazy reading, encodings, selection, atomic writes.
 pub use joulecut_checkpoint as checkpoint;
 /// Knowledge distillation: Hinton KD and hint losses, cached or live teachers, a teacher-student step.

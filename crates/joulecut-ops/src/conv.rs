@@ -11,9 +11,9 @@
 use std::cell::RefCell;
 
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, bail};
-use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
+use crate::matmul::{MatRef, matmul_f32};
 use crate::storage::{cpu_f32, threads, view};
 
 /// Implements candle's `CustomOp2` (no bias) and `CustomOp3` (with bias) for a conv-like op
@@ -256,30 +256,15 @@ pub(crate) fn conv_sample(
             }
         }
         // Column-major view: dst is p x o (cs = p), lhs is p x k (cs = p), rhs is k x o (cs = k).
-        // SAFETY: the slices hold p*o, k*p and o*k elements, matching the strides given.
-        unsafe {
-            gemm(
-                p,
-                g.o,
-                k,
-                out.as_mut_ptr(),
-                p as isize,
-                1,
-                bias.is_some(),
-                cols.as_ptr(),
-                p as isize,
-                1,
-                wt.as_ptr(),
-                k as isize,
-                1,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::None,
-            );
-        }
+        matmul_f32(
+            (p, g.o, k),
+            out,
+            p,
+            bias.is_some(),
+            MatRef::new(cols, p, 1),
+            MatRef::new(wt, k, 1),
+            1,
+        );
     });
     if relu {
         for v in out.iter_mut() {
@@ -340,30 +325,15 @@ fn conv_weight_grad(x: &[f32], gy: &[f32], g: &Geom, want_bias: bool) -> (Vec<f3
                 let gys = &gy[s * ol..(s + 1) * ol];
                 // dst: dw as k x o column-major (cs = k); lhs: col as k x p (rs = p);
                 // rhs: gy as p x o (cs = p).
-                // SAFETY: buffers hold o*k, k*p and o*p elements, matching the strides.
-                unsafe {
-                    gemm(
-                        k,
-                        o,
-                        p,
-                        dw.as_mut_ptr(),
-                        k as isize,
-                        1,
-                        s != ci * per,
-                        cols.as_ptr(),
-                        1,
-                        p as isize,
-                        gys.as_ptr(),
-                        p as isize,
-                        1,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
-                    );
-                }
+                matmul_f32(
+                    (k, o, p),
+                    &mut dw,
+                    k,
+                    s != ci * per,
+                    MatRef::new(cols, 1, p),
+                    MatRef::new(gys, p, 1),
+                    1,
+                );
                 for (d, row) in db.iter_mut().zip(gys.chunks_exact(p)) {
                     *d += row.iter().sum::<f32>();
                 }

@@ -17,10 +17,10 @@ use std::cell::RefCell;
 use std::sync::Mutex;
 
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, bail};
-use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
 use crate::conv::{COL, Geom, columns, conv_sample, operands};
+use crate::matmul::{MatRef, matmul_f32};
 use crate::pool::takes;
 use crate::storage::{threads, view};
 
@@ -194,30 +194,15 @@ fn dcols(w: &[f32], gy: &[f32], g: &Geom, dcol: &mut [f32]) {
     let (k, p) = (g.k(), g.p());
     // Column-major view: dst is p x k (cs = p); lhs gy is p x o (cs = p); rhs W is o x k
     // (cs = 1, rs = k).
-    // SAFETY: dcol holds k*p, gy o*p and w o*k elements, matching the strides.
-    unsafe {
-        gemm(
-            p,
-            k,
-            g.o,
-            dcol.as_mut_ptr(),
-            p as isize,
-            1,
-            false,
-            gy.as_ptr(),
-            p as isize,
-            1,
-            w.as_ptr(),
-            1,
-            k as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        );
-    }
+    matmul_f32(
+        (p, k, g.o),
+        dcol,
+        p,
+        false,
+        MatRef::new(gy, p, 1),
+        MatRef::new(w, 1, k),
+        1,
+    );
 }
 
 /// What the backward pass computes.

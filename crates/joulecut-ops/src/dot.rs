@@ -13,6 +13,7 @@
 //! every call; this kernel reads each operand where it lies, which is what an inference call with
 //! fixed weights and a training forward with fresh weights both want.
 
+use crate::isa::Isa;
 use crate::storage::threads;
 
 /// Rows of `x` per micro-tile.
@@ -48,10 +49,11 @@ pub(crate) fn xwt(
         finish(y, relu);
         return;
     }
+    let isa = Isa::detected();
     let t = threads();
     if n * o * i < PAR_MACS || t == 1 {
         // SAFETY: y holds n rows of o columns.
-        unsafe { block(x, n, w, o, i, y.as_mut_ptr(), o, relu) };
+        unsafe { block(isa, x, n, w, o, i, y.as_mut_ptr(), o, relu) };
     } else if n >= 2 * MR * t {
         // Split the batch: each task streams all of `W` past its own rows.
         use rayon::prelude::*;
@@ -61,7 +63,7 @@ pub(crate) fn xwt(
             .with_max_len(1)
             // SAFETY: each task owns its rows of y.
             .for_each(|(xs, ys)| unsafe {
-                block(xs, xs.len() / i, w, o, i, ys.as_mut_ptr(), o, relu)
+                block(isa, xs, xs.len() / i, w, o, i, ys.as_mut_ptr(), o, relu)
             });
     } else {
         // Few rows (latency): split the weight rows instead, so each thread reads half of `W`.
@@ -74,6 +76,7 @@ pub(crate) fn xwt(
             // outlives it.
             unsafe {
                 block(
+                    isa,
                     x,
                     n,
                     &w[j0 * i..(j0 + cols) * i],
@@ -102,7 +105,7 @@ pub(crate) fn add_xwt(x: &[f32], n: usize, w: &[f32], o: usize, i: usize, y: &mu
         return;
     }
     // SAFETY: y holds n rows of o columns.
-    unsafe { block(x, n, w, o, i, y.as_mut_ptr(), o, false) };
+    unsafe { block(Isa::detected(), x, n, w, o, i, y.as_mut_ptr(), o, false) };
 }
 
 #[derive(Clone, Copy)]
@@ -118,6 +121,7 @@ unsafe impl Sync for SendPtr {}
 /// `y` must be valid for `n` rows of stride `ys`, `o` columns each, and not aliased meanwhile.
 #[allow(clippy::too_many_arguments)]
 unsafe fn block(
+    isa: Isa,
     x: &[f32],
     n: usize,
     w: &[f32],
@@ -140,6 +144,7 @@ unsafe fn block(
                 // output entries are inside y per the caller.
                 unsafe {
                     tile(
+                        isa,
                         x.as_ptr().add(r0 * i + k0),
                         w.as_ptr().add(j0 * i + k0),
                         i,
@@ -168,12 +173,15 @@ fn finish(y: &mut [f32], relu: bool) {
     }
 }
 
-/// `y[r, j] += Σ_{k<kl} x[r·s + k] · w[j·s + k]` for `r < mr`, `j < nr` (`s` = row stride).
+/// `y[r, j] += Σ_{k<kl} x[r·s + k] · w[j·s + k]` for `r < mr`, `j < nr` (`s` = row stride),
+/// with AVX2 + FMA when `isa` has them.
 ///
 /// # Safety
 /// The rows and outputs must be in bounds.
 #[inline]
+#[allow(clippy::too_many_arguments)]
 unsafe fn tile(
+    isa: Isa,
     x: *const f32,
     w: *const f32,
     s: usize,
@@ -183,7 +191,7 @@ unsafe fn tile(
     ys: usize,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if avx2_fma() {
+    if isa.avx2_fma() {
         macro_rules! go {
             ($($m:literal $n:literal),*) => {
                 match (mr, nr) {
@@ -195,6 +203,8 @@ unsafe fn tile(
         }
         go!(3 4, 3 3, 3 2, 3 1, 2 4, 2 3, 2 2, 2 1, 1 4, 1 3, 1 2, 1 1);
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = isa;
     for r in 0..mr {
         for j in 0..nr {
             let mut acc = 0f32;
@@ -206,13 +216,6 @@ unsafe fn tile(
             unsafe { *y.add(r * ys + j) += acc };
         }
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn avx2_fma() -> bool {
-    use std::sync::OnceLock;
-    static OK: OnceLock<bool> = OnceLock::new();
-    *OK.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
 #[cfg(target_arch = "x86_64")]

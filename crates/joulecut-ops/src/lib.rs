@@ -4,7 +4,7 @@
 //! `loss.backward()` and any `candle_nn::Optimizer` work as usual, but the
 //! forward and backward passes run hand-written kernels (im2col into reused
 //! per-thread buffers + the `gemm` crate, parallel over the batch with rayon).
-//! Each kernel has a plain implementation in [`reference`] that the tests use
+//! Each kernel has a plain implementation in [`mod@reference`] that the tests use
 //! as oracle.
 //!
 //! Devices: the kernels are CPU-only. Every public op and optimizer routes
@@ -25,6 +25,9 @@
 //! }
 //! ```
 //!
+//! CPU paths: every SIMD kernel picks its instruction set from one detected [`Isa`], and every
+//! `gemm` product goes through [`matmul_f32`].
+//!
 //! Threading: all parallel work (ours and `gemm`'s) runs on rayon's global
 //! pool, whose size follows `RAYON_NUM_THREADS` (default: one thread per CPU),
 //! so nothing oversubscribes the machine.
@@ -33,8 +36,10 @@ mod alloc;
 mod conv;
 mod conv_pool;
 mod dot;
+mod isa;
 mod linear;
 mod loss;
+mod matmul;
 pub mod optim;
 mod pool;
 pub mod portable;
@@ -44,6 +49,8 @@ mod storage;
 pub use alloc::tune_allocator;
 pub use conv::{conv2d, conv2d_relu};
 pub use conv_pool::conv2d_relu_pool2d;
+pub use isa::{ISA_ENV, Isa, IsaLevel};
 pub use linear::{linear, linear_relu};
 pub use loss::cross_entropy;
+pub use matmul::{MatRef, matmul_f32};
 pub use pool::max_pool2d;

@@ -8,59 +8,40 @@
 //! calls on the row-major buffers, no transposed copies.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, bail};
-use gemm::{Parallelism, gemm};
 
+use crate::matmul::{MatRef, matmul_f32};
 use crate::storage::{cpu_f32, threads, view};
 
 /// Multiply-adds below which a product runs on one thread.
 const PAR_MACS: usize = 1 << 18;
 
-fn par(macs: usize) -> Parallelism {
+/// Threads for a product of `macs` multiply-adds: 1 (the calling thread) below [`PAR_MACS`].
+fn par(macs: usize) -> usize {
     if macs >= PAR_MACS && threads() > 1 {
-        Parallelism::Rayon(threads())
+        threads()
     } else {
-        Parallelism::None
+        1
     }
 }
 
-/// `dst (m x n, col-major with column stride dcs) = [dst +] lhs · rhs`, with
-/// explicit strides (`cs`, `rs`) for both operands.
-///
-/// # Safety
-/// The pointers must cover the element ranges the sizes and strides describe.
-#[allow(clippy::too_many_arguments)]
-unsafe fn mm(
+/// `dst (m x n, col-major with column stride dcs) = lhs · rhs`, with explicit strides
+/// (`cs`, `rs`) for both operands.
+fn mm(
     (m, n, k): (usize, usize, usize),
-    dst: *mut f32,
+    dst: &mut [f32],
     dcs: usize,
-    acc: bool,
-    lhs: (*const f32, usize, usize),
-    rhs: (*const f32, usize, usize),
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
 ) {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst,
-            dcs as isize,
-            1,
-            acc,
-            lhs.0,
-            lhs.1 as isize,
-            lhs.2 as isize,
-            rhs.0,
-            rhs.1 as isize,
-            rhs.2 as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            par(m * n * k),
-        )
-    }
+    matmul_f32(
+        (m, n, k),
+        dst,
+        dcs,
+        false,
+        MatRef::new(lhs.0, lhs.1, lhs.2),
+        MatRef::new(rhs.0, rhs.1, rhs.2),
+        par(m * n * k),
+    );
 }
 
 struct Linear {
@@ -133,17 +114,7 @@ impl CustomOp3 for Linear {
             let xv = view(x, name)?;
             let mut dw = vec![0f32; o * i];
             // dWᵀ (i x o, cs = i) = xᵀ (i x n: cs i, rs 1) · gy (n x o: cs 1, rs o).
-            // SAFETY: dw, x and gy hold o*i, n*i and n*o elements.
-            unsafe {
-                mm(
-                    (i, o, n),
-                    dw.as_mut_ptr(),
-                    i,
-                    false,
-                    (xv.as_slice().as_ptr(), i, 1),
-                    (gy.as_ptr(), 1, o),
-                )
-            };
+            mm((i, o, n), &mut dw, i, (xv.as_slice(), i, 1), (gy, 1, o));
             Some(Tensor::from_vec(dw, (o, i), dev)?)
         } else {
             None
@@ -161,17 +132,7 @@ impl CustomOp3 for Linear {
             let wv = view(w, name)?;
             let mut dx = vec![0f32; n * i];
             // dxᵀ (i x n, cs = i) = Wᵀ (i x o: cs i, rs 1) · gyᵀ (o x n: cs o, rs 1).
-            // SAFETY: dx, w and gy hold n*i, o*i and n*o elements.
-            unsafe {
-                mm(
-                    (i, n, o),
-                    dx.as_mut_ptr(),
-                    i,
-                    false,
-                    (wv.as_slice().as_ptr(), i, 1),
-                    (gy.as_ptr(), o, 1),
-                )
-            };
+            mm((i, n, o), &mut dx, i, (wv.as_slice(), i, 1), (gy, o, 1));
             Some(Tensor::from_vec(dx, (n, i), dev)?)
         } else {
             None

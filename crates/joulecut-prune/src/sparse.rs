@@ -6,7 +6,8 @@
 //! * larger batches: `x` is transposed tile by tile into `[in, T]` (T = 16 or 64 samples); each
 //!   non-zero then updates T accumulators that stay in registers with one contiguous load and one
 //!   fused multiply-add per lane. The tile loop is compiled for AVX-512 and for AVX2+FMA and picked at
-//!   run time (no `target-cpu=native` needed); other CPUs get the portable loop.
+//!   run time from [`joulecut_ops::Isa`] (no `target-cpu=native` needed); other CPUs get the
+//!   portable loop.
 //! * rayon splits the work over batch tiles (or over output rows at small batch) once there is enough
 //!   of it to pay for the threads.
 //!
@@ -26,6 +27,7 @@
 //! ```
 
 use candle_core::{CpuStorage, DType, Device, Module, Storage, Tensor};
+use joulecut_ops::Isa;
 use rayon::prelude::*;
 
 use crate::{Error, Result};
@@ -243,6 +245,7 @@ impl CsrMatrix {
         y: &mut [f32],
         parallel: bool,
     ) {
+        let isa = Isa::detected();
         let tile = |t: usize, yt: &mut [f32]| {
             let b0 = t * T;
             let nb = (batch - b0).min(T);
@@ -253,7 +256,7 @@ impl CsrMatrix {
                     xt[c * T + j] = *v;
                 }
             }
-            tile_dispatch::<T>(self, &xt, nb, bias, yt);
+            tile_dispatch::<T>(isa, self, &xt, nb, bias, yt);
         };
         let chunk = T * self.rows;
         if parallel {
@@ -357,24 +360,20 @@ fn tile_avx2<const T: usize>(
     tile_body::<T, true>(m, xt, nb, bias, y)
 }
 
-/// Which tile kernel this CPU runs (for reports and benchmarks).
+/// Which tile kernel this CPU runs (for reports and benchmarks): `avx512`, `avx2` or `portable`.
 pub fn simd_level() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
-            return "avx512";
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            return "avx2";
-        }
+    let isa = Isa::detected();
+    if isa.avx512f_fma() {
+        "avx512"
+    } else if isa.avx2_fma() {
+        "avx2"
+    } else {
+        "portable"
     }
-    "portable"
 }
 
 fn tile_dispatch<const T: usize>(
+    isa: Isa,
     m: &CsrMatrix,
     xt: &[f32],
     nb: usize,
@@ -383,14 +382,18 @@ fn tile_dispatch<const T: usize>(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        match simd_level() {
-            // SAFETY: the CPU supports the features these functions are compiled for (checked above).
-            "avx512" => return unsafe { tile_avx512::<T>(m, xt, nb, bias, y) },
+        if isa.avx512f_fma() {
+            // SAFETY: the CPU supports the features this function is compiled for (an `Isa` only
+            // reports detected features).
+            return unsafe { tile_avx512::<T>(m, xt, nb, bias, y) };
+        }
+        if isa.avx2_fma() {
             // SAFETY: as above.
-            "avx2" => return unsafe { tile_avx2::<T>(m, xt, nb, bias, y) },
-            _ => {}
+            return unsafe { tile_avx2::<T>(m, xt, nb, bias, y) };
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = isa;
     tile_body::<T, false>(m, xt, nb, bias, y)
 }
 
@@ -531,6 +534,37 @@ mod tests {
                 assert!(
                     (a - b).abs() <= 1e-4 * (1.0 + a.abs()),
                     "batch {batch}: {a} vs {b}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_tile_path_agrees_with_the_reference() {
+        use joulecut_ops::IsaLevel;
+        const T: usize = 16;
+        let (rows, cols, nb) = (9, 21, 11);
+        let dense: Vec<f32> = (0..rows * cols)
+            .map(|i| if i % 4 == 1 { (i as f32).cos() } else { 0.0 })
+            .collect();
+        let m = CsrMatrix::from_dense(rows, cols, &dense).unwrap();
+        let bias: Vec<f32> = (0..rows).map(|i| 0.5 - i as f32 * 0.1).collect();
+        let x: Vec<f32> = (0..nb * cols).map(|i| (i as f32 * 0.61).sin()).collect();
+        let want = m.matmul_reference(&x, nb, Some(&bias));
+        let mut xt = vec![0.0f32; cols * T];
+        for j in 0..nb {
+            for c in 0..cols {
+                xt[c * T + j] = x[j * cols + c];
+            }
+        }
+        let all = Isa::detected();
+        for isa in [all, all.capped(IsaLevel::Avx2), Isa::PORTABLE] {
+            let mut got = vec![f32::NAN; T * rows];
+            tile_dispatch::<T>(isa, &m, &xt, nb, Some(&bias), &mut got);
+            for (a, b) in want.iter().zip(&got[..nb * rows]) {
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + a.abs()),
+                    "{isa:?}: {a} vs {b}"
                 );
             }
         }

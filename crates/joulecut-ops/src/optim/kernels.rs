@@ -3,6 +3,8 @@
 
 use rayon::prelude::*;
 
+use crate::isa::Isa;
+
 /// Elements per rayon task; below two of these a tensor is updated on one thread.
 const CHUNK: usize = 32 * 1024;
 
@@ -81,11 +83,11 @@ fn sgd_plain_body(p: &mut [f32], g: &[f32], s: &SgdStep) {
     }
 }
 
-/// Defines `$name`, which runs `$body` compiled for the best instruction set
-/// this CPU has (AVX-512F, else AVX2+FMA, else the baseline).
-macro_rules! dispatch {
+/// Defines `$name`, which runs `$body` compiled for the best instruction set `isa` has
+/// (AVX-512F, else AVX2+FMA, else the baseline).
+macro_rules! multiversion {
     ($name:ident, $body:ident, ($($arg:ident : $ty:ty),*)) => {
-        fn $name($($arg: $ty),*) {
+        fn $name(isa: Isa, $($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
@@ -96,49 +98,53 @@ macro_rules! dispatch {
                 fn avx2($($arg: $ty),*) {
                     $body($($arg),*)
                 }
-                if is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU supports AVX-512F (checked just above).
+                if isa.avx512f() {
+                    // SAFETY: the CPU supports AVX-512F (an `Isa` only reports detected features).
                     return unsafe { avx512($($arg),*) };
                 }
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                    // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+                if isa.avx2_fma() {
+                    // SAFETY: the CPU supports AVX2 and FMA (as above).
                     return unsafe { avx2($($arg),*) };
                 }
             }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = isa;
             $body($($arg),*)
         }
     };
 }
 
-dispatch!(adam_chunk, adam_body, (p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &AdamStep));
-dispatch!(sgd_chunk, sgd_body, (p: &mut [f32], g: &[f32], buf: &mut [f32], s: &SgdStep));
-dispatch!(sgd_plain_chunk, sgd_plain_body, (p: &mut [f32], g: &[f32], s: &SgdStep));
+multiversion!(adam_chunk, adam_body, (p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &AdamStep));
+multiversion!(sgd_chunk, sgd_body, (p: &mut [f32], g: &[f32], buf: &mut [f32], s: &SgdStep));
+multiversion!(sgd_plain_chunk, sgd_plain_body, (p: &mut [f32], g: &[f32], s: &SgdStep));
 
 /// One Adam/AdamW update of a whole tensor.
 pub(crate) fn adam(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &AdamStep) {
+    let isa = Isa::detected();
     if p.len() < 2 * CHUNK {
-        adam_chunk(p, g, m, v, s);
+        adam_chunk(isa, p, g, m, v, s);
     } else {
         p.par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK))
             .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
-            .for_each(|((p, g), (m, v))| adam_chunk(p, g, m, v, s));
+            .for_each(|((p, g), (m, v))| adam_chunk(isa, p, g, m, v, s));
     }
 }
 
 /// One SGD update of a whole tensor; `buf` is empty when momentum is 0.
 pub(crate) fn sgd(p: &mut [f32], g: &[f32], buf: &mut [f32], s: &SgdStep) {
+    let isa = Isa::detected();
     match (buf.is_empty(), p.len() < 2 * CHUNK) {
-        (true, true) => sgd_plain_chunk(p, g, s),
+        (true, true) => sgd_plain_chunk(isa, p, g, s),
         (true, false) => p
             .par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK))
-            .for_each(|(p, g)| sgd_plain_chunk(p, g, s)),
-        (false, true) => sgd_chunk(p, g, buf, s),
+            .for_each(|(p, g)| sgd_plain_chunk(isa, p, g, s)),
+        (false, true) => sgd_chunk(isa, p, g, buf, s),
         (false, false) => p
             .par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK))
             .zip(buf.par_chunks_mut(CHUNK))
-            .for_each(|((p, g), b)| sgd_chunk(p, g, b, s)),
+            .for_each(|((p, g), b)| sgd_chunk(isa, p, g, b, s)),
     }
 }
