@@ -47,6 +47,12 @@ pub fn classify(err: &anyhow::Error) -> Report {
                 hint: b.hint.clone(),
             };
         }
+        if let Some(e) = cause.downcast_ref::<joulecut::checkpoint::SelectionError>() {
+            return Report {
+                code: 2,
+                hint: Some(e.hint()),
+            };
+        }
         if let Some(e) = cause.downcast_ref::<joulecut::checkpoint::Error>() {
             return Report {
                 code: if e.is_bad_input() { 2 } else { 1 },
