@@ -15,6 +15,7 @@
 //! ```
 
 mod config;
+mod distill;
 mod error;
 mod init;
 mod model;
