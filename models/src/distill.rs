@@ -42,6 +42,9 @@ mod tests {
             let widths: Vec<usize> = hidden.iter().map(|h| h.dims()[1]).collect();
             assert_eq!(widths, arch.hidden, "{name}");
         }
-        assert_eq!(ModelConfig::parse("lenet5").unwrap().hidden_widths(), [120, 84]);
+        assert_eq!(
+            ModelConfig::parse("lenet5").unwrap().hidden_widths(),
+            [120, 84]
+        );
     }
 }

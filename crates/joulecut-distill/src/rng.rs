@@ -41,11 +41,16 @@ mod tests {
         let got: Vec<u64> = (0..3).map(|_| r.next_u64()).collect();
         assert_eq!(
             got,
-            [0x6e78_9e6a_a1b9_65f4, 0x06c4_5d18_8009_454f, 0xf88b_b8a8_724c_81ec]
+            [
+                0x6e78_9e6a_a1b9_65f4,
+                0x06c4_5d18_8009_454f,
+                0xf88b_b8a8_724c_81ec
+            ]
         );
         let mut r = Rng::new(5 ^ 0x4849_4e54);
         let got: Vec<f32> = (0..4).map(|_| r.next_f32()).collect();
-        let want = [11_820_200u32, 10_521_732, 10_780_801, 13_243_908].map(|k| k as f32 / 16_777_216.0);
+        let want =
+            [11_820_200u32, 10_521_732, 10_780_801, 13_243_908].map(|k| k as f32 / 16_777_216.0);
         assert_eq!(got, want);
     }
 }

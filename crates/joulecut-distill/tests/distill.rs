@@ -206,7 +206,11 @@ impl Mlp {
         }
         let name = format!(
             "mlp:{}",
-            widths.iter().map(usize::to_string).collect::<Vec<_>>().join("-")
+            widths
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join("-")
         );
         let hidden = widths[1..widths.len() - 1].to_vec();
         let arch = Arch::new(name, widths[0], widths[widths.len() - 1]).with_hidden(hidden);
@@ -488,7 +492,9 @@ fn hints_project_student_features_and_need_the_live_teacher() {
     let (without, _) = plain.batch_loss(&student, &x, &y, &idx).unwrap();
     // Without hints both entry points agree; with hints the plain one cannot see the student's
     // hidden activations and refuses.
-    let (same, _) = plain.batch_loss_with_hidden(&student, &x, &y, &idx).unwrap();
+    let (same, _) = plain
+        .batch_loss_with_hidden(&student, &x, &y, &idx)
+        .unwrap();
     assert_eq!(
         same.to_scalar::<f32>().unwrap(),
         without.to_scalar::<f32>().unwrap()
@@ -496,7 +502,9 @@ fn hints_project_student_features_and_need_the_live_teacher() {
     assert!(kd.batch_loss(&student, &x, &y, &idx).is_err());
     // A student that shows fewer hidden activations than the hints name is an error, not a panic.
     let opaque = |x: &Tensor| student.forward(x);
-    let e = kd.batch_loss_with_hidden(&opaque, &x, &y, &idx).unwrap_err();
+    let e = kd
+        .batch_loss_with_hidden(&opaque, &x, &y, &idx)
+        .unwrap_err();
     assert!(e.to_string().contains("does not exist"), "{e}");
     let (a, b) = (
         with.to_scalar::<f32>().unwrap(),
