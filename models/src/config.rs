@@ -166,6 +166,18 @@ impl ModelConfig {
         }
     }
 
+    /// Widths of the hidden activations [`crate::Model::forward_hidden`] returns: the outputs of
+    /// every fully connected layer but the last (feature distillation compares them).
+    pub fn hidden_widths(&self) -> Vec<usize> {
+        let fc: Vec<usize> = self
+            .param_shapes()
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("fc") && n.ends_with(".weight"))
+            .map(|(_, s)| s[0])
+            .collect();
+        fc[..fc.len().saturating_sub(1)].to_vec()
+    }
+
     /// Spatial size after the conv stack (LeNet-5: 28 → 14 → 10 → 5).
     pub fn lenet5_feature_side(image: usize) -> usize {
         (image / CONV_POOL - 4) / CONV_POOL

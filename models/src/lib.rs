@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod distill;
 mod error;
 mod init;
 mod model;

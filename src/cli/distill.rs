@@ -239,7 +239,7 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
         Some(c) => KdObjective::cached(c, &scfg, kd)?,
         None => {
             let (_, teacher, _) = teachers.into_iter().next().expect("one live teacher");
-            let o = KdObjective::live(teacher, &scfg, kd)?;
+            let o = KdObjective::live(teacher, &tcfg, &scfg, kd)?;
             if hints.is_empty() {
                 o
             } else {

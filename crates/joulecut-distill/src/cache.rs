@@ -8,8 +8,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
-use joulecut_models::Model;
+use candle_core::{Device, Module, Tensor};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::{Error, Result};
@@ -114,10 +113,11 @@ pub fn ensemble_id(ids: &[String]) -> String {
 }
 
 impl TeacherLogits {
-    /// Runs `teacher` over `data` in batches of `batch_size` without gradients. `teacher_id` names
-    /// the teacher (e.g. [`file_fingerprint`] of its checkpoint) so a saved cache can be checked.
+    /// Runs `teacher` (any candle forward) over `data` in batches of `batch_size` without
+    /// gradients. `teacher_id` names the teacher (e.g. [`file_fingerprint`] of its checkpoint) so
+    /// a saved cache can be checked.
     pub fn compute(
-        teacher: &Model,
+        teacher: &(impl Module + ?Sized),
         data: &(impl TrainingSet + ?Sized),
         batch_size: usize,
         teacher_id: impl Into<String>,
@@ -143,7 +143,8 @@ impl TeacherLogits {
             let x = xs
                 .narrow(0, start, len)
                 .map_err(Error::candle("slice batch"))?;
-            let y = candle_core::Module::forward(teacher, &x)
+            let y = teacher
+                .forward(&x)
                 .map_err(Error::candle("teacher forward pass"))?;
             parts.push(y.detach());
             start += len;

@@ -73,9 +73,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A model error (unknown architecture, bad checkpoint).
-    #[error(transparent)]
-    Model(#[from] joulecut_models::Error),
     /// A candle operation failed.
     #[error("{action}")]
     Candle {
@@ -106,7 +103,6 @@ impl Error {
             | Error::NoSuchHiddenLayer { .. }
             | Error::StaleCache { .. }
             | Error::BadCache { .. } => true,
-            Error::Model(e) => e.is_bad_input(),
             Error::Io { action, .. } => *action == "read",
             Error::Candle { .. } => false,
         }
@@ -136,7 +132,6 @@ impl Error {
             Error::BadCache { .. } => Some(
                 "delete the file; joulecut distill --teacher-logits FILE recomputes and rewrites it".into(),
             ),
-            Error::Model(e) => e.hint(),
             _ => None,
         }
     }

@@ -1,28 +1,31 @@
 //! The teacher-student objective: the student learns from a frozen teacher that is either run
 //! live (without gradients) or replaced by its cached logits. [`KdObjective::batch_loss`] is the
-//! loss of one batch; `joulecut_harness` implements its `Objective` trait with it, so
-//! `joulecut_harness::train` distils, and a hand-written loop calls it directly:
+//! loss of one batch for any candle student, so a hand-written loop calls it directly (below);
+//! `joulecut_harness` implements its `Objective` trait with [`KdObjective::batch_loss_with_hidden`]
+//! (which adds the hint term), so `joulecut_harness::train` distils.
 //!
 //! ```
-//! use candle_core::{Device, Tensor};
-//! use candle_nn::Optimizer;
-//! use joulecut_distill::{KdConfig, KdObjective, Samples, TeacherLogits};
-//! use joulecut_models::{Model, ModelConfig, init_varmap};
+//! use candle_core::{DType, Device, Module, Tensor};
+//! use candle_nn::{Optimizer, VarBuilder, VarMap, linear, seq};
+//! use joulecut_distill::{Arch, KdConfig, KdObjective, Samples, TeacherLogits};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let dev = Device::Cpu;
 //! // 256 samples of 16 features, 3 classes: the class is the sign pattern of two features.
 //! let inputs: Vec<f32> = (0..256 * 16).map(|i| ((i * 7919 % 101) as f32 / 50.0) - 1.0).collect();
 //! let labels: Vec<u32> = (0..256).map(|i| u32::from(inputs[i * 16] > 0.0) + u32::from(inputs[i * 16 + 1] > 0.5)).collect();
 //! let data = Samples { inputs: &inputs, labels: &labels, dim: 16, classes: 3 };
-//! // A teacher (untrained here, for brevity) and its logits over the training set, once.
-//! let tcfg = ModelConfig::parse("mlp:16-64-3")?;
-//! let teacher = Model::from_varmap(&tcfg, &init_varmap(&tcfg, 1, &dev)?)?;
+//! // Plain candle-nn networks: a teacher (untrained here, for brevity) and a small student.
+//! let mlp = |vm: &VarMap, hidden: usize| -> candle_core::Result<_> {
+//!     let vb = VarBuilder::from_varmap(vm, DType::F32, &dev);
+//!     Ok(seq().add(linear(16, hidden, vb.pp("fc1"))?).add(|x: &Tensor| x.relu()).add(linear(hidden, 3, vb.pp("fc2"))?))
+//! };
+//! let teacher = mlp(&VarMap::new(), 64)?;
+//! // The teacher's logits over the training set, once.
 //! let cache = TeacherLogits::compute(&teacher, &data, 128, "doc-teacher", &dev)?;
 //! // The student, in your own loop: gather the batch, take the loss, step.
-//! let scfg = ModelConfig::parse("mlp:16-8-3")?;
-//! let svm = init_varmap(&scfg, 0, &dev)?;
-//! let student = Model::from_varmap(&scfg, &svm)?;
-//! let kd = KdObjective::cached(cache, &scfg, KdConfig::default())?;
+//! let svm = VarMap::new();
+//! let student = mlp(&svm, 8)?;
+//! let kd = KdObjective::cached(cache, Arch::new("student", 16, 3), KdConfig::default())?;
 //! let mut opt = candle_nn::AdamW::new_lr(svm.all_vars(), 1e-2)?;
 //! let xs = Tensor::from_slice(&inputs, (256, 16), &dev)?;
 //! let ys = Tensor::from_slice(&labels, 256, &dev)?;
@@ -42,53 +45,32 @@
 
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{Linear, VarMap};
-use joulecut_models::{Model, ModelConfig, Rng};
 
 use crate::loss::{KdConfig, hint_mse, kd_loss};
+use crate::network::{Arch, HiddenModule, check_compatible};
+use crate::rng::Rng;
 use crate::{Error, Result, TeacherLogits};
 
 /// Where the teacher's outputs come from.
-#[derive(Debug)]
 #[non_exhaustive]
 pub enum Teacher {
-    /// The teacher model, run at every step on the batch, without gradients.
-    Live(Model),
+    /// The teacher network, run at every step on the batch, without gradients.
+    Live(Box<dyn HiddenModule + Send + Sync>),
     /// Its logits over the training set, computed once.
     Cached(TeacherLogits),
 }
 
-/// Widths of a model's hidden activations as [`Model::forward_hidden`] returns them.
-pub fn hidden_widths(cfg: &ModelConfig) -> Vec<usize> {
-    let fc: Vec<usize> = cfg
-        .param_shapes()
-        .into_iter()
-        .filter(|(n, _)| n.starts_with("fc") && n.ends_with(".weight"))
-        .map(|(_, s)| s[0])
-        .collect();
-    fc[..fc.len().saturating_sub(1)].to_vec()
-}
-
-/// Checks that a student can learn from a teacher: same input width and number of classes.
-pub fn check_compatible(teacher: &ModelConfig, student: &ModelConfig) -> Result<()> {
-    for (what, tw, sw) in [
-        ("output", teacher.classes(), student.classes()),
-        ("input", teacher.input_dim(), student.input_dim()),
-    ] {
-        if tw != sw {
-            return Err(Error::WidthMismatch {
-                what,
-                teacher: teacher.name(),
-                teacher_width: tw,
-                student: student.name(),
-                student_width: sw,
-            });
+impl std::fmt::Debug for Teacher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Teacher::Live(_) => f.write_str("Live(..)"),
+            Teacher::Cached(c) => f.debug_tuple("Cached").field(c).finish(),
         }
     }
-    Ok(())
 }
 
 /// One hint pair: student hidden layer `student` imitates teacher hidden layer `teacher`
-/// (0-based indices into [`Model::forward_hidden`]'s list).
+/// (0-based indices into [`HiddenModule::forward_hidden`]'s list).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HintPair {
     /// Student hidden layer.
@@ -127,12 +109,13 @@ pub struct Hints {
 
 impl Hints {
     /// Builds the hint term for `pairs`, weighted by `weight`, creating projections in `vm`
-    /// (PyTorch's default init, from `seed`).
+    /// (PyTorch's default init, from `seed`). The layer indices are checked against the
+    /// architectures' [`Arch::hidden`] widths.
     pub fn new(
         pairs: Vec<HintPair>,
         weight: f64,
-        student: &ModelConfig,
-        teacher: &ModelConfig,
+        student: impl Into<Arch>,
+        teacher: impl Into<Arch>,
         vm: &VarMap,
         seed: u64,
         device: &Device,
@@ -142,7 +125,7 @@ impl Hints {
                 "hint weight must be >= 0, got {weight}"
             )));
         }
-        let (sw, tw) = (hidden_widths(student), hidden_widths(teacher));
+        let (sw, tw) = (student.into().hidden, teacher.into().hidden);
         let mut rng = Rng::new(seed ^ 0x4849_4e54);
         let mut projections = Vec::new();
         for (i, p) in pairs.iter().enumerate() {
@@ -191,12 +174,24 @@ impl Hints {
     }
 
     /// `weight * mean over pairs of MSE(project(student_hidden[s]), teacher_hidden[t])`.
-    pub fn loss(&self, student_hidden: &[Tensor], teacher_hidden: &[Tensor]) -> Result<Tensor> {
+    pub fn loss<'a>(
+        &self,
+        student_hidden: &'a [Tensor],
+        teacher_hidden: &'a [Tensor],
+    ) -> Result<Tensor> {
         let mut total: Option<Tensor> = None;
+        // A network may return fewer activations than its `Arch` listed: an error, not a panic.
+        let get = |which, hidden: &'a [Tensor], layer: usize| {
+            hidden.get(layer).ok_or(Error::NoSuchHiddenLayer {
+                which,
+                layer,
+                available: hidden.len(),
+            })
+        };
         for (p, proj) in self.pairs.iter().zip(&self.projections) {
             let l = hint_mse(
-                &student_hidden[p.student],
-                &teacher_hidden[p.teacher],
+                get("student", student_hidden, p.student)?,
+                get("teacher", teacher_hidden, p.teacher)?,
                 proj.as_ref(),
             )?;
             total = Some(match total {
@@ -221,27 +216,35 @@ pub struct KdObjective {
 }
 
 impl KdObjective {
-    /// Distils from a live teacher (run every step, without gradients). Checks widths.
-    pub fn live(teacher: Model, student: &ModelConfig, cfg: KdConfig) -> Result<Self> {
+    /// Distils from a live teacher (run every step, without gradients): any candle forward, e.g.
+    /// `joulecut_models::Model`, or a closure over a candle-nn network. Checks that the two
+    /// architectures agree on the input and output widths.
+    pub fn live(
+        teacher: impl HiddenModule + Send + Sync + 'static,
+        teacher_arch: impl Into<Arch>,
+        student: impl Into<Arch>,
+        cfg: KdConfig,
+    ) -> Result<Self> {
         cfg.validate()?;
-        check_compatible(teacher.config(), student)?;
+        check_compatible(teacher_arch, student)?;
         Ok(KdObjective {
-            teacher: Teacher::Live(teacher),
+            teacher: Teacher::Live(Box::new(teacher)),
             cfg,
             hints: None,
         })
     }
 
     /// Distils from cached teacher logits. Checks the number of classes.
-    pub fn cached(logits: TeacherLogits, student: &ModelConfig, cfg: KdConfig) -> Result<Self> {
+    pub fn cached(logits: TeacherLogits, student: impl Into<Arch>, cfg: KdConfig) -> Result<Self> {
         cfg.validate()?;
-        if logits.classes() != student.classes() {
+        let student = student.into();
+        if logits.classes() != student.classes {
             return Err(Error::WidthMismatch {
                 what: "output",
                 teacher: format!("(cached logits {})", logits.teacher_id()),
                 teacher_width: logits.classes(),
-                student: student.name(),
-                student_width: student.classes(),
+                student: student.name,
+                student_width: student.classes,
             });
         }
         Ok(KdObjective {
@@ -283,12 +286,31 @@ impl KdObjective {
 }
 
 impl KdObjective {
-    /// The loss of one batch and the student's logits: `x`/`y` the batch, `indices` its samples'
-    /// positions in the training set (used by cached logits). Only the student's variables (and
-    /// the hint projections) are in the graph; the teacher's outputs are detached.
+    /// The loss of one batch and the student's logits, for any candle `student`: `x`/`y` the
+    /// batch, `indices` its samples' positions in the training set (used by cached logits). Only
+    /// the student's variables are in the graph; the teacher's outputs are detached. With hints,
+    /// use [`KdObjective::batch_loss_with_hidden`]: this one cannot see the student's hidden
+    /// activations and refuses.
     pub fn batch_loss(
         &self,
-        model: &Model,
+        student: &(impl Module + ?Sized),
+        x: &Tensor,
+        y: &Tensor,
+        indices: &[u32],
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        if self.hints.is_some() {
+            candle_core::bail!(
+                "hint (feature) distillation needs the student's hidden activations: call batch_loss_with_hidden"
+            );
+        }
+        self.logit_loss(student, x, y, indices)
+    }
+
+    /// [`KdObjective::batch_loss`] for a student that shows its hidden activations, plus the hint
+    /// term when hints are set (the projections are in the graph too).
+    pub fn batch_loss_with_hidden(
+        &self,
+        student: &(impl HiddenModule + ?Sized),
         x: &Tensor,
         y: &Tensor,
         indices: &[u32],
@@ -296,20 +318,28 @@ impl KdObjective {
         let wrap = candle_core::Error::wrap;
         match (&self.hints, &self.teacher) {
             (Some(h), Teacher::Live(t)) => {
-                let (logits, sh) = model.forward_hidden(x)?;
+                let (logits, sh) = student.forward_hidden(x)?;
                 let (tl, th) = t.forward_hidden(x)?;
                 let th: Vec<Tensor> = th.iter().map(Tensor::detach).collect();
                 let kd = kd_loss(&logits, &tl.detach(), y, &self.cfg).map_err(wrap)?;
                 let hint = h.loss(&sh, &th).map_err(wrap)?;
                 Ok(((kd + hint)?, logits))
             }
-            _ => {
-                let logits = model.forward(x)?;
-                let t = self.teacher_logits(x, indices)?;
-                let loss = kd_loss(&logits, &t, y, &self.cfg).map_err(wrap)?;
-                Ok((loss, logits))
-            }
+            _ => self.logit_loss(student, x, y, indices),
         }
+    }
+
+    fn logit_loss(
+        &self,
+        student: &(impl Module + ?Sized),
+        x: &Tensor,
+        y: &Tensor,
+        indices: &[u32],
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let logits = student.forward(x)?;
+        let t = self.teacher_logits(x, indices)?;
+        let loss = kd_loss(&logits, &t, y, &self.cfg).map_err(candle_core::Error::wrap)?;
+        Ok((loss, logits))
     }
 }
 

@@ -1,13 +1,14 @@
 //! The KD loss against hand-computed values, gradient flow (student only), cached vs live teacher,
-//! the logit cache on disk, and the fused kernel against its reference.
+//! the logit cache on disk, and the fused kernel against its reference. The networks are small
+//! candle-nn MLPs defined here: distillation needs no joulecut model (the harness's tests run it
+//! on `joulecut_models::Model`).
 
-use candle_core::{Device, Tensor, Var};
-use candle_nn::VarMap;
+use candle_core::{Device, Module, Tensor, Var};
+use candle_nn::{Linear, VarMap};
 use joulecut_distill::{
-    Error, HintPair, Hints, KdConfig, KdObjective, Samples, TeacherLogits, distill_step,
-    ensemble_id, kd_loss, kd_loss_reference,
+    Arch, Error, HiddenModule, HintPair, Hints, KdConfig, KdObjective, Samples, TeacherLogits,
+    distill_step, ensemble_id, kd_loss, kd_loss_reference,
 };
-use joulecut_models::{Model, ModelConfig, Rng, init_varmap};
 
 /// f32 round-off across a handful of exp/log ops on tiny tensors.
 const TOL: f32 = 1e-5;
@@ -164,9 +165,82 @@ fn bad_settings_are_bad_input() {
     assert!(e.is_bad_input());
 }
 
+/// A seeded generator for the test data and weights (SplitMix64).
+struct Gen(u64);
+
+impl Gen {
+    fn next_f32(&mut self) -> f32 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// A ReLU MLP of candle-nn linear layers whose variables live in its `VarMap`, with
+/// deterministic PyTorch-style initial weights.
+#[derive(Clone)]
+struct Mlp {
+    layers: Vec<Linear>,
+    arch: Arch,
+}
+
+impl Mlp {
+    fn new(widths: &[usize], seed: u64) -> (Mlp, VarMap) {
+        let vm = VarMap::new();
+        let mut g = Gen(seed);
+        let mut layers = Vec::new();
+        for (i, w) in widths.windows(2).enumerate() {
+            let bound = 1.0 / (w[0] as f32).sqrt();
+            let mut var = |name: String, shape: &[usize]| {
+                let n = shape.iter().product();
+                let vals = (0..n).map(|_| (g.next_f32() * 2.0 - 1.0) * bound).collect();
+                let v = Var::from_vec(vals, shape, &Device::Cpu).unwrap();
+                vm.data().lock().unwrap().insert(name, v.clone());
+                v.as_tensor().clone()
+            };
+            let weight = var(format!("fc{}.weight", i + 1), &[w[1], w[0]]);
+            let bias = var(format!("fc{}.bias", i + 1), &[w[1]]);
+            layers.push(Linear::new(weight, Some(bias)));
+        }
+        let name = format!(
+            "mlp:{}",
+            widths
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join("-")
+        );
+        let hidden = widths[1..widths.len() - 1].to_vec();
+        let arch = Arch::new(name, widths[0], widths[widths.len() - 1]).with_hidden(hidden);
+        (Mlp { layers, arch }, vm)
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        Ok(self.forward_hidden(x)?.0)
+    }
+}
+
+impl HiddenModule for Mlp {
+    fn forward_hidden(&self, x: &Tensor) -> candle_core::Result<(Tensor, Vec<Tensor>)> {
+        let (mut h, mut hidden) = (x.clone(), Vec::new());
+        for (i, l) in self.layers.iter().enumerate() {
+            h = l.forward(&h)?;
+            if i + 1 < self.layers.len() {
+                h = h.relu()?;
+                hidden.push(h.clone());
+            }
+        }
+        Ok((h, hidden))
+    }
+}
+
 /// Generated data: 3 Gaussian blobs in 16 dimensions (`(inputs, labels)`).
 fn blobs(n: usize, seed: u64) -> (Vec<f32>, Vec<u32>) {
-    let mut rng = Rng::new(seed);
+    let mut rng = Gen(seed);
     let (mut x, mut y) = (Vec::with_capacity(n * 16), Vec::with_capacity(n));
     for i in 0..n {
         let c = (i % 3) as u32;
@@ -179,17 +253,16 @@ fn blobs(n: usize, seed: u64) -> (Vec<f32>, Vec<u32>) {
     (x, y)
 }
 
-/// A teacher (untrained: the objective tests compare losses and gradients, not accuracy), the
-/// training data and a student config.
-fn setup() -> ((Vec<f32>, Vec<u32>), ModelConfig, VarMap, ModelConfig) {
-    let tcfg = ModelConfig::parse("mlp:16-48-32-3").unwrap();
-    let tvm = init_varmap(&tcfg, 11, &Device::Cpu).unwrap();
-    (
-        blobs(600, 7),
-        tcfg,
-        tvm,
-        ModelConfig::parse("mlp:16-8-3").unwrap(),
-    )
+/// A teacher (untrained: the objective tests compare losses and gradients, not accuracy) with
+/// its variables, and the training data.
+fn setup() -> ((Vec<f32>, Vec<u32>), Mlp, VarMap) {
+    let (teacher, tvm) = Mlp::new(&[16, 48, 32, 3], 11);
+    (blobs(600, 7), teacher, tvm)
+}
+
+/// The student every test distils into.
+fn student() -> (Mlp, VarMap) {
+    Mlp::new(&[16, 8, 3], 0)
 }
 
 fn samples(d: &(Vec<f32>, Vec<u32>)) -> Samples<'_> {
@@ -232,12 +305,11 @@ fn snapshot(vm: &VarMap) -> Vec<(String, Vec<f32>)> {
 
 #[test]
 fn gradients_flow_to_the_student_only() {
-    let (data, tcfg, tvm, scfg) = setup();
+    let (data, teacher, tvm) = setup();
     let before = snapshot(&tvm);
-    let teacher = Model::from_varmap(&tcfg, &tvm).unwrap();
-    let svm = init_varmap(&scfg, 0, &Device::Cpu).unwrap();
-    let student = Model::from_varmap(&scfg, &svm).unwrap();
-    let kd = KdObjective::live(teacher, &scfg, KdConfig::default()).unwrap();
+    let (student, svm) = student();
+    let tarch = teacher.arch.clone();
+    let kd = KdObjective::live(teacher, tarch, &student.arch, KdConfig::default()).unwrap();
     let (xs, ys) = tensors(&data);
     let (x, y) = (xs.narrow(0, 0, 64).unwrap(), ys.narrow(0, 0, 64).unwrap());
     let idx: Vec<u32> = (0..64).collect();
@@ -267,11 +339,9 @@ fn gradients_flow_to_the_student_only() {
 
 #[test]
 fn distill_step_updates_only_the_optimised_student() {
-    let (data, tcfg, tvm, scfg) = setup();
+    let (data, teacher, tvm) = setup();
     let before = snapshot(&tvm);
-    let teacher = Model::from_varmap(&tcfg, &tvm).unwrap();
-    let svm = init_varmap(&scfg, 0, &Device::Cpu).unwrap();
-    let student = Model::from_varmap(&scfg, &svm).unwrap();
+    let (student, svm) = student();
     let mut opt = candle_nn::AdamW::new_lr(svm.all_vars(), 1e-2).unwrap();
     let (xs, ys) = tensors(&data);
     let (x, y) = (xs.narrow(0, 0, 128).unwrap(), ys.narrow(0, 0, 128).unwrap());
@@ -287,14 +357,13 @@ fn distill_step_updates_only_the_optimised_student() {
 
 #[test]
 fn cached_and_live_teacher_give_the_same_loss() {
-    let (data, tcfg, tvm, scfg) = setup();
-    let teacher = Model::from_varmap(&tcfg, &tvm).unwrap();
+    let (data, teacher, _) = setup();
     let cache = TeacherLogits::compute(&teacher, &samples(&data), 97, "t", &Device::Cpu).unwrap();
     assert_eq!((cache.len(), cache.classes()), (600, 3));
-    let svm = init_varmap(&scfg, 0, &Device::Cpu).unwrap();
-    let student = Model::from_varmap(&scfg, &svm).unwrap();
-    let live = KdObjective::live(teacher, &scfg, KdConfig::default()).unwrap();
-    let cached = KdObjective::cached(cache.clone(), &scfg, KdConfig::default()).unwrap();
+    let (student, _) = student();
+    let tarch = teacher.arch.clone();
+    let live = KdObjective::live(teacher, tarch, &student.arch, KdConfig::default()).unwrap();
+    let cached = KdObjective::cached(cache.clone(), &student.arch, KdConfig::default()).unwrap();
     let (xs, ys) = tensors(&data);
     let idx: Vec<u32> = vec![5, 599, 0, 17, 300, 42, 123];
     let it = Tensor::new(idx.as_slice(), &Device::Cpu).unwrap();
@@ -344,10 +413,8 @@ fn cached_and_live_teacher_give_the_same_loss() {
 
 #[test]
 fn ensemble_logits_are_the_mean_of_the_teachers() {
-    let (data, tcfg, tvm, _) = setup();
-    let t1 = Model::from_varmap(&tcfg, &tvm).unwrap();
-    let vm2 = init_varmap(&tcfg, 12, &Device::Cpu).unwrap();
-    let t2 = Model::from_varmap(&tcfg, &vm2).unwrap();
+    let (data, t1, _) = setup();
+    let (t2, _) = Mlp::new(&[16, 48, 32, 3], 12);
     let c1 = TeacherLogits::compute(&t1, &samples(&data), 64, "a", &Device::Cpu).unwrap();
     let c2 = TeacherLogits::compute(&t2, &samples(&data), 64, "b", &Device::Cpu).unwrap();
     let rows = |c: &TeacherLogits| c.logits().to_vec2::<f32>().unwrap();
@@ -372,9 +439,7 @@ fn ensemble_logits_are_the_mean_of_the_teachers() {
     assert!(TeacherLogits::mean(vec![]).unwrap_err().is_bad_input());
 
     // Different widths or training sets are refused.
-    let c5cfg = ModelConfig::parse("mlp:16-8-5").unwrap();
-    let vm5 = init_varmap(&c5cfg, 0, &Device::Cpu).unwrap();
-    let t5 = Model::from_varmap(&c5cfg, &vm5).unwrap();
+    let (t5, _) = Mlp::new(&[16, 8, 5], 0);
     let c5 = TeacherLogits::compute(&t5, &samples(&data), 64, "c", &Device::Cpu).unwrap();
     let e = TeacherLogits::mean(vec![c1.clone(), c5]).unwrap_err();
     assert!(
@@ -392,11 +457,10 @@ fn ensemble_logits_are_the_mean_of_the_teachers() {
 
 #[test]
 fn width_mismatch_is_refused() {
-    let tcfg = ModelConfig::parse("mlp:16-32-5").unwrap();
-    let tvm = init_varmap(&tcfg, 0, &Device::Cpu).unwrap();
-    let teacher = Model::from_varmap(&tcfg, &tvm).unwrap();
-    let scfg = ModelConfig::parse("mlp:16-8-3").unwrap();
-    let e = KdObjective::live(teacher, &scfg, KdConfig::default()).unwrap_err();
+    let (teacher, _) = Mlp::new(&[16, 32, 5], 0);
+    let (student, _) = student();
+    let tarch = teacher.arch.clone();
+    let e = KdObjective::live(teacher, tarch, &student.arch, KdConfig::default()).unwrap_err();
     assert!(
         matches!(e, Error::WidthMismatch { what: "output", .. }) && e.is_bad_input(),
         "{e}"
@@ -405,33 +469,43 @@ fn width_mismatch_is_refused() {
 
 #[test]
 fn hints_project_student_features_and_need_the_live_teacher() {
-    let (data, tcfg, tvm, scfg) = setup();
-    let teacher = Model::from_varmap(&tcfg, &tvm).unwrap();
-    let svm = init_varmap(&scfg, 0, &Device::Cpu).unwrap();
-    let student = Model::from_varmap(&scfg, &svm).unwrap();
+    let (data, teacher, tvm) = setup();
+    let (student, svm) = student();
+    let (tarch, sarch) = (teacher.arch.clone(), student.arch.clone());
     let pairs = vec![HintPair {
         student: 0,
         teacher: 1,
     }];
-    let hints = Hints::new(pairs, 1.0, &scfg, &tcfg, &svm, 0, &Device::Cpu).unwrap();
+    let hints = Hints::new(pairs, 1.0, &sarch, &tarch, &svm, 0, &Device::Cpu).unwrap();
     // Student hidden 0 is 8 wide, teacher hidden 1 is 32 wide: a learned 8 -> 32 projection.
     let proj = svm.data().lock().unwrap()["distill.hint0.weight"].clone();
     assert_eq!(proj.dims(), &[32, 8]);
-    let kd = KdObjective::live(teacher, &scfg, KdConfig::default())
+    let kd = KdObjective::live(teacher.clone(), &tarch, &sarch, KdConfig::default())
         .unwrap()
         .with_hints(hints)
         .unwrap();
-    let plain = KdObjective::live(
-        Model::from_varmap(&tcfg, &tvm).unwrap(),
-        &scfg,
-        KdConfig::default(),
-    )
-    .unwrap();
+    let plain = KdObjective::live(teacher.clone(), &tarch, &sarch, KdConfig::default()).unwrap();
     let (xs, ys) = tensors(&data);
     let (x, y) = (xs.narrow(0, 0, 64).unwrap(), ys.narrow(0, 0, 64).unwrap());
     let idx: Vec<u32> = (0..64).collect();
-    let (with, _) = kd.batch_loss(&student, &x, &y, &idx).unwrap();
+    let (with, _) = kd.batch_loss_with_hidden(&student, &x, &y, &idx).unwrap();
     let (without, _) = plain.batch_loss(&student, &x, &y, &idx).unwrap();
+    // Without hints both entry points agree; with hints the plain one cannot see the student's
+    // hidden activations and refuses.
+    let (same, _) = plain
+        .batch_loss_with_hidden(&student, &x, &y, &idx)
+        .unwrap();
+    assert_eq!(
+        same.to_scalar::<f32>().unwrap(),
+        without.to_scalar::<f32>().unwrap()
+    );
+    assert!(kd.batch_loss(&student, &x, &y, &idx).is_err());
+    // A student that shows fewer hidden activations than the hints name is an error, not a panic.
+    let opaque = |x: &Tensor| student.forward(x);
+    let e = kd
+        .batch_loss_with_hidden(&opaque, &x, &y, &idx)
+        .unwrap_err();
+    assert!(e.to_string().contains("does not exist"), "{e}");
     let (a, b) = (
         with.to_scalar::<f32>().unwrap(),
         without.to_scalar::<f32>().unwrap(),
@@ -449,8 +523,8 @@ fn hints_project_student_features_and_need_the_live_teacher() {
             teacher: 0,
         }],
         1.0,
-        &scfg,
-        &tcfg,
+        &sarch,
+        &tarch,
         &svm,
         0,
         &Device::Cpu,
@@ -458,23 +532,22 @@ fn hints_project_student_features_and_need_the_live_teacher() {
     .unwrap_err();
     assert!(matches!(bad, Error::NoSuchHiddenLayer { .. }), "{bad}");
     // Hints need the live teacher.
-    let t2 = Model::from_varmap(&tcfg, &tvm).unwrap();
-    let cache = TeacherLogits::compute(&t2, &samples(&data), 100, "t", &Device::Cpu).unwrap();
+    let cache = TeacherLogits::compute(&teacher, &samples(&data), 100, "t", &Device::Cpu).unwrap();
     let h = Hints::new(
         vec![HintPair {
             student: 0,
             teacher: 0,
         }],
         1.0,
-        &scfg,
-        &tcfg,
+        &sarch,
+        &tarch,
         &svm,
         0,
         &Device::Cpu,
     )
     .unwrap();
     assert!(
-        KdObjective::cached(cache, &scfg, KdConfig::default())
+        KdObjective::cached(cache, &sarch, KdConfig::default())
             .unwrap()
             .with_hints(h)
             .is_err()

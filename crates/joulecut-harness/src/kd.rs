@@ -1,6 +1,6 @@
 //! Distillation in the harness's loop. `joulecut-distill` sits below the harness (it needs only
-//! models and checkpoints), so the adapter lives here: its [`KdObjective`] is an [`Objective`],
-//! and a [`Dataset`] is the [`TrainingSet`] its teacher-logit cache is computed over.
+//! candle), so the adapter lives here: its [`KdObjective`] is an [`Objective`], and a [`Dataset`]
+//! is the [`TrainingSet`] its teacher-logit cache is computed over.
 
 use candle_core::Tensor;
 use joulecut_distill::{KdObjective, TrainingSet};
@@ -17,7 +17,7 @@ impl Objective for KdObjective {
         y: &Tensor,
         indices: &[u32],
     ) -> candle_core::Result<(Tensor, Tensor)> {
-        self.batch_loss(model, x, y, indices)
+        self.batch_loss_with_hidden(model, x, y, indices)
     }
 }
 

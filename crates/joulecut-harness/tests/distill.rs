@@ -65,7 +65,7 @@ fn cached_and_live_distillation_train_the_student_only() {
     let mut accs = Vec::new();
     let mut objectives = [
         KdObjective::cached(cache, &scfg, KdConfig::default()).unwrap(),
-        KdObjective::live(teacher, &scfg, KdConfig::default()).unwrap(),
+        KdObjective::live(teacher, &tcfg, &scfg, KdConfig::default()).unwrap(),
     ];
     let mut students = Vec::new();
     for kd in &mut objectives {
@@ -116,7 +116,7 @@ fn hints_train_projection_and_student() {
         .into_iter()
         .find(|(n, _)| n == "distill.hint0.weight")
         .unwrap();
-    let mut kd = KdObjective::live(teacher, &scfg, KdConfig::default())
+    let mut kd = KdObjective::live(teacher, &tcfg, &scfg, KdConfig::default())
         .unwrap()
         .with_hints(hints)
         .unwrap();
