@@ -73,7 +73,6 @@ mod error;
 mod loss;
 mod network;
 mod objective;
-mod rng;
 
 pub use cache::{
     Samples, TeacherLogits, TrainingSet, dataset_fingerprint, ensemble_id, file_fingerprint,

@@ -48,8 +48,8 @@ use candle_nn::{Linear, VarMap};
 
 use crate::loss::{KdConfig, hint_mse, kd_loss};
 use crate::network::{Arch, HiddenModule, check_compatible};
-use crate::rng::Rng;
 use crate::{Error, Result, TeacherLogits};
+use joulecut_ops::Rng;
 
 /// Where the teacher's outputs come from.
 #[non_exhaustive]

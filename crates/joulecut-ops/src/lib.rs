@@ -44,6 +44,7 @@ pub mod optim;
 mod pool;
 pub mod portable;
 pub mod reference;
+mod rng;
 mod storage;
 
 pub use alloc::tune_allocator;
@@ -54,3 +55,4 @@ pub use linear::{linear, linear_relu};
 pub use loss::cross_entropy;
 pub use matmul::{MatRef, matmul_f32};
 pub use pool::max_pool2d;
+pub use rng::Rng;
