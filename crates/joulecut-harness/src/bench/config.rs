@@ -347,7 +347,7 @@ impl SuiteConfig {
                     } => {
                         if let Some(a) = activations {
                             if dtype != "int8"
-                                || crate::kernels::parse_int8_activations(a).is_none()
+                                || a.parse::<joulecut_quant::ActivationGrid>().is_err()
                             {
                                 return Err(format!(
                                     "{}: activations `{a}` needs dtype int8 and is u6, u7 or s8",

@@ -879,9 +879,9 @@ fn encode(name: &str, shape: Vec<usize>, values: &[f32], storage: &[Step]) -> Re
                 "int8" => {
                     let cfg = joulecut_quant::Int8Config {
                         granularity: if granularity == "tensor" {
-                            joulecut_quant::Granularity::Tensor
+                            joulecut_quant::ScaleGranularity::Tensor
                         } else {
-                            joulecut_quant::Granularity::Channel
+                            joulecut_quant::ScaleGranularity::Channel
                         },
                         ..Default::default()
                     };
@@ -951,7 +951,7 @@ fn evaluate_variant(
                 joulecut_checkpoint::meta::INT8_ACTIVATIONS,
                 activations
                     .as_deref()
-                    .unwrap_or(crate::kernels::DEFAULT_INT8_ACTIVATIONS),
+                    .unwrap_or(joulecut_quant::ActivationGrid::RECOMMENDED.as_str()),
             );
         }
     }
