@@ -141,7 +141,7 @@ fn quantize_channels_fused(
 
 /// Quantizes a tensor read through a checkpoint [`Values`] view (F32/F16/BF16 in the mmap, or
 /// int8) straight into stored bytes, in parallel, without materialising it as f32. Bit-identical to
-/// [`quantize_tensor`] on the same values, and the error is measured on the way.
+/// [`crate::quantize_tensor`] on the same values, and the error is measured on the way.
 pub fn quantize_values(
     name: &str,
     v: &Values<'_>,
