@@ -35,8 +35,8 @@ pub struct EvalArgs {
     /// Activation grid of int8 layers, overriding the file's `joulecut.int8_activations`:
     /// s8 (8-bit), u7 (7-bit unsigned: no sign handling in the AVX2 kernel) or u6 (6-bit unsigned:
     /// the AVX2 kernel's paired loop, fastest).
-    #[arg(long, value_enum)]
-    int8_activations: Option<super::output::Int8Activations>,
+    #[arg(long, value_parser = super::output::int8_activations_parser())]
+    int8_activations: Option<joulecut::quant::ActivationGrid>,
     /// Print one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -60,8 +60,8 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
     let fallback = a.model.as_deref().map(ModelConfig::parse).transpose()?;
     let cfg = Model::config_of(&ck, fallback.as_ref())?;
     let mut kernels = joulecut::harness::RealKernels::for_checkpoint(&ck)?;
-    if let Some(m) = a.int8_activations {
-        kernels.int8_activations = m.mode();
+    if let Some(g) = a.int8_activations {
+        kernels.int8_activations = g;
     }
     let model = Model::load(&ck, &cfg, &dev, &kernels)?;
     let fallbacks = report_fallbacks(&kernels.fallbacks(&model, &ck, &dev)?);

@@ -6,6 +6,7 @@ use anyhow::Context;
 use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use joulecut::harness::{Event, Observer};
+use joulecut::quant::ActivationGrid;
 
 use super::error::bad_input;
 
@@ -275,35 +276,15 @@ impl Observer for Progress {
     }
 }
 
-/// `--int8-activations`: how int8 layers quantize their inputs at inference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Int8Activations {
-    /// 8-bit asymmetric per row (exact 8-bit; the AVX2 kernel needs its sign handling).
-    S8,
-    /// 7-bit unsigned per row (PyTorch's `reduce_range`): no sign handling, ~1.4x faster on AVX2.
-    U7,
-    /// 6-bit unsigned per row: the AVX2 kernel adds two products in 16 bits before widening them
-    /// (the default `quantize` writes).
-    #[default]
-    U6,
-}
-
-impl Int8Activations {
-    /// The kernel mode.
-    pub fn mode(self) -> joulecut::quant::ActivationQuant {
-        match self {
-            Int8Activations::S8 => joulecut::quant::ActivationQuant::Dynamic,
-            Int8Activations::U7 => joulecut::quant::ActivationQuant::DynamicU7,
-            Int8Activations::U6 => joulecut::quant::ActivationQuant::DynamicU6,
-        }
-    }
-
-    /// The `joulecut.int8_activations` tag.
-    pub fn tag(self) -> &'static str {
-        match self {
-            Int8Activations::S8 => "s8",
-            Int8Activations::U7 => "u7",
-            Int8Activations::U6 => "u6",
-        }
-    }
+/// The value parser of `--int8-activations`: joulecut-quant's [`ActivationGrid`] tags (`s8`, `u7`,
+/// `u6`), each listed in `--help` with the line the grid describes itself by.
+pub fn int8_activations_parser() -> impl clap::builder::TypedValueParser<Value = ActivationGrid> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(
+        ActivationGrid::ALL.map(|g| PossibleValue::new(g.as_str()).help(g.describe())),
+    )
+    .map(|tag| {
+        tag.parse::<ActivationGrid>()
+            .expect("every possible value is a grid tag")
+    })
 }

@@ -11,8 +11,8 @@ use joulecut::checkpoint::{
     FloatType, HistoryEntry, Selection, Source, StreamOptions, TensorRef, stream,
 };
 use joulecut::quant::{
-    Calibration, DEFAULT_PERCENTILE, Granularity, Int8Config, PassError, QuantizePass, Symmetry,
-    Target,
+    ActivationGrid, Calibration, DEFAULT_PERCENTILE, Int8Config, PassError, QuantizePass,
+    ScaleGranularity, Symmetry, Target,
 };
 
 use super::error::bad_input;
@@ -89,8 +89,8 @@ pub struct QuantizeArgs {
     /// file (`joulecut.int8_activations`): u6 = 6-bit unsigned (the AVX2 kernel adds two products
     /// in 16 bits before widening, ~1.15x faster than u7), u7 = 7-bit unsigned (PyTorch's
     /// `reduce_range`; no sign handling, ~1.4x faster than s8), s8 = 8-bit [default: u6].
-    #[arg(long, value_enum)]
-    int8_activations: Option<super::output::Int8Activations>,
+    #[arg(long, value_parser = super::output::int8_activations_parser())]
+    int8_activations: Option<ActivationGrid>,
     /// Quantize only tensors matching this glob (repeatable; default: weights of rank ≥ 2, no
     /// embeddings/norms/classifier heads).
     #[arg(long)]
@@ -143,8 +143,8 @@ fn int8_config(a: &QuantizeArgs) -> anyhow::Result<Int8Config> {
             SchemeArg::Asymmetric => Symmetry::Asymmetric,
         },
         granularity: match a.granularity.unwrap_or(GranularityArg::Channel) {
-            GranularityArg::Tensor => Granularity::Tensor,
-            GranularityArg::Channel => Granularity::Channel,
+            GranularityArg::Tensor => ScaleGranularity::Tensor,
+            GranularityArg::Channel => ScaleGranularity::Channel,
         },
         calibration,
     })
@@ -206,7 +206,7 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
         "dtype": format!("{:?}", a.dtype).to_lowercase(),
         "int8": if a.dtype == QuantDtype::Int8 { serde_json::to_value(cfg)? } else { serde_json::Value::Null },
         "int8_activations": (a.dtype == QuantDtype::Int8)
-            .then(|| a.int8_activations.unwrap_or_default().tag()),
+            .then(|| a.int8_activations.unwrap_or(ActivationGrid::RECOMMENDED).as_str()),
         "include": a.include,
         "exclude": a.exclude,
         "input": a.input,
@@ -215,10 +215,10 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
     let mut opts = StreamOptions::new(HistoryEntry::new("quantize", params.clone()));
     opts.single_file = a.single_file;
     if a.dtype == QuantDtype::Int8 {
-        let act = a.int8_activations.unwrap_or_default();
+        let act = a.int8_activations.unwrap_or(ActivationGrid::RECOMMENDED);
         opts.metadata.insert(
             joulecut::checkpoint::meta::INT8_ACTIVATIONS.into(),
-            Some(act.tag().into()),
+            Some(act.as_str().into()),
         );
     }
     let written = stream(&src, &a.output, &opts, &QuantizePass { target, selection })

@@ -20,6 +20,7 @@
 use candle_core::Device;
 use joulecut_checkpoint::{Checkpoint, SparseValues, TensorData};
 use joulecut_models::{Layer, LayerFactory, LayerPath, Model, Result};
+use joulecut_quant::ActivationGrid;
 use serde::Serialize;
 
 /// Picks real kernels for compressed layers on CPU; everything else is decoded to dense f32.
@@ -28,17 +29,17 @@ pub struct RealKernels {
     /// Use the sparse kernel only below this density (fraction of non-zeros): above it the dense
     /// GEMM is faster, and the layer is reported as a nominal saving instead.
     pub max_sparse_density: f64,
-    /// How int8 linear layers quantize their input rows at run time: 8-bit (the default, what
-    /// QAT's fake quantization models) or 7-bit unsigned (the `reduce_range` trade: half the
-    /// resolution, but the AVX2 kernel skips its sign handling).
-    pub int8_activations: joulecut_quant::ActivationQuant,
+    /// How int8 layers quantize their inputs at run time. The default is the grid's own
+    /// ([`ActivationGrid::S8`], what a file without `joulecut.int8_activations` means);
+    /// [`RealKernels::for_checkpoint`] takes the file's.
+    pub int8_activations: ActivationGrid,
 }
 
 impl Default for RealKernels {
     fn default() -> Self {
         RealKernels {
             max_sparse_density: 0.5,
-            int8_activations: joulecut_quant::ActivationQuant::Dynamic,
+            int8_activations: ActivationGrid::default(),
         }
     }
 }
@@ -112,38 +113,22 @@ pub struct Fallback {
     pub reason: String,
 }
 
-/// The activation grid `joulecut quantize --dtype int8` and the bench's int8 variants record when
-/// none is asked for: 6-bit unsigned, the AVX2 kernel's fastest loop. Measured on Fashion-MNIST
-/// (docs/QUANT-KERNELS.md) within 0.13 pt of f32 for the MLP and LeNet-5.
-pub const DEFAULT_INT8_ACTIVATIONS: &str = "u6";
-
-/// Parses a `joulecut.int8_activations` tag (`s8`, `u7`, `u6`).
-pub fn parse_int8_activations(tag: &str) -> Option<joulecut_quant::ActivationQuant> {
-    match tag {
-        "s8" => Some(joulecut_quant::ActivationQuant::Dynamic),
-        "u7" => Some(joulecut_quant::ActivationQuant::DynamicU7),
-        "u6" => Some(joulecut_quant::ActivationQuant::DynamicU6),
-        _ => None,
-    }
-}
-
 impl RealKernels {
     /// The defaults, with the int8 activation grid the checkpoint asks for
-    /// (`joulecut.int8_activations`; 8-bit when absent).
+    /// (`joulecut.int8_activations`; [`ActivationGrid::default`], 8-bit, when absent).
     pub fn for_checkpoint(ck: &Checkpoint) -> Result<RealKernels> {
         let mut k = RealKernels::default();
         if let Some(tag) = ck
             .metadata()
             .get(joulecut_checkpoint::meta::INT8_ACTIVATIONS)
         {
-            k.int8_activations =
-                parse_int8_activations(tag).ok_or_else(|| joulecut_models::Error::BadConfig {
-                    reason: format!(
-                        "{}: `{}` is `{tag}`, not s8, u7 or u6",
-                        ck.path().display(),
-                        joulecut_checkpoint::meta::INT8_ACTIVATIONS
-                    ),
-                })?;
+            k.int8_activations = tag.parse().map_err(|_| joulecut_models::Error::BadConfig {
+                reason: format!(
+                    "{}: `{}` is `{tag}`, not s8, u7 or u6",
+                    ck.path().display(),
+                    joulecut_checkpoint::meta::INT8_ACTIVATIONS
+                ),
+            })?;
         }
         Ok(k)
     }
@@ -222,7 +207,7 @@ impl LayerFactory for RealKernels {
             Route::Kernel(Kernel::Int8) => {
                 let l = joulecut_quant::Int8Linear::from_data(name, w, bias)
                     .map_err(|e| layer_err(name, e))?
-                    .with_activation_quant(self.int8_activations);
+                    .with_activation_quant(self.int8_activations.mode());
                 // A following ReLU runs in the GEMM's epilogue, not as a separate candle op.
                 let relu = Box::new(l.clone().with_relu(true));
                 Ok(Some(
@@ -255,7 +240,7 @@ impl LayerFactory for RealKernels {
         if self.route(w, true, device.is_cpu()) == Route::Kernel(Kernel::Int8) {
             let l = joulecut_quant::Int8Conv2d::from_data(name, w, bias, padding, 1)
                 .map_err(|e| layer_err(name, e))?
-                .with_activation_quant(self.int8_activations);
+                .with_activation_quant(self.int8_activations.mode());
             // As for linear layers: the following ReLU runs in the GEMM's epilogue; the models'
             // conv blocks max-pool after it, which the int8 conv fuses into its output layout.
             let relu = l.clone().with_relu(true);
@@ -438,6 +423,36 @@ mod tests {
         let paths: Vec<_> = model.layers().map(|l| l.path).collect();
         assert_eq!(paths, [LayerPath::Int8, LayerPath::Sparse]);
         assert!(k.fallbacks(&model, &ck, &Device::Cpu).unwrap().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A file without `joulecut.int8_activations` runs on the grid's default (8-bit, as int8 files
+    /// did before the tag existed); a tagged file on its tag; an unknown tag is refused.
+    #[test]
+    fn the_activation_grid_comes_from_the_file_and_defaults_to_s8() {
+        let dir = std::env::temp_dir().join(format!("jc-grid-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let grid_of = |tag: Option<&str>| {
+            let path = dir.join(format!("{}.safetensors", tag.unwrap_or("none")));
+            let mut w = joulecut_checkpoint::CheckpointWriter::new();
+            w.insert("fc1.weight".to_string(), int8(vec![4, 8]));
+            if let Some(t) = tag {
+                w.set_metadata(joulecut_checkpoint::meta::INT8_ACTIVATIONS, t);
+            }
+            w.write(&path, &[]).unwrap();
+            RealKernels::for_checkpoint(&Checkpoint::open(&path).unwrap())
+                .map(|k| k.int8_activations)
+        };
+        assert_eq!(RealKernels::default().int8_activations, ActivationGrid::S8);
+        assert_eq!(grid_of(None).unwrap(), ActivationGrid::S8);
+        assert_eq!(grid_of(Some("u6")).unwrap(), ActivationGrid::U6);
+        assert_eq!(grid_of(Some("u7")).unwrap(), ActivationGrid::U7);
+        assert_eq!(grid_of(Some("s8")).unwrap(), ActivationGrid::S8);
+        let e = grid_of(Some("u9")).unwrap_err().to_string();
+        assert!(
+            e.contains("joulecut.int8_activations") && e.contains("u9"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

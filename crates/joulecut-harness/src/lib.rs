@@ -30,7 +30,7 @@ mod train;
 
 pub use error::{Error, Result};
 pub use eval::{EvalStats, LatencyStats, RepeatedEval, evaluate, evaluate_for, latency};
-pub use kernels::{Fallback, Kernel, RealKernels, Route, parse_int8_activations};
+pub use kernels::{Fallback, Kernel, RealKernels, Route};
 pub use qat::QatObjective;
 pub use train::{
     CrossEntropy, EpochStats, Event, LrSchedule, NoHook, Objective, Observer, OptimizerKind,

@@ -20,7 +20,7 @@ use candle_core::{Device, Tensor};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use joulecut_models::{Layer, LayerPath};
 use joulecut_quant::gemm::{ActivationQuant, PackedWeights, gemm_i32};
-use joulecut_quant::{Int8Config, Int8Linear, Kernel};
+use joulecut_quant::{Int8Config, Int8Kernel, Int8Linear};
 
 const WIDTHS: [usize; 4] = [784, 300, 100, 10];
 
@@ -74,7 +74,7 @@ impl Arm {
     const ALL: [Arm; 4] = [Arm::F32, Arm::Int8, Arm::Int8U7, Arm::Int8U6];
 
     fn name(self) -> String {
-        let k = Kernel::detect();
+        let k = Int8Kernel::detect();
         match self {
             Arm::F32 => "f32".into(),
             Arm::Int8 => format!("int8_{k}"),
@@ -191,9 +191,9 @@ fn bench_gemm(c: &mut Criterion) {
     let mut out = vec![0i32; m * n];
     let mut g = c.benchmark_group("gemm_i8/cpu/256x300x784");
     g.throughput(Throughput::Elements((m * n * k) as u64));
-    for kernel in Kernel::available()
+    for kernel in Int8Kernel::available()
         .into_iter()
-        .filter(|k| *k != Kernel::Reference)
+        .filter(|k| *k != Int8Kernel::Reference)
     {
         g.bench_with_input(
             BenchmarkId::from_parameter(kernel),
@@ -203,14 +203,14 @@ fn bench_gemm(c: &mut Criterion) {
     }
     // Non-negative activations (0..=127): the AVX2 kernel's sign-free loop.
     let a7: Vec<i8> = a.iter().map(|v| v.unsigned_abs().min(127) as i8).collect();
-    if Kernel::Avx2.is_available() {
+    if Int8Kernel::Avx2.is_available() {
         g.bench_function("avx2_non_negative", |b| {
-            b.iter(|| gemm_i32(Kernel::Avx2, &a7, m, &packed, &mut out))
+            b.iter(|| gemm_i32(Int8Kernel::Avx2, &a7, m, &packed, &mut out))
         });
         // 0..=63: the paired loop.
         let a6: Vec<i8> = a7.iter().map(|v| v >> 1).collect();
         g.bench_function("avx2_six_bit", |b| {
-            b.iter(|| gemm_i32(Kernel::Avx2, &a6, m, &packed, &mut out))
+            b.iter(|| gemm_i32(Int8Kernel::Avx2, &a6, m, &packed, &mut out))
         });
     }
     g.finish();

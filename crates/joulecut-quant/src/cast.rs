@@ -16,7 +16,7 @@ use joulecut_checkpoint::{BLOCK, FloatType, Values, decode_into};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::scheme::ErrorStats;
+use crate::stats::ErrorStats;
 
 /// Elements per rayon task.
 const CHUNK: usize = 1 << 16;

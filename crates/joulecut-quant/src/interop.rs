@@ -1,6 +1,6 @@
-//! Bridges to `joulecut-checkpoint`'s tensor types: quantizing and casting [`TensorData`], building
-//! int8 layers from stored [`Int8Tensor`]s (dense or sparse), and [`QuantizePass`], the streaming
-//! quantize/cast of whole (sharded) checkpoints.
+//! Bridges to `joulecut-checkpoint`'s tensor types: quantizing and casting [`TensorData`], and
+//! building int8 layers from stored [`Int8Tensor`]s (dense or sparse). The streaming pass over whole
+//! checkpoints is [`crate::QuantizePass`].
 //!
 //! ```
 //! use joulecut_checkpoint::{DenseTensor, TensorData};
@@ -10,49 +10,26 @@
 //! assert_eq!(q.encoding_name(), "int8");
 //! ```
 
+use std::borrow::Cow;
+
 use joulecut_checkpoint::{
-    DenseTensor, EntrySpec, FloatType, Int8Tensor, Plan, Selection, SparseTensor, SparseValues,
-    TensorData, TensorEncoding, TensorRef, Transform, numel,
+    DenseTensor, FloatType, Int8Tensor, SparseTensor, SparseValues, TensorData, numel,
 };
-use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::linear::{Int8Conv2d, Int8Linear};
-use crate::scheme::{
-    ErrorStats, Int8Config, QuantizedTensor, check_finite, inner_size, quantize_sparse_values,
-    quantize_tensor, quantize_values, validate_params,
+use crate::scheme::Int8Config;
+use crate::tensor::{
+    check_finite, inner_size, quantize_sparse_values, quantize_tensor, validate_int8,
 };
-
-/// Converts a [`QuantizedTensor`] to the checkpoint's [`Int8Tensor`], recording the original float type.
-pub fn to_int8_tensor(q: QuantizedTensor, orig_dtype: FloatType) -> Int8Tensor {
-    Int8Tensor {
-        shape: q.shape,
-        values: q.values,
-        scales: q.scales,
-        zero_points: q.zero_points,
-        axis: q.axis,
-        orig_dtype,
-    }
-}
-
-/// Converts a checkpoint [`Int8Tensor`] to a [`QuantizedTensor`] (dense values only).
-pub fn from_int8_tensor(t: &Int8Tensor) -> QuantizedTensor {
-    QuantizedTensor {
-        shape: t.shape.clone(),
-        values: t.values.clone(),
-        scales: t.scales.clone(),
-        zero_points: t.zero_points.clone(),
-        axis: t.axis,
-    }
-}
 
 /// Quantizes a dense float tensor (F32/F16/BF16) to int8.
 pub fn quantize_dense(name: &str, t: &DenseTensor, cfg: &Int8Config) -> Result<Int8Tensor> {
     let values = t.to_f32();
-    Ok(to_int8_tensor(
-        quantize_tensor(name, &values, &t.shape, cfg)?,
-        t.dtype,
-    ))
+    Ok(Int8Tensor {
+        orig_dtype: t.dtype,
+        ..quantize_tensor(name, &values, &t.shape, cfg)?
+    })
 }
 
 /// Quantizes the stored values of a packed sparse tensor, keeping the bitmap: zeros stay exactly
@@ -81,7 +58,10 @@ pub fn quantize_sparse(name: &str, t: &SparseTensor, cfg: &Int8Config) -> Result
     Ok(SparseTensor {
         shape: t.shape.clone(),
         bitmap: t.bitmap.clone(),
-        values: SparseValues::Int8(to_int8_tensor(q, dtype)),
+        values: SparseValues::Int8(Int8Tensor {
+            orig_dtype: dtype,
+            ..q
+        }),
     })
 }
 
@@ -133,25 +113,14 @@ pub fn cast_data(name: &str, t: &TensorData, dtype: FloatType) -> Result<TensorD
     }
 }
 
-/// Validates an [`Int8Tensor`] holding `expected` values (scales/zero-points per channel, finite).
-fn validate_int8(name: &str, t: &Int8Tensor, expected: usize) -> Result<()> {
-    if t.values.len() != expected {
-        return Err(Error::BadShape {
-            name: name.to_string(),
-            shape: t.shape.clone(),
-            reason: format!("{} int8 values, expected {expected}", t.values.len()),
-        });
-    }
-    validate_params(name, &t.shape, &t.scales, t.zero_points.as_deref(), t.axis)
-}
-
-/// A dense [`QuantizedTensor`] from a dense or sparse int8 tensor: unstored elements of a sparse tensor
-/// get their channel's zero-point (so they dequantize to exactly 0).
-pub fn int8_from_data(name: &str, t: &TensorData) -> Result<QuantizedTensor> {
+/// A dense, validated [`Int8Tensor`] from a dense or sparse int8 tensor: a dense one as it is
+/// (borrowed), a sparse one expanded, its unstored elements set to their channel's zero-point (so
+/// they dequantize to exactly 0).
+pub fn int8_from_data<'a>(name: &str, t: &'a TensorData) -> Result<Cow<'a, Int8Tensor>> {
     match t {
         TensorData::Int8(q) => {
             validate_int8(name, q, numel(&q.shape))?;
-            Ok(from_int8_tensor(q))
+            Ok(Cow::Borrowed(q))
         }
         TensorData::Sparse(
             s @ SparseTensor {
@@ -184,13 +153,7 @@ pub fn int8_from_data(name: &str, t: &TensorData) -> Result<QuantizedTensor> {
             for (&i, &v) in positions.iter().zip(&q.values) {
                 values[i] = v;
             }
-            Ok(QuantizedTensor {
-                shape: s.shape.clone(),
-                values,
-                scales: q.scales.clone(),
-                zero_points: q.zero_points.clone(),
-                axis: q.axis,
-            })
+            Ok(Cow::Owned(Int8Tensor { values, ..logical }))
         }
         other => Err(Error::BadParams {
             name: name.to_string(),
@@ -203,15 +166,7 @@ impl Int8Linear {
     /// From a checkpoint's int8 weight `[out, in]` and an optional f32 bias.
     pub fn from_int8(name: &str, weight: &Int8Tensor, bias: Option<&[f32]>) -> Result<Int8Linear> {
         validate_int8(name, weight, numel(&weight.shape))?;
-        Int8Linear::from_parts(
-            name,
-            &weight.shape,
-            &weight.values,
-            &weight.scales,
-            weight.zero_points.as_deref(),
-            weight.axis,
-            bias,
-        )
+        Int8Linear::new(name, weight, bias)
     }
 
     /// From any int8 tensor of a checkpoint (dense `int8` or `sparse` with int8 values).
@@ -235,222 +190,5 @@ impl Int8Conv2d {
     ) -> Result<Int8Conv2d> {
         let q = int8_from_data(name, weight)?;
         Int8Conv2d::new(name, &q, bias, padding, stride)
-    }
-}
-
-/// An error of a streaming pass: a quantization error, or a checkpoint error (reading, writing,
-/// bad input files).
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum PassError {
-    /// Quantization failed (NaN weights, bad config, ...).
-    #[error(transparent)]
-    Quant(#[from] Error),
-    /// Reading or writing a checkpoint failed.
-    #[error(transparent)]
-    Checkpoint(#[from] joulecut_checkpoint::Error),
-}
-
-/// What the selected tensors become.
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[non_exhaustive]
-pub enum Target {
-    /// int8 values + scales.
-    Int8(Int8Config),
-    /// 16-bit float storage (F16 or BF16).
-    Half(FloatType),
-}
-
-/// The quantize pass over a checkpoint, tensor by tensor (see `joulecut_checkpoint::stream`).
-#[derive(Debug, Clone)]
-pub struct QuantizePass {
-    /// What selected tensors become.
-    pub target: Target,
-    /// Which tensors are selected.
-    pub selection: Selection,
-}
-
-/// One quantized tensor, as reported by [`QuantizePass`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct QuantReport {
-    /// Logical shape.
-    pub shape: Vec<usize>,
-    /// Encoding before (`dense`, `sparse`).
-    pub encoding_before: &'static str,
-    /// Encoding after (`int8`, `dense`, `sparse`, `sparse-int8`).
-    pub encoding: &'static str,
-    /// Stored bytes before.
-    pub bytes_before: usize,
-    /// Stored bytes after.
-    pub bytes_after: usize,
-    /// The error of the result against the input.
-    pub stats: ErrorStats,
-}
-
-fn encoding_name(e: Option<&TensorEncoding>) -> &'static str {
-    match e {
-        None => "dense",
-        Some(TensorEncoding::Int8 { .. }) => "int8",
-        Some(TensorEncoding::Sparse { values, .. }) if values == "I8" => "sparse-int8",
-        Some(_) => "sparse",
-    }
-}
-
-fn is_int8(e: Option<&TensorEncoding>) -> bool {
-    matches!(encoding_name(e), "int8" | "sparse-int8")
-}
-
-impl QuantizePass {
-    /// The in-memory conversion (sparse tensors): the result and its stored parts.
-    #[allow(clippy::type_complexity)]
-    fn convert_in_memory(
-        &self,
-        t: &TensorRef<'_>,
-    ) -> std::result::Result<
-        (
-            TensorData,
-            TensorData,
-            Vec<(String, &'static str, Vec<usize>, Vec<u8>)>,
-            Option<TensorEncoding>,
-        ),
-        PassError,
-    > {
-        let data = t.checkpoint.get(t.name)?;
-        let out = match self.target {
-            Target::Int8(cfg) => quantize_data(t.name, &data, &cfg)?,
-            Target::Half(to) => cast_data(t.name, &data, to)?,
-        };
-        let (parts, enc) = joulecut_checkpoint::encode_tensor(t.name, &out)?;
-        Ok((data, out, parts, enc))
-    }
-}
-
-impl Transform for QuantizePass {
-    type Error = PassError;
-    type Report = QuantReport;
-
-    fn plan(&self, t: &TensorRef<'_>) -> std::result::Result<Plan, PassError> {
-        let shape = t.shape()?;
-        if !self.selection.selects(t.name, &shape) || numel(&shape) == 0 {
-            return Ok(Plan::Keep);
-        }
-        let Some(orig) = t.float_type() else {
-            if !self.selection.has_includes() {
-                return Ok(Plan::Keep); // the default policy never touches integer tensors
-            }
-            return Err(joulecut_checkpoint::Error::BadTensor {
-                name: t.name.to_string(),
-                reason: format!(
-                    "dtype {} is not a float type joulecut can quantize (F32, F16, BF16)",
-                    t.stored_dtype().unwrap_or("?")
-                ),
-            }
-            .into());
-        };
-        let enc = t.encoding();
-        match self.target {
-            Target::Int8(_) if is_int8(enc) => return Ok(Plan::Keep),
-            Target::Half(to) if is_int8(enc) => {
-                return Err(Error::BadParams {
-                    name: t.name.to_string(),
-                    reason: format!(
-                        "is stored as {} and cannot be cast to {to}; run `joulecut decompress` first",
-                        encoding_name(enc)
-                    ),
-                }
-                .into());
-            }
-            _ => {}
-        }
-        if enc.is_some() {
-            let (_, _, parts, encoding) = self.convert_in_memory(t)?;
-            return Ok(Plan::Replace {
-                entries: parts
-                    .into_iter()
-                    .map(|(n, d, s, _)| EntrySpec::new(n, d, s))
-                    .collect(),
-                encoding,
-            });
-        }
-        Ok(match self.target {
-            Target::Int8(cfg) => {
-                let axis = crate::scheme::channel_axis(&shape, cfg.granularity);
-                let c = axis.map_or(1, |a| shape[a]);
-                let zero_point = cfg.symmetry == crate::scheme::Symmetry::Asymmetric;
-                let mut entries = vec![
-                    EntrySpec::new(t.name, "I8", shape.clone()),
-                    EntrySpec::new(format!("{}:scale", t.name), "F32", vec![c]),
-                ];
-                if zero_point {
-                    entries.push(EntrySpec::new(
-                        format!("{}:zero_point", t.name),
-                        "I32",
-                        vec![c],
-                    ));
-                }
-                Plan::Replace {
-                    entries,
-                    encoding: Some(TensorEncoding::Int8 {
-                        axis,
-                        zero_point,
-                        dtype: orig,
-                    }),
-                }
-            }
-            Target::Half(to) => Plan::Replace {
-                entries: vec![EntrySpec::new(t.name, to.to_string(), shape)],
-                encoding: None,
-            },
-        })
-    }
-
-    fn produce(
-        &self,
-        t: &TensorRef<'_>,
-        entries: &[EntrySpec],
-    ) -> std::result::Result<(Vec<Vec<u8>>, QuantReport), PassError> {
-        let shape = t.shape()?;
-        let enc = t.encoding();
-        let bytes_before = t.stored_bytes()?;
-        let bytes_after = entries.iter().map(EntrySpec::byte_len).sum();
-        let report = |stats, encoding| QuantReport {
-            shape: shape.clone(),
-            encoding_before: encoding_name(enc),
-            encoding,
-            bytes_before,
-            bytes_after,
-            stats,
-        };
-        if enc.is_some() {
-            let (before, after, parts, _) = self.convert_in_memory(t)?;
-            let (a, b) = (before.to_f32(), after.to_f32());
-            let mut st = ErrorStats::default();
-            for (x, y) in a.iter().zip(&b) {
-                let d = f64::from(*x) - f64::from(*y);
-                st.sum_sq_err += d * d;
-                st.sum_sq += f64::from(*x) * f64::from(*x);
-                st.max_abs = st.max_abs.max(d.abs());
-            }
-            let name = after.encoding_name();
-            return Ok((parts.into_iter().map(|p| p.3).collect(), report(st, name)));
-        }
-        let v = t.checkpoint.values(t.name)?;
-        match self.target {
-            Target::Int8(cfg) => {
-                let q = quantize_values(t.name, &v, &shape, &cfg)?;
-                let mut parts = vec![
-                    q.values,
-                    q.scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
-                ];
-                if let Some(zp) = &q.zero_points {
-                    parts.push(zp.iter().flat_map(|z| z.to_le_bytes()).collect());
-                }
-                Ok((parts, report(q.stats, "int8")))
-            }
-            Target::Half(to) => {
-                let (bytes, stats) = crate::cast::cast_values(&v, to);
-                Ok((vec![bytes], report(stats, "dense")))
-            }
-        }
     }
 }

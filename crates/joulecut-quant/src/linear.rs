@@ -17,13 +17,16 @@
 use std::cell::RefCell;
 
 use candle_core::{DType, Device, Module, Storage, Tensor};
+use joulecut_checkpoint::{Int8Tensor, numel};
 
 use crate::error::{Error, Result};
 use crate::gemm::{
-    ActivationQuant, F32Out, Kernel, PackedWeights, QuantizedRows, Requant, gemm_requant,
+    ActivationQuant, F32Out, Int8Kernel, PackedWeights, QuantizedRows, Requant, gemm_requant,
     quantize_gemm_requant, quantize_rows,
 };
-use crate::scheme::{Int8Config, QuantParams, QuantizedTensor, quantize_tensor};
+use crate::grid::QuantParams;
+use crate::scheme::Int8Config;
+use crate::tensor::{check_finite, quantize_tensor, validate_int8, validate_params};
 
 thread_local! {
     /// Scratch for quantized activations, reused across calls on the same thread.
@@ -38,13 +41,13 @@ pub struct Int8Linear {
     weights: PackedWeights,
     requant: Requant,
     activations: ActivationQuant,
-    kernel: Kernel,
+    kernel: Int8Kernel,
 }
 
 impl Int8Linear {
     /// From an int8 weight `[out, in]` (per tensor or per output channel, `axis` `None` or `Some(0)`)
     /// and an optional f32 bias of `out` values.
-    pub fn new(name: &str, weight: &QuantizedTensor, bias: Option<&[f32]>) -> Result<Int8Linear> {
+    pub fn new(name: &str, weight: &Int8Tensor, bias: Option<&[f32]>) -> Result<Int8Linear> {
         Self::from_parts(
             name,
             &weight.shape,
@@ -82,7 +85,7 @@ impl Int8Linear {
                 "per-channel Linear weights must be quantized along axis 0 (output channels)",
             ));
         }
-        crate::scheme::validate_params(name, shape, scales, zero_points, axis)?;
+        validate_params(name, shape, scales, zero_points, axis)?;
         if let Some(b) = bias {
             if b.len() != out_features {
                 return Err(Error::BadShape {
@@ -91,7 +94,7 @@ impl Int8Linear {
                     reason: format!("expected [{out_features}]"),
                 });
             }
-            crate::scheme::check_finite(&format!("{name} bias"), b)?;
+            check_finite(&format!("{name} bias"), b)?;
         }
         let weights =
             PackedWeights::pack(values, out_features, in_features).map_err(|e| rename(e, name))?;
@@ -103,7 +106,7 @@ impl Int8Linear {
             weights,
             requant,
             activations: ActivationQuant::Dynamic,
-            kernel: Kernel::detect(),
+            kernel: Int8Kernel::detect(),
         })
     }
 
@@ -162,7 +165,7 @@ impl Int8Linear {
     }
 
     /// Forces a GEMM kernel (for tests and benchmarks); unavailable kernels fall back to portable code.
-    pub fn with_kernel(mut self, kernel: Kernel) -> Int8Linear {
+    pub fn with_kernel(mut self, kernel: Int8Kernel) -> Int8Linear {
         self.kernel = kernel;
         self
     }
@@ -287,7 +290,7 @@ pub struct Int8Conv2d {
     weights: PackedWeights,
     requant: Requant,
     activations: ActivationQuant,
-    kernel: Kernel,
+    kernel: Int8Kernel,
     /// `k × k` max pooling (stride `k`) fused into the output's layout change; 1 = none.
     pool: usize,
 }
@@ -304,7 +307,7 @@ impl Int8Conv2d {
     /// From an int8 weight `[out, in, kh, kw]` (per tensor or per output channel) and optional bias.
     pub fn new(
         name: &str,
-        weight: &QuantizedTensor,
+        weight: &Int8Tensor,
         bias: Option<&[f32]>,
         padding: usize,
         stride: usize,
@@ -327,7 +330,7 @@ impl Int8Conv2d {
                 reason: "per-channel conv weights must be quantized along axis 0".into(),
             });
         }
-        weight.validate(name)?;
+        validate_int8(name, weight, numel(shape))?;
         if let Some(b) = bias {
             if b.len() != out_c {
                 return Err(Error::BadShape {
@@ -336,7 +339,7 @@ impl Int8Conv2d {
                     reason: format!("expected [{out_c}]"),
                 });
             }
-            crate::scheme::check_finite(&format!("{name} bias"), b)?;
+            check_finite(&format!("{name} bias"), b)?;
         }
         let weights = PackedWeights::pack(&weight.values, out_c, in_c * kh * kw)
             .map_err(|e| rename(e, name))?;
@@ -357,7 +360,7 @@ impl Int8Conv2d {
             weights,
             requant,
             activations: ActivationQuant::Dynamic,
-            kernel: Kernel::detect(),
+            kernel: Int8Kernel::detect(),
             pool: 1,
         })
     }
@@ -396,7 +399,7 @@ impl Int8Conv2d {
     }
 
     /// Forces a GEMM kernel.
-    pub fn with_kernel(mut self, kernel: Kernel) -> Int8Conv2d {
+    pub fn with_kernel(mut self, kernel: Int8Kernel) -> Int8Conv2d {
         self.kernel = kernel;
         self
     }

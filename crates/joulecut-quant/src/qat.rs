@@ -19,8 +19,10 @@
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 
-use crate::observer::Calibration;
-use crate::scheme::{Granularity, Int8Config, Symmetry, quantize_tensor};
+use crate::calibrate::Calibration;
+use crate::grid::Symmetry;
+use crate::scheme::{Int8Config, ScaleGranularity};
+use crate::tensor::quantize_tensor;
 
 /// Which implementation [`fake_quant`] uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +66,7 @@ pub fn fake_quant(x: &Tensor, cfg: &Int8Config) -> candle_core::Result<Tensor> {
 pub fn fake_quant_rows(x: &Tensor) -> candle_core::Result<Tensor> {
     let cfg = Int8Config {
         symmetry: Symmetry::Asymmetric,
-        granularity: Granularity::Channel,
+        granularity: ScaleGranularity::Channel,
         calibration: Calibration::MinMax,
     };
     fake_quant(x, &cfg)
@@ -110,7 +112,7 @@ impl CustomOp1 for FakeQuantOp {
 /// Device-generic path: min-max grids from tensor ops, STE through `detach`.
 fn fake_quant_ops(x: &Tensor, cfg: &Int8Config) -> candle_core::Result<Tensor> {
     let dims = x.dims().to_vec();
-    let per_channel = matches!(cfg.granularity, Granularity::Channel) && dims.len() >= 2;
+    let per_channel = matches!(cfg.granularity, ScaleGranularity::Channel) && dims.len() >= 2;
     let xd = x.detach();
     let flat = if per_channel {
         xd.flatten_from(1)?
@@ -188,7 +190,7 @@ mod tests {
         v[7] = 40.0;
         let cfg = Int8Config {
             calibration: Calibration::Percentile { percentile: 99.0 },
-            granularity: Granularity::Tensor,
+            granularity: ScaleGranularity::Tensor,
             ..Default::default()
         };
         let x32 = Tensor::from_vec(v, (16, 16), &Device::Cpu).unwrap();

@@ -2,7 +2,7 @@
 
 use joulecut_quant::gemm::QuantizedRows;
 use joulecut_quant::gemm::{
-    ActivationQuant, Kernel, PackedWeights, Requant, gemm_i32, gemm_reference, gemm_requant,
+    ActivationQuant, Int8Kernel, PackedWeights, Requant, gemm_i32, gemm_reference, gemm_requant,
     quantize_rows,
 };
 
@@ -19,8 +19,8 @@ fn bytes(n: usize, seed: u64) -> Vec<i8> {
         .collect()
 }
 
-fn kernels() -> Vec<Kernel> {
-    let k = Kernel::available();
+fn kernels() -> Vec<Int8Kernel> {
+    let k = Int8Kernel::available();
     eprintln!("kernels: {k:?}");
     k
 }

@@ -2,8 +2,8 @@
 
 use candle_core::{DType, Device, Module, Tensor, Var};
 use joulecut_quant::{
-    Granularity, Int8Config, Int8Conv2d, Int8Linear, Kernel, Observer, Symmetry, fake_quant,
-    fake_quant_rows,
+    Int8Config, Int8Conv2d, Int8Kernel, Int8Linear, RangeObserver, ScaleGranularity, Symmetry,
+    fake_quant, fake_quant_rows,
 };
 
 /// Relative L2 error of an int8 layer's output vs f32 (int8 weights and activations).
@@ -55,13 +55,13 @@ fn int8_linear_is_close_to_f32() {
         let bt = Tensor::from_vec(b.clone(), out, &Device::Cpu).unwrap();
         let want = candle_nn::Linear::new(wt, Some(bt)).forward(&x).unwrap();
         for symmetry in [Symmetry::Symmetric, Symmetry::Asymmetric] {
-            for granularity in [Granularity::Tensor, Granularity::Channel] {
+            for granularity in [ScaleGranularity::Tensor, ScaleGranularity::Channel] {
                 let cfg = Int8Config {
                     symmetry,
                     granularity,
                     ..Int8Config::default()
                 };
-                for kernel in Kernel::available() {
+                for kernel in Int8Kernel::available() {
                     let layer = Int8Linear::from_f32("fc", &w, out, inp, Some(&b), &cfg)
                         .unwrap()
                         .with_kernel(kernel);
@@ -100,7 +100,7 @@ fn int8_linear_static_input_grid() {
         .iter()
         .map(|v| v.abs())
         .collect();
-    let mut obs = Observer::new(joulecut_quant::Calibration::MinMax, Symmetry::Asymmetric);
+    let mut obs = RangeObserver::new(joulecut_quant::Calibration::MinMax, Symmetry::Asymmetric);
     obs.observe(&xv);
     let layer = Int8Linear::from_f32("fc", &w, out, inp, None, &Int8Config::default())
         .unwrap()
@@ -224,7 +224,7 @@ fn int8_conv2d_is_close_to_f32() {
 
 #[test]
 fn fake_quant_is_straight_through() {
-    for granularity in [Granularity::Tensor, Granularity::Channel] {
+    for granularity in [ScaleGranularity::Tensor, ScaleGranularity::Channel] {
         for symmetry in [Symmetry::Symmetric, Symmetry::Asymmetric] {
             let cfg = Int8Config {
                 symmetry,

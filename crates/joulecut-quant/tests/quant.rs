@@ -1,9 +1,9 @@
 //! Schemes, calibration and casts: error bounds (property tests), zeros, bad input.
 
-use joulecut_quant::scheme::ERROR_BOUND_SLACK;
+use joulecut_quant::ERROR_BOUND_SLACK;
 use joulecut_quant::{
-    Calibration, Error, Granularity, HalfType, Int8Config, Observer, QuantParams, Symmetry,
-    calibrate_range, dequantize_sparse_values, quantize_sparse_values, quantize_tensor,
+    Calibration, Error, HalfType, Int8Config, QuantParams, RangeObserver, ScaleGranularity,
+    Symmetry, calibrate_range, dequantize_sparse_values, quantize_sparse_values, quantize_tensor,
     round_trip_half,
 };
 use proptest::prelude::*;
@@ -15,7 +15,7 @@ fn bound(scale: f32, x: f32) -> f32 {
 fn configs() -> Vec<Int8Config> {
     let mut v = Vec::new();
     for symmetry in [Symmetry::Symmetric, Symmetry::Asymmetric] {
-        for granularity in [Granularity::Tensor, Granularity::Channel] {
+        for granularity in [ScaleGranularity::Tensor, ScaleGranularity::Channel] {
             v.push(Int8Config {
                 symmetry,
                 granularity,
@@ -156,13 +156,13 @@ fn clipping_calibrations_shrink_the_range_on_outliers() {
 
 #[test]
 fn observer_accumulates_over_batches() {
-    let mut o = Observer::new(Calibration::MinMax, Symmetry::Asymmetric);
+    let mut o = RangeObserver::new(Calibration::MinMax, Symmetry::Asymmetric);
     assert!(o.params().is_none());
     o.observe(&[0.0, 1.0, f32::NAN]);
     o.observe(&[-0.5, 3.0]);
     assert_eq!(o.count(), 4);
     assert_eq!(o.range(), Some((-0.5, 3.0)));
-    let mut p = Observer::new(
+    let mut p = RangeObserver::new(
         Calibration::Percentile { percentile: 50.0 },
         Symmetry::Symmetric,
     );

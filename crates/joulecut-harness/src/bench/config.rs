@@ -268,7 +268,10 @@ mod tests {
             with_variant(r#"{"op": "quantize", "dtype": "int8", "activations": "s8"}"#).unwrap();
         assert!(matches!(
             &c.variants[0].steps[0],
-            Step::Quantize { activations: Some(a), .. } if a == "s8"
+            Step::Quantize {
+                activations: Some(joulecut_quant::ActivationGrid::S8),
+                ..
+            }
         ));
         for bad in [
             r#"{"op": "quantize", "dtype": "int8", "activations": "u9"}"#,

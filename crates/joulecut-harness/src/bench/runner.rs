@@ -219,7 +219,7 @@ impl Run<'_> {
         }
         // An int8 variant records its activation grid in the file, as `joulecut quantize` does.
         if let Some(grid) = int8_activations(storage) {
-            w.set_metadata(joulecut_checkpoint::meta::INT8_ACTIVATIONS, grid);
+            w.set_metadata(joulecut_checkpoint::meta::INT8_ACTIVATIONS, grid.as_str());
         }
         w.write(&path, &[])?;
         let ck = Checkpoint::open(&path)?;

@@ -3,6 +3,7 @@
 //! bench's `pack` / `quantize` steps.
 
 use joulecut_checkpoint::{DenseTensor, FloatType, SparseTensor, SparseValues, TensorData};
+use joulecut_quant::ActivationGrid;
 
 use super::step::{QuantTarget, Step};
 use crate::Result;
@@ -79,17 +80,13 @@ pub fn encode(
 }
 
 /// The int8 activation grid the storage steps ask the file to record, if they quantize to int8.
-pub fn int8_activations(storage: &[Step]) -> Option<&str> {
+pub fn int8_activations(storage: &[Step]) -> Option<ActivationGrid> {
     storage.iter().rev().find_map(|s| match s {
         Step::Quantize {
             dtype: QuantTarget::Int8,
             activations,
             ..
-        } => Some(
-            activations
-                .as_deref()
-                .unwrap_or(crate::kernels::DEFAULT_INT8_ACTIVATIONS),
-        ),
+        } => Some(activations.unwrap_or(ActivationGrid::RECOMMENDED)),
         _ => None,
     })
 }
@@ -126,7 +123,7 @@ mod tests {
         );
         let b = encode("fc1.bias", vec![64], &v, &steps).unwrap();
         assert!(matches!(b, TensorData::Dense(_)));
-        assert_eq!(int8_activations(&steps), Some("u7"));
+        assert_eq!(int8_activations(&steps), Some(ActivationGrid::U7));
         assert_eq!(int8_activations(&steps[..1]), None);
     }
 }

@@ -102,18 +102,11 @@ fn check_step(s: &Step) -> std::result::Result<(), String> {
             Ok(())
         }
         Step::Quantize {
-            dtype, activations, ..
-        } => match activations {
-            Some(a)
-                if *dtype != QuantTarget::Int8
-                    || crate::kernels::parse_int8_activations(a).is_none() =>
-            {
-                Err(format!(
-                    "activations `{a}` needs dtype int8 and is u6, u7 or s8"
-                ))
-            }
-            _ => Ok(()),
-        },
+            dtype,
+            activations: Some(a),
+            ..
+        } if *dtype != QuantTarget::Int8 => Err(format!("activations `{a}` needs dtype int8")),
+        Step::Quantize { .. } => Ok(()),
         Step::Finetune {
             epochs,
             lr,

@@ -4,6 +4,7 @@
 //! the parsers: granularities, scopes, schedules and storage types are the owning crates' types.
 
 use joulecut_prune::{Granularity, Scope};
+use joulecut_quant::{ActivationGrid, ScaleGranularity};
 use serde::{Deserialize, Serialize};
 
 use crate::train::LrSchedule;
@@ -124,11 +125,11 @@ pub enum Step {
         dtype: QuantTarget,
         /// int8: `channel` or `tensor`.
         #[serde(default)]
-        granularity: joulecut_quant::Granularity,
-        /// int8: the activation grid at inference, `u6` (6-bit unsigned, the default, as
-        /// `joulecut quantize`), `u7` (7-bit unsigned) or `s8` (8-bit).
+        granularity: ScaleGranularity,
+        /// int8: the activation grid at inference, `u6` (6-bit unsigned), `u7` (7-bit unsigned)
+        /// or `s8` (8-bit); absent: [`ActivationGrid::RECOMMENDED`], as `joulecut quantize`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        activations: Option<String>,
+        activations: Option<ActivationGrid>,
     },
     /// Store sparse weights in the packed `sparse` encoding (run by the CSR kernel).
     Pack,
@@ -224,7 +225,7 @@ mod tests {
             steps[2],
             Step::Quantize {
                 dtype: QuantTarget::Int8,
-                granularity: joulecut_quant::Granularity::Tensor,
+                granularity: ScaleGranularity::Tensor,
                 ..
             }
         ));

@@ -2,8 +2,7 @@
 
 use rayon::prelude::*;
 
-use super::QuantizedRows;
-use crate::scheme::{QuantParams, Symmetry};
+use crate::grid::{QuantParams, Symmetry};
 
 /// Rows per rayon task when quantizing activations.
 const ROWS_PER_TASK: usize = 64;
@@ -14,6 +13,23 @@ type RowChunk<'a> = (
     &'a mut [i32],
 );
 
+/// Quantized activation rows `[m, k_pad]` with their grids.
+#[derive(Debug, Clone, Default)]
+pub struct QuantizedRows {
+    /// Row count.
+    pub m: usize,
+    /// Row stride (the weights' `k_padded()`).
+    pub stride: usize,
+    /// int8 values; the padding columns are ignored (their weights are zero).
+    pub data: Vec<i8>,
+    /// Scale per row.
+    pub scales: Vec<f32>,
+    /// Zero-point per row.
+    pub zeros: Vec<i32>,
+    /// `Σ_k a[m, k]` per row (only filled when the weights have zero-points).
+    pub sums: Vec<i32>,
+}
+
 /// How activations get their grid.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 #[non_exhaustive]
@@ -21,7 +37,7 @@ pub enum ActivationQuant {
     /// Per row at run time: asymmetric over `[min(x, 0), max(x, 0)]` (255 levels; post-ReLU rows use all of them).
     #[default]
     Dynamic,
-    /// One calibrated grid for every row (see [`crate::Observer`]).
+    /// One calibrated grid for every row (see [`crate::RangeObserver`]).
     Static(QuantParams),
     /// Per row at run time, 7-bit unsigned: `[min(x, 0), max(x, 0)]` onto `0..=127` (128 levels,
     /// zero-point `round(-min / scale)`). Half the resolution of [`ActivationQuant::Dynamic`], but
@@ -169,8 +185,8 @@ pub fn quantize_rows(
 #[inline]
 fn row_range(row: &[f32]) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 checked.
+    if joulecut_ops::Isa::detected().avx2() {
+        // SAFETY: AVX2 checked (`Isa` never claims a feature the CPU lacks).
         return unsafe { row_range_avx2(row) };
     }
     row_range_generic(row)
@@ -231,8 +247,8 @@ unsafe fn row_range_avx2(row: &[f32]) -> (f32, f32) {
 #[inline]
 fn quantize_row(row: &[f32], dst: &mut [i8], p: RowGrid) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 checked.
+    if joulecut_ops::Isa::detected().avx2() {
+        // SAFETY: AVX2 checked (`Isa` never claims a feature the CPU lacks).
         return unsafe { quantize_row_avx2(row, dst, p) };
     }
     quantize_row_generic(row, dst, p)

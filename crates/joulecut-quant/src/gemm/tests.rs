@@ -28,7 +28,7 @@ fn floats(n: usize, seed: u64) -> Vec<f32> {
 fn check_all_kernels(a: &[i8], w: &[i8], m: usize, n: usize, k: usize) {
     let packed = PackedWeights::pack(w, n, k).unwrap();
     let want = gemm_reference(a, w, m, n, k);
-    for kernel in Kernel::available() {
+    for kernel in Int8Kernel::available() {
         let mut got = vec![0i32; m * n];
         gemm_i32(kernel, a, m, &packed, &mut got);
         assert_eq!(got, want, "kernel {kernel}, m={m} n={n} k={k}");
@@ -87,22 +87,22 @@ fn six_bit_activations_are_exact_at_the_extremes() {
 
 #[test]
 fn signs_are_detected_from_the_bytes() {
-    if !Kernel::Avx2.is_available() {
+    if !Int8Kernel::Avx2.is_available() {
         return;
     }
     let mut a = vec![5i8; 100];
-    assert_eq!(Signs::of(Kernel::Avx2, &a), Signs::SixBit);
+    assert_eq!(Signs::of(Int8Kernel::Avx2, &a), Signs::SixBit);
     a[40] = 64; // bit 6, in a full chunk
-    assert_eq!(Signs::of(Kernel::Avx2, &a), Signs::NonNegative);
+    assert_eq!(Signs::of(Int8Kernel::Avx2, &a), Signs::NonNegative);
     a[40] = 5;
     a[98] = 100; // bit 6, in the scalar remainder
-    assert_eq!(Signs::of(Kernel::Avx2, &a), Signs::NonNegative);
+    assert_eq!(Signs::of(Int8Kernel::Avx2, &a), Signs::NonNegative);
     a[99] = -1; // in the scalar remainder
-    assert_eq!(Signs::of(Kernel::Avx2, &a), Signs::Mixed);
+    assert_eq!(Signs::of(Int8Kernel::Avx2, &a), Signs::Mixed);
     a[99] = 0;
     a[3] = i8::MIN; // in a full 32-byte chunk
-    assert_eq!(Signs::of(Kernel::Avx2, &a), Signs::Mixed);
-    assert_eq!(Signs::of(Kernel::Portable, &[1, 2]), Signs::Mixed);
+    assert_eq!(Signs::of(Int8Kernel::Avx2, &a), Signs::Mixed);
+    assert_eq!(Signs::of(Int8Kernel::Portable, &[1, 2]), Signs::Mixed);
 }
 
 /// The fused path equals quantize_rows + gemm_requant bit for bit (same arithmetic, per row).
@@ -112,10 +112,10 @@ fn fused_quantize_gemm_requant_equals_the_separate_steps() {
         ActivationQuant::Dynamic,
         ActivationQuant::DynamicU7,
         ActivationQuant::DynamicU6,
-        ActivationQuant::Static(crate::scheme::QuantParams::from_range(
+        ActivationQuant::Static(crate::grid::QuantParams::from_range(
             -2.0,
             3.0,
-            crate::scheme::Symmetry::Asymmetric,
+            crate::grid::Symmetry::Asymmetric,
         )),
     ];
     for &(m, n, k) in &[(1, 10, 784), (257, 300, 784), (64, 100, 300), (33, 10, 5)] {
@@ -128,7 +128,7 @@ fn fused_quantize_gemm_requant_equals_the_separate_steps() {
         for zeros in [None, Some(&zw[..])] {
             let rq = Requant::new(n, &scales, zeros, Some(&bias), true).unwrap();
             for mode in modes {
-                for kernel in Kernel::available() {
+                for kernel in Int8Kernel::available() {
                     let mut rows = QuantizedRows::default();
                     quantize_rows(
                         &x,
@@ -225,7 +225,7 @@ proptest! {
         let w: Vec<i8> = bytes(n * k, seed ^ 0xabcd).into_iter().map(|v| v.max(-127)).collect();
         let packed = PackedWeights::pack(&w, n, k).unwrap();
         let want = gemm_reference(&a, &w, m, n, k);
-        for kernel in Kernel::available() {
+        for kernel in Int8Kernel::available() {
             let mut got = vec![0i32; m * n];
             gemm_i32(kernel, &a, m, &packed, &mut got);
             prop_assert_eq!(&got, &want, "kernel {}", kernel);
