@@ -36,14 +36,15 @@ mod schedule;
 mod sensitivity;
 mod sparse;
 mod tensor;
+mod vocab;
 
 pub use compact::{Chain, ChainLayer, Compacted, compact};
 pub use error::{Error, Result};
 /// The tensor selection every compression pass shares (include/exclude globs + default policy).
 pub use joulecut_checkpoint::Selection;
 pub use mask::{
-    Criterion, Granularity, Mask, PruneSpec, Scope, apply_masks, check_sparsity, companion_bias,
-    compute_masks, granularity_name, mask_tensor, prune_tensors,
+    Mask, PruneSpec, apply_masks, check_sparsity, companion_bias, compute_masks, mask_tensor,
+    prune_tensors,
 };
 pub use pruner::{PruneStep, Pruner, prune_varmap, varmap_tensors};
 pub use report::{SparsityReport, TensorSparsity};
@@ -54,3 +55,4 @@ pub use sensitivity::{
 };
 pub use sparse::{CsrMatrix, SparseLinear, simd_level};
 pub use tensor::F32Tensor;
+pub use vocab::{Criterion, Granularity, Scope, granularity_name};
