@@ -10,35 +10,8 @@ use common::*;
 /// Writes a small PyTorch-style MLP checkpoint (`fc1`, `fc2`; no joulecut metadata) with
 /// deterministic weights: `widths[0]` inputs, `widths[last]` outputs.
 fn teacher_file(name: &str, widths: &[usize], salt: f32) -> PathBuf {
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (i, w) in widths.windows(2).enumerate() {
-        let (fan_in, out) = (w[0], w[1]);
-        let bound = 1.0 / (fan_in as f32).sqrt();
-        let vals = |n: usize| -> Vec<u8> {
-            (0..n)
-                .flat_map(|k| {
-                    let v = ((k as f32 * 0.618_034 + salt + i as f32).fract() * 2.0 - 1.0) * bound;
-                    v.to_le_bytes()
-                })
-                .collect()
-        };
-        tensors.push((
-            format!("fc{}.weight", i + 1),
-            vec![out, fan_in],
-            vals(out * fan_in),
-        ));
-        tensors.push((format!("fc{}.bias", i + 1), vec![out], vals(out)));
-    }
-    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-        .iter()
-        .map(|(n, s, b)| {
-            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                .unwrap();
-            (n.clone(), v)
-        })
-        .collect();
     let p = scratch().join(name);
-    safetensors::serialize_to_file(views, None, &p).unwrap();
+    ForeignMlp::new(widths, Values::Golden { salt }).write(&p);
     p
 }
 

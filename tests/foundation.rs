@@ -92,37 +92,8 @@ fn inspect_lists_every_tensor_with_totals() {
 #[test]
 fn pytorch_state_dict_loads_and_evaluates() {
     // Tensors named and shaped as PyTorch's `state_dict()` of LeNet-300-100, no joulecut metadata.
-    let shapes: [(&str, Vec<usize>); 6] = [
-        ("fc1.weight", vec![300, 784]),
-        ("fc1.bias", vec![300]),
-        ("fc2.weight", vec![100, 300]),
-        ("fc2.bias", vec![100]),
-        ("fc3.weight", vec![10, 100]),
-        ("fc3.bias", vec![10]),
-    ];
-    let bufs: Vec<Vec<u8>> = shapes
-        .iter()
-        .enumerate()
-        .map(|(i, (_, s))| {
-            let n: usize = s.iter().product();
-            (0..n)
-                .flat_map(|j| ((((j * 7 + i) % 13) as f32 - 6.0) * 0.01).to_le_bytes())
-                .collect()
-        })
-        .collect();
-    let views: Vec<(&str, safetensors::tensor::TensorView)> = shapes
-        .iter()
-        .zip(&bufs)
-        .map(|((n, s), b)| {
-            (
-                *n,
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                    .unwrap(),
-            )
-        })
-        .collect();
     let p = scratch().join("torch_state_dict.safetensors");
-    safetensors::serialize_to_file(views, None, &p).unwrap();
+    ForeignMlp::new(&ForeignMlp::LENET_300_100, Values::Cyclic).write(&p);
     let v = json(&[
         "eval",
         p.to_str().unwrap(),

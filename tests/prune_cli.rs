@@ -3,49 +3,18 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use safetensors::{Dtype, tensor::TensorView};
 
-/// Writes a foreign (non-joulecut) safetensors file: an MLP 784-300-100-10 with PyTorch names.
+/// A foreign (non-joulecut) safetensors file: an MLP 784-300-100-10 with PyTorch names.
 fn foreign_mlp(path: &Path) {
-    let shapes: [(&str, Vec<usize>); 6] = [
-        ("fc1.weight", vec![300, 784]),
-        ("fc1.bias", vec![300]),
-        ("fc2.weight", vec![100, 300]),
-        ("fc2.bias", vec![100]),
-        ("fc3.weight", vec![10, 100]),
-        ("fc3.bias", vec![10]),
-    ];
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = shapes
-        .iter()
-        .map(|(n, s)| {
-            let numel: usize = s.iter().product();
-            let bytes = (0..numel)
-                .flat_map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    (((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1).to_le_bytes()
-                })
-                .collect();
-            (n.to_string(), s.clone(), bytes)
-        })
-        .collect();
-    let views: Vec<(String, TensorView)> = data
-        .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
-    let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
-    safetensors::serialize_to_file(views, Some(meta), path).unwrap();
+    ForeignMlp::new(
+        &ForeignMlp::LENET_300_100,
+        Values::Random(XorShift64::new(1)),
+    )
+    .pytorch_format()
+    .write(path);
 }
 
 fn input() -> &'static PathBuf {

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use common::*;
@@ -12,50 +11,15 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 /// Per-tensor relative L2 error allowed for int8 per-channel weights.
 const INT8_REL_L2: f64 = 0.01;
 
-/// Writes a foreign MLP 784-300-100-10 (F32, PyTorch names), with `poison` written into fc2.weight[0].
+/// Writes a foreign MLP 784-300-100-10 (F32, PyTorch names), a quarter of each tensor zero, with
+/// `poison` written into fc2.weight[0].
 fn foreign_mlp(path: &Path, poison: Option<f32>) {
-    let shapes: [(&str, Vec<usize>); 6] = [
-        ("fc1.weight", vec![300, 784]),
-        ("fc1.bias", vec![300]),
-        ("fc2.weight", vec![100, 300]),
-        ("fc2.bias", vec![100]),
-        ("fc3.weight", vec![10, 100]),
-        ("fc3.bias", vec![10]),
-    ];
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = shapes
-        .iter()
-        .map(|(n, s)| {
-            let numel: usize = s.iter().product();
-            let bytes = (0..numel)
-                .flat_map(|i| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    let mut v = ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1;
-                    if i % 4 == 0 {
-                        v = 0.0; // a pruned-looking quarter
-                    }
-                    if *n == "fc2.weight" && i == 0 {
-                        v = poison.unwrap_or(v);
-                    }
-                    v.to_le_bytes()
-                })
-                .collect();
-            (n.to_string(), s.clone(), bytes)
-        })
-        .collect();
-    let views: Vec<(String, TensorView)> = data
-        .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
-    let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
-    safetensors::serialize_to_file(views, Some(meta), path).unwrap();
+    let rng = XorShift64::from_state(0x2545_f491_4f6c_dd1d);
+    ForeignMlp::new(&ForeignMlp::LENET_300_100, Values::Random(rng))
+        .zero_every(4)
+        .poison(poison)
+        .pytorch_format()
+        .write(path);
 }
 
 fn input() -> &'static PathBuf {

@@ -14,20 +14,10 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 /// Relative slack on the int8 bound `scale / 2` (f32 rounding in quantize and dequantize).
 const INT8_BOUND_SLACK: f32 = 1e-4;
 
-/// A stored tensor: (name or file, dtype, shape, bytes).
-type Stored = (String, Dtype, Vec<usize>, Vec<u8>);
-
 /// Deterministic values in about [-0.05, 0.05].
 fn values(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
-        })
-        .collect()
+    let mut r = XorShift64::new(seed);
+    (0..n).map(|_| (r.next_f32() - 0.5) * 0.1).collect()
 }
 
 fn encode(dtype: Dtype, v: &[f32]) -> Vec<u8> {
@@ -132,12 +122,7 @@ const SIDECARS: [(&str, &str); 4] = [
 ];
 
 fn write_st(path: &Path, tensors: &[Stored]) {
-    let views: Vec<(String, TensorView)> = tensors
-        .iter()
-        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
-    let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
-    safetensors::serialize_to_file(views, Some(meta), path).unwrap();
+    write_safetensors(path, tensors, Some(pytorch_metadata()));
 }
 
 /// A Hugging Face-style sharded model directory.

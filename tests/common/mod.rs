@@ -1,4 +1,5 @@
-//! Shared helpers for end-to-end tests of the `joulecut` binary.
+//! Shared helpers for end-to-end tests of the `joulecut` binary; the generators and file fixtures
+//! come from `joulecut-testkit`, re-exported here.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -6,6 +7,11 @@ use std::process::Output;
 use std::sync::OnceLock;
 
 use assert_cmd::Command;
+// The workspace's generators and fixtures, so a root test needs only `use common::*`.
+#[allow(unused_imports)]
+pub use joulecut_testkit::{
+    ForeignMlp, Stored, Values, XorShift64, f32_bytes, pytorch_metadata, write_safetensors,
+};
 
 /// The real Fashion-MNIST directory (CI installs `dataset-fashion-mnist`).
 pub const DATA: &str = "/usr/share/datasets/fashion-mnist";

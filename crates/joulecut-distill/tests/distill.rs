@@ -9,6 +9,7 @@ use joulecut_distill::{
     Arch, Error, HiddenModule, HintPair, Hints, KdConfig, KdObjective, Samples, TeacherLogits,
     distill_step, ensemble_id, kd_loss, kd_loss_reference,
 };
+use joulecut_testkit::varmap::snapshot;
 
 /// f32 round-off across a handful of exp/log ops on tiny tensors.
 const TOL: f32 = 1e-5;
@@ -280,27 +281,6 @@ fn tensors(d: &(Vec<f32>, Vec<u32>)) -> (Tensor, Tensor) {
         Tensor::from_slice(&d.0, (n, 16), &Device::Cpu).unwrap(),
         Tensor::from_slice(&d.1, n, &Device::Cpu).unwrap(),
     )
-}
-
-fn snapshot(vm: &VarMap) -> Vec<(String, Vec<f32>)> {
-    let mut v: Vec<(String, Vec<f32>)> = vm
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(n, var)| {
-            (
-                n.clone(),
-                var.as_tensor()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap(),
-            )
-        })
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
 }
 
 #[test]

@@ -336,18 +336,13 @@ mod tests {
         let path = dir.join("m.safetensors");
         let mut w = joulecut_checkpoint::CheckpointWriter::new();
         w.set_model_config(cfg.to_json());
-        let mut s = 1u32;
+        let mut rng = joulecut_testkit::Lcg32::new(1);
         for (name, shape) in cfg.param_shapes() {
             let t = if int8_names.contains(&name.as_str()) {
                 int8(shape)
             } else {
                 let n: usize = shape.iter().product();
-                let v: Vec<f32> = (0..n)
-                    .map(|_| {
-                        s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                        ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.4
-                    })
-                    .collect();
+                let v: Vec<f32> = (0..n).map(|_| (rng.next_f32() - 0.5) * 0.4).collect();
                 TensorData::Dense(DenseTensor::from_f32(shape, &v))
             };
             w.insert(name, t);

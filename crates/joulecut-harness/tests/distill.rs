@@ -6,6 +6,7 @@ use candle_nn::VarMap;
 use joulecut_distill::{HintPair, Hints, KdConfig, KdObjective, TeacherLogits};
 use joulecut_harness::{CrossEntropy, LrSchedule, NoHook, Silent, TrainConfig, data, train};
 use joulecut_models::{Model, ModelConfig, init_varmap};
+use joulecut_testkit::varmap::snapshot;
 
 /// A small trained teacher and the data.
 fn setup() -> (data::Splits, ModelConfig, VarMap, ModelConfig) {
@@ -33,21 +34,6 @@ fn setup() -> (data::Splits, ModelConfig, VarMap, ModelConfig) {
     )
     .unwrap();
     (splits, tcfg, tvm, ModelConfig::parse("mlp:16-8-3").unwrap())
-}
-
-fn snapshot(vm: &VarMap) -> Vec<(String, Vec<f32>)> {
-    let mut v: Vec<(String, Vec<f32>)> = vm
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(n, var)| {
-            let t = var.as_tensor().flatten_all().unwrap();
-            (n.clone(), t.to_vec1::<f32>().unwrap())
-        })
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
 }
 
 #[test]

@@ -19,36 +19,20 @@ use joulecut_prune::{
     Chain, F32Tensor, Granularity, PruneSpec, Scope, Selection, SparseLinear, compact,
     prune_tensors,
 };
+use joulecut_testkit::{XorShift64, mlp_params};
 
 const WIDTHS: [usize; 4] = [784, 300, 100, 10];
 
 fn rand_vec(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
+    XorShift64::from_state(seed).signed_vec(n, scale)
 }
 
+/// LeNet-300-100 with random weights (see `joulecut_testkit::mlp_params`).
 fn lenet() -> BTreeMap<String, F32Tensor> {
-    let mut m = BTreeMap::new();
-    for i in 0..3 {
-        let (inp, out) = (WIDTHS[i], WIDTHS[i + 1]);
-        let scale = 1.0 / (inp as f32).sqrt();
-        m.insert(
-            format!("fc{}.weight", i + 1),
-            F32Tensor::new(vec![out, inp], rand_vec(out * inp, i as u64 + 1, scale)).unwrap(),
-        );
-        m.insert(
-            format!("fc{}.bias", i + 1),
-            F32Tensor::new(vec![out], rand_vec(out, i as u64 + 11, 0.01)).unwrap(),
-        );
-    }
-    m
+    mlp_params(&WIDTHS)
+        .into_iter()
+        .map(|(n, shape, v)| (n, F32Tensor::new(shape, v).unwrap()))
+        .collect()
 }
 
 const NAMES: [&str; 3] = ["fc1", "fc2", "fc3"];

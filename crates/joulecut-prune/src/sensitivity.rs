@@ -26,11 +26,10 @@ use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
 use crate::Selection;
-use crate::mask::{
-    Criterion, Granularity, Mask, add_companion_biases, check_sparsity, mask_tensor,
-};
+use crate::mask::{Mask, add_companion_biases, check_sparsity, mask_tensor};
 use crate::pruner::varmap_tensors;
 use crate::tensor::F32Tensor;
+use crate::vocab::{Criterion, Granularity};
 use crate::{Error, Result};
 
 /// What to sweep.

@@ -4,21 +4,14 @@ use std::collections::BTreeMap;
 
 use candle_core::{Device, Tensor};
 use joulecut_prune::{Chain, F32Tensor, Granularity, PruneSpec, Selection, compact, prune_tensors};
+use joulecut_testkit::XorShift64;
 use proptest::prelude::*;
 
 /// The acceptance bound on the outputs of the masked vs the compacted model.
 const MAX_ABS_DIFF: f32 = 1e-5;
 
 fn rand_vec(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
+    XorShift64::from_state(seed).signed_vec(n, scale)
 }
 
 fn t(name: &str, m: &BTreeMap<String, F32Tensor>) -> Tensor {

@@ -2,6 +2,7 @@
 
 use candle_core::{Device, Module, Tensor};
 use joulecut_prune::{CsrMatrix, SparseLinear};
+use joulecut_testkit::XorShift64;
 use proptest::prelude::*;
 
 /// Relative tolerance: the kernels sum in a different order than the oracle.
@@ -20,13 +21,10 @@ fn close(a: &[f32], b: &[f32]) -> std::result::Result<(), String> {
 }
 
 fn matrix(rows: usize, cols: usize, density: f64, seed: u64) -> Vec<f32> {
-    let mut state = seed | 1;
+    let mut rng = XorShift64::from_state(seed);
     (0..rows * cols)
         .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let u = (state >> 11) as f64 / (1u64 << 53) as f64;
+            let u = rng.next_f64();
             if u < density {
                 ((u / density) * 2.0 - 1.0) as f32
             } else {

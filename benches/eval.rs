@@ -1,0 +1,99 @@
+//! End to end: the forward pass of LeNet-300-100 on the CPU at batch 1 and 256, for every storage
+//! encoding — dense f32, f16, int8 and 90 % packed sparse. Each checkpoint is written the way
+//! `joulecut bench` writes its variants (the pipeline's typed storage steps through
+//! `pipeline::encode`, the int8 activation grid in the metadata) and loaded the way `joulecut eval`
+//! loads one (`Model::load` with `RealKernels::for_checkpoint`), so each encoding runs its real
+//! kernel. Weights are PyTorch's init, not trained: speed does not depend on their values.
+//!
+//! `cargo bench --bench eval`
+
+use std::hint::black_box;
+use std::path::Path;
+
+use candle_core::{Device, Module, Tensor};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use joulecut::checkpoint::{Checkpoint, CheckpointWriter, meta};
+use joulecut::harness::pipeline::{
+    QuantTarget, Step, encode, int8_activations, prune_spec, varmap_params,
+};
+use joulecut::harness::{RealKernels, data};
+use joulecut::models::{Model, ModelConfig, init_varmap};
+use joulecut::prune::{Granularity, Scope};
+
+const ARCH: &str = "lenet-300-100";
+const BATCHES: [usize; 2] = [1, 256];
+/// The sparse variant's global sparsity over the weights.
+const SPARSITY: f64 = 0.9;
+
+/// The encodings, by bench name: whether the weights are pruned first, and the storage steps.
+fn encodings() -> Vec<(&'static str, bool, Vec<Step>)> {
+    let quantize = |dtype| Step::Quantize {
+        dtype,
+        granularity: Default::default(),
+        activations: None,
+    };
+    vec![
+        ("f32", false, vec![]),
+        ("f16", false, vec![quantize(QuantTarget::F16)]),
+        ("int8", false, vec![quantize(QuantTarget::Int8)]),
+        ("sparse90", true, vec![Step::Pack]),
+    ]
+}
+
+/// Writes `cfg`'s initial weights (pruned to [`SPARSITY`] when `prune`) with the `storage` steps
+/// to `path`, and loads the file through the real kernels.
+fn model(cfg: &ModelConfig, prune: bool, storage: &[Step], path: &Path) -> Model {
+    let dev = Device::Cpu;
+    let vm = init_varmap(cfg, 0, &dev).unwrap();
+    if prune {
+        let spec = prune_spec(SPARSITY, Granularity::Unstructured, Scope::Global);
+        joulecut::prune::prune_varmap(&vm, &spec).unwrap();
+    }
+    let mut w = CheckpointWriter::new();
+    w.set_model_config(cfg.to_json());
+    for (n, shape, v) in varmap_params(cfg, &vm).unwrap() {
+        let t = encode(&n, shape, &v, storage).unwrap();
+        w.insert(n, t);
+    }
+    if let Some(grid) = int8_activations(storage) {
+        w.set_metadata(meta::INT8_ACTIVATIONS, grid.as_str());
+    }
+    w.write(path, &[]).unwrap();
+    let ck = Checkpoint::open(path).unwrap();
+    Model::load(&ck, cfg, &dev, &RealKernels::for_checkpoint(&ck).unwrap()).unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    joulecut::ops::tune_allocator();
+    let cfg = ModelConfig::parse(ARCH).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let max = *BATCHES.iter().max().unwrap();
+    let splits = data::synthetic(max, 1, cfg.input_dim(), cfg.classes(), 0);
+    let (xs, _) = splits.train.tensors(&Device::Cpu).unwrap();
+    let mut g = c.benchmark_group(format!("cpu/eval/{ARCH}"));
+    for (name, prune, storage) in encodings() {
+        let m = model(
+            &cfg,
+            prune,
+            &storage,
+            &dir.path().join(format!("{name}.safetensors")),
+        );
+        for batch in BATCHES {
+            let x: Tensor = xs.narrow(0, 0, batch).unwrap().contiguous().unwrap();
+            g.throughput(Throughput::Elements(batch as u64));
+            g.bench_with_input(BenchmarkId::new(name, format!("b{batch}")), &x, |b, x| {
+                b.iter(|| black_box(m.forward(x).unwrap()))
+            });
+        }
+    }
+    g.finish();
+}
+
+/// Criterion's generated entry point (the macro writes an undocumented `pub fn`).
+#[allow(missing_docs)]
+mod entry {
+    use super::*;
+
+    criterion_group!(benches, bench);
+}
+criterion_main!(entry::benches);
