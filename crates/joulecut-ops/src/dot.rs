@@ -337,11 +337,8 @@ mod tests {
 
     #[test]
     fn matches_reference_on_odd_shapes() {
-        let mut seed = 7u32;
-        let mut rnd = move || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        let mut lcg = joulecut_testkit::Lcg32::new(7);
+        let mut rnd = move || lcg.next_f32() - 0.5;
         // Odd batch (tile remainders 1 and 2), odd widths (remainders of 4), k tails of 1-7 lanes,
         // several k-blocks (1100 > KC), both parallel splits (many rows; few rows, many outputs).
         for &(n, o, i) in &[

@@ -251,15 +251,8 @@ mod avx2_tests {
     use crate::grid::Symmetry;
 
     fn data(n: usize, seed: u32, spread: f32) -> Vec<f32> {
-        let mut s = seed | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s as f32 / u32::MAX as f32 - 0.4) * spread
-            })
-            .collect()
+        let mut r = joulecut_testkit::XorShift32::new(seed);
+        (0..n).map(|_| (r.next_f32() - 0.4) * spread).collect()
     }
 
     /// The explicit AVX2 loops agree with the generic ones exactly (bytes, statistics, ranges),

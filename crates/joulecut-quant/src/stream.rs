@@ -300,13 +300,10 @@ mod tests {
     use joulecut_checkpoint::FloatType;
 
     fn data(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed | 1;
+        let mut r = joulecut_testkit::XorShift32::new(seed);
         (0..n)
             .map(|i| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                let v = (s as f32 / u32::MAX as f32 - 0.3) * 2.0;
+                let v = (r.next_f32() - 0.3) * 2.0;
                 if i % 7 == 0 { 0.0 } else { v }
             })
             .collect()

@@ -8,15 +8,7 @@ use joulecut_quant::gemm::{
 
 /// xorshift64 bytes.
 fn bytes(n: usize, seed: u64) -> Vec<i8> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 56) as u8 as i8
-        })
-        .collect()
+    joulecut_testkit::XorShift64::new(seed).i8_vec(n)
 }
 
 fn kernels() -> Vec<Int8Kernel> {

@@ -10,15 +10,7 @@ use joulecut_quant::{
 const LINEAR_REL_TOL: f32 = 0.02;
 
 fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
+    joulecut_testkit::XorShift64::new(seed).signed_vec(n, scale)
 }
 
 fn rel_l2(a: &Tensor, b: &Tensor) -> f32 {

@@ -38,11 +38,8 @@ proptest! {
         mag in prop_oneof![Just(1e-6f32), Just(1e-2), Just(1.0), Just(1e3), Just(1e30)],
         offset in -1.0f32..1.0,
     ) {
-        let mut s = seed | 1;
-        let vals: Vec<f32> = (0..rows * cols).map(|_| {
-            s ^= s << 13; s ^= s >> 7; s ^= s << 17;
-            (((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0 + offset) * mag
-        }).collect();
+        let mut r = joulecut_testkit::XorShift64::from_state(seed);
+        let vals: Vec<f32> = (0..rows * cols).map(|_| (r.next_f32() * 2.0 - 1.0 + offset) * mag).collect();
         for cfg in configs() {
             let q = quantize_tensor("t", &vals, &[rows, cols], &cfg).unwrap();
             let back = q.dequantize();

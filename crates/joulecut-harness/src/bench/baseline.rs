@@ -1,17 +1,32 @@
-//! Baselines: each (model, seed) trained once with its energy metered, and cached on disk so runs
-//! and shards share them.
+//! Where a suite runs ([`RunOptions`]), and its baselines: each (model, seed) trained once with its
+//! energy metered, and cached on disk so runs and shards share them.
 
+use std::path::PathBuf;
+
+use candle_core::Device;
 use joulecut_checkpoint::{Checkpoint, CheckpointWriter, HistoryEntry};
 use joulecut_energy::Meter;
 use joulecut_models::{Model, ModelConfig, init_varmap};
 use serde::{Deserialize, Serialize};
 
 use super::config::SuiteConfig;
-use super::runner::RunOptions;
 use crate::data::Splits;
 use crate::pipeline::{ModelState, dense_tensors, varmap_from_checkpoint};
 use crate::train::{CrossEntropy, NoHook, Silent, TrainConfig, train, warm_up};
 use crate::{Error, Result};
+
+/// Where and how a suite runs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Output directory (checkpoints go to `DIR/checkpoints`).
+    pub out_dir: PathBuf,
+    /// Baselines are cached here and reused across runs and shards.
+    pub cache_dir: PathBuf,
+    /// Run only runs `i` with `i % n == shard.0` (0-based).
+    pub shard: Option<(usize, usize)>,
+    /// Device for training and evaluation.
+    pub device: Device,
+}
 
 /// A trained baseline.
 pub(super) struct Baseline {

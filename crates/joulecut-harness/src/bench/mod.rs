@@ -10,8 +10,9 @@ mod result;
 mod runner;
 mod svg;
 
+pub use baseline::RunOptions;
 pub use config::{BaselineConfig, EvalConfig, SuiteConfig, VariantConfig};
 pub use report::{Host, Recommendation, Report, Row, SCHEMA_VERSION, Summary};
 pub use result::{LayerRoute, RunResult, Saving, StepRecord};
-pub use runner::{RunOptions, run_suite};
+pub use runner::run_suite;
 pub use svg::{pareto, pareto_front};

@@ -3,15 +3,13 @@
 //! inference path with energy metered.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::Device;
 use joulecut_checkpoint::{Checkpoint, CheckpointWriter, HistoryEntry};
 use joulecut_energy::Meter;
 use joulecut_models::{LayerPath, Model};
 
-use super::baseline::{Baseline, baseline, sanitize};
+use super::baseline::{Baseline, RunOptions, baseline, sanitize};
 use super::config::{SuiteConfig, VariantConfig};
 use super::result::{LayerRoute, RunResult, Saving, StepRecord};
 use crate::data::Splits;
@@ -19,19 +17,6 @@ use crate::pipeline::{
     Context, ModelState, PrunePolicy, Step, TrainDefaults, encode, int8_activations, varmap_params,
 };
 use crate::{RealKernels, Result, evaluate, evaluate_for, latency};
-
-/// Where and how a suite runs.
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    /// Output directory (checkpoints go to `DIR/checkpoints`).
-    pub out_dir: PathBuf,
-    /// Baselines are cached here and reused across runs and shards.
-    pub cache_dir: PathBuf,
-    /// Run only runs `i` with `i % n == shard.0` (0-based).
-    pub shard: Option<(usize, usize)>,
-    /// Device for training and evaluation.
-    pub device: Device,
-}
 
 /// The weights a variant's weight-changing steps produced, shared by every variant of the same
 /// model and seed that starts with the same such steps (e.g. `prune90`, `prune90-packed` and

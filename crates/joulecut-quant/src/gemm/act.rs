@@ -310,11 +310,8 @@ mod range_tests {
     /// 0..=100 (each tail path), with and without NaN/-0.0 in the row.
     #[test]
     fn row_range_matches_generic_with_tails_and_nan() {
-        let mut s = 3u32;
-        let mut rnd = move || {
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.3) * 7.0
-        };
+        let mut lcg = joulecut_testkit::Lcg32::new(3);
+        let mut rnd = move || (lcg.next_f32() - 0.3) * 7.0;
         for len in 0..=100 {
             let mut row: Vec<f32> = (0..len).map(|_| rnd()).collect();
             assert_eq!(row_range(&row), row_range_generic(&row), "len {len}");
