@@ -68,6 +68,8 @@
 //! # Ok(()) }
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod cache;
 mod error;
 mod loss;
