@@ -30,6 +30,17 @@ pub struct Int8Bytes {
 /// Elements per parallel task of [`quantize_values`].
 const TASK: usize = 1 << 16;
 
+/// The error for the first non-finite element, `index`, with its value read back.
+fn non_finite(name: &str, v: &Values<'_>, index: usize) -> Error {
+    let mut x = [0f32];
+    v.read(index, &mut x);
+    Error::NonFinite {
+        name: name.to_string(),
+        index,
+        value: x[0],
+    }
+}
+
 /// Min, max (both including 0) and the first non-finite element of `v[range]`.
 fn range_scan(v: &Values<'_>, range: std::ops::Range<usize>) -> (f32, f32, Option<usize>) {
     let mut buf = [0f32; BLOCK];
@@ -113,13 +124,7 @@ fn quantize_channels_fused(
         })
         .collect();
     if let Some(index) = done.iter().filter_map(|d| d.2).min() {
-        let mut x = [0f32];
-        v.read(index, &mut x);
-        return Err(Error::NonFinite {
-            name: name.to_string(),
-            index,
-            value: x[0],
-        });
+        return Err(non_finite(name, v, index));
     }
     let mut params = Vec::with_capacity(channels);
     let mut stats = ErrorStats::default();
@@ -200,13 +205,7 @@ pub fn quantize_values(
         }
     }
     if let Some(index) = first_bad {
-        let mut x = [0f32];
-        v.read(index, &mut x);
-        return Err(Error::NonFinite {
-            name: name.to_string(),
-            index,
-            value: x[0],
-        });
+        return Err(non_finite(name, v, index));
     }
     // Ranges: min-max directly; percentile and MSE on the same strided sample as `calibrate_range`.
     let params: Vec<QuantParams> = (0..channels)
