@@ -160,20 +160,6 @@ impl Step {
     pub fn is_storage(&self) -> bool {
         matches!(self, Step::Quantize { .. } | Step::Pack)
     }
-
-    /// The step's name in energy records (`"op"` in the JSON).
-    pub fn label(&self) -> &'static str {
-        match self {
-            Step::Prune { .. } => "prune",
-            Step::Gradual { .. } => "gradual",
-            Step::Compact => "compact",
-            Step::Finetune { .. } => "finetune",
-            Step::Qat { .. } => "qat",
-            Step::Quantize { .. } => "quantize",
-            Step::Pack => "pack",
-            Step::Distill { .. } => "distill",
-        }
-    }
 }
 
 /// The KD settings of a step: its overrides over `joulecut distill`'s defaults.
@@ -230,7 +216,6 @@ mod tests {
             }
         ));
         assert_eq!(serde_json::to_string(&steps).unwrap(), text);
-        assert_eq!(steps[3].label(), "pack");
         assert!(steps[3].is_storage() && !steps[0].is_storage());
     }
 
