@@ -20,9 +20,11 @@ mod config;
 mod distill;
 mod error;
 mod init;
+pub mod kernels;
 mod model;
 
 pub use config::{ARCH_NAMES, CONV_POOL, ModelConfig};
 pub use error::{Error, Result};
 pub use init::{Rng, init_varmap, load_into_varmap};
+pub use kernels::{Fallback, Kernel, RealKernels, Route};
 pub use model::{DenseFactory, Layer, LayerFactory, LayerPath, Model};

@@ -23,14 +23,13 @@ pub mod data;
 mod error;
 mod eval;
 mod kd;
-mod kernels;
 pub mod pipeline;
 pub mod qat;
 mod train;
 
 pub use error::{Error, Result};
 pub use eval::{EvalStats, LatencyStats, RepeatedEval, evaluate, evaluate_for, latency};
-pub use kernels::{Fallback, Kernel, RealKernels, Route};
+pub use joulecut_models::{Fallback, Kernel, RealKernels, Route};
 pub use qat::QatObjective;
 pub use train::{
     CrossEntropy, EpochStats, Event, LrSchedule, NoHook, Objective, Observer, OptimizerKind,

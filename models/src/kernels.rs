@@ -13,13 +13,13 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let ck = Checkpoint::open("mlp-int8.safetensors")?;
 //! let cfg = Model::config_of(&ck, None)?;
-//! let model = Model::load(&ck, &cfg, &Device::Cpu, &joulecut_harness::RealKernels::default())?;
+//! let model = Model::load(&ck, &cfg, &Device::Cpu, &joulecut_models::RealKernels::default())?;
 //! # Ok(()) }
 //! ```
 
+use crate::{Layer, LayerFactory, LayerPath, Model, Result};
 use candle_core::Device;
 use joulecut_checkpoint::{Checkpoint, SparseValues, TensorData};
-use joulecut_models::{Layer, LayerFactory, LayerPath, Model, Result};
 use joulecut_quant::ActivationGrid;
 use serde::Serialize;
 
@@ -44,8 +44,8 @@ impl Default for RealKernels {
     }
 }
 
-fn layer_err(name: &str, e: impl std::fmt::Display) -> joulecut_models::Error {
-    joulecut_models::Error::Layer {
+fn layer_err(name: &str, e: impl std::fmt::Display) -> crate::Error {
+    crate::Error::Layer {
         name: name.to_string(),
         reason: e.to_string(),
     }
@@ -122,7 +122,7 @@ impl RealKernels {
             .metadata()
             .get(joulecut_checkpoint::meta::INT8_ACTIVATIONS)
         {
-            k.int8_activations = tag.parse().map_err(|_| joulecut_models::Error::BadConfig {
+            k.int8_activations = tag.parse().map_err(|_| crate::Error::BadConfig {
                 reason: format!(
                     "{}: `{}` is `{tag}`, not s8, u7 or u6",
                     ck.path().display(),
@@ -244,7 +244,7 @@ impl LayerFactory for RealKernels {
             // As for linear layers: the following ReLU runs in the GEMM's epilogue; the models'
             // conv blocks max-pool after it, which the int8 conv fuses into its output layout.
             let relu = l.clone().with_relu(true);
-            let k = joulecut_models::CONV_POOL;
+            let k = crate::CONV_POOL;
             let relu_pool = Box::new(relu.clone().with_pool(k));
             return Ok(Some(
                 Layer::new(name, LayerPath::Int8, Box::new(l))
@@ -330,7 +330,7 @@ mod tests {
 
     /// Writes `cfg` with every parameter dense (random) except the names in `int8_names`, loads it
     /// through the real kernels.
-    fn model_with(cfg: &joulecut_models::ModelConfig, int8_names: &[&str], tag: &str) -> Model {
+    fn model_with(cfg: &crate::ModelConfig, int8_names: &[&str], tag: &str) -> Model {
         let dir = std::env::temp_dir().join(format!("jc-rows-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("m.safetensors");
@@ -356,8 +356,8 @@ mod tests {
 
     #[test]
     fn row_chunked_forward_equals_layer_by_layer() {
-        let mlp = joulecut_models::ModelConfig::parse("mlp:8-4-3").unwrap();
-        let lenet = joulecut_models::ModelConfig::lenet5();
+        let mlp = crate::ModelConfig::parse("mlp:8-4-3").unwrap();
+        let lenet = crate::ModelConfig::lenet5();
         let cases = [
             (model_with(&mlp, &["fc1.weight"], "mlp"), 8),
             (
@@ -398,7 +398,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("jc-kernels-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("m.safetensors");
-        let cfg = joulecut_models::ModelConfig::parse("mlp:8-4-3").unwrap();
+        let cfg = crate::ModelConfig::parse("mlp:8-4-3").unwrap();
         let mut w = joulecut_checkpoint::CheckpointWriter::new();
         w.set_model_config(cfg.to_json());
         w.insert("fc1.weight".to_string(), int8(vec![4, 8]));
