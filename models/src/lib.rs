@@ -20,6 +20,7 @@ mod config;
 mod distill;
 mod error;
 mod init;
+pub mod bert;
 pub mod kernels;
 mod model;
 

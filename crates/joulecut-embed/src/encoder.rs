@@ -2,10 +2,13 @@
 //! `model.safetensors` (any joulecut encoding) — producing mean-pooled sentence embeddings.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use candle_core::{D, DType, Device, Tensor};
 use candle_transformers::models::bert::{BertModel, Config};
 use tokenizers::{PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+
+use joulecut_models::bert::{BertEncoder, LinearKind, TokenBatch, Workspace};
 
 use crate::config::read_config;
 use crate::error::{Error, Result};
@@ -14,8 +17,52 @@ use crate::weights::Weights;
 /// Settings for [`SentenceEncoder::encode`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct EncodeConfig {
-    /// Sentences per forward pass (padded to the longest in the batch).
+    /// Sentences per forward pass (unpadded on joulecut's kernels; padded to the longest sentence
+    /// of the batch on candle-transformers').
     pub batch_size: usize,
+}
+
+/// Which implementation runs the encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Engine {
+    /// joulecut's own kernels on the CPU: each linear layer on the kernel its encoding calls for
+    /// (int8 GEMM, sparse, dense f32), sentences unpadded.
+    #[default]
+    Joulecut,
+    /// candle-transformers' BERT with every weight decoded to f32 (any device; the reference
+    /// the joulecut engine is checked against).
+    Candle,
+}
+
+impl std::str::FromStr for Engine {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "joulecut" => Ok(Engine::Joulecut),
+            "candle" => Ok(Engine::Candle),
+            other => Err(format!("unknown engine `{other}` (joulecut, candle)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Engine::Joulecut => "joulecut",
+            Engine::Candle => "candle",
+        })
+    }
+}
+
+/// The network behind a [`SentenceEncoder`].
+enum Net {
+    Joulecut {
+        model: BertEncoder,
+        /// Scratch reused across batches.
+        workspace: Mutex<Workspace>,
+    },
+    Candle(BertModel),
 }
 
 impl Default for EncodeConfig {
@@ -34,7 +81,7 @@ pub struct SentenceEncoder {
     dir: PathBuf,
     config: Config,
     tokenizer: Tokenizer,
-    model: BertModel,
+    net: Net,
     weights: Weights,
     prefix: &'static str,
 }
@@ -110,8 +157,24 @@ fn load_tokenizer(path: &Path, config: &Config) -> Result<Tokenizer> {
 }
 
 impl SentenceEncoder {
-    /// Loads a model directory on `device` (weights decoded to f32).
+    /// Loads a model directory on `device`: on the CPU with joulecut's kernels, elsewhere with
+    /// candle-transformers' ([`SentenceEncoder::load_with`] picks).
     pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let engine = if device.is_cpu() {
+            Engine::Joulecut
+        } else {
+            Engine::Candle
+        };
+        Self::load_with(dir, device, engine)
+    }
+
+    /// Loads a model directory with the given engine ([`Engine::Joulecut`] runs on the CPU only).
+    pub fn load_with(dir: impl AsRef<Path>, device: &Device, engine: Engine) -> Result<Self> {
+        if engine == Engine::Joulecut && !device.is_cpu() {
+            return Err(Error::BadSetting(
+                "joulecut's transformer kernels run on the CPU; use the candle engine on a GPU".into(),
+            ));
+        }
         let dir = dir.as_ref().to_path_buf();
         if !dir.is_dir() {
             return Err(Error::NotADirectory { path: dir });
@@ -129,21 +192,29 @@ impl SentenceEncoder {
                 name: format!("{PROBE}` (or `bert.{PROBE}"),
                 path: weights.path().to_path_buf(),
             })?;
-        let vb = weights.var_builder(device);
-        let vb = match prefix.strip_suffix('.') {
-            Some(p) => vb.pp(p),
-            None => vb,
+        let net = match engine {
+            Engine::Joulecut => Net::Joulecut {
+                model: crate::native::load(&weights, prefix, &config)?,
+                workspace: Mutex::new(Workspace::default()),
+            },
+            Engine::Candle => {
+                let vb = weights.var_builder(device);
+                let vb = match prefix.strip_suffix('.') {
+                    Some(p) => vb.pp(p),
+                    None => vb,
+                };
+                Net::Candle(BertModel::load(vb, &config).map_err(|e| {
+                    weights
+                        .take_problem()
+                        .unwrap_or_else(|| Error::candle("build the BERT model")(e))
+                })?)
+            }
         };
-        let model = BertModel::load(vb, &config).map_err(|e| {
-            weights
-                .take_problem()
-                .unwrap_or_else(|| Error::candle("build the BERT model")(e))
-        })?;
         Ok(SentenceEncoder {
             dir,
             config,
             tokenizer,
-            model,
+            net,
             weights,
             prefix,
         })
@@ -162,6 +233,43 @@ impl SentenceEncoder {
     /// Embedding width.
     pub fn dim(&self) -> usize {
         self.config.hidden_size
+    }
+
+    /// The engine running the encoder.
+    pub fn engine(&self) -> Engine {
+        match self.net {
+            Net::Joulecut { .. } => Engine::Joulecut,
+            Net::Candle(_) => Engine::Candle,
+        }
+    }
+
+    /// The kernel behind each linear layer (module names without `.weight`), in order; on the
+    /// candle engine every layer is dense f32.
+    pub fn routes(&self) -> Vec<(String, LinearKind)> {
+        match &self.net {
+            Net::Joulecut { model, .. } => crate::native::routes(model),
+            Net::Candle(_) => Vec::new(),
+        }
+    }
+
+    /// The joulecut encoder itself (`None` on the candle engine), for calibrated compression.
+    pub fn native(&self) -> Option<&BertEncoder> {
+        match &self.net {
+            Net::Joulecut { model, .. } => Some(model),
+            Net::Candle(_) => None,
+        }
+    }
+
+    /// Tokenizes sentences unpadded, as the joulecut engine runs them.
+    pub fn token_batch(&self, sentences: &[String]) -> Result<TokenBatch> {
+        let enc = self.tokenize(sentences)?;
+        let mut b = TokenBatch::default();
+        for e in &enc {
+            // padding sits on the right, after the mask's ones
+            let n = e.get_attention_mask().iter().filter(|&&m| m != 0).count();
+            b.push(&e.get_ids()[..n], &e.get_type_ids()[..n]);
+        }
+        Ok(b)
     }
 
     /// The tensor-name prefix the weights use (`""` or `"bert."`).
@@ -207,7 +315,24 @@ impl SentenceEncoder {
     }
 
     fn forward(&self, enc: &[tokenizers::Encoding]) -> Result<Vec<Vec<f32>>> {
-        let dev = &self.model.device;
+        let model = match &self.net {
+            Net::Candle(m) => m,
+            Net::Joulecut { model, workspace } => {
+                let mut b = TokenBatch::default();
+                for e in enc {
+                    let n = e.get_attention_mask().iter().filter(|&&m| m != 0).count();
+                    b.push(&e.get_ids()[..n], &e.get_type_ids()[..n]);
+                }
+                let mut ws = workspace.lock().unwrap_or_else(|p| p.into_inner());
+                let pooled = model.encode(&b, &mut ws).map_err(|e| Error::BadConfig {
+                    path: self.dir.join("config.json"),
+                    reason: e.to_string(),
+                })?;
+                let h = self.config.hidden_size;
+                return Ok(pooled.chunks_exact(h).map(<[f32]>::to_vec).collect());
+            }
+        };
+        let dev = &model.device;
         let stack = |f: fn(&tokenizers::Encoding) -> &[u32], what: &str| -> Result<Tensor> {
             let rows = enc
                 .iter()
@@ -219,8 +344,7 @@ impl SentenceEncoder {
         let ids = stack(tokenizers::Encoding::get_ids, "token ids")?;
         let types = stack(tokenizers::Encoding::get_type_ids, "token type ids")?;
         let mask = stack(tokenizers::Encoding::get_attention_mask, "attention mask")?;
-        let hidden = self
-            .model
+        let hidden = model
             .forward(&ids, &types, Some(&mask))
             .map_err(Error::candle("run the BERT encoder"))?;
         let pooled = mean_pool(&hidden, &mask).map_err(Error::candle("mean-pool"))?;

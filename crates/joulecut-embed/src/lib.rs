@@ -29,10 +29,12 @@ mod config;
 mod encoder;
 mod error;
 pub mod generate;
+mod native;
 mod weights;
 
 pub use compare::{CosineSummary, cosine, read_sentences};
 pub use config::{parse_config, read_config};
-pub use encoder::{EncodeConfig, SentenceEncoder, mean_pool};
+pub use encoder::{EncodeConfig, Engine, SentenceEncoder, mean_pool};
+pub use joulecut_models::bert::LinearKind;
 pub use error::{Error, Result};
 pub use weights::{INDEX_FILE, WEIGHTS_FILE, Weights};

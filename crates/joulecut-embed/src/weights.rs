@@ -109,14 +109,29 @@ impl Weights {
         &self.inner.path
     }
 
-    /// Whether a logical tensor is present.
+    /// Whether a logical tensor is present (a LayerNorm's `weight`/`bias` also under its
+    /// `gamma`/`beta` spelling).
     pub fn contains(&self, name: &str) -> bool {
-        self.inner.by_name.contains_key(name)
+        self.resolve(name).is_some()
     }
 
     /// Total bytes of the weight files on disk.
     pub fn file_bytes(&self) -> u64 {
         self.inner.shards.iter().map(Checkpoint::file_bytes).sum()
+    }
+
+    /// One tensor as stored (any encoding), under its name or its `gamma`/`beta` spelling.
+    pub fn stored(&self, name: &str) -> Result<joulecut_checkpoint::TensorData> {
+        let stored = self.resolve(name).ok_or_else(|| Error::MissingTensor {
+            name: name.into(),
+            path: self.inner.path.clone(),
+        })?;
+        Ok(self.inner.shards[self.inner.by_name[stored]].get(stored)?)
+    }
+
+    /// The first (or only) file, whose metadata speaks for the model.
+    pub(crate) fn first_shard(&self) -> &Checkpoint {
+        &self.inner.shards[0]
     }
 
     /// Decodes one tensor to f32 on `device`, checking its shape.

@@ -168,3 +168,36 @@ fn a_tokenizer_larger_than_the_vocabulary_is_refused() {
         other => panic!("{other:?}"),
     }
 }
+
+/// joulecut's engine (unpadded, its own kernels) embeds like candle-transformers' BERT, at batch 1
+/// and with padding in play, for both tensor-name layouts.
+#[test]
+fn joulecut_engine_matches_candle_transformers() {
+    use joulecut_embed::Engine;
+    for g in [
+        small(),
+        SyntheticBert {
+            prefix: Some("bert".into()),
+            position_ids: true,
+            ..SyntheticBert::default()
+        },
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        write(&g, d.path());
+        let ours = SentenceEncoder::load_with(d.path(), &Device::Cpu, Engine::Joulecut).unwrap();
+        let theirs = SentenceEncoder::load_with(d.path(), &Device::Cpu, Engine::Candle).unwrap();
+        assert_eq!((ours.engine(), theirs.engine()), (Engine::Joulecut, Engine::Candle));
+        assert!(ours.routes().iter().all(|(_, k)| *k == joulecut_embed::LinearKind::Dense));
+        assert_eq!(ours.routes().len(), 6 * g.num_hidden_layers);
+        let s = sentences();
+        for batch_size in [1, 4] {
+            let cfg = EncodeConfig { batch_size };
+            let c = CosineSummary::of(
+                &ours.encode(&s, &cfg).unwrap(),
+                &theirs.encode(&s, &cfg).unwrap(),
+            )
+            .unwrap();
+            assert!(c.min >= 0.99999, "batch {batch_size}: {c:?}");
+        }
+    }
+}

@@ -47,6 +47,7 @@ pub mod reference;
 mod rng;
 mod storage;
 
+pub mod rows;
 pub use alloc::tune_allocator;
 pub use conv::{conv2d, conv2d_relu};
 pub use conv_pool::conv2d_relu_pool2d;

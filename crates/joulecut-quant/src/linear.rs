@@ -185,6 +185,18 @@ impl Int8Linear {
         self.activations
     }
 
+    /// The weights the GEMM multiplies by, dequantized to f32 `[out, in]` row-major.
+    pub fn dequantized_weight(&self) -> Vec<f32> {
+        let q = self.weights.unpack();
+        let k = self.in_features;
+        let mut out = Vec::with_capacity(q.len());
+        for (n, row) in q.chunks_exact(k.max(1)).enumerate() {
+            let (s, z) = self.requant.weight_grid(n);
+            out.extend(row.iter().map(|&v| (i32::from(v) - z) as f32 * s));
+        }
+        out
+    }
+
     /// The forward pass on a row-major `[m, in]` slice; returns `[m, out]`.
     ///
     /// # Panics

@@ -66,6 +66,11 @@ impl Requant {
         })
     }
 
+    /// Column `n`'s weight scale and zero-point.
+    pub fn weight_grid(&self, n: usize) -> (f32, i32) {
+        (self.scales[n], self.zeros.as_ref().map_or(0, |z| z[n]))
+    }
+
     /// Whether the weights have non-zero zero-points (then the activations' row sums are needed).
     pub fn needs_row_sums(&self) -> bool {
         self.zeros.is_some()

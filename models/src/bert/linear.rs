@@ -1,0 +1,294 @@
+//! One linear layer of a transformer, `y = x · Wᵀ + b` on raw row-major slices, run by the kernel
+//! its stored encoding calls for ([`RealKernels::route`]): dense f32 through the `gemm` crate,
+//! int8 through joulecut-quant's integer GEMM, packed sparse through joulecut-prune's CSR kernel.
+
+use joulecut_checkpoint::{Int8Tensor, TensorData};
+use joulecut_ops::{MatRef, matmul_f32};
+use joulecut_prune::{CsrMatrix, SparseLinear};
+use joulecut_quant::{ActivationQuant, Int8Linear};
+
+use crate::error::{Error, Result};
+use crate::kernels::{Kernel, RealKernels, Route};
+
+/// Multiply-adds below which a dense product runs on the calling thread.
+const PAR_MACS: usize = 1 << 18;
+
+/// The kernel a [`LinearOp`] runs on, as reports name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LinearKind {
+    /// Dense f32 GEMM (the original, or a compressed encoding decoded at load: a nominal saving).
+    Dense,
+    /// The int8 GEMM.
+    Int8,
+    /// The CSR sparse kernel.
+    Sparse,
+}
+
+/// A linear layer on one of joulecut's kernels.
+#[derive(Debug, Clone)]
+pub enum LinearOp {
+    /// Dense f32 weights `[out, in]`, row-major.
+    Dense {
+        /// The weights.
+        weight: Vec<f32>,
+        /// The bias (`out` values), if any.
+        bias: Option<Vec<f32>>,
+        /// Output features.
+        out: usize,
+        /// Input features.
+        inp: usize,
+    },
+    /// int8 weights through the integer GEMM (bias fused into its epilogue).
+    Int8(Int8Linear),
+    /// CSR weights through the sparse kernel.
+    Sparse(SparseLinear),
+}
+
+fn layer_err(name: &str, e: impl std::fmt::Display) -> Error {
+    Error::Layer {
+        name: name.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+impl LinearOp {
+    /// A dense f32 layer.
+    ///
+    /// # Panics
+    /// When `weight.len() != out · inp` or the bias is not `out` long.
+    pub fn dense(weight: Vec<f32>, bias: Option<Vec<f32>>, out: usize, inp: usize) -> LinearOp {
+        assert_eq!(weight.len(), out * inp, "dense weight size");
+        assert!(bias.as_ref().is_none_or(|b| b.len() == out), "bias size");
+        LinearOp::Dense {
+            weight,
+            bias,
+            out,
+            inp,
+        }
+    }
+
+    /// Builds the layer for stored weights `ws` (stacked along the output dimension, as the query,
+    /// key and value projections are fused into one product) and their biases. The stored
+    /// encodings pick the kernel; parts that disagree are decoded to dense f32 together.
+    pub fn from_parts(
+        name: &str,
+        ws: &[&TensorData],
+        biases: &[Option<Vec<f32>>],
+        kernels: &RealKernels,
+    ) -> Result<LinearOp> {
+        let inp = ws[0].shape().get(1).copied().unwrap_or(0);
+        for w in ws {
+            if w.shape().len() != 2 || w.shape()[1] != inp {
+                return Err(layer_err(
+                    name,
+                    format!("weight shape {:?} is not [out, {inp}]", w.shape()),
+                ));
+            }
+        }
+        let out: usize = ws.iter().map(|w| w.shape()[0]).sum();
+        let bias = if biases.iter().all(Option::is_none) {
+            None
+        } else {
+            let mut b = Vec::with_capacity(out);
+            for (w, bi) in ws.iter().zip(biases) {
+                match bi {
+                    Some(v) if v.len() == w.shape()[0] => b.extend_from_slice(v),
+                    Some(v) => {
+                        return Err(layer_err(
+                            name,
+                            format!("bias has {} values for {} outputs", v.len(), w.shape()[0]),
+                        ));
+                    }
+                    None => b.extend(std::iter::repeat_n(0.0, w.shape()[0])),
+                }
+            }
+            Some(b)
+        };
+        let routes: Vec<Route> = ws.iter().map(|w| kernels.route(w, false, true)).collect();
+        let same = routes.windows(2).all(|p| p[0] == p[1]);
+        match (routes[0], same) {
+            (Route::Kernel(Kernel::Int8), true) => {
+                let l = if let [w] = ws {
+                    Int8Linear::from_data(name, w, bias.as_deref())
+                } else {
+                    Int8Linear::new(name, &stack_int8(name, ws)?, bias.as_deref())
+                };
+                let l = l.map_err(|e| layer_err(name, e))?;
+                Ok(LinearOp::Int8(
+                    l.with_activation_quant(kernels.int8_activations.mode()),
+                ))
+            }
+            (Route::Kernel(Kernel::Sparse), true) => {
+                let dense = stack_f32(ws);
+                let csr =
+                    CsrMatrix::from_dense(out, inp, &dense).map_err(|e| layer_err(name, e))?;
+                let l = SparseLinear::new(csr, bias).map_err(|e| layer_err(name, e))?;
+                Ok(LinearOp::Sparse(l))
+            }
+            _ => Ok(LinearOp::dense(stack_f32(ws), bias, out, inp)),
+        }
+    }
+
+    /// Which kernel runs this layer.
+    pub fn kind(&self) -> LinearKind {
+        match self {
+            LinearOp::Dense { .. } => LinearKind::Dense,
+            LinearOp::Int8(_) => LinearKind::Int8,
+            LinearOp::Sparse(_) => LinearKind::Sparse,
+        }
+    }
+
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        match self {
+            LinearOp::Dense { out, .. } => *out,
+            LinearOp::Int8(l) => l.out_features(),
+            LinearOp::Sparse(l) => l.out_features(),
+        }
+    }
+
+    /// Input features.
+    pub fn in_features(&self) -> usize {
+        match self {
+            LinearOp::Dense { inp, .. } => *inp,
+            LinearOp::Int8(l) => l.in_features(),
+            LinearOp::Sparse(l) => l.in_features(),
+        }
+    }
+
+    /// Sets how an int8 layer quantizes its input; other kinds ignore it.
+    pub fn set_activation_quant(&mut self, mode: ActivationQuant) {
+        if let LinearOp::Int8(l) = self {
+            *l = l.clone().with_activation_quant(mode);
+        }
+    }
+
+    /// `out[m, out] = x[m, in] · Wᵀ + b`. The int8 and sparse kernels add the bias themselves;
+    /// the dense path adds it when `with_bias`, else leaves it for the caller to fuse into its
+    /// next pass (see [`LinearOp::pending_bias`]).
+    ///
+    /// # Panics
+    /// When the slices do not hold `m` rows of the layer's widths.
+    pub fn forward(&self, x: &[f32], m: usize, out: &mut [f32], with_bias: bool) {
+        match self {
+            LinearOp::Dense {
+                weight,
+                bias,
+                out: n,
+                inp: k,
+            } => {
+                let (n, k) = (*n, *k);
+                assert_eq!(x.len(), m * k, "input rows");
+                assert_eq!(out.len(), m * n, "output rows");
+                let threads = if m * n * k >= PAR_MACS {
+                    rayon::current_num_threads()
+                } else {
+                    1
+                };
+                // out (row-major [m, n]) is column-major [n, m]: out = W · xᵀ
+                matmul_f32(
+                    (n, m, k),
+                    out,
+                    n,
+                    false,
+                    MatRef::new(weight, 1, k),
+                    MatRef::new(x, k, 1),
+                    threads,
+                );
+                if let (true, Some(b)) = (with_bias, bias) {
+                    for row in out.chunks_exact_mut(n) {
+                        for (y, &b) in row.iter_mut().zip(b) {
+                            *y += b;
+                        }
+                    }
+                }
+            }
+            LinearOp::Int8(l) => l.forward_into(x, m, out),
+            LinearOp::Sparse(l) => l.weight().matmul_into(x, m, l.bias(), out),
+        }
+    }
+
+    /// The bias [`LinearOp::forward`] leaves out when `with_bias` is false (dense layers only).
+    pub fn pending_bias(&self) -> Option<&[f32]> {
+        match self {
+            LinearOp::Dense { bias, .. } => bias.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The dense weights and bias, for calibrated compression (`None` for int8 and sparse layers).
+    pub fn dense_mut(&mut self) -> Option<(&mut Vec<f32>, Option<&[f32]>)> {
+        match self {
+            LinearOp::Dense { weight, bias, .. } => Some((weight, bias.as_deref())),
+            _ => None,
+        }
+    }
+
+    /// The weights as dense f32 `[out, in]` (decoded from whatever kernel holds them).
+    pub fn to_dense(&self) -> Vec<f32> {
+        match self {
+            LinearOp::Dense { weight, .. } => weight.clone(),
+            LinearOp::Int8(l) => l.dequantized_weight(),
+            LinearOp::Sparse(l) => l.weight().to_dense(),
+        }
+    }
+}
+
+fn stack_f32(ws: &[&TensorData]) -> Vec<f32> {
+    let mut v = Vec::with_capacity(ws.iter().map(|w| joulecut_checkpoint::numel(w.shape())).sum());
+    for w in ws {
+        v.extend_from_slice(&w.to_f32());
+    }
+    v
+}
+
+/// Stacks int8 weights along the output dimension with per-output-channel scales (a per-tensor
+/// scale becomes one scale per row), so the fused product keeps each part's grid.
+fn stack_int8(name: &str, ws: &[&TensorData]) -> Result<Int8Tensor> {
+    let mut values = Vec::new();
+    let mut scales = Vec::new();
+    let mut zeros: Vec<i32> = Vec::new();
+    let mut any_zero = false;
+    let mut orig = None;
+    for w in ws {
+        let TensorData::Int8(t) = w else {
+            return Err(layer_err(name, "a part is not a dense int8 tensor"));
+        };
+        let rows = t.shape[0];
+        values.extend_from_slice(&t.values);
+        let per_row = |v: &[f32]| -> Vec<f32> {
+            if v.len() == 1 {
+                vec![v[0]; rows]
+            } else {
+                v.to_vec()
+            }
+        };
+        if t.axis.is_some_and(|a| a != 0) {
+            return Err(layer_err(name, "int8 scales along the input axis"));
+        }
+        scales.extend(per_row(&t.scales));
+        match &t.zero_points {
+            Some(z) => {
+                any_zero = true;
+                zeros.extend(if z.len() == 1 {
+                    vec![z[0]; rows]
+                } else {
+                    z.clone()
+                });
+            }
+            None => zeros.extend(std::iter::repeat_n(0, rows)),
+        }
+        orig = Some(t.orig_dtype);
+    }
+    let out = scales.len();
+    let inp = ws[0].shape()[1];
+    Ok(Int8Tensor {
+        shape: vec![out, inp],
+        values,
+        scales,
+        zero_points: any_zero.then_some(zeros),
+        axis: Some(0),
+        orig_dtype: orig.expect("at least one part"),
+    })
+}

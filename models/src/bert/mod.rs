@@ -1,0 +1,272 @@
+//! A BERT-family encoder on joulecut's own kernels: embeddings, self-attention, GELU FFN,
+//! LayerNorm, mean pooling.
+//!
+//! Sentences run unpadded: a batch is its sentences' tokens back to back ([`TokenBatch`]), so no
+//! product is spent on padding and attention needs no mask. Each linear layer runs on the kernel
+//! its stored encoding calls for ([`LinearOp`], routed by [`RealKernels`]): dense f32, int8 or
+//! packed sparse. A structurally pruned checkpoint (heads or FFN neurons removed) loads as a
+//! physically smaller layer: the sizes come from the weights, the head width from the config.
+//! Buffers live in a [`Workspace`] reused across batches, so the hot path does not allocate.
+//!
+//! Tensor names are Hugging Face's `BertModel` names without a prefix
+//! (`encoder.layer.0.attention.self.query.weight`); the caller strips `bert.` where a task
+//! model nests them.
+
+mod attention;
+mod layer;
+mod linear;
+mod load;
+
+pub use layer::{EncoderLayer, Sublayer};
+pub use linear::{LinearKind, LinearOp};
+pub use load::TensorSource;
+
+use joulecut_ops::rows::{LayerNorm, layer_norm};
+
+/// The sizes and constants of a BERT encoder (Hugging Face `config.json` names in the docs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BertConfig {
+    /// `hidden_size`.
+    pub hidden: usize,
+    /// `num_attention_heads` of the original model (the head width is `hidden / heads`).
+    pub heads: usize,
+    /// `intermediate_size`.
+    pub intermediate: usize,
+    /// `num_hidden_layers`.
+    pub layers: usize,
+    /// `vocab_size`.
+    pub vocab: usize,
+    /// `max_position_embeddings`.
+    pub max_positions: usize,
+    /// `type_vocab_size`.
+    pub type_vocab: usize,
+    /// `layer_norm_eps`.
+    pub eps: f32,
+    /// `hidden_act`.
+    pub activation: Activation,
+}
+
+/// The feed-forward block's activation (`hidden_act`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activation {
+    /// `gelu`: the exact, erf-based GELU (BERT's).
+    #[default]
+    Gelu,
+    /// `gelu_new`, `gelu_pytorch_tanh`: the tanh approximation.
+    GeluTanh,
+    /// `relu`.
+    Relu,
+}
+
+impl Activation {
+    /// `y ← act(y + bias)` for `y` `[rows, bias.len()]` (no bias when `bias` is empty).
+    pub(crate) fn apply(self, y: &mut [f32], width: usize, bias: &[f32]) {
+        let act = match self {
+            Activation::Gelu => return joulecut_ops::rows::bias_gelu(y, width, bias),
+            Activation::GeluTanh => |x: f32| {
+                0.5 * x * (1.0 + (0.797_884_6 * (x + 0.044_715 * x * x * x)).tanh())
+            },
+            Activation::Relu => |x: f32| x.max(0.0),
+        };
+        for row in y.chunks_exact_mut(width) {
+            for (i, v) in row.iter_mut().enumerate() {
+                *v = act(*v + bias.get(i).copied().unwrap_or(0.0));
+            }
+        }
+    }
+}
+
+impl BertConfig {
+    /// Width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.hidden / self.heads.max(1)
+    }
+}
+
+/// Sentences as token ids back to back: sentence `i` is the next `lengths[i]` entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenBatch {
+    /// Token ids.
+    pub ids: Vec<u32>,
+    /// Token type (segment) ids, one per token.
+    pub type_ids: Vec<u32>,
+    /// Tokens per sentence.
+    pub lengths: Vec<usize>,
+}
+
+impl TokenBatch {
+    /// Total tokens.
+    pub fn tokens(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Appends one sentence.
+    pub fn push(&mut self, ids: &[u32], type_ids: &[u32]) {
+        self.ids.extend_from_slice(ids);
+        self.type_ids.extend_from_slice(type_ids);
+        self.lengths.push(ids.len());
+    }
+}
+
+/// Scratch buffers of one forward pass, reused across batches (grown, never shrunk).
+#[derive(Debug, Clone, Default)]
+pub struct Workspace {
+    /// Hidden states `[T, hidden]`.
+    pub(crate) x: Vec<f32>,
+    pub(crate) qkv: Vec<f32>,
+    pub(crate) ctx: Vec<f32>,
+    pub(crate) proj: Vec<f32>,
+    pub(crate) ffn: Vec<f32>,
+}
+
+/// Grows `v` to `n` elements (never shrinks), returning the first `n`.
+pub(crate) fn buf(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    &mut v[..n]
+}
+
+/// Token, position and segment embeddings and their LayerNorm.
+#[derive(Debug, Clone)]
+pub struct Embeddings {
+    word: Vec<f32>,
+    position: Vec<f32>,
+    token_type: Vec<f32>,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+/// A loaded BERT encoder.
+#[derive(Debug, Clone)]
+pub struct BertEncoder {
+    cfg: BertConfig,
+    embeddings: Embeddings,
+    layers: Vec<EncoderLayer>,
+}
+
+/// What a problem with a [`TokenBatch`] is.
+fn bad_batch(reason: String) -> crate::Error {
+    crate::Error::BadConfig { reason }
+}
+
+impl BertEncoder {
+    /// The configuration.
+    pub fn config(&self) -> &BertConfig {
+        &self.cfg
+    }
+
+    /// The encoder layers, in order.
+    pub fn layers(&self) -> &[EncoderLayer] {
+        &self.layers
+    }
+
+    /// The encoder layers, for calibrated compression.
+    pub fn layers_mut(&mut self) -> &mut [EncoderLayer] {
+        &mut self.layers
+    }
+
+    /// Checks that every id is inside its table and no sentence is longer than the position table.
+    pub fn check(&self, batch: &TokenBatch) -> crate::Result<()> {
+        if batch.type_ids.len() != batch.ids.len()
+            || batch.lengths.iter().sum::<usize>() != batch.ids.len()
+        {
+            return Err(bad_batch("token batch: ids, type ids and lengths disagree".into()));
+        }
+        if let Some(&id) = batch.ids.iter().find(|&&i| i as usize >= self.cfg.vocab) {
+            return Err(bad_batch(format!(
+                "token id {id} is outside vocab_size {}",
+                self.cfg.vocab
+            )));
+        }
+        if let Some(&t) = batch
+            .type_ids
+            .iter()
+            .find(|&&i| i as usize >= self.cfg.type_vocab)
+        {
+            return Err(bad_batch(format!(
+                "token type {t} is outside type_vocab_size {}",
+                self.cfg.type_vocab
+            )));
+        }
+        if let Some(&l) = batch.lengths.iter().find(|&&l| l > self.cfg.max_positions) {
+            return Err(bad_batch(format!(
+                "a sentence of {l} tokens is longer than max_position_embeddings {}",
+                self.cfg.max_positions
+            )));
+        }
+        Ok(())
+    }
+
+    /// Embeds the batch's tokens into `ws`'s hidden states (`[T, hidden]`).
+    pub fn embed(&self, batch: &TokenBatch, ws: &mut Workspace) -> crate::Result<()> {
+        self.check(batch)?;
+        let h = self.cfg.hidden;
+        let x = buf(&mut ws.x, batch.tokens() * h);
+        let e = &self.embeddings;
+        let mut t = 0;
+        for &len in &batch.lengths {
+            for p in 0..len {
+                let (id, ty) = (batch.ids[t] as usize, batch.type_ids[t] as usize);
+                let row = &mut x[t * h..(t + 1) * h];
+                let (w, pe, te) = (
+                    &e.word[id * h..(id + 1) * h],
+                    &e.position[p * h..(p + 1) * h],
+                    &e.token_type[ty * h..(ty + 1) * h],
+                );
+                for c in 0..h {
+                    row[c] = w[c] + pe[c] + te[c];
+                }
+                t += 1;
+            }
+        }
+        layer_norm(
+            x,
+            &LayerNorm {
+                gamma: &e.gamma,
+                beta: &e.beta,
+                eps: self.cfg.eps,
+            },
+        );
+        Ok(())
+    }
+
+    /// The final hidden states of every token (`[T, hidden]`, in `ws`).
+    pub fn hidden_states<'w>(
+        &self,
+        batch: &TokenBatch,
+        ws: &'w mut Workspace,
+    ) -> crate::Result<&'w [f32]> {
+        self.embed(batch, ws)?;
+        for l in &self.layers {
+            l.forward(ws, &batch.lengths, (self.cfg.eps, self.cfg.activation), &mut |_, _, _| {});
+        }
+        Ok(&ws.x[..batch.tokens() * self.cfg.hidden])
+    }
+
+    /// Mean-pooled sentence embeddings, `[sentences, hidden]` row-major.
+    pub fn encode(&self, batch: &TokenBatch, ws: &mut Workspace) -> crate::Result<Vec<f32>> {
+        let h = self.cfg.hidden;
+        let states = self.hidden_states(batch, ws)?;
+        Ok(mean_pool(states, &batch.lengths, h))
+    }
+}
+
+/// Mean of each sentence's token states: `states` `[Σ lengths, width]` → `[sentences, width]`
+/// (an empty sentence pools to zeros).
+pub fn mean_pool(states: &[f32], lengths: &[usize], width: usize) -> Vec<f32> {
+    let mut out = vec![0f32; lengths.len() * width];
+    let mut t = 0;
+    for (s, &len) in lengths.iter().enumerate() {
+        let dst = &mut out[s * width..(s + 1) * width];
+        for row in states[t * width..(t + len) * width].chunks_exact(width) {
+            for (d, &v) in dst.iter_mut().zip(row) {
+                *d += v;
+            }
+        }
+        let inv = 1.0 / len.max(1) as f32;
+        dst.iter_mut().for_each(|d| *d *= inv);
+        t += len;
+    }
+    out
+}
