@@ -16,6 +16,7 @@ mod eval_embeddings;
 mod inspect;
 mod output;
 mod prune;
+mod prune_calibrated;
 mod qat;
 mod quantize;
 mod train;

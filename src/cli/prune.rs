@@ -21,6 +21,7 @@ use joulecut::harness::pipeline::{
     Indivisible, PrunePolicy, compact_model, data_bytes, pack_if_pays,
 };
 use joulecut::models::{Model, ModelConfig, init_varmap, load_into_varmap};
+use joulecut::prune::calibrated::Method;
 use joulecut::prune::{
     Criterion, F32Tensor, Granularity, PruneSpec, Scope, Selection, SensitivityConfig,
     SparsityReport,
@@ -108,6 +109,14 @@ pub struct PruneArgs {
     /// Fashion-MNIST directory for --sensitivity (default: $JOULECUT_DATA or the system dataset).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// How weights are ranked: `magnitude` (|W|, no data), `wanda` (|W|·‖x‖ per output row) or
+    /// `sparsegpt` (second order, with updates of the kept weights). wanda and sparsegpt prune a
+    /// Hugging Face BERT-family model directory and need --calibration.
+    #[arg(long, default_value_t = Method::Magnitude)]
+    method: Method,
+    /// Calibration sentences, one per line (for --method wanda|sparsegpt).
+    #[arg(long, value_name = "FILE")]
+    calibration: Option<PathBuf>,
     /// Print one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -215,6 +224,35 @@ fn sensitivity(
 
 pub fn run(a: PruneArgs) -> anyhow::Result<ExitCode> {
     let spec = spec_of(&a, a.output.is_some())?;
+    if a.method != Method::Magnitude {
+        let Some(output) = &a.output else {
+            return Err(bad_input(
+                format!("--method {} needs -o OUTPUT_DIR", a.method),
+                "--sensitivity sweeps magnitude pruning only",
+            ));
+        };
+        if !a.include.is_empty() || !a.exclude.is_empty() || a.compact || a.pack {
+            return Err(bad_input(
+                format!("--method {} prunes every encoder linear layer, densely stored", a.method),
+                "drop --include/--exclude/--compact/--pack (quantize the result for a smaller file)",
+            ));
+        }
+        return super::prune_calibrated::run(super::prune_calibrated::CalibratedArgs {
+            input: &a.input,
+            output,
+            calibration: a.calibration.as_deref(),
+            method: a.method,
+            granularity: spec.granularity,
+            sparsity: spec.sparsity,
+            json: a.json,
+        });
+    }
+    if let Some(c) = &a.calibration {
+        return Err(bad_input(
+            format!("--calibration {} is unused by --method magnitude", c.display()),
+            "use --method wanda or --method sparsegpt to prune with calibration sentences",
+        ));
+    }
     if a.input.is_dir() || a.input.extension().is_some_and(|e| e == "json") {
         return Err(bad_input(
             format!(

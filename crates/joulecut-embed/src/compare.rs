@@ -34,6 +34,33 @@ pub struct CosineSummary {
     pub per_sentence: Vec<f64>,
 }
 
+/// Retrieval agreement: for each sentence, the share of its `k` nearest neighbours (by cosine,
+/// among the other sentences) under `b` that are also among its `k` nearest under `a`, averaged
+/// over sentences. 1 means a search index built on `b` returns what `a`'s would; `None` when the
+/// sets do not line up or hold no more than `k` sentences.
+pub fn neighbour_agreement(a: &[Vec<f32>], b: &[Vec<f32>], k: usize) -> Option<f64> {
+    if a.len() != b.len() || a.len() <= k || k == 0 {
+        return None;
+    }
+    let top = |e: &[Vec<f32>], i: usize| -> Vec<usize> {
+        let mut sims: Vec<(f64, usize)> = (0..e.len())
+            .filter(|&j| j != i)
+            .map(|j| (cosine(&e[i], &e[j]), j))
+            .collect();
+        // highest first; ties by index so the result is deterministic
+        sims.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+        let mut t: Vec<usize> = sims[..k].iter().map(|s| s.1).collect();
+        t.sort_unstable();
+        t
+    };
+    let mut sum = 0.0;
+    for i in 0..a.len() {
+        let (ta, tb) = (top(a, i), top(b, i));
+        sum += tb.iter().filter(|j| ta.binary_search(j).is_ok()).count() as f64 / k as f64;
+    }
+    Some(sum / a.len() as f64)
+}
+
 impl CosineSummary {
     /// Compares row `i` of `a` with row `i` of `b`; both must have the same rows and widths.
     pub fn of(a: &[Vec<f32>], b: &[Vec<f32>]) -> Option<Self> {
@@ -126,5 +153,23 @@ mod tests {
             read_sentences(&dir.path().join("missing.txt")),
             Err(Error::Read { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod agreement_tests {
+    use super::neighbour_agreement;
+
+    #[test]
+    fn neighbour_agreement_is_one_for_the_same_embeddings_and_drops_when_they_scramble() {
+        let a: Vec<Vec<f32>> = (0..30)
+            .map(|i| vec![(i as f32).sin(), (i as f32 * 0.7).cos(), i as f32 / 30.0])
+            .collect();
+        assert_eq!(neighbour_agreement(&a, &a, 5), Some(1.0));
+        let mut b = a.clone();
+        b.reverse();
+        assert!(neighbour_agreement(&a, &b, 5).unwrap() < 0.5);
+        assert_eq!(neighbour_agreement(&a, &a[..3], 5), None);
+        assert_eq!(neighbour_agreement(&a[..5], &a[..5], 5), None);
     }
 }

@@ -260,6 +260,15 @@ impl SentenceEncoder {
         }
     }
 
+    /// The joulecut encoder, mutable (`None` on the candle engine): calibrated compression changes
+    /// its weights in place.
+    pub fn native_mut(&mut self) -> Option<&mut BertEncoder> {
+        match &mut self.net {
+            Net::Joulecut { model, .. } => Some(model),
+            Net::Candle(_) => None,
+        }
+    }
+
     /// Tokenizes sentences unpadded, as the joulecut engine runs them.
     pub fn token_batch(&self, sentences: &[String]) -> Result<TokenBatch> {
         let enc = self.tokenize(sentences)?;

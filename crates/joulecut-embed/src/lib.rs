@@ -32,7 +32,7 @@ pub mod generate;
 mod native;
 mod weights;
 
-pub use compare::{CosineSummary, cosine, read_sentences};
+pub use compare::{CosineSummary, cosine, neighbour_agreement, read_sentences};
 pub use config::{parse_config, read_config};
 pub use encoder::{EncodeConfig, Engine, SentenceEncoder, mean_pool};
 pub use joulecut_models::bert::LinearKind;

@@ -13,10 +13,12 @@
 //! model nests them.
 
 mod attention;
+mod calibrate;
 mod layer;
 mod linear;
 mod load;
 
+pub use calibrate::SublayerReport;
 pub use layer::{EncoderLayer, Sublayer};
 pub use linear::{LinearKind, LinearOp};
 pub use load::TensorSource;
