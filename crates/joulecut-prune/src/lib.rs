@@ -27,6 +27,7 @@
 //! # Ok::<(), joulecut_prune::Error>(())
 //! ```
 
+mod calibrated;
 mod compact;
 mod error;
 mod mask;
@@ -38,6 +39,10 @@ mod sparse;
 mod tensor;
 mod vocab;
 
+pub use calibrated::{
+    CalibratedSpec, InputStats, Method, PruneStats, SparseGptConfig, magnitude, prune_layer,
+    sparsegpt, wanda,
+};
 pub use compact::{Chain, ChainLayer, Compacted, compact};
 pub use error::{Error, Result};
 /// The tensor selection every compression pass shares (include/exclude globs + default policy).
