@@ -11,6 +11,9 @@
 //! * [`SparseLinear`]: a CSR linear layer (`candle_core::Module`) with runtime-dispatched SIMD kernels,
 //!   and [`CsrMatrix::matmul_reference`] as its oracle.
 //! * [`sensitivity_tensors`] / [`sensitivity_varmap`]: per-layer accuracy-vs-sparsity sweeps.
+//! * [`prune_layer`] ([`magnitude`], [`wanda`], [`sparsegpt`]): activation-aware pruning of one linear
+//!   layer, unstructured or N:M, from the [`InputStats`] of its calibration inputs, reporting the
+//!   layer's reconstruction error ([`PruneStats`]).
 //!
 //! Everything works on plain named tensors ([`F32Tensor`]) so it applies equally to a `VarMap` and to a
 //! checkpoint read from disk.

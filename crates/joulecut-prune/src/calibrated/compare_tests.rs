@@ -26,10 +26,10 @@ fn correlated_stats(in_: usize, tokens: usize, seed: u64) -> InputStats {
     s
 }
 
-fn errors(g: Granularity, sparsity: f64) -> [f64; 3] {
+fn errors(g: Granularity, sparsity: f64, seed: u64) -> [f64; 3] {
     let (out, in_) = (48, 64);
-    let stats = correlated_stats(in_, 1024, 1);
-    let w0 = XorShift64::new(2).signed_vec(out * in_, 1.0);
+    let stats = correlated_stats(in_, 1024, seed);
+    let w0 = XorShift64::new(seed + 100).signed_vec(out * in_, 1.0);
     Method::ALL.map(|method| {
         let mut w = w0.clone();
         let spec = CalibratedSpec::new(method, sparsity).granularity(g);
@@ -38,18 +38,25 @@ fn errors(g: Granularity, sparsity: f64) -> [f64; 3] {
     })
 }
 
+/// Wanda's error as a fraction of magnitude's stays below this on every case here (the largest
+/// seen over eleven seeds was 0.20).
+const WANDA_VS_MAGNITUDE: f64 = 0.25;
+
 #[test]
 fn sparsegpt_beats_wanda_beats_magnitude() {
-    for (g, sparsity) in [
-        (Granularity::Unstructured, 0.5),
-        (Granularity::nm(2, 4).unwrap(), 0.0),
-        (Granularity::Unstructured, 0.3),
-    ] {
-        let [mag, wanda, sgpt] = errors(g, sparsity);
-        eprintln!("{g} {sparsity}: magnitude {mag:.4} wanda {wanda:.4} sparsegpt {sgpt:.4}");
-        assert!(
-            wanda < mag && sgpt < wanda,
-            "{g} {sparsity}: {mag} {wanda} {sgpt}"
-        );
+    // (granularity, sparsity, SparseGPT's error as a fraction of Wanda's must stay below): the
+    // fractions seen were 0.64-0.67 at 50%, 0.40-0.44 at 2:4 and 0.50-0.62 at 30%.
+    let cases = [
+        (Granularity::Unstructured, 0.5, 0.8),
+        (Granularity::nm(2, 4).unwrap(), 0.0, 0.6),
+        (Granularity::Unstructured, 0.3, 0.8),
+    ];
+    for (g, sparsity, sgpt_vs_wanda) in cases {
+        for seed in [1, 2] {
+            let [mag, wanda, sgpt] = errors(g, sparsity, seed);
+            let case = format!("{g} at {sparsity}, seed {seed}: {mag} {wanda} {sgpt}");
+            assert!(wanda < WANDA_VS_MAGNITUDE * mag, "{case}");
+            assert!(sgpt < sgpt_vs_wanda * wanda, "{case}");
+        }
     }
 }

@@ -53,8 +53,8 @@ pub(crate) fn cholesky_lower(h: &[f64], n: usize) -> Result<Vec<f64>, NotPositiv
         let (head, below) = l.split_at_mut((j + 1) * n);
         let row_j = &mut head[j * n..];
         let pivot = h[j * n + j] - dot(&row_j[..j], &row_j[..j]);
-        // `!(p > 0)` also rejects NaN.
-        if !(pivot > 0.0) || !pivot.is_finite() {
+        // NaN is not finite either.
+        if !pivot.is_finite() || pivot <= 0.0 {
             return Err(NotPositiveDefinite { pivot: j });
         }
         let d = pivot.sqrt();

@@ -1,25 +1,6 @@
 //! [`sparsegpt`]: one-shot pruning with second-order weight updates (Frantar & Alistarh, 2023),
-//! following the reference `sparsegpt.py` (`SparseGPT.fasterprune`) step for step:
-//!
-//! 1. `H = (2/N) XᵀX`; a dead input (`H[j,j] = 0`) gets `H[j,j] = 1` and its weight column is zeroed.
-//! 2. `H += damp · mean(diag H) · I`, then `U` = the upper Cholesky factor of `H⁻¹` (`UᵀU = H⁻¹`).
-//! 3. Columns are walked left to right. Unstructured: at the start of each block of `block_size`
-//!    columns, the block's scores `w² / U[j,j]²` are ranked across *all rows* and the lowest
-//!    `round(sparsity · out · block)` are pruned (the reference's per-block threshold). N:M: at the
-//!    start of each group of `m` columns, each row prunes its `m - n` lowest scores of the group.
-//! 4. Pruning column `c` of a row: `e = w[c] / U[c,c]`, `w[c] = 0`, and `w[c+1..] -= e · U[c, c+1..]`
-//!    — the optimal-brain-surgeon update that moves the lost output onto the weights still to come.
-//!
-//! The reference defers the updates of later blocks to one matrix product per block (GPU
-//! efficiency); applying them at once gives the same weights, so each row here runs independently
-//! (on rayon's threads) between two mask selections. Its threshold `scores <= sorted[⌊k⌋]` prunes
-//! one weight more than `k` (and every tie); here exactly `k` go, ties to the lower index. N:M
-//! groups are aligned to absolute columns, as the reference's are when `block_size` is a multiple
-//! of `m`.
-//!
-//! If the Cholesky factorisation fails (a singular or indefinite `H`, e.g. fewer calibration tokens
-//! than inputs with `damp = 0`), it is retried once with the dampening raised to
-//! `max(10 · damp, 0.01)`; [`PruneStats::damp`] reports the one used.
+//! following the reference `sparsegpt.py` (`SparseGPT.fasterprune`); the function's docs give the
+//! algorithm and where it departs from the reference.
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -63,7 +44,7 @@ impl SparseGptConfig {
                 hint: "use the default block size of 128 columns".into(),
             });
         }
-        if !(self.damp >= 0.0 && self.damp.is_finite()) {
+        if !self.damp.is_finite() || self.damp < 0.0 {
             return Err(Error::IncompatibleOptions {
                 message: format!(
                     "SparseGPT's dampening {} must be finite and >= 0",
@@ -77,10 +58,33 @@ impl SparseGptConfig {
     }
 }
 
-/// Prunes the row-major `[out, in]` weight by SparseGPT, updating the weights it keeps.
+/// Prunes the row-major `[out, in]` weight by SparseGPT (Frantar & Alistarh, 2023), updating the
+/// weights it keeps; `stats` must hold the Gram matrix ([`InputStats::new`]).
 ///
-/// `stats` must hold the Gram matrix ([`InputStats::new`]). See the [module docs](self) for the
-/// algorithm and how it relates to the reference.
+/// The steps of the reference `sparsegpt.py` (`SparseGPT.fasterprune`):
+/// 1. `H = (2/N) XᵀX`; a dead input (`H[j,j] = 0`) gets `H[j,j] = 1` and its weight column is
+///    zeroed.
+/// 2. `H += damp · mean(diag H) · I`, then `U` = the upper Cholesky factor of `H⁻¹` (`UᵀU = H⁻¹`).
+/// 3. Columns are walked left to right. Unstructured: at the start of each block of `block_size`
+///    columns, the block's scores `w² / U[j,j]²` are ranked across *all rows* and the lowest
+///    `round(sparsity · out · block)` are pruned (the reference's per-block threshold, so single
+///    rows may lose more or less than `sparsity`). N:M: at the start of each group of `m` columns,
+///    each row prunes the `m - n` lowest scores of the group.
+/// 4. Pruning column `c` of a row: `e = w[c] / U[c,c]`, `w[c] = 0`, and
+///    `w[c+1..] -= e · U[c, c+1..]` — the optimal-brain-surgeon update that moves the lost output
+///    onto the weights still to come.
+///
+/// The reference defers the updates of later blocks to one matrix product per block (GPU
+/// efficiency); applying them at once gives the same weights, so each row runs on its own (on
+/// rayon's threads) between two mask selections. Its threshold `scores <= sorted[⌊k⌋]` prunes
+/// one weight more than `k` (and every tie); here exactly `k` go, ties to the lower index. N:M
+/// groups are aligned to absolute columns, as the reference's are when `block_size` is a multiple
+/// of `m`.
+///
+/// If the Cholesky factorisation fails (a singular or indefinite `H`, e.g. fewer calibration
+/// tokens than inputs with `damp = 0`), it is retried once with the dampening raised to
+/// `max(10 · damp, 0.01)`; [`PruneStats::damp`] reports the one used, and
+/// [`Error::NotPositiveDefinite`] the failure of both.
 pub fn sparsegpt(
     name: &str,
     weight: &mut [f32],
