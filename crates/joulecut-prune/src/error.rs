@@ -130,6 +130,32 @@ pub enum Error {
         operation: &'static str,
     },
 
+    /// Calibration statistics that cannot drive the pruning of a layer (none collected, another
+    /// layer's, non-finite, or without the Gram matrix a method needs).
+    #[error("cannot prune `{name}` from its calibration inputs: {reason}")]
+    InvalidCalibration {
+        /// The layer's weight.
+        name: String,
+        /// What is wrong.
+        reason: String,
+        /// How to fix it.
+        hint: &'static str,
+    },
+
+    /// A layer Hessian that stays singular or indefinite after SparseGPT's dampening.
+    #[error(
+        "the calibration Hessian of `{name}` is not positive definite even with dampening {damp} \
+         (pivot {pivot})"
+    )]
+    NotPositiveDefinite {
+        /// The layer's weight.
+        name: String,
+        /// The relative dampening of the last attempt.
+        damp: f64,
+        /// The input feature at which the factorisation failed.
+        pivot: usize,
+    },
+
     /// A candle operation failed.
     #[error("{action} `{name}`")]
     Candle {
@@ -175,6 +201,12 @@ impl Error {
             )),
             Error::UnknownTensor { .. } => Some("list the tensor names with `joulecut inspect FILE`".into()),
             Error::IncompatibleOptions { hint, .. } => Some(hint.clone()),
+            Error::InvalidCalibration { hint, .. } => Some((*hint).into()),
+            Error::NotPositiveDefinite { .. } => Some(
+                "calibrate on more tokens than the layer has inputs, or raise the SparseGPT \
+                 dampening (SparseGptConfig::damp)"
+                    .into(),
+            ),
             Error::InvalidSchedule { .. } => {
                 Some("AGP needs start <= end and frequency >= 1; iterative needs rounds >= 1".into())
             }

@@ -11,6 +11,9 @@
 //! * [`SparseLinear`]: a CSR linear layer (`candle_core::Module`) with runtime-dispatched SIMD kernels,
 //!   and [`CsrMatrix::matmul_reference`] as its oracle.
 //! * [`sensitivity_tensors`] / [`sensitivity_varmap`]: per-layer accuracy-vs-sparsity sweeps.
+//! * [`prune_layer`] ([`magnitude`], [`wanda`], [`sparsegpt`]): activation-aware pruning of one linear
+//!   layer, unstructured or N:M, from the [`InputStats`] of its calibration inputs, reporting the
+//!   layer's reconstruction error ([`PruneStats`]).
 //!
 //! Everything works on plain named tensors ([`F32Tensor`]) so it applies equally to a `VarMap` and to a
 //! checkpoint read from disk.
@@ -27,6 +30,7 @@
 //! # Ok::<(), joulecut_prune::Error>(())
 //! ```
 
+mod calibrated;
 mod compact;
 mod error;
 mod mask;
@@ -38,6 +42,10 @@ mod sparse;
 mod tensor;
 mod vocab;
 
+pub use calibrated::{
+    CalibratedSpec, InputStats, Method, PruneStats, SparseGptConfig, magnitude, prune_layer,
+    sparsegpt, wanda,
+};
 pub use compact::{Chain, ChainLayer, Compacted, compact};
 pub use error::{Error, Result};
 /// The tensor selection every compression pass shares (include/exclude globs + default policy).
