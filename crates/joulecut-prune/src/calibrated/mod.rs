@@ -149,6 +149,20 @@ impl CalibratedSpec {
         self.sparsegpt = cfg;
         self
     }
+
+    /// Checks the options on their own (before any layer is loaded): the sparsity, an unstructured
+    /// or valid N:M granularity, and SparseGPT's settings.
+    pub fn validate(&self) -> Result<()> {
+        check_sparsity(self.sparsity, None)?;
+        match self.granularity {
+            Granularity::Unstructured => {}
+            Granularity::Nm { n, m } => {
+                Granularity::nm(n, m)?;
+            }
+            structured => return Err(refuse_structured(self.method, None, structured)),
+        }
+        self.sparsegpt.validate()
+    }
 }
 
 /// What pruning one layer did.
@@ -263,14 +277,19 @@ fn check_layer(
             }
             Ok(())
         }
-        structured => Err(Error::IncompatibleOptions {
-            message: format!(
-                "`{name}`: {method} prunes single weights (unstructured or N:M), not {structured}"
-            ),
-            hint: "use --granularity unstructured or N:M (e.g. 2:4); structured pruning of \
-                   heads and neurons is a separate step"
-                .into(),
-        }),
+        structured => Err(refuse_structured(method, Some(name), structured)),
+    }
+}
+
+fn refuse_structured(method: Method, name: Option<&str>, granularity: Granularity) -> Error {
+    let layer = name.map(|n| format!("`{n}`: ")).unwrap_or_default();
+    Error::IncompatibleOptions {
+        message: format!(
+            "{layer}{method} prunes single weights (unstructured or N:M), not {granularity}"
+        ),
+        hint: "use --granularity unstructured or N:M (e.g. 2:4); structured pruning of heads and \
+               neurons is a separate step"
+            .into(),
     }
 }
 
@@ -358,6 +377,45 @@ mod tests {
         )
         .unwrap();
         assert_eq!(back, CalibratedSpec::new(Method::Wanda, 0.5));
+    }
+
+    #[test]
+    fn spec_validation_catches_each_bad_option() {
+        assert!(CalibratedSpec::new(Method::Wanda, 0.5).validate().is_ok());
+        let nm =
+            CalibratedSpec::new(Method::SparseGpt, 0.0).granularity(Granularity::nm(2, 4).unwrap());
+        assert!(nm.validate().is_ok());
+        let bad = [
+            (
+                CalibratedSpec::new(Method::Wanda, 1.0),
+                "invalid sparsity 1",
+            ),
+            (
+                CalibratedSpec::new(Method::Wanda, f64::NAN),
+                "invalid sparsity NaN",
+            ),
+            (
+                CalibratedSpec::new(Method::Wanda, 0.5).granularity(Granularity::Rows),
+                "wanda prunes single weights (unstructured or N:M), not rows",
+            ),
+            (
+                CalibratedSpec::new(Method::Magnitude, 0.5)
+                    .granularity(Granularity::Nm { n: 4, m: 4 }),
+                "invalid N:M pattern 4:4",
+            ),
+            (
+                CalibratedSpec::new(Method::SparseGpt, 0.5).sparsegpt(SparseGptConfig {
+                    block_size: 0,
+                    damp: 0.01,
+                }),
+                "block size",
+            ),
+        ];
+        for (spec, needle) in bad {
+            let e = spec.validate().unwrap_err();
+            assert!(e.to_string().contains(needle), "`{e}` lacks `{needle}`");
+            assert!(e.hint().is_some());
+        }
     }
 
     #[test]
