@@ -16,11 +16,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bert;
 mod config;
 mod distill;
 mod error;
 mod init;
-pub mod bert;
 pub mod kernels;
 mod model;
 

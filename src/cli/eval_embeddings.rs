@@ -222,7 +222,10 @@ pub fn run(a: EvalEmbeddingsArgs) -> anyhow::Result<ExitCode> {
             sentences[cos.min_index]
         );
         if let Some(g) = agreement {
-            println!("retrieval  {NEIGHBOURS} nearest neighbours agree {:.1}%", g * 100.0);
+            println!(
+                "retrieval  {NEIGHBOURS} nearest neighbours agree {:.1}%",
+                g * 100.0
+            );
         }
         println!(
             "{:<11} {:>10} {:>12} {:>12} {:>10}  energy",

@@ -21,7 +21,7 @@ use joulecut::harness::pipeline::{
     Indivisible, PrunePolicy, compact_model, data_bytes, pack_if_pays,
 };
 use joulecut::models::{Model, ModelConfig, init_varmap, load_into_varmap};
-use joulecut::prune::calibrated::Method;
+use joulecut::prune::Method;
 use joulecut::prune::{
     Criterion, F32Tensor, Granularity, PruneSpec, Scope, Selection, SensitivityConfig,
     SparsityReport,
@@ -233,7 +233,10 @@ pub fn run(a: PruneArgs) -> anyhow::Result<ExitCode> {
         };
         if !a.include.is_empty() || !a.exclude.is_empty() || a.compact || a.pack {
             return Err(bad_input(
-                format!("--method {} prunes every encoder linear layer, densely stored", a.method),
+                format!(
+                    "--method {} prunes every encoder linear layer, densely stored",
+                    a.method
+                ),
                 "drop --include/--exclude/--compact/--pack (quantize the result for a smaller file)",
             ));
         }
@@ -249,7 +252,10 @@ pub fn run(a: PruneArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(c) = &a.calibration {
         return Err(bad_input(
-            format!("--calibration {} is unused by --method magnitude", c.display()),
+            format!(
+                "--calibration {} is unused by --method magnitude",
+                c.display()
+            ),
             "use --method wanda or --method sparsegpt to prune with calibration sentences",
         ));
     }

@@ -14,7 +14,7 @@ use joulecut::checkpoint::{
 };
 use joulecut::embed::{Engine, SentenceEncoder, read_sentences};
 use joulecut::prune::Granularity;
-use joulecut::prune::calibrated::{CalibratedSpec, Method};
+use joulecut::prune::{CalibratedSpec, Method};
 
 use super::error::bad_input;
 use super::eval_embeddings::embed_err;
@@ -88,14 +88,12 @@ pub fn run(a: CalibratedArgs<'_>) -> anyhow::Result<ExitCode> {
         }
         None => Vec::new(),
     };
-    let mut enc = SentenceEncoder::load_with(a.input, &Device::Cpu, Engine::Joulecut)
-        .map_err(embed_err)?;
+    let mut enc =
+        SentenceEncoder::load_with(a.input, &Device::Cpu, Engine::Joulecut).map_err(embed_err)?;
     let batch = enc.token_batch(&calib).map_err(embed_err)?;
     let spec = CalibratedSpec::new(a.method, a.sparsity).granularity(a.granularity);
     let prefix = enc.prefix().to_string();
-    let model = enc
-        .native_mut()
-        .expect("the joulecut engine was asked for");
+    let model = enc.native_mut().expect("the joulecut engine was asked for");
     let reports = model.prune_calibrated(&batch, &spec).map_err(|e| {
         bad_input(
             format!("{}: {e}", a.input.display()),
@@ -148,7 +146,7 @@ pub fn run(a: CalibratedArgs<'_>) -> anyhow::Result<ExitCode> {
     } else {
         println!(
             "pruned {} linear layers by {} ({}), calibrated on {} sentences ({} tokens): {:.1}% of {} weights are zero",
-            reports.len(),
+            reports.iter().map(|r| r.modules.len()).sum::<usize>(),
             a.method,
             a.granularity,
             calib.len(),

@@ -172,7 +172,8 @@ impl SentenceEncoder {
     pub fn load_with(dir: impl AsRef<Path>, device: &Device, engine: Engine) -> Result<Self> {
         if engine == Engine::Joulecut && !device.is_cpu() {
             return Err(Error::BadSetting(
-                "joulecut's transformer kernels run on the CPU; use the candle engine on a GPU".into(),
+                "joulecut's transformer kernels run on the CPU; use the candle engine on a GPU"
+                    .into(),
             ));
         }
         let dir = dir.as_ref().to_path_buf();

@@ -35,6 +35,6 @@ mod weights;
 pub use compare::{CosineSummary, cosine, neighbour_agreement, read_sentences};
 pub use config::{parse_config, read_config};
 pub use encoder::{EncodeConfig, Engine, SentenceEncoder, mean_pool};
-pub use joulecut_models::bert::LinearKind;
 pub use error::{Error, Result};
+pub use joulecut_models::bert::LinearKind;
 pub use weights::{INDEX_FILE, WEIGHTS_FILE, Weights};

@@ -4,7 +4,9 @@
 use candle_transformers::models::bert::{Config, HiddenAct};
 use joulecut_checkpoint::TensorData;
 use joulecut_models::RealKernels;
-use joulecut_models::bert::{Activation, BertConfig, BertEncoder, LinearKind, Sublayer, TensorSource};
+use joulecut_models::bert::{
+    Activation, BertConfig, BertEncoder, LinearKind, Sublayer, TensorSource,
+};
 
 use crate::error::{Error, Result};
 use crate::weights::Weights;
@@ -53,7 +55,8 @@ impl TensorSource for Prefixed<'_> {
 pub(crate) fn load(weights: &Weights, prefix: &str, config: &Config) -> Result<BertEncoder> {
     let kernels = weights.kernels()?;
     let src = Prefixed { weights, prefix };
-    BertEncoder::load(bert_config(config), &src, &kernels).map_err(|e| model_err(weights, prefix, e))
+    BertEncoder::load(bert_config(config), &src, &kernels)
+        .map_err(|e| model_err(weights, prefix, e))
 }
 
 /// Names the file in a models error, keeping the shape and missing-tensor cases typed.
@@ -97,9 +100,11 @@ pub(crate) fn routes(enc: &BertEncoder) -> Vec<(String, LinearKind)> {
 impl Weights {
     /// The kernel settings the weights ask for (the first file's `joulecut.int8_activations`).
     pub(crate) fn kernels(&self) -> Result<RealKernels> {
-        Ok(RealKernels::for_checkpoint(self.first_shard()).map_err(|e| Error::BadConfig {
-            path: self.path().to_path_buf(),
-            reason: e.to_string(),
-        })?)
+        Ok(
+            RealKernels::for_checkpoint(self.first_shard()).map_err(|e| Error::BadConfig {
+                path: self.path().to_path_buf(),
+                reason: e.to_string(),
+            })?,
+        )
     }
 }

@@ -186,8 +186,15 @@ fn joulecut_engine_matches_candle_transformers() {
         write(&g, d.path());
         let ours = SentenceEncoder::load_with(d.path(), &Device::Cpu, Engine::Joulecut).unwrap();
         let theirs = SentenceEncoder::load_with(d.path(), &Device::Cpu, Engine::Candle).unwrap();
-        assert_eq!((ours.engine(), theirs.engine()), (Engine::Joulecut, Engine::Candle));
-        assert!(ours.routes().iter().all(|(_, k)| *k == joulecut_embed::LinearKind::Dense));
+        assert_eq!(
+            (ours.engine(), theirs.engine()),
+            (Engine::Joulecut, Engine::Candle)
+        );
+        assert!(
+            ours.routes()
+                .iter()
+                .all(|(_, k)| *k == joulecut_embed::LinearKind::Dense)
+        );
         assert_eq!(ours.routes().len(), 6 * g.num_hidden_layers);
         let s = sentences();
         for batch_size in [1, 4] {

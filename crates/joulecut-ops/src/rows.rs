@@ -51,7 +51,8 @@ pub fn erf_fast(x: f32) -> f32 {
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
     let poly = t
-        * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
     let y = 1.0 - poly * exp_fast(-a * a);
     y.copysign(x)
 }
@@ -267,7 +268,10 @@ fn rows_per_task(rows: usize, width: usize) -> usize {
 /// When `y.len()` is not a multiple of `width`, or `bias` is neither empty nor `width` long.
 pub fn bias_gelu(y: &mut [f32], width: usize, bias: &[f32]) {
     assert!(width > 0 && y.len() % width == 0, "bias_gelu: ragged rows");
-    assert!(bias.is_empty() || bias.len() == width, "bias_gelu: bias width");
+    assert!(
+        bias.is_empty() || bias.len() == width,
+        "bias_gelu: bias width"
+    );
     let isa = Isa::detected();
     let per = rows_per_task(y.len() / width, width) * width;
     y.par_chunks_mut(per).for_each(|c| {
@@ -299,7 +303,10 @@ pub fn softmax_with(isa: Isa, row: &mut [f32]) {
 /// When the widths disagree.
 pub fn layer_norm(x: &mut [f32], ln: &LayerNorm<'_>) {
     let w = ln.gamma.len();
-    assert!(w > 0 && ln.beta.len() == w && x.len() % w == 0, "layer_norm: widths");
+    assert!(
+        w > 0 && ln.beta.len() == w && x.len() % w == 0,
+        "layer_norm: widths"
+    );
     let isa = Isa::detected();
     let per = rows_per_task(x.len() / w, w) * w;
     x.par_chunks_mut(per).for_each(|c| norm_isa(isa, c, ln));
@@ -316,7 +323,10 @@ pub fn residual_layer_norm(x: &mut [f32], y: &[f32], bias: Option<&[f32]>, ln: &
         w > 0 && ln.beta.len() == w && x.len() % w == 0 && y.len() == x.len(),
         "residual_layer_norm: sizes"
     );
-    assert!(bias.is_none_or(|b| b.len() == w), "residual_layer_norm: bias");
+    assert!(
+        bias.is_none_or(|b| b.len() == w),
+        "residual_layer_norm: bias"
+    );
     let isa = Isa::detected();
     let per = rows_per_task(x.len() / w, w) * w;
     x.par_chunks_mut(per)
@@ -347,7 +357,10 @@ mod tests {
         let mut x = -87.0f32;
         while x < 88.0 {
             let (got, want) = (exp_fast(x), x.exp());
-            assert!(((got - want) / want).abs() < 3e-7, "exp({x}): {got} vs {want}");
+            assert!(
+                ((got - want) / want).abs() < 3e-7,
+                "exp({x}): {got} vs {want}"
+            );
             x += 0.173;
         }
         assert_eq!(exp_fast(-1000.0), exp_fast(-87.336_54));
@@ -384,8 +397,12 @@ mod tests {
     #[test]
     fn residual_layer_norm_equals_the_three_steps() {
         let (rows, w) = (70, 19);
-        let x0: Vec<f32> = (0..rows * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 9.0).collect();
-        let y: Vec<f32> = (0..rows * w).map(|i| ((i * 13 % 29) as f32 - 14.0) / 3.0).collect();
+        let x0: Vec<f32> = (0..rows * w)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 9.0)
+            .collect();
+        let y: Vec<f32> = (0..rows * w)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 3.0)
+            .collect();
         let b: Vec<f32> = (0..w).map(|i| i as f32 * 0.1).collect();
         let g: Vec<f32> = (0..w).map(|i| 1.0 + i as f32 * 0.05).collect();
         let be: Vec<f32> = (0..w).map(|i| -(i as f32) * 0.02).collect();
@@ -403,8 +420,12 @@ mod tests {
             let mean = s.iter().sum::<f64>() / w as f64;
             let var = s.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / w as f64;
             for c in 0..w {
-                let want = (s[c] - mean) / (var + 1e-12).sqrt() * f64::from(g[c]) + f64::from(be[c]);
-                assert!((f64::from(got[r * w + c]) - want).abs() < 1e-5, "row {r} col {c}");
+                let want =
+                    (s[c] - mean) / (var + 1e-12).sqrt() * f64::from(g[c]) + f64::from(be[c]);
+                assert!(
+                    (f64::from(got[r * w + c]) - want).abs() < 1e-5,
+                    "row {r} col {c}"
+                );
             }
         }
     }

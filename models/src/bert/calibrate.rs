@@ -1,10 +1,10 @@
 //! Activation-aware pruning of a BERT encoder, layer by layer: each encoder layer's four linear
 //! layers are calibrated on the inputs they see when the calibration sentences run through the
 //! layers before them *already pruned*, then pruned by magnitude, Wanda or SparseGPT
-//! ([`joulecut_prune::calibrated`]), and the pruned layer's outputs become the next layer's
+//! (`joulecut_prune::prune_layer`), and the pruned layer's outputs become the next layer's
 //! calibration inputs — the sequential schedule of the SparseGPT and Wanda papers.
 
-use joulecut_prune::calibrated::{CalibratedSpec, InputStats, PruneStats, prune_layer};
+use joulecut_prune::{CalibratedSpec, InputStats, PruneStats, prune_layer};
 
 use super::layer::Sublayer;
 use super::{BertEncoder, TokenBatch, Workspace};
@@ -42,7 +42,10 @@ impl BertEncoder {
         let needs = spec.method.needs_calibration();
         if needs && calib.tokens() == 0 {
             return Err(Error::BadConfig {
-                reason: format!("{} needs calibration sentences; none were given", spec.method),
+                reason: format!(
+                    "{} needs calibration sentences; none were given",
+                    spec.method
+                ),
             });
         }
         let (h, eps, act) = (self.cfg.hidden, self.cfg.eps, self.cfg.activation);

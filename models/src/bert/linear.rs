@@ -236,7 +236,11 @@ impl LinearOp {
 }
 
 fn stack_f32(ws: &[&TensorData]) -> Vec<f32> {
-    let mut v = Vec::with_capacity(ws.iter().map(|w| joulecut_checkpoint::numel(w.shape())).sum());
+    let mut v = Vec::with_capacity(
+        ws.iter()
+            .map(|w| joulecut_checkpoint::numel(w.shape()))
+            .sum(),
+    );
     for w in ws {
         v.extend_from_slice(&w.to_f32());
     }

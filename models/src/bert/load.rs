@@ -74,7 +74,9 @@ fn linear(
     for m in modules {
         let name = format!("{m}.weight");
         let w = src.tensor(&name)?;
-        let want_rows = rows.or(first_rows).unwrap_or(w.shape().first().copied().unwrap_or(0));
+        let want_rows = rows
+            .or(first_rows)
+            .unwrap_or(w.shape().first().copied().unwrap_or(0));
         if w.shape() != [want_rows, inp] {
             return Err(shape_err(&name, vec![want_rows, inp], w.shape()));
         }
@@ -135,8 +137,13 @@ impl BertEncoder {
                     ),
                 });
             }
-            let attention_output =
-                linear(src, &Sublayer::AttentionOutput.modules(i), w, Some(h), kernels)?;
+            let attention_output = linear(
+                src,
+                &Sublayer::AttentionOutput.modules(i),
+                w,
+                Some(h),
+                kernels,
+            )?;
             let intermediate = linear(src, &Sublayer::Intermediate.modules(i), h, None, kernels)?;
             let inter = intermediate.out_features();
             let output = linear(src, &Sublayer::Output.modules(i), inter, Some(h), kernels)?;

@@ -65,9 +65,9 @@ impl Activation {
     pub(crate) fn apply(self, y: &mut [f32], width: usize, bias: &[f32]) {
         let act = match self {
             Activation::Gelu => return joulecut_ops::rows::bias_gelu(y, width, bias),
-            Activation::GeluTanh => |x: f32| {
-                0.5 * x * (1.0 + (0.797_884_6 * (x + 0.044_715 * x * x * x)).tanh())
-            },
+            Activation::GeluTanh => {
+                |x: f32| 0.5 * x * (1.0 + (0.797_884_6 * (x + 0.044_715 * x * x * x)).tanh())
+            }
             Activation::Relu => |x: f32| x.max(0.0),
         };
         for row in y.chunks_exact_mut(width) {
@@ -173,7 +173,9 @@ impl BertEncoder {
         if batch.type_ids.len() != batch.ids.len()
             || batch.lengths.iter().sum::<usize>() != batch.ids.len()
         {
-            return Err(bad_batch("token batch: ids, type ids and lengths disagree".into()));
+            return Err(bad_batch(
+                "token batch: ids, type ids and lengths disagree".into(),
+            ));
         }
         if let Some(&id) = batch.ids.iter().find(|&&i| i as usize >= self.cfg.vocab) {
             return Err(bad_batch(format!(
@@ -241,7 +243,12 @@ impl BertEncoder {
     ) -> crate::Result<&'w [f32]> {
         self.embed(batch, ws)?;
         for l in &self.layers {
-            l.forward(ws, &batch.lengths, (self.cfg.eps, self.cfg.activation), &mut |_, _, _| {});
+            l.forward(
+                ws,
+                &batch.lengths,
+                (self.cfg.eps, self.cfg.activation),
+                &mut |_, _, _| {},
+            );
         }
         Ok(&ws.x[..batch.tokens() * self.cfg.hidden])
     }
