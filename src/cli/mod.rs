@@ -19,6 +19,7 @@ mod prune;
 mod prune_calibrated;
 mod qat;
 mod quantize;
+mod quantize_grids;
 mod train;
 
 /// joulecut: compress neural networks and prove the savings in joules.

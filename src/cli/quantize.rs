@@ -2,6 +2,7 @@
 //! fp16/bf16 storage of the selected tensors; reports bytes before/after and per-tensor error.
 //! Streams tensor by tensor (bounded memory) and takes sharded checkpoints and model directories.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -14,6 +15,8 @@ use joulecut::quant::{
     ActivationGrid, Calibration, DEFAULT_PERCENTILE, Int8Config, PassError, QuantizePass,
     ScaleGranularity, Symmetry, Target,
 };
+
+use joulecut::models::bert::GridPolicy;
 
 use super::error::bad_input;
 use super::output::{human_bytes, print_json};
@@ -91,6 +94,14 @@ pub struct QuantizeArgs {
     /// `reduce_range`; no sign handling, ~1.4x faster than s8), s8 = 8-bit [default: u6].
     #[arg(long, value_parser = super::output::int8_activations_parser())]
     int8_activations: Option<ActivationGrid>,
+    /// int8 on a transformer directory: calibration sentences (one per line); each linear layer
+    /// gets the fastest activation grid whose output error on them stays within
+    /// --activation-error (recorded per layer in `joulecut.int8_activations.layers`).
+    #[arg(long, value_name = "FILE")]
+    calibration: Option<PathBuf>,
+    /// With --calibration: the largest relative output error a layer's activation grid may add.
+    #[arg(long, default_value_t = GridPolicy::default().max_error)]
+    activation_error: f64,
     /// Quantize only tensors matching this glob (repeatable; default: weights of rank ≥ 2, no
     /// embeddings/norms/classifier heads).
     #[arg(long)]
@@ -212,14 +223,54 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
         "input": a.input,
         "qat": qat.as_ref().map(|q| q.params.clone()),
     });
+    let chosen = match &a.calibration {
+        Some(_) if a.dtype != QuantDtype::Int8 => {
+            return Err(bad_input(
+                "--calibration chooses int8 activation grids; it applies to --dtype int8 only",
+                "drop --calibration",
+            ));
+        }
+        Some(_) if a.int8_activations.is_some() => {
+            return Err(bad_input(
+                "--calibration chooses the activation grid of each layer; --int8-activations sets one for all",
+                "use one of them",
+            ));
+        }
+        Some(c) => Some(super::quantize_grids::choose(
+            &a.input,
+            c,
+            &GridPolicy {
+                max_error: a.activation_error,
+            },
+        )?),
+        None => None,
+    };
+    let mut params = params;
+    if let Some(c) = &chosen {
+        params["calibration"] = serde_json::json!({
+            "file": a.calibration,
+            "sentences": c.sentences,
+            "max_error": a.activation_error,
+        });
+    }
     let mut opts = StreamOptions::new(HistoryEntry::new("quantize", params.clone()));
     opts.single_file = a.single_file;
     if a.dtype == QuantDtype::Int8 {
-        let act = a.int8_activations.unwrap_or(ActivationGrid::RECOMMENDED);
+        // with per-layer grids, a layer the map does not name runs on full 8-bit rows
+        let act = match &chosen {
+            Some(_) => ActivationGrid::S8,
+            None => a.int8_activations.unwrap_or(ActivationGrid::RECOMMENDED),
+        };
         opts.metadata.insert(
             joulecut::checkpoint::meta::INT8_ACTIVATIONS.into(),
             Some(act.as_str().into()),
         );
+        if let Some(c) = &chosen {
+            opts.metadata.insert(
+                joulecut::checkpoint::meta::INT8_ACTIVATIONS_LAYERS.into(),
+                Some(serde_json::to_string(&c.grids)?),
+            );
+        }
     }
     let written = stream(&src, &a.output, &opts, &QuantizePass { target, selection })
         .map_err(pass_err)
@@ -257,6 +308,10 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
             "qat": qat.as_ref().map(|q| serde_json::json!({
                 "accuracy": q.accuracy, "params": q.params, "energy": q.energy,
             })),
+            "activation_grids": chosen.as_ref().map(|c| serde_json::json!({
+                "chosen": c.grids,
+                "errors": c.errors,
+            })),
         }))?;
     } else {
         if let Some(q) = &qat {
@@ -265,6 +320,22 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
                 a.qat.epochs,
                 q.accuracy,
                 super::output::energy_line(&q.energy)
+            );
+        }
+        if let Some(c) = &chosen {
+            let mut count = BTreeMap::new();
+            for g in c.grids.values() {
+                *count.entry(g.as_str()).or_insert(0) += 1;
+            }
+            println!(
+                "activation grids from {} calibration sentences (max output error {}): {}",
+                c.sentences,
+                a.activation_error,
+                count
+                    .iter()
+                    .map(|(g, n)| format!("{n} layers {g}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         for r in &rows {

@@ -13,6 +13,9 @@ pub const HISTORY: &str = "joulecut.history";
 /// How int8 layers should quantize their input activations at inference: `s8` (8-bit, the
 /// default when absent) or `u7` (7-bit unsigned). Written by `joulecut quantize`.
 pub const INT8_ACTIVATIONS: &str = "joulecut.int8_activations";
+/// Per-layer exceptions to [`INT8_ACTIVATIONS`]: a JSON object from module name (the weight's
+/// name without `.weight`) to grid tag, chosen from calibration error (`quantize --calibration`).
+pub const INT8_ACTIVATIONS_LAYERS: &str = "joulecut.int8_activations.layers";
 /// The format version this crate writes.
 pub const FORMAT_VERSION: &str = "1";
 

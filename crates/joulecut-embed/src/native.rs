@@ -1,12 +1,15 @@
 //! The encoder on joulecut's own kernels ([`joulecut_models::bert`]) for a model directory: the
 //! config and weights the directory holds, each linear layer routed by its stored encoding.
 
+use std::collections::BTreeMap;
+
 use candle_transformers::models::bert::{Config, HiddenAct};
 use joulecut_checkpoint::TensorData;
 use joulecut_models::RealKernels;
 use joulecut_models::bert::{
     Activation, BertConfig, BertEncoder, LinearKind, Sublayer, TensorSource,
 };
+use joulecut_quant::ActivationGrid;
 
 use crate::error::{Error, Result};
 use crate::weights::Weights;
@@ -55,8 +58,17 @@ impl TensorSource for Prefixed<'_> {
 pub(crate) fn load(weights: &Weights, prefix: &str, config: &Config) -> Result<BertEncoder> {
     let kernels = weights.kernels()?;
     let src = Prefixed { weights, prefix };
-    BertEncoder::load(bert_config(config), &src, &kernels)
-        .map_err(|e| model_err(weights, prefix, e))
+    let mut enc = BertEncoder::load(bert_config(config), &src, &kernels)
+        .map_err(|e| model_err(weights, prefix, e))?;
+    let grids = weights.layer_grids()?;
+    if !grids.is_empty() {
+        let unprefixed = grids
+            .into_iter()
+            .map(|(m, g)| (m.strip_prefix(prefix).unwrap_or(&m).to_string(), g))
+            .collect();
+        enc.set_activation_grids(&unprefixed);
+    }
+    Ok(enc)
 }
 
 /// Names the file in a models error, keeping the shape and missing-tensor cases typed.
@@ -98,6 +110,19 @@ pub(crate) fn routes(enc: &BertEncoder) -> Vec<(String, LinearKind)> {
 }
 
 impl Weights {
+    /// The per-layer activation grids `joulecut.int8_activations.layers` records (empty when
+    /// absent).
+    pub(crate) fn layer_grids(&self) -> Result<BTreeMap<String, ActivationGrid>> {
+        let key = joulecut_checkpoint::meta::INT8_ACTIVATIONS_LAYERS;
+        let Some(text) = self.first_shard().metadata().get(key) else {
+            return Ok(BTreeMap::new());
+        };
+        serde_json::from_str(text).map_err(|e| Error::BadConfig {
+            path: self.path().to_path_buf(),
+            reason: format!("`{key}` is not an object of s8/u7/u6 tags: {e}"),
+        })
+    }
+
     /// The kernel settings the weights ask for (the first file's `joulecut.int8_activations`).
     pub(crate) fn kernels(&self) -> Result<RealKernels> {
         Ok(

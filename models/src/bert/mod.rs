@@ -14,11 +14,13 @@
 
 mod attention;
 mod calibrate;
+mod grids;
 mod layer;
 mod linear;
 mod load;
 
 pub use calibrate::SublayerReport;
+pub use grids::{GridErrors, GridPolicy, choose_grids};
 pub use layer::{EncoderLayer, Sublayer};
 pub use linear::{LinearKind, LinearOp};
 pub use load::TensorSource;
