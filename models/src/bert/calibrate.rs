@@ -83,14 +83,16 @@ impl BertEncoder {
                 let modules = s.modules(i);
                 let lin = layer.linear_mut(s);
                 let shape = [lin.out_features(), lin.in_features()];
-                let Some((w, _)) = lin.dense_mut() else {
+                let st = stats[s as usize].as_ref();
+                let Some(pruned) =
+                    lin.with_dense_mut(|w| prune_layer(&modules[0], w, shape, st, spec))
+                else {
                     return Err(Error::Layer {
                         name: modules[0].clone(),
                         reason: "is not dense f32; prune the original model, then quantize".into(),
                     });
                 };
-                let stats = prune_layer(&modules[0], w, shape, stats[s as usize].as_ref(), spec)
-                    .map_err(|e| prune_err(&modules[0], e))?;
+                let stats = pruned.map_err(|e| prune_err(&modules[0], e))?;
                 reports.push(SublayerReport {
                     layer: i,
                     sublayer: s,

@@ -28,10 +28,11 @@ pub enum LinearKind {
 /// A linear layer on one of joulecut's kernels.
 #[derive(Debug, Clone)]
 pub enum LinearOp {
-    /// Dense f32 weights `[out, in]`, row-major.
+    /// Dense f32 weights, stored transposed (`[in, out]` row-major): the GEMM then reads them
+    /// in place at small batches instead of repacking them on every call.
     Dense {
-        /// The weights.
-        weight: Vec<f32>,
+        /// The weights, `[in, out]`.
+        weight_t: Vec<f32>,
         /// The bias (`out` values), if any.
         bias: Option<Vec<f32>>,
         /// Output features.
@@ -61,7 +62,7 @@ impl LinearOp {
         assert_eq!(weight.len(), out * inp, "dense weight size");
         assert!(bias.as_ref().is_none_or(|b| b.len() == out), "bias size");
         LinearOp::Dense {
-            weight,
+            weight_t: transpose(&weight, out, inp),
             bias,
             out,
             inp,
@@ -173,7 +174,7 @@ impl LinearOp {
     pub fn forward(&self, x: &[f32], m: usize, out: &mut [f32], with_bias: bool) {
         match self {
             LinearOp::Dense {
-                weight,
+                weight_t,
                 bias,
                 out: n,
                 inp: k,
@@ -192,7 +193,7 @@ impl LinearOp {
                     out,
                     n,
                     false,
-                    MatRef::new(weight, 1, k),
+                    MatRef::new(weight_t, n, 1),
                     MatRef::new(x, k, 1),
                     threads,
                 );
@@ -217,10 +218,18 @@ impl LinearOp {
         }
     }
 
-    /// The dense weights and bias, for calibrated compression (`None` for int8 and sparse layers).
-    pub fn dense_mut(&mut self) -> Option<(&mut Vec<f32>, Option<&[f32]>)> {
+    /// Runs `f` on the dense weights (`[out, in]` row-major) and keeps what it leaves there, for
+    /// calibrated compression; `None` for int8 and sparse layers.
+    pub fn with_dense_mut<R>(&mut self, f: impl FnOnce(&mut [f32]) -> R) -> Option<R> {
         match self {
-            LinearOp::Dense { weight, bias, .. } => Some((weight, bias.as_deref())),
+            LinearOp::Dense {
+                weight_t, out, inp, ..
+            } => {
+                let mut w = transpose(weight_t, *inp, *out);
+                let r = f(&mut w);
+                *weight_t = transpose(&w, *out, *inp);
+                Some(r)
+            }
             _ => None,
         }
     }
@@ -228,11 +237,24 @@ impl LinearOp {
     /// The weights as dense f32 `[out, in]` (decoded from whatever kernel holds them).
     pub fn to_dense(&self) -> Vec<f32> {
         match self {
-            LinearOp::Dense { weight, .. } => weight.clone(),
+            LinearOp::Dense {
+                weight_t, out, inp, ..
+            } => transpose(weight_t, *inp, *out),
             LinearOp::Int8(l) => l.dequantized_weight(),
             LinearOp::Sparse(l) => l.weight().to_dense(),
         }
     }
+}
+
+/// `[rows, cols]` row-major → `[cols, rows]` row-major.
+fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; a.len()];
+    for (r, row) in a.chunks_exact(cols.max(1)).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            t[c * rows + r] = v;
+        }
+    }
+    t
 }
 
 fn stack_f32(ws: &[&TensorData]) -> Vec<f32> {
