@@ -657,7 +657,7 @@ def main(argv=None) -> int:
     if any(p[arm]["j1000"] is None for p in passes for arm in ("joulecut_f32", "joulecut_int8")):
         warnings.append("eval-embeddings reported no joules per sentence: the energy ratio is missing")
     after = loadavg()
-    if after and after[0] > args.load_threshold and not warnings:
+    if after and after[0] > args.load_threshold and not (before and before[0] > args.load_threshold):
         warnings.append(f"load average rose to {after[0]} during the run: numbers may be noisy")
     if raw_jc[0].get("tokens") not in (None, real_tokens):
         warnings.append(f"joulecut counted {raw_jc[0]['tokens']:,} tokens, transformers' tokenizer {real_tokens:,}: "
