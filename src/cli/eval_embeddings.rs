@@ -40,6 +40,10 @@ pub struct EvalEmbeddingsArgs {
     /// Sentences timed one at a time for the batch-1 throughput (the first N; 0 skips it).
     #[arg(long, default_value_t = 100)]
     batch1_sentences: usize,
+    /// Also write both models' embeddings, in sentence order, to this JSON file
+    /// (`{"original": [[...], ...], "compressed": [...]}`), to compare with other runtimes.
+    #[arg(long, value_name = "FILE")]
+    embeddings_out: Option<PathBuf>,
     /// Print one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -167,6 +171,17 @@ pub fn run(a: EvalEmbeddingsArgs) -> anyhow::Result<ExitCode> {
     r_comp.batch1 = batch1_rate(&comp, b1)?;
     let cos = CosineSummary::of(&r_orig.embeddings, &r_comp.embeddings)
         .ok_or_else(|| anyhow::anyhow!("embeddings of the two models do not line up"))?;
+    if let Some(path) = &a.embeddings_out {
+        let doc = serde_json::json!({
+            "sentences": sentences.len(),
+            "dim": orig.dim(),
+            "original": r_orig.embeddings,
+            "compressed": r_comp.embeddings,
+        });
+        joulecut::checkpoint::atomic_write(path, |w| {
+            serde_json::to_writer(&mut *w, &doc).map_err(std::io::Error::other)
+        })?;
+    }
     let agreement = neighbour_agreement(&r_orig.embeddings, &r_comp.embeddings, NEIGHBOURS);
     let n = sentences.len() as f64;
     let side = |enc: &SentenceEncoder, r: &Run| {
