@@ -32,7 +32,9 @@ pub mod generate;
 mod weights;
 
 pub use compare::{CosineSummary, cosine, read_sentences};
-pub use config::{parse_config, read_config};
+pub use config::{
+    SUPPORTED_MODEL_TYPES, check_weights, is_encoder_tensor, parse_config, read_config,
+};
 pub use encoder::{EncodeConfig, SentenceEncoder, mean_pool};
 pub use error::{Error, Result};
 pub use weights::{INDEX_FILE, WEIGHTS_FILE, Weights};
