@@ -36,7 +36,9 @@ pub enum Error {
     },
     /// A pass was asked (by an include glob) to change a tensor that is not a float tensor (token
     /// ids, masks): those pass through every command unchanged.
-    #[error("tensor `{name}` is {dtype}, not a float tensor: {action} does not apply to it (it is kept as is)")]
+    #[error(
+        "tensor `{name}` is {dtype}, not a float tensor: {action} does not apply to it (it is kept as is)"
+    )]
     NotFloat {
         /// The tensor name.
         name: String,

@@ -186,10 +186,16 @@ pub fn check_weights(path: &Path, config: &Config, weights: &Weights) -> Result<
         Ok(())
     };
     let hidden = ("hidden_size", config.hidden_size);
-    has_shape(word.to_string(), [("vocab_size", config.vocab_size), hidden])?;
+    has_shape(
+        word.to_string(),
+        [("vocab_size", config.vocab_size), hidden],
+    )?;
     has_shape(
         format!("{prefix}embeddings.position_embeddings.weight"),
-        [("max_position_embeddings", config.max_position_embeddings), hidden],
+        [
+            ("max_position_embeddings", config.max_position_embeddings),
+            hidden,
+        ],
     )?;
     has_shape(
         format!("{prefix}encoder.layer.0.intermediate.dense.weight"),

@@ -7,6 +7,8 @@
 //! any joulecut encoding (dense F32/F16/BF16, int8, sparse): each tensor is decoded to f32 as the
 //! model asks for it ([`Weights`]). [`CosineSummary`] compares two models' embeddings sentence by
 //! sentence; `joulecut eval-embeddings` is the command line for it (docs/EMBEDDINGS.md).
+//! [`read_sentences`] reads sentence files (one a line); [`wordnet`] gives real English sentences,
+//! WordNet's glosses, split into disjoint calibration, evaluation and corpus sets.
 //!
 //! ```no_run
 //! use joulecut_embed::{CosineSummary, EncodeConfig, SentenceEncoder};
@@ -30,6 +32,7 @@ mod encoder;
 mod error;
 pub mod generate;
 mod weights;
+pub mod wordnet;
 
 pub use compare::{CosineSummary, cosine, read_sentences};
 pub use config::{
