@@ -22,6 +22,8 @@ const EVAL_HINT: &str =
     "hint: use joulecut eval-embeddings ORIG_DIR COMPRESSED_DIR --sentences FILE";
 /// int8 per channel on the real MiniLM keeps this mean cosine (issue 18 measured 0.9996).
 const MINILM_INT8_MIN_MEAN: f64 = 0.998;
+/// 30% magnitude pruning per layer, no retraining (issue 18 measured 0.936 in PyTorch).
+const MINILM_PRUNE30_MIN_MEAN: f64 = 0.9;
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -559,5 +561,8 @@ fn the_real_minilm_directory_goes_through_every_command() {
     let (int8, pruned) = (mean(&q), mean(&pruned));
     eprintln!("MiniLM: int8 mean cosine {int8:.5}, 30% magnitude-pruned {pruned:.5}");
     assert!(int8 >= MINILM_INT8_MIN_MEAN && int8 < 1.0, "{int8}");
-    assert!(pruned > 0.5 && pruned < int8, "{pruned}");
+    assert!(
+        pruned >= MINILM_PRUNE30_MIN_MEAN && pruned < int8,
+        "{pruned}"
+    );
 }

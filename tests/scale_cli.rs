@@ -708,8 +708,10 @@ fn killed_mid_write_leaves_nothing() {
     }
 }
 
+/// prune takes sharded inputs (tests/hf_models_cli.rs); a .safetensors output path for one is
+/// refused before any work, saying why.
 #[test]
-fn prune_refuses_sharded_input_clearly() {
+fn prune_refuses_a_file_output_for_sharded_input_clearly() {
     let out = fresh("prune-out").join("p.safetensors");
     let r = joulecut()
         .args(["prune", s(hf_dir()), "-o", s(&out), "--sparsity", "0.5"])
