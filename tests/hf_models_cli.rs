@@ -560,7 +560,7 @@ fn the_real_minilm_directory_goes_through_every_command() {
     };
     let (int8, pruned) = (mean(&q), mean(&pruned));
     eprintln!("MiniLM: int8 mean cosine {int8:.5}, 30% magnitude-pruned {pruned:.5}");
-    assert!(int8 >= MINILM_INT8_MIN_MEAN && int8 < 1.0, "{int8}");
+    assert!((MINILM_INT8_MIN_MEAN..1.0).contains(&int8), "{int8}");
     assert!(
         pruned >= MINILM_PRUNE30_MIN_MEAN && pruned < int8,
         "{pruned}"

@@ -1,6 +1,6 @@
 //! Read and write joulecut checkpoints: plain safetensors files whose `__metadata__` describes the
 //! model and how each tensor is compressed (format: `docs/FORMAT.md`). Sharded checkpoints and model
-//! directories open as a [`Source`]; [`stream`] rewrites one tensor by tensor in bounded memory.
+//! directories open as a [`Source`]; [`stream`](mod@stream) rewrites one tensor by tensor in bounded memory.
 //!
 //! ```no_run
 //! use joulecut_checkpoint::{Checkpoint, CheckpointWriter, DenseTensor, TensorData};

@@ -1,5 +1,5 @@
 //! [`Precomputed`]: the [`Transform`] of a pass that computes its new tensors in memory (pruning,
-//! compaction) and writes them through [`crate::stream`], so its output gets every layout the
+//! compaction) and writes them through [`stream`](crate::stream::stream), so its output gets every layout the
 //! streaming passes have — one file, or a model directory with the input's shards, index and
 //! sidecar files — atomically, with every other tensor (token ids included) copied byte for byte.
 //!
