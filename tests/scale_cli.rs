@@ -708,8 +708,10 @@ fn killed_mid_write_leaves_nothing() {
     }
 }
 
+/// prune takes sharded inputs (tests/hf_models_cli.rs); a .safetensors output path for one is
+/// refused before any work, saying why.
 #[test]
-fn prune_refuses_sharded_input_clearly() {
+fn prune_refuses_a_file_output_for_sharded_input_clearly() {
     let out = fresh("prune-out").join("p.safetensors");
     let r = joulecut()
         .args(["prune", s(hf_dir()), "-o", s(&out), "--sparsity", "0.5"])
@@ -717,4 +719,52 @@ fn prune_refuses_sharded_input_clearly() {
         .unwrap();
     assert_bad_input(&r, "sharded");
     assert!(!out.exists());
+}
+
+/// prune on a sharded model directory: the same shards, an index, the sidecars byte for byte, the
+/// I64 ids copied unchanged and reported as kept; the input untouched.
+#[test]
+fn prune_writes_a_sharded_directory_like_quantize() {
+    let before = snapshot(hf_dir());
+    let out = fresh("prune-sharded").join("bert-pruned");
+    let v = json(&[
+        "prune",
+        s(hf_dir()),
+        "-o",
+        s(&out),
+        "--sparsity",
+        "0.5",
+        "--json",
+    ]);
+    assert_eq!(v["layout"], "directory", "{v}");
+    assert_eq!(v["non_float"][0]["name"], "embeddings.position_ids", "{v}");
+    assert_eq!(snapshot(hf_dir()), before, "input modified");
+    let files = snapshot(&out);
+    for f in SHARDS.iter().chain(&["model.safetensors.index.json"]) {
+        assert!(files.contains_key(Path::new(f)), "{f} missing");
+    }
+    for (n, c) in SIDECARS {
+        assert_eq!(files[Path::new(n)], c.as_bytes(), "{n}");
+    }
+    let (orig, pruned) = (read_dir_tensors(hf_dir()), read_dir_tensors(&out));
+    let layers: Vec<&str> = v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(layers.len(), 12, "{layers:?}");
+    for (name, t) in &orig {
+        let p = &pruned[name];
+        assert_eq!(
+            (&p.0, p.1, &p.2),
+            (&t.0, t.1, &t.2),
+            "{name}: shard, dtype, shape"
+        );
+        if layers.contains(&name.as_str()) {
+            assert_ne!(p.3, t.3, "{name} not pruned");
+        } else {
+            assert_eq!(p.3, t.3, "{name} changed");
+        }
+    }
 }

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use joulecut::checkpoint::{Decode, FloatType, HistoryEntry, Source, StreamOptions, stream};
 
-use super::output::{human_bytes, print_json};
+use super::output::{NonFloat, human_bytes, print_json};
 
 /// Arguments of `joulecut decompress`.
 #[derive(Debug, Args)]
@@ -51,6 +51,7 @@ pub fn run(a: DecompressArgs) -> anyhow::Result<ExitCode> {
     let written = stream(&src, &a.output, &opts, &decode)
         .with_context(|| format!("decompress {} to {}", a.input.display(), a.output.display()))?;
     let bytes_before = src.file_bytes();
+    let non_float = NonFloat::of(&src);
     if a.json {
         print_json(&serde_json::json!({
             "input": a.input,
@@ -60,10 +61,14 @@ pub fn run(a: DecompressArgs) -> anyhow::Result<ExitCode> {
             "sidecars": written.sidecars,
             "tensors": src.names().len(),
             "decoded": decoded,
+            "non_float": non_float.json(),
             "bytes_before": bytes_before,
             "bytes_after": written.bytes,
         }))?;
     } else {
+        if let Some(line) = non_float.line() {
+            println!("{line}");
+        }
         println!(
             "{} tensors ({} decoded): {} -> {} written to {}",
             src.names().len(),

@@ -1,11 +1,12 @@
 //! `joulecut eval`: accuracy, throughput and latency of a checkpoint on the test set, through the
-//! kernels its encoding calls for.
+//! kernels its encoding calls for. Transformers (a Hugging Face model directory, or BERT-family
+//! encoder weights) are refused with the command that evaluates them, `eval-embeddings`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use joulecut::checkpoint::Checkpoint;
+use joulecut::checkpoint::{Checkpoint, Source};
 use joulecut::harness;
 use joulecut::models::{LayerPath, Model, ModelConfig};
 
@@ -42,6 +43,44 @@ pub struct EvalArgs {
     json: bool,
 }
 
+/// Refuses what `eval` cannot run: a transformer (a file or directory whose tensors are a
+/// BERT-family encoder, or a directory with a Hugging Face `config.json`), or any directory.
+fn refuse_other_models(path: &Path) -> anyhow::Result<()> {
+    const HINT: &str = "use joulecut eval-embeddings ORIG_DIR COMPRESSED_DIR --sentences FILE";
+    let model_type = path
+        .is_dir()
+        .then(|| std::fs::read(path.join("config.json")).ok())
+        .flatten()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("model_type")?.as_str().map(String::from));
+    let encoder = Source::open(path).is_ok_and(|s| {
+        s.names()
+            .iter()
+            .any(|n| joulecut::embed::is_encoder_tensor(n))
+    });
+    let what = match (model_type, encoder) {
+        (Some(t), _) => format!("a Hugging Face model directory (model_type `{t}`)"),
+        (None, true) => "a transformer (BERT-family encoder weights)".to_string(),
+        (None, false) if path.is_dir() => {
+            return Err(bad_input(
+                format!(
+                    "{} is a directory; eval reads one joulecut checkpoint file",
+                    path.display()
+                ),
+                "pass the .safetensors file that joulecut train, prune, quantize or distill wrote",
+            ));
+        }
+        (None, false) => return Ok(()),
+    };
+    Err(bad_input(
+        format!(
+            "{} is {what}; eval runs joulecut's Fashion-MNIST models",
+            path.display()
+        ),
+        HINT,
+    ))
+}
+
 pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
     if a.batch_size == 0 {
         return Err(bad_input(
@@ -55,6 +94,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
             "e.g. --latency-iters 200",
         ));
     }
+    refuse_other_models(&a.file)?;
     let dev = device(&a.device)?;
     let ck = Checkpoint::open(&a.file)?;
     let fallback = a.model.as_deref().map(ModelConfig::parse).transpose()?;

@@ -1,5 +1,6 @@
 //! `joulecut inspect`: what a checkpoint holds — per tensor dtype, shape, encoding, bytes and
-//! non-zero fraction — and totals.
+//! non-zero fraction — and totals. Non-float tensors (token ids, masks) are listed, and named
+//! apart as kept as is by every command; the parameter totals count float tensors only.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +8,7 @@ use std::process::ExitCode;
 use clap::Args;
 use joulecut::checkpoint::{Source, SparseValues, TensorData, TensorRef};
 
-use super::output::{human_bytes, print_json};
+use super::output::{NonFloat, human_bytes, print_json};
 
 /// Arguments of `joulecut inspect`.
 #[derive(Debug, Args)]
@@ -56,8 +57,6 @@ pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
                 .chunks(size.max(1))
                 .filter(|c| c.iter().any(|b| *b != 0))
                 .count();
-            params += numel;
-            nonzero += nz;
             tensor_bytes += info.range.len();
             let mut row = serde_json::json!({
                 "name": name,
@@ -106,6 +105,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
         }
         rows.push(row);
     }
+    let non_float = NonFloat::of(&src);
     let ck = &src.shards()[0].checkpoint;
     let model = ck.model_config()?;
     let history = ck.history()?;
@@ -128,6 +128,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
                 "bytes_on_disk": src.file_bytes(),
                 "shards": src.shards().len(),
             },
+            "non_float": non_float.json(),
             "model": model,
             "history": history,
             "metadata": foreign,
@@ -172,6 +173,9 @@ pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
         },
         human_bytes(src.file_bytes())
     );
+    if let Some(line) = non_float.line() {
+        println!("{line}");
+    }
     if src.is_multi() {
         println!("{} shards", src.shards().len());
     }

@@ -20,6 +20,7 @@ mod prune_calibrated;
 mod qat;
 mod quantize;
 mod quantize_grids;
+mod text;
 mod train;
 
 /// joulecut: compress neural networks and prove the savings in joules.
@@ -56,6 +57,8 @@ enum Command {
     Compare(compare::CompareArgs),
     /// Run a command and meter its energy: wall time, joules by domain with provenance, power.
     Energy(energy::EnergyArgs),
+    /// Write text sets for transformers (WordNet glosses: calibration, evaluation, corpus).
+    Text(text::TextArgs),
 }
 
 /// Runs the parsed command; returns the process exit code.
@@ -73,5 +76,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Quantize(a) => quantize::run(a),
         Command::Decompress(a) => decompress::run(a),
         Command::Compare(a) => compare::run(a),
+        Command::Text(a) => text::run(a),
     }
 }

@@ -210,6 +210,61 @@ pub fn human_bytes(b: u64) -> String {
     }
 }
 
+/// The non-float tensors of an input (token ids, masks: I64, U8, BOOL, ...). No command changes
+/// them: each copies them byte for byte and reports them as kept, never as pruned or quantized.
+pub struct NonFloat(Vec<joulecut::checkpoint::StoredInfo>);
+
+impl NonFloat {
+    /// Those of `src`, in its tensor order.
+    pub fn of(src: &joulecut::checkpoint::Source) -> Self {
+        NonFloat(src.non_float().into_iter().cloned().collect())
+    }
+
+    /// Whether `name` is one of them.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.iter().any(|t| t.name == name)
+    }
+
+    /// The first one for which `f(name, shape)` holds.
+    pub fn find(
+        &self,
+        f: impl Fn(&str, &[usize]) -> bool,
+    ) -> Option<&joulecut::checkpoint::StoredInfo> {
+        self.0.iter().find(|t| f(&t.name, &t.shape))
+    }
+
+    /// `[{"name", "dtype", "shape"}]` for a command's JSON (`non_float`).
+    pub fn json(&self) -> serde_json::Value {
+        self.0
+            .iter()
+            .map(|t| serde_json::json!({"name": t.name, "dtype": t.dtype, "shape": t.shape}))
+            .collect()
+    }
+
+    /// One line for the human report, `None` when there are none.
+    pub fn line(&self) -> Option<String> {
+        const SHOWN: usize = 3;
+        let n = self.0.len();
+        if n == 0 {
+            return None;
+        }
+        let mut names: Vec<String> = self
+            .0
+            .iter()
+            .take(SHOWN)
+            .map(|t| format!("{} ({} {:?})", t.name, t.dtype, t.shape))
+            .collect();
+        if n > SHOWN {
+            names.push(format!("... ({n} in all)"));
+        }
+        let s = if n == 1 { "" } else { "s" };
+        Some(format!(
+            "kept as is: {n} non-float tensor{s}, copied unchanged: {}",
+            names.join(", ")
+        ))
+    }
+}
+
 /// Renders training progress on stderr: an indicatif bar on a terminal, one line per epoch
 /// otherwise.
 pub struct Progress {

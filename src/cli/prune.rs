@@ -5,6 +5,11 @@
 //!
 //! The report says which kind of saving the result is: *real* (fewer bytes on disk, smaller dense
 //! layers) or *nominal* (zeros stored densely: same bytes, same dense speed).
+//!
+//! Takes the layouts `quantize` takes (a file, a sharded checkpoint's index, a Hugging Face model
+//! directory) and writes through the same streaming writer: a directory input gives a directory
+//! output with the same shards, index and sidecar files. Non-float tensors (token ids) are never
+//! pruned: they are copied byte for byte and reported as kept.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,7 +19,8 @@ use anyhow::Context;
 use candle_core::Device;
 use clap::{Args, ValueEnum};
 use joulecut::checkpoint::{
-    Checkpoint, CheckpointWriter, DenseTensor, HistoryEntry, SparseValues, TensorData,
+    Checkpoint, DenseTensor, HistoryEntry, Precomputed, Source, SparseValues, StreamOptions,
+    TensorData, check_output, stream,
 };
 use joulecut::harness;
 use joulecut::harness::pipeline::{
@@ -28,7 +34,7 @@ use joulecut::prune::{
 };
 
 use super::error::bad_input;
-use super::output::{human_bytes, print_json};
+use super::output::{NonFloat, human_bytes, print_json};
 
 /// What is removed together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -64,11 +70,16 @@ enum ScopeArg {
 /// Arguments of `joulecut prune`.
 #[derive(Debug, Args)]
 pub struct PruneArgs {
-    /// Input checkpoint (.safetensors): a joulecut checkpoint or any safetensors file.
+    /// Input checkpoint: a .safetensors file (joulecut or foreign), a sharded checkpoint's
+    /// index.json, or a model directory.
     input: PathBuf,
-    /// Output checkpoint (never the input; written atomically).
+    /// Output checkpoint (never the input; written atomically): a file, or a directory (same
+    /// shards, index, sidecar files) for a sharded or directory input.
     #[arg(short, long, required_unless_present = "sensitivity")]
     output: Option<PathBuf>,
+    /// Write one .safetensors file even when the input is sharded or a directory.
+    #[arg(long)]
+    single_file: bool,
     /// Fraction of weights (rows, channels) to remove, in [0, 1). Implied by --nm.
     #[arg(long, allow_negative_numbers = true)]
     sparsity: Option<f64>,
@@ -222,8 +233,51 @@ fn sensitivity(
     })
 }
 
+/// The selection handed to the pruner, which sees float tensors only. Globs are checked against
+/// every tensor name first; an include glob that takes a non-float tensor is refused, an exclude
+/// glob that matches only non-float tensors is dropped (they are never pruned anyway).
+fn float_selection(
+    selection: &Selection,
+    src: &Source,
+    non_float: &NonFloat,
+) -> anyhow::Result<Selection> {
+    let shapes = src
+        .names()
+        .iter()
+        .map(|n| {
+            let t = joulecut::checkpoint::TensorRef {
+                checkpoint: src.shard_of(n),
+                name: n,
+            };
+            Ok((n.as_str(), t.shape()?))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    selection.select(shapes.iter().map(|(n, s)| (*n, s.as_slice())))?;
+    if selection.has_includes() {
+        if let Some(t) = non_float.find(|n, sh| selection.selects(n, sh)) {
+            return Err(joulecut::checkpoint::Error::NotFloat {
+                name: t.name.clone(),
+                dtype: t.dtype.clone(),
+                action: "pruning",
+            }
+            .into());
+        }
+    }
+    let mut out = selection.clone();
+    out.exclude.retain(|g| {
+        let glob = Selection {
+            include: vec![g.clone()],
+            exclude: Vec::new(),
+        };
+        shapes
+            .iter()
+            .any(|(n, sh)| !non_float.contains(n) && glob.selects(n, sh))
+    });
+    Ok(out)
+}
+
 pub fn run(a: PruneArgs) -> anyhow::Result<ExitCode> {
-    let spec = spec_of(&a, a.output.is_some())?;
+    let mut spec = spec_of(&a, a.output.is_some())?;
     if a.method != Method::Magnitude {
         let Some(output) = &a.output else {
             return Err(bad_input(
@@ -231,13 +285,10 @@ pub fn run(a: PruneArgs) -> anyhow::Result<ExitCode> {
                 "--sensitivity sweeps magnitude pruning only",
             ));
         };
-        if !a.include.is_empty() || !a.exclude.is_empty() || a.compact || a.pack {
+        if !a.include.is_empty() || !a.exclude.is_empty() || a.compact {
             return Err(bad_input(
-                format!(
-                    "--method {} prunes every encoder linear layer, densely stored",
-                    a.method
-                ),
-                "drop --include/--exclude/--compact/--pack (quantize the result for a smaller file)",
+                format!("--method {} prunes every encoder linear layer", a.method),
+                "drop --include/--exclude/--compact",
             ));
         }
         return super::prune_calibrated::run(super::prune_calibrated::CalibratedArgs {
@@ -247,6 +298,7 @@ pub fn run(a: PruneArgs) -> anyhow::Result<ExitCode> {
             method: a.method,
             granularity: spec.granularity,
             sparsity: spec.sparsity,
+            pack: a.pack,
             json: a.json,
         });
     }
@@ -259,20 +311,14 @@ pub fn run(a: PruneArgs) -> anyhow::Result<ExitCode> {
             "use --method wanda or --method sparsegpt to prune with calibration sentences",
         ));
     }
-    if a.input.is_dir() || a.input.extension().is_some_and(|e| e == "json") {
-        return Err(bad_input(
-            format!(
-                "prune reads one .safetensors file; {} is a sharded checkpoint or model directory",
-                a.input.display()
-            ),
-            "merge it first: `joulecut decompress IN -o one.safetensors --single-file` (quantize, \
-             decompress, inspect and compare take sharded inputs directly)",
-        ));
-    }
-    let ck = Checkpoint::open(&a.input)?;
+    let src = Source::open(&a.input)?;
     if let Some(out) = &a.output {
-        joulecut::checkpoint::refuse_input(out, &[ck.path()])?;
+        check_output(&src, out, a.single_file)?;
     }
+    let non_float = NonFloat::of(&src);
+    spec.selection = float_selection(&spec.selection, &src, &non_float)?;
+    // A joulecut model is one file: its config is in the (first) shard's metadata.
+    let ck = &src.shards()[0].checkpoint;
     let config = match ck.model_config()? {
         Some(v) => Some(ModelConfig::from_json(&v)?),
         None => None,
@@ -287,10 +333,14 @@ pub fn run(a: PruneArgs) -> anyhow::Result<ExitCode> {
              without --compact",
         ));
     }
-    // Original data (written back unchanged when not pruned) and f32 values of every tensor.
+    // Original data (to spot int8 tensors) and f32 values of every float tensor.
     let mut original = BTreeMap::new();
     let mut tensors = BTreeMap::new();
-    for name in ck.names() {
+    for name in src.names() {
+        if non_float.contains(name) {
+            continue;
+        }
+        let ck = src.shard_of(name);
         let data = ck.get(name)?;
         let (shape, values) = ck.get_f32(name)?;
         tensors.insert(name.clone(), F32Tensor { shape, values });
@@ -298,7 +348,7 @@ pub fn run(a: PruneArgs) -> anyhow::Result<ExitCode> {
     }
 
     let sens = if a.sensitivity {
-        Some(sensitivity(&a, &ck, &tensors, &spec)?)
+        Some(sensitivity(&a, ck, &tensors, &spec)?)
     } else {
         None
     };
@@ -350,28 +400,28 @@ pub fn run(a: PruneArgs) -> anyhow::Result<ExitCode> {
         final_tensors = c.tensors;
     }
 
-    let mut writer = CheckpointWriter::derived_from(&ck)?;
+    // Only changed tensors are handed to the writer; every other one is copied as stored.
+    let mut replaced = BTreeMap::new();
     let mut layers = Vec::new();
-    for name in ck.names() {
-        let orig = &original[name];
-        let t = &final_tensors[name];
-        let changed = masks.contains_key(name) || t.shape != tensors[name].shape;
-        let data = if !changed {
-            orig.clone()
-        } else {
-            let dtype = orig.float_type();
-            let packed = a
-                .pack
-                .then(|| pack_if_pays(&t.shape, &t.values, dtype))
-                .flatten();
-            packed.unwrap_or_else(|| {
-                TensorData::Dense(DenseTensor {
-                    dtype,
-                    shape: t.shape.clone(),
-                    bytes: dtype.encode(&t.values),
-                })
-            })
+    for name in src.names() {
+        let Some(t) = final_tensors.get(name) else {
+            continue; // a non-float tensor
         };
+        if !masks.contains_key(name) && t.shape == tensors[name].shape {
+            continue;
+        }
+        let dtype = original[name].float_type();
+        let packed = a
+            .pack
+            .then(|| pack_if_pays(&t.shape, &t.values, dtype))
+            .flatten();
+        let data = packed.unwrap_or_else(|| {
+            TensorData::Dense(DenseTensor {
+                dtype,
+                shape: t.shape.clone(),
+                bytes: dtype.encode(&t.values),
+            })
+        });
         if let Some(r) = pruned_report.tensors.iter().find(|r| &r.name == name) {
             layers.push(serde_json::json!({
                 "name": name,
@@ -381,16 +431,13 @@ pub fn run(a: PruneArgs) -> anyhow::Result<ExitCode> {
                 "zeros": r.zeros,
                 "sparsity": r.sparsity,
                 "encoding": data.encoding_name(),
-                "bytes_before": ck.tensor_bytes(name)?,
+                "bytes_before": src.shard_of(name).tensor_bytes(name)?,
                 "bytes_after": data_bytes(&data),
             }));
         }
-        writer.insert(name.clone(), data);
+        replaced.insert(name.clone(), data);
     }
-    if let Some(cfg) = &out_config {
-        writer.set_model_config(cfg.to_json());
-    }
-    writer.push_history(HistoryEntry::new(
+    let mut opts = StreamOptions::new(HistoryEntry::new(
         "prune",
         serde_json::json!({
             "spec": spec,
@@ -399,10 +446,17 @@ pub fn run(a: PruneArgs) -> anyhow::Result<ExitCode> {
             "input": a.input,
         }),
     ));
-    let bytes_after = writer
-        .write(out, &[ck.path()])
-        .with_context(|| format!("write {}", out.display()))?;
-    let bytes_before = ck.file_bytes();
+    opts.single_file = a.single_file;
+    if let Some(cfg) = &out_config {
+        opts.metadata.insert(
+            joulecut::checkpoint::meta::MODEL.into(),
+            Some(cfg.to_json().to_string()),
+        );
+    }
+    let written = stream(&src, out, &opts, &Precomputed::new(replaced)?)
+        .with_context(|| format!("prune {} to {}", a.input.display(), out.display()))?;
+    let bytes_after = written.bytes;
+    let bytes_before = src.file_bytes();
 
     let all = SparsityReport::from_tensors(final_tensors.iter().map(|(n, t)| (n.as_str(), t)));
     let real = a.compact && compact_json["removed_units"].as_u64().unwrap_or(0) > 0
@@ -435,6 +489,10 @@ pub fn run(a: PruneArgs) -> anyhow::Result<ExitCode> {
                 "ratio": bytes_after as f64 / bytes_before.max(1) as f64,
             },
             "compact": compact_json,
+            "layout": if written.is_dir { "directory" } else { "file" },
+            "files": written.files,
+            "sidecars": written.sidecars,
+            "non_float": non_float.json(),
             "saving": if real { "real" } else { "nominal" },
             "note": note,
             "sensitivity": sens,
@@ -447,6 +505,9 @@ pub fn run(a: PruneArgs) -> anyhow::Result<ExitCode> {
     println!("{pruned_report}");
     if let Some(p) = &protected {
         println!("kept whole: {p} (the output layer; --include it to prune it)");
+    }
+    if let Some(line) = non_float.line() {
+        println!("{line}");
     }
     if !compact_json.is_null() {
         println!(

@@ -4,51 +4,22 @@
 //! produce (`BertEncoder::prune_calibrated`), and the result is written as a model directory with
 //! every other tensor and file copied unchanged.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
 use candle_core::Device;
 use joulecut::checkpoint::{
-    EntrySpec, HistoryEntry, Plan, Source, StreamOptions, TensorRef, Transform, stream,
+    DenseTensor, FloatType, HistoryEntry, Precomputed, Source, StreamOptions, TensorData, stream,
 };
 use joulecut::embed::{Engine, SentenceEncoder, read_sentences};
+use joulecut::harness::pipeline::pack_if_pays;
 use joulecut::prune::Granularity;
 use joulecut::prune::{CalibratedSpec, Method};
 
 use super::error::bad_input;
 use super::eval_embeddings::embed_err;
 use super::output::{human_bytes, print_json};
-
-/// Replaces the pruned weights (dense F32), keeps every other tensor's stored bytes.
-struct ReplaceWeights {
-    weights: HashMap<String, Vec<f32>>,
-}
-
-impl Transform for ReplaceWeights {
-    type Error = joulecut::checkpoint::Error;
-    type Report = usize;
-
-    fn plan(&self, t: &TensorRef<'_>) -> Result<Plan, Self::Error> {
-        match self.weights.get(t.name) {
-            Some(_) => Ok(Plan::Replace {
-                entries: vec![EntrySpec::new(t.name, "F32", t.shape()?)],
-                encoding: None,
-            }),
-            None => Ok(Plan::Keep),
-        }
-    }
-
-    fn produce(
-        &self,
-        t: &TensorRef<'_>,
-        _: &[EntrySpec],
-    ) -> Result<(Vec<Vec<u8>>, usize), Self::Error> {
-        let v = &self.weights[t.name];
-        let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        Ok((vec![bytes], v.iter().filter(|x| **x == 0.0).count()))
-    }
-}
 
 /// What the command needs beyond the generic prune arguments.
 pub struct CalibratedArgs<'a> {
@@ -58,6 +29,7 @@ pub struct CalibratedArgs<'a> {
     pub method: Method,
     pub granularity: Granularity,
     pub sparsity: f64,
+    pub pack: bool,
     pub json: bool,
 }
 
@@ -100,10 +72,21 @@ pub fn run(a: CalibratedArgs<'_>) -> anyhow::Result<ExitCode> {
             "prune the original f32 model (before quantizing); `joulecut inspect DIR` lists its tensors",
         )
     })?;
-    let weights: HashMap<String, Vec<f32>> = model
+    // --pack: bitmap + non-zeros where that is smaller (the sparse kernel reads it)
+    let mut packed = 0;
+    let weights: BTreeMap<String, TensorData> = model
         .linear_weights()
         .into_iter()
-        .map(|(n, _, v)| (format!("{prefix}{n}"), v))
+        .map(|(n, shape, v)| {
+            let data = match a.pack.then(|| pack_if_pays(&shape, &v, FloatType::F32)) {
+                Some(Some(p)) => {
+                    packed += 1;
+                    p
+                }
+                _ => TensorData::Dense(DenseTensor::from_f32(shape.to_vec(), &v)),
+            };
+            (format!("{prefix}{n}"), data)
+        })
         .collect();
     let src = Source::open(a.input)?;
     let history = HistoryEntry::new(
@@ -120,8 +103,9 @@ pub fn run(a: CalibratedArgs<'_>) -> anyhow::Result<ExitCode> {
         &src,
         a.output,
         &StreamOptions::new(history),
-        &ReplaceWeights { weights },
+        &Precomputed::new(weights)?,
     )?;
+    let saving = if packed > 0 { "real" } else { "nominal" };
     let zeros: usize = reports.iter().map(|r| r.stats.zeros).sum();
     let total: usize = reports.iter().map(|r| r.stats.total).sum();
     let errs: Vec<f64> = reports
@@ -140,8 +124,9 @@ pub fn run(a: CalibratedArgs<'_>) -> anyhow::Result<ExitCode> {
             "bytes": written.bytes,
             "layers": reports,
             "mean_reconstruction_error": mean_err,
-            // zeros stored densely: the dense kernels do the same work
-            "saving": "nominal",
+            "packed_tensors": packed,
+            // dense zeros: the dense kernels do the same work; packed: the sparse kernel skips them
+            "saving": saving,
         }))?;
     } else {
         println!(
@@ -157,11 +142,19 @@ pub fn run(a: CalibratedArgs<'_>) -> anyhow::Result<ExitCode> {
         if let Some(e) = mean_err {
             println!("mean relative reconstruction error on the calibration inputs: {e:.4}");
         }
-        println!(
-            "wrote {} ({}); saving nominal: zeros are stored densely (quantize or pack it for a real one)",
-            written.path.display(),
-            human_bytes(written.bytes)
-        );
+        if saving == "real" {
+            println!(
+                "wrote {} ({}); saving real: {packed} weights packed (bitmap + non-zeros), run by the sparse kernel",
+                written.path.display(),
+                human_bytes(written.bytes)
+            );
+        } else {
+            println!(
+                "wrote {} ({}); saving nominal: zeros are stored densely (--pack, or quantize, for a real one)",
+                written.path.display(),
+                human_bytes(written.bytes)
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use joulecut::checkpoint::{
-    FloatType, HistoryEntry, Selection, Source, StreamOptions, TensorRef, stream,
+    FloatType, HistoryEntry, Selection, Source, StreamOptions, TensorRef, check_output, stream,
 };
 use joulecut::quant::{
     ActivationGrid, Calibration, DEFAULT_PERCENTILE, Int8Config, PassError, QuantizePass,
@@ -19,7 +19,7 @@ use joulecut::quant::{
 use joulecut::models::bert::GridPolicy;
 
 use super::error::bad_input;
-use super::output::{human_bytes, print_json};
+use super::output::{NonFloat, human_bytes, print_json};
 
 /// Target storage type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -173,7 +173,7 @@ fn pass_err(e: PassError) -> anyhow::Error {
 pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
     let cfg = int8_config(&a)?;
     let input = Source::open(&a.input)?;
-    input.refuse_output(&a.output)?;
+    check_output(&input, &a.output, a.single_file)?;
     let bytes_before = input.file_bytes();
     // --qat: fine-tune first; the int8 pass then converts the fine-tuned weights.
     let qat = if a.qat.qat {
@@ -192,6 +192,7 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
         Some(q) => Source::open(&q.path)?,
         None => Source::open(&a.input)?,
     };
+    let non_float = NonFloat::of(&src);
     let selection =
         Selection::new(&a.include, &a.exclude).map_err(|e| bad_input(e.to_string(), e.hint()))?;
     let shapes = src
@@ -302,6 +303,7 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
             "sidecars": written.sidecars,
             "params": params,
             "tensors": rows,
+            "non_float": non_float.json(),
             "bytes": { "before": bytes_before, "after": bytes_after, "ratio": ratio },
             "bytes_before": bytes_before,
             "bytes_after": bytes_after,
@@ -347,6 +349,9 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
                 r["rel_l2"].as_f64().unwrap_or(0.0),
                 r["max_abs"].as_f64().unwrap_or(0.0),
             );
+        }
+        if let Some(line) = non_float.line() {
+            println!("{line}");
         }
         println!(
             "{} tensors quantized; {} -> {} ({:.3}x) written to {}{}",

@@ -34,6 +34,19 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A pass was asked (by an include glob) to change a tensor that is not a float tensor (token
+    /// ids, masks): those pass through every command unchanged.
+    #[error(
+        "tensor `{name}` is {dtype}, not a float tensor: {action} does not apply to it (it is kept as is)"
+    )]
+    NotFloat {
+        /// The tensor name.
+        name: String,
+        /// Its safetensors dtype (`I64`, `U8`, ...).
+        dtype: String,
+        /// What was asked (`quantization`, `pruning`).
+        action: &'static str,
+    },
     /// A tensor the caller asked for is not in the file.
     #[error("tensor `{name}` not found in {}", path.display())]
     MissingTensor {
@@ -115,6 +128,7 @@ impl Error {
             Error::Read { .. }
             | Error::NotSafetensors { .. }
             | Error::BadTensor { .. }
+            | Error::NotFloat { .. }
             | Error::MissingTensor { .. }
             | Error::BadMetadata { .. }
             | Error::OutputIsInput { .. }
@@ -137,6 +151,9 @@ impl Error {
                 "joulecut reads safetensors files (8-byte header length, JSON header, data); the file may be truncated or in another format (e.g. a PyTorch .bin/.pt)".into()
             }
             Error::BadTensor { .. } => "the file is corrupt or was written by an incompatible tool; `joulecut inspect` shows its tensors".into(),
+            Error::NotFloat { name, .. } => format!(
+                "non-float tensors (token ids, masks) are copied unchanged; narrow --include, or add --exclude '{name}'"
+            ),
             Error::MissingTensor { .. } => "`joulecut inspect FILE` lists the tensors the file has".into(),
             Error::BadMetadata { .. } => "the joulecut metadata is damaged; `joulecut decompress` needs it too, so re-create the file from its source".into(),
             Error::OutputIsInput { .. } => "choose a different output path with -o".into(),

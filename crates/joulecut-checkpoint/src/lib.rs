@@ -1,6 +1,6 @@
 //! Read and write joulecut checkpoints: plain safetensors files whose `__metadata__` describes the
 //! model and how each tensor is compressed (format: `docs/FORMAT.md`). Sharded checkpoints and model
-//! directories open as a [`Source`]; [`stream`] rewrites one tensor by tensor in bounded memory.
+//! directories open as a [`Source`]; [`stream`](mod@stream) rewrites one tensor by tensor in bounded memory.
 //!
 //! ```no_run
 //! use joulecut_checkpoint::{Checkpoint, CheckpointWriter, DenseTensor, TensorData};
@@ -19,6 +19,7 @@ pub mod atomic;
 mod encoding;
 mod error;
 pub mod meta;
+mod precomputed;
 mod read;
 mod select;
 mod source;
@@ -31,11 +32,13 @@ pub use atomic::temp_path;
 pub use encoding::{Encodings, TensorEncoding};
 pub use error::{Error, Result};
 pub use meta::HistoryEntry;
+pub use precomputed::Precomputed;
 pub use read::{Checkpoint, StoredInfo, dtype_size};
 pub use select::{Selection, SelectionError};
 pub use source::{DEFAULT_INDEX, Index, Shard, Source};
 pub use stream::{
-    Decode, EntrySpec, Plan, Produced, StreamOptions, TensorRef, Transform, Written, stream,
+    Decode, EntrySpec, Plan, Produced, StreamOptions, TensorRef, Transform, Written, check_output,
+    stream,
 };
 pub use tensor::{
     DenseTensor, FloatType, Int8Tensor, SparseTensor, SparseValues, TensorData, numel,

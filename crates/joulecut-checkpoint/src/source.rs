@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use crate::read::Checkpoint;
+use crate::read::{Checkpoint, StoredInfo};
 use crate::{Error, Result};
 
 /// File name of a single-file Hugging Face checkpoint's index, the usual one.
@@ -350,6 +350,25 @@ impl Source {
                 name: name.to_string(),
                 path: self.path.clone(),
             })
+    }
+
+    /// The tensors that are not float tensors (token ids, masks: I64, U8, BOOL, ...), stored dense
+    /// and unencoded, in [`Source::names`] order. No pass changes them; commands copy them byte for
+    /// byte and report them as kept.
+    pub fn non_float(&self) -> Vec<&StoredInfo> {
+        self.names
+            .iter()
+            .filter_map(|n| {
+                let t = crate::stream::TensorRef {
+                    checkpoint: self.shard_of(n),
+                    name: n,
+                };
+                match t.float_type() {
+                    None => t.checkpoint.stored_info(n).ok(),
+                    Some(_) => None,
+                }
+            })
+            .collect()
     }
 
     /// Every input file (shards and index): outputs may be none of these.

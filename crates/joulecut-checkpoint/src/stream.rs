@@ -229,22 +229,19 @@ fn werr(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     }
 }
 
-/// Rewrites `src` to `out` through `t`; see the module docs.
-pub fn stream<T: Transform>(
-    src: &Source,
-    out: &Path,
-    opts: &StreamOptions,
-    t: &T,
-) -> std::result::Result<Written<T::Report>, T::Error> {
+/// Checks that `out` can take [`stream`]'s output of `src` — not an input, and a directory (absent
+/// or empty) for a sharded or directory input unless `single_file`, else a file path — before any
+/// work is done. Returns whether the output is a directory. [`stream`] calls it too; passes that
+/// compute for a while before streaming call it first, so bad output paths fail fast.
+pub fn check_output(src: &Source, out: &Path, single_file: bool) -> Result<bool> {
     src.refuse_output(out)?;
-    let as_dir = src.is_multi() && !opts.single_file;
+    let as_dir = src.is_multi() && !single_file;
     if as_dir {
         if out.extension().is_some_and(|e| e == "safetensors") {
             return Err(Error::BadOutput {
                 path: out.to_path_buf(),
                 reason: "the input is a sharded checkpoint or model directory, so the output is a directory".into(),
-            }
-            .into());
+            });
         }
         check_dir_dest(out).map_err(|_| Error::OutputNotEmpty {
             path: out.to_path_buf(),
@@ -253,9 +250,19 @@ pub fn stream<T: Transform>(
         return Err(Error::BadOutput {
             path: out.to_path_buf(),
             reason: "it is a directory; a single-file output needs a file path".into(),
-        }
-        .into());
+        });
     }
+    Ok(as_dir)
+}
+
+/// Rewrites `src` to `out` through `t`; see the module docs.
+pub fn stream<T: Transform>(
+    src: &Source,
+    out: &Path,
+    opts: &StreamOptions,
+    t: &T,
+) -> std::result::Result<Written<T::Report>, T::Error> {
+    let as_dir = check_output(src, out, opts.single_file)?;
 
     // Plan everything first: headers need every entry's size.
     let mut files: Vec<OutFile<'_>> = if as_dir {

@@ -1,4 +1,5 @@
-//! Cosine similarity between two models' embeddings of the same sentences, and the sentences file.
+//! Cosine similarity between two models' embeddings of the same sentences, and sentence files
+//! (the `--sentences` of `eval-embeddings`, calibration text).
 
 use std::path::Path;
 
@@ -86,12 +87,21 @@ impl CosineSummary {
     }
 }
 
-/// Reads one sentence per line (trimmed; blank lines skipped). An empty result is an error.
+/// Reads a sentence file: UTF-8 text, one sentence per line (trimmed; blank lines and a leading
+/// byte-order mark skipped). A file with no sentence ([`Error::NoSentences`]), a NUL byte (a binary
+/// file, [`Error::Binary`]) or invalid UTF-8 ([`Error::NotText`]) is refused, naming the line.
 pub fn read_sentences(path: &Path) -> Result<Vec<String>> {
     let bytes = std::fs::read(path).map_err(|source| Error::Read {
         path: path.to_path_buf(),
         source,
     })?;
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    if let Some(at) = bytes.iter().position(|&b| b == 0) {
+        return Err(Error::Binary {
+            path: path.to_path_buf(),
+            line: 1 + bytes[..at].iter().filter(|&&b| b == b'\n').count(),
+        });
+    }
     let mut out = Vec::new();
     for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
         let line = std::str::from_utf8(line).map_err(|_| Error::NotText {
@@ -153,6 +163,17 @@ mod tests {
             read_sentences(&dir.path().join("missing.txt")),
             Err(Error::Read { .. })
         ));
+        std::fs::write(&p, b"").unwrap();
+        assert!(matches!(read_sentences(&p), Err(Error::NoSentences { .. })));
+        std::fs::write(&p, b"one\ntwo\n\x00\x01\x02 three\n").unwrap();
+        assert!(matches!(
+            read_sentences(&p),
+            Err(Error::Binary { line: 3, .. })
+        ));
+        std::fs::write(&p, b"\xEF\xBB\xBFfirst\r\nsecond").unwrap();
+        assert_eq!(read_sentences(&p).unwrap(), ["first", "second"]);
+        let e = read_sentences(&p.with_extension("none")).unwrap_err();
+        assert!(e.hint().is_some());
     }
 }
 

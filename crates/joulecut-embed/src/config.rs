@@ -1,8 +1,13 @@
-//! `config.json` → candle-transformers' BERT [`Config`], checked before any weight is read.
+//! `config.json` → candle-transformers' BERT [`Config`], checked before any weight is read, then
+//! against the weights' shapes ([`check_weights`]).
 //!
 //! Hugging Face's `BertConfig` gives every field a default; the dimension fields are required here
 //! anyway, because a config without them is almost certainly not a BERT config. Activation names
 //! HF uses that candle spells differently (`gelu_new`, `gelu_pytorch_tanh`) are mapped.
+//!
+//! Only `model_type` `bert` is accepted ([`SUPPORTED_MODEL_TYPES`]): the encoder numbers positions
+//! from 0 and has BERT's tensor names, so RoBERTa-style models (positions offset past the padding
+//! id), DistilBERT, MPNet and the like would load wrongly or not at all.
 
 use std::path::Path;
 
@@ -10,9 +15,19 @@ use candle_transformers::models::bert::{Config, HiddenAct, PositionEmbeddingType
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::weights::Weights;
 
 /// `model_type` values this loader accepts.
-const BERT_TYPES: &[&str] = &["bert"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert"];
+
+/// The tensor every BERT-family encoder has (under a task model's prefix, e.g. `bert.`).
+const WORD_EMBEDDINGS: &str = "embeddings.word_embeddings.weight";
+
+/// Whether a tensor name marks a BERT-family encoder's weights (its word-embedding table, bare or
+/// under a prefix such as `bert.` or `roberta.`).
+pub fn is_encoder_tensor(name: &str) -> bool {
+    name.ends_with(WORD_EMBEDDINGS)
+}
 
 /// Reads and validates `config.json`.
 pub fn read_config(path: &Path) -> Result<Config> {
@@ -35,7 +50,7 @@ pub fn parse_config(path: &Path, text: &str) -> Result<Config> {
         .ok_or_else(|| bad("not a JSON object".into()))?;
     let model_type = obj.get("model_type").and_then(Value::as_str);
     match model_type {
-        Some(t) if !BERT_TYPES.contains(&t) => {
+        Some(t) if !SUPPORTED_MODEL_TYPES.contains(&t) => {
             return Err(Error::NotBert {
                 path: path.to_path_buf(),
                 found: t.into(),
@@ -132,6 +147,81 @@ pub fn parse_config(path: &Path, text: &str) -> Result<Config> {
         classifier_dropout: None,
         model_type: Some("bert".into()),
     })
+}
+
+/// Checks `config.json`'s sizes against the weights' shapes (headers only): `vocab_size` and
+/// `hidden_size` against the word embeddings, `max_position_embeddings` against the position
+/// table, `intermediate_size` against the first layer's MLP, `num_hidden_layers` against the layers
+/// stored. Without it a wrong config fails later on one tensor's shape, or — with fewer layers
+/// than the weights hold — silently runs a truncated model. Weights without a word-embedding table
+/// are left to the loader, which names the missing tensor.
+pub fn check_weights(path: &Path, config: &Config, weights: &Weights) -> Result<()> {
+    let Some(word) = weights
+        .names()
+        .filter(|n| is_encoder_tensor(n))
+        .min_by_key(|n| n.len())
+    else {
+        return Ok(());
+    };
+    let prefix = &word[..word.len() - WORD_EMBEDDINGS.len()];
+    let mismatch = |field: &'static str, value: usize, found: String| Error::ConfigMismatch {
+        path: path.to_path_buf(),
+        field,
+        value,
+        found,
+    };
+    let has_shape = |name: String, fields: [(&'static str, usize); 2]| -> Result<()> {
+        let Some(shape) = weights.shape(&name) else {
+            return Ok(()); // missing: the loader names it
+        };
+        for (axis, (field, value)) in fields.into_iter().enumerate() {
+            if shape.len() != 2 || shape[axis] != value {
+                return Err(mismatch(
+                    field,
+                    value,
+                    format!("tensor `{name}` has shape {shape:?}"),
+                ));
+            }
+        }
+        Ok(())
+    };
+    let hidden = ("hidden_size", config.hidden_size);
+    has_shape(
+        word.to_string(),
+        [("vocab_size", config.vocab_size), hidden],
+    )?;
+    has_shape(
+        format!("{prefix}embeddings.position_embeddings.weight"),
+        [
+            ("max_position_embeddings", config.max_position_embeddings),
+            hidden,
+        ],
+    )?;
+    has_shape(
+        format!("{prefix}encoder.layer.0.intermediate.dense.weight"),
+        [("intermediate_size", config.intermediate_size), hidden],
+    )?;
+    let layer_prefix = format!("{prefix}encoder.layer.");
+    let layers: std::collections::BTreeSet<usize> = weights
+        .names()
+        .filter_map(|n| n.strip_prefix(layer_prefix.as_str()))
+        .filter_map(|rest| rest.split('.').next()?.parse().ok())
+        .collect();
+    if layers.len() != config.num_hidden_layers {
+        let found = match (layers.first(), layers.last()) {
+            (Some(a), Some(b)) => format!(
+                "the weights hold {} layers (`{layer_prefix}{a}` to `{layer_prefix}{b}`)",
+                layers.len()
+            ),
+            _ => format!("the weights hold no `{layer_prefix}N` layer"),
+        };
+        return Err(mismatch(
+            "num_hidden_layers",
+            config.num_hidden_layers,
+            found,
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

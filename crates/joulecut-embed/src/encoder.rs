@@ -185,6 +185,7 @@ impl SentenceEncoder {
         let config = read_config(&config_path)?;
         let tokenizer = load_tokenizer(&tokenizer_path, &config)?;
         let weights = Weights::open_dir(&dir)?;
+        crate::config::check_weights(&config_path, &config, &weights)?;
         let prefix = PREFIXES
             .iter()
             .copied()

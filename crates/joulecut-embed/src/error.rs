@@ -68,6 +68,18 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A size in `config.json` disagrees with the weights' shapes.
+    #[error("{}: {field} is {value}, but {found}", path.display())]
+    ConfigMismatch {
+        /// The config file.
+        path: PathBuf,
+        /// The config field (`hidden_size`, `num_hidden_layers`, ...).
+        field: &'static str,
+        /// Its value in the config.
+        value: usize,
+        /// What the weights hold instead.
+        found: String,
+    },
     /// A tensor BERT needs is not in the weights.
     #[error("tensor `{name}` not found in {}", path.display())]
     MissingTensor {
@@ -91,19 +103,45 @@ pub enum Error {
     /// The weights file itself is bad (from joulecut-checkpoint: header, encodings, NaN weights).
     #[error(transparent)]
     Checkpoint(#[from] joulecut_checkpoint::Error),
-    /// The sentences file has no sentence.
-    #[error("{} has no sentences (blank lines are skipped)", path.display())]
+    /// The sentence file has no sentence.
+    #[error("sentence file {} has no sentences (it is empty or only blank lines)", path.display())]
     NoSentences {
-        /// The sentences file.
+        /// The sentence file.
         path: PathBuf,
     },
-    /// The sentences file is not UTF-8 text.
-    #[error("{} is not UTF-8 text (line {line})", path.display())]
+    /// The sentence file is not UTF-8 text.
+    #[error("sentence file {} is not UTF-8 text (line {line})", path.display())]
     NotText {
-        /// The sentences file.
+        /// The sentence file.
         path: PathBuf,
         /// First line that is not UTF-8 (1-based).
         line: usize,
+    },
+    /// The sentence file holds NUL bytes: a binary file, not text.
+    #[error("sentence file {} is binary, not text (NUL byte on line {line})", path.display())]
+    Binary {
+        /// The sentence file.
+        path: PathBuf,
+        /// Line of the first NUL byte (1-based).
+        line: usize,
+    },
+    /// A WordNet data file is missing.
+    #[error("WordNet glosses not found: {} does not exist", path.display())]
+    NoWordnet {
+        /// The missing `data.*` file.
+        path: PathBuf,
+    },
+    /// The glosses are too few for the requested split.
+    #[error("{}: {found} distinct glosses of {min_words}+ words, but the split needs {needed}", dir.display())]
+    NotEnoughText {
+        /// The WordNet directory.
+        dir: PathBuf,
+        /// Sentences the split needs.
+        needed: usize,
+        /// Distinct sentences available.
+        found: usize,
+        /// The minimum words per sentence.
+        min_words: usize,
     },
     /// The two models cannot be compared.
     #[error("cannot compare {} with {}: {reason}", a.display(), b.display())]
@@ -156,9 +194,13 @@ impl Error {
             Error::BadConfig { .. } => {
                 "config.json should be the model's Hugging Face BertConfig (hidden_size, num_hidden_layers, ...)".into()
             }
-            Error::NotBert { .. } => {
-                "eval-embeddings runs BERT-family encoders (model_type \"bert\", e.g. all-MiniLM-L6-v2, bge-small-en-v1.5)".into()
-            }
+            Error::NotBert { .. } => format!(
+                "supported model_type: {} (BERT encoders such as all-MiniLM-L6-v2, bge-small-en-v1.5, e5-small-v2); RoBERTa, DistilBERT, MPNet and decoder models are not",
+                crate::config::SUPPORTED_MODEL_TYPES.join(", ")
+            ),
+            Error::ConfigMismatch { field, .. } => format!(
+                "config.json must describe these weights: use the config.json that ships with them, or correct `{field}`"
+            ),
             Error::Tokenizer { .. } => {
                 "use the tokenizer.json that ships with the model (a `tokenizers` JSON file, not vocab.txt)".into()
             }
@@ -166,8 +208,11 @@ impl Error {
                 "the weights do not match config.json; `joulecut inspect FILE` lists the tensors the file has".into()
             }
             Error::Checkpoint(e) => return e.hint(),
-            Error::NoSentences { .. } => "write one sentence per line".into(),
-            Error::NotText { .. } => "the sentences file must be UTF-8 text, one sentence per line".into(),
+            Error::NoSentences { .. } => "a sentence file holds one sentence per line (UTF-8 text)".into(),
+            Error::NotText { .. } => "a sentence file must be UTF-8 text, one sentence per line; convert it, e.g. `iconv -f latin1 -t utf-8`".into(),
+            Error::Binary { .. } => "pass a text file with one sentence per line (UTF-8), not a binary file".into(),
+            Error::NoWordnet { .. } => "apt-get install wordnet-base (it puts the glosses in /usr/share/wordnet), or pass the directory holding data.noun, data.verb, data.adj and data.adv".into(),
+            Error::NotEnoughText { .. } => "ask for smaller sets (e.g. --corpus), or lower the minimum sentence length".into(),
             Error::Incompatible { .. } => {
                 "compare a model with a compressed copy of itself (same config.json and tokenizer.json)".into()
             }

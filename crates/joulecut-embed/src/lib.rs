@@ -7,6 +7,8 @@
 //! any joulecut encoding (dense F32/F16/BF16, int8, sparse): each tensor is decoded to f32 as the
 //! model asks for it ([`Weights`]). [`CosineSummary`] compares two models' embeddings sentence by
 //! sentence; `joulecut eval-embeddings` is the command line for it (docs/EMBEDDINGS.md).
+//! [`read_sentences`] reads sentence files (one a line); [`wordnet`] gives real English sentences,
+//! WordNet's glosses, split into disjoint calibration, evaluation and corpus sets.
 //!
 //! ```no_run
 //! use joulecut_embed::{CosineSummary, EncodeConfig, SentenceEncoder};
@@ -31,9 +33,12 @@ mod error;
 pub mod generate;
 mod native;
 mod weights;
+pub mod wordnet;
 
 pub use compare::{CosineSummary, cosine, neighbour_agreement, read_sentences};
-pub use config::{parse_config, read_config};
+pub use config::{
+    SUPPORTED_MODEL_TYPES, check_weights, is_encoder_tensor, parse_config, read_config,
+};
 pub use encoder::{EncodeConfig, Engine, SentenceEncoder, mean_pool};
 pub use error::{Error, Result};
 pub use joulecut_models::bert::LinearKind;

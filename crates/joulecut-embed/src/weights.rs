@@ -109,6 +109,22 @@ impl Weights {
         &self.inner.path
     }
 
+    /// Logical tensor names (in no particular order).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.inner.by_name.keys().map(String::as_str)
+    }
+
+    /// A logical tensor's shape, read from the header (nothing decoded); `None` when absent.
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        let ck = &self.inner.shards[*self.inner.by_name.get(name)?];
+        joulecut_checkpoint::TensorRef {
+            checkpoint: ck,
+            name,
+        }
+        .shape()
+        .ok()
+    }
+
     /// Whether a logical tensor is present (a LayerNorm's `weight`/`bias` also under its
     /// `gamma`/`beta` spelling).
     pub fn contains(&self, name: &str) -> bool {

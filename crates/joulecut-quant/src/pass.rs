@@ -126,12 +126,10 @@ impl Transform for QuantizePass {
             if !self.selection.has_includes() {
                 return Ok(Plan::Keep); // the default policy never touches integer tensors
             }
-            return Err(joulecut_checkpoint::Error::BadTensor {
+            return Err(joulecut_checkpoint::Error::NotFloat {
                 name: t.name.to_string(),
-                reason: format!(
-                    "dtype {} is not a float type joulecut can quantize (F32, F16, BF16)",
-                    t.stored_dtype().unwrap_or("?")
-                ),
+                dtype: t.stored_dtype().unwrap_or("?").to_string(),
+                action: "quantization",
             }
             .into());
         };
