@@ -83,9 +83,10 @@ def loadavg() -> list[float]:
 # Sentences.
 
 
-def wordnet_eval_sentences(wordnet_dir: Path) -> list[str]:
+def wordnet_eval_sentences(wordnet_dir: Path, span: slice = slice(1000, 1400)) -> list[str]:
     """The evaluation set of ../shared/reference/minilm/make_wordnet_split.py, byte for byte: glosses
-    (text after '|') split on ';', quotes stripped, >= 6 words, shuffled with seed 0, [1000:1400]."""
+    (text after '|') split on ';', quotes stripped, >= 6 words, shuffled with seed 0, [1000:1400]
+    (`span=slice(0, 128)` gives its calibration set)."""
     gl = []
     for pos in ["noun", "verb", "adj", "adv"]:
         path = wordnet_dir / f"data.{pos}"
@@ -100,8 +101,8 @@ def wordnet_eval_sentences(wordnet_dir: Path) -> list[str]:
                     gl.append(part)
     random.seed(0)
     random.shuffle(gl)
-    ev = gl[1000:1400]
-    if len(ev) != 400:
+    ev = gl[span]
+    if len(ev) != span.stop - span.start:
         raise BadInput(f"{wordnet_dir}: only {len(gl)} glosses, expected more than 1,400 (hint: --sentences FILE)")
     return ev
 
@@ -453,7 +454,7 @@ def markdown(report: dict) -> str:
         lines.append(f"| {r['description']} | {v} | {t} | {({True: 'yes', False: '**no**', None: ''})[r['met']]} |")
     c = s["joulecut_int8"]["cosine"]["mean"]
     lines.append(
-        f"| joulecut int8 mean cosine (vs joulecut f32) | {c:.4f} | >= {INT8_COSINE_TARGET} | "
+        f"| joulecut int8 mean cosine (vs PyTorch fp32) | {c:.4f} | >= {INT8_COSINE_TARGET} | "
         f"{'yes' if c >= INT8_COSINE_TARGET else '**no**'} |"
     )
     flags = ", ".join(f for f, on in h["flags"].items() if on) or "no avx2/avx512/vnni"
@@ -518,7 +519,7 @@ def parse_args(argv=None):
     p.add_argument("--opset", type=int, default=OPSET, help="ONNX opset for torch.onnx.export (>= 14)")
     p.add_argument("--joulecut", type=Path, default=Path(os.environ.get("JOULECUT", REPO / "target/release/joulecut")),
                    help="joulecut binary (env JOULECUT)")  # fmt: skip
-    p.add_argument("--joulecut-quantize-args", default="--granularity channel",
+    p.add_argument("--joulecut-quantize-args", default="--granularity channel --calibration {calibration}",
                    help="extra arguments of `joulecut quantize ... --dtype int8` (one string)")  # fmt: skip
     p.add_argument("--workdir", type=Path, default=REPO / "target/compare-transformer",
                    help="ONNX exports (cached), joulecut's int8 copy, the sentences file, results.json")  # fmt: skip
@@ -607,7 +608,11 @@ def main(argv=None) -> int:
     jc_int8 = work / "joulecut-int8"
     if jc_int8.exists():
         shutil.rmtree(jc_int8)
-    qargs = shlex.split(args.joulecut_quantize_args)
+    # int8 activation grids chosen per layer on the reference's calibration glosses (disjoint
+    # from the evaluation set)
+    calib_file = work / "calibration.txt"
+    write_atomic(calib_file, "\n".join(wordnet_eval_sentences(args.wordnet_dir, slice(0, 128))) + "\n")
+    qargs = shlex.split(args.joulecut_quantize_args.format(calibration=calib_file))
     log(f"joulecut quantize {args.model_dir} -o {jc_int8} --dtype int8 {' '.join(qargs)}")
     jq = jc.run("quantize", args.model_dir, "-o", jc_int8, "--dtype", "int8", *qargs, "--json")
 
@@ -630,8 +635,13 @@ def main(argv=None) -> int:
         for unit in units[p % len(units) :] + units[: p % len(units)]:  # rotate the order per pass
             per_arm_load.append({"pass": p + 1, "runtime": unit, "load": loadavg()})
             if unit == "joulecut":
+                emb_file = work / "joulecut-embeddings.json"
                 j = jc.run("eval-embeddings", args.model_dir, jc_int8, "--sentences", sent_file,
-                           "--batch-size", bs, "--json")  # fmt: skip
+                           "--batch-size", bs, "--embeddings-out", emb_file, "--json")  # fmt: skip
+                if "joulecut_f32" not in embeddings:
+                    e = json.loads(emb_file.read_text())
+                    embeddings["joulecut_f32"] = np.asarray(e["original"], dtype=np.float32)
+                    embeddings["joulecut_int8"] = np.asarray(e["compressed"], dtype=np.float32)
                 if j.get("sentences") not in (None, len(sentences)):
                     raise RuntimeError(f"eval-embeddings embedded {j.get('sentences')} sentences, not {len(sentences)}")
                 raw_jc.append(j)
@@ -651,8 +661,8 @@ def main(argv=None) -> int:
             if not (math.isfinite(rec[arm]["sps"]) and rec[arm]["sps"] > 0):
                 raise RuntimeError(f"{TITLE[arm]}: sentences/s {rec[arm]['sps']} in pass {p + 1}")
         passes.append(rec)
-    static["joulecut_f32"] = {"cosine": passes[0]["joulecut_f32"]["cosine"]}
-    static["joulecut_int8"] = {"cosine": passes[0]["joulecut_int8"]["cosine"]}
+    for arm in ("joulecut_f32", "joulecut_int8"):
+        static[arm] = {"cosine": {**cosine_summary(embeddings[arm], embeddings["pytorch_fp32"]), "vs": "PyTorch fp32"}}
 
     if any(p[arm]["j1000"] is None for p in passes for arm in ("joulecut_f32", "joulecut_int8")):
         warnings.append("eval-embeddings reported no joules per sentence: the energy ratio is missing")
@@ -684,7 +694,7 @@ def main(argv=None) -> int:
         "notes": [
             "sentences/s: PyTorch and ONNX Runtime, wall time of one pass over pre-tokenized batches including mean pooling; "
             "joulecut, eval-embeddings' own figure (after its warm-up batch, tokenization included)",
-            "cosine: against PyTorch fp32's embeddings; joulecut int8's against joulecut f32's (eval-embeddings exports no embeddings)",
+            "cosine: against PyTorch fp32's embeddings (joulecut's from eval-embeddings --embeddings-out)",
             "ORT int8: quantize_dynamic, QInt8 weights per tensor or per channel, activations quantized at run time",
         ],
     }
@@ -707,5 +717,8 @@ if __name__ == "__main__":
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except Exception as e:  # noqa: BLE001 — any failure is loud and non-zero, never a partial table
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        import traceback
+
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        print(f"error: {type(e).__name__}: {e} (line {where.lineno}: {where.line})", file=sys.stderr)
         sys.exit(1)

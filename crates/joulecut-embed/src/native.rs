@@ -125,11 +125,9 @@ impl Weights {
 
     /// The kernel settings the weights ask for (the first file's `joulecut.int8_activations`).
     pub(crate) fn kernels(&self) -> Result<RealKernels> {
-        Ok(
-            RealKernels::for_checkpoint(self.first_shard()).map_err(|e| Error::BadConfig {
-                path: self.path().to_path_buf(),
-                reason: e.to_string(),
-            })?,
-        )
+        RealKernels::for_checkpoint(self.first_shard()).map_err(|e| Error::BadConfig {
+            path: self.path().to_path_buf(),
+            reason: e.to_string(),
+        })
     }
 }
