@@ -10,10 +10,11 @@ use std::process::ExitCode;
 
 use candle_core::Device;
 use joulecut::checkpoint::{
-    DenseTensor, FloatType, HistoryEntry, Precomputed, Source, StreamOptions, TensorData, stream,
+    DenseTensor, FloatType, HistoryEntry, Precomputed, Source, SparseTensor, StreamOptions,
+    TensorData, stream,
 };
 use joulecut::embed::{Engine, SentenceEncoder, read_sentences};
-use joulecut::harness::pipeline::pack_if_pays;
+use joulecut::harness::pipeline::data_bytes;
 use joulecut::prune::Granularity;
 use joulecut::prune::{CalibratedSpec, Method};
 
@@ -31,6 +32,19 @@ pub struct CalibratedArgs<'a> {
     pub sparsity: f64,
     pub pack: bool,
     pub json: bool,
+}
+
+/// Whether two weights belong to one fused product (`….attention.self.{query,key,value}`).
+fn same_product(a: &str, b: &str) -> bool {
+    let group = |n: &str| n.find(".attention.self.").map(|i| n[..i].to_string());
+    group(a).is_some() && group(a) == group(b)
+}
+
+/// The packed encoding when it is smaller than dense f32 (a part a little denser than half
+/// still is: the bitmap costs 1 bit a weight, a kept value 32).
+fn pack_if_smaller(shape: &[usize], v: &[f32]) -> Option<TensorData> {
+    let p = TensorData::Sparse(SparseTensor::pack_f32(shape.to_vec(), v, FloatType::F32));
+    (data_bytes(&p) < v.len() * 4).then_some(p)
 }
 
 pub fn run(a: CalibratedArgs<'_>) -> anyhow::Result<ExitCode> {
@@ -72,22 +86,30 @@ pub fn run(a: CalibratedArgs<'_>) -> anyhow::Result<ExitCode> {
             "prune the original f32 model (before quantizing); `joulecut inspect DIR` lists its tensors",
         )
     })?;
-    // --pack: bitmap + non-zeros where that is smaller (the sparse kernel reads it)
+    // --pack: bitmap + non-zeros where that is smaller. The query, key and value run as one
+    // product, so they are packed together or not at all (SparseGPT's masks are per block across
+    // their rows: one part may keep a little over half).
     let mut packed = 0;
-    let weights: BTreeMap<String, TensorData> = model
-        .linear_weights()
-        .into_iter()
-        .map(|(n, shape, v)| {
-            let data = match a.pack.then(|| pack_if_pays(&shape, &v, FloatType::F32)) {
-                Some(Some(p)) => {
+    let mut weights: BTreeMap<String, TensorData> = BTreeMap::new();
+    let linear = model.linear_weights();
+    for group in linear.chunk_by(|a, b| same_product(&a.0, &b.0)) {
+        let zeros: usize = group
+            .iter()
+            .map(|(_, _, v)| v.iter().filter(|x| **x == 0.0).count())
+            .sum();
+        let total: usize = group.iter().map(|(_, _, v)| v.len()).sum();
+        let pack = a.pack && zeros * 2 >= total;
+        for (n, shape, v) in group {
+            let data = match pack.then(|| pack_if_smaller(shape, v)).flatten() {
+                Some(p) => {
                     packed += 1;
                     p
                 }
-                _ => TensorData::Dense(DenseTensor::from_f32(shape.to_vec(), &v)),
+                None => TensorData::Dense(DenseTensor::from_f32(shape.to_vec(), v)),
             };
-            (format!("{prefix}{n}"), data)
-        })
-        .collect();
+            weights.insert(format!("{prefix}{n}"), data);
+        }
+    }
     let src = Source::open(a.input)?;
     let history = HistoryEntry::new(
         "prune",

@@ -2,7 +2,7 @@
 //! its stored encoding calls for ([`RealKernels::route`]): dense f32 through the `gemm` crate,
 //! int8 through joulecut-quant's integer GEMM, packed sparse through joulecut-prune's CSR kernel.
 
-use joulecut_checkpoint::{Int8Tensor, TensorData};
+use joulecut_checkpoint::{Int8Tensor, SparseValues, TensorData};
 use joulecut_ops::{MatRef, matmul_f32};
 use joulecut_prune::{CsrMatrix, SparseLinear};
 use joulecut_quant::{ActivationQuant, Int8Linear};
@@ -106,7 +106,22 @@ impl LinearOp {
             }
             Some(b)
         };
-        let routes: Vec<Route> = ws.iter().map(|w| kernels.route(w, false, true)).collect();
+        let mut routes: Vec<Route> = ws.iter().map(|w| kernels.route(w, false, true)).collect();
+        // Parts fused into one product are judged together: packed float parts whose combined
+        // density suits the sparse kernel run on it even if one part alone is a little denser.
+        let packed_float = |w: &&TensorData| matches!(w, TensorData::Sparse(s) if matches!(s.values, SparseValues::Float { .. }));
+        if ws.len() > 1 && ws.iter().all(packed_float) {
+            let nnz: usize = ws
+                .iter()
+                .map(|w| match w {
+                    TensorData::Sparse(s) => s.nnz(),
+                    _ => 0,
+                })
+                .sum();
+            if nnz as f64 <= kernels.max_sparse_density * (out * inp) as f64 {
+                routes.fill(Route::Kernel(Kernel::Sparse));
+            }
+        }
         let same = routes.windows(2).all(|p| p[0] == p[1]);
         match (routes[0], same) {
             (Route::Kernel(Kernel::Int8), true) => {
