@@ -251,10 +251,9 @@ fn calibrated_pruning_prunes_every_linear_layer_as_asked() {
     // Removing the smallest half of Gaussian weights alone would lose ~0.1 of the output energy;
     // the OBS updates of the kept weights recover most of it.
     assert!(mean < 0.05, "mean reconstruction error {mean}");
-    let mut enc = load();
-    let batch = enc.token_batch(&calib).unwrap();
     // 2:4 holds in every group of four inputs
     let mut enc = load();
+    let batch = enc.token_batch(&calib).unwrap();
     let spec = CalibratedSpec::new(Method::Wanda, 0.5).granularity(Granularity::nm(2, 4).unwrap());
     enc.native_mut()
         .unwrap()
