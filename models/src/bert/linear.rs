@@ -333,3 +333,57 @@ fn stack_int8(name: &str, ws: &[&TensorData]) -> Result<Int8Tensor> {
         orig_dtype: orig.expect("at least one part"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use joulecut_checkpoint::{DenseTensor, FloatType, SparseTensor};
+
+    use super::*;
+
+    fn weight(rows: usize, cols: usize, zero_every: usize) -> Vec<f32> {
+        (0..rows * cols)
+            .map(|i| {
+                if i % zero_every == 0 {
+                    0.0
+                } else {
+                    (i as f32 * 0.37).sin()
+                }
+            })
+            .collect()
+    }
+
+    fn packed(rows: usize, cols: usize, v: &[f32]) -> TensorData {
+        TensorData::Sparse(SparseTensor::pack_f32(vec![rows, cols], v, FloatType::F32))
+    }
+
+    /// Fused parts are routed together: packed parts whose combined density suits the sparse
+    /// kernel run on it though one alone is denser than half; a dense part sends all to dense f32;
+    /// every route computes the same product.
+    #[test]
+    fn fused_parts_route_together_and_agree() {
+        let (r, c) = (8, 12);
+        let sparse_a = weight(r, c, 1); // all zero
+        let dense_b = weight(r, c, 4); // 25% zero: denser than half
+        let parts = [packed(r, c, &sparse_a), packed(r, c, &dense_b)];
+        let k = RealKernels::default();
+        let bias = [Some(vec![0.5; r]), None];
+        let op = LinearOp::from_parts("qkv", &[&parts[0], &parts[1]], &bias, &k).unwrap();
+        assert_eq!(op.kind(), LinearKind::Sparse);
+        let mixed = [
+            packed(r, c, &sparse_a),
+            TensorData::Dense(DenseTensor::from_f32(vec![r, c], &dense_b)),
+        ];
+        let op2 = LinearOp::from_parts("qkv", &[&mixed[0], &mixed[1]], &bias, &k).unwrap();
+        assert_eq!(op2.kind(), LinearKind::Dense);
+        let x: Vec<f32> = (0..3 * c).map(|i| (i as f32 * 0.11).cos()).collect();
+        let (mut y1, mut y2) = (vec![0f32; 3 * 2 * r], vec![0f32; 3 * 2 * r]);
+        op.forward(&x, 3, &mut y1, true);
+        op2.forward(&x, 3, &mut y2, true);
+        for (a, b) in y1.iter().zip(&y2) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        // the first part's bias, zeros for the second
+        assert!((y1[0] - 0.5).abs() < 1e-6 && y1[r].abs() > 0.0);
+        assert_eq!(op.to_dense()[r * c..], dense_b[..]);
+    }
+}
