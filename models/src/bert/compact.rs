@@ -13,6 +13,9 @@ use super::layer::Sublayer;
 use super::linear::LinearOp;
 use crate::error::{Error, Result};
 
+/// A tensor by name: shape and row-major f32 values.
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
 fn layer_err(name: String, reason: impl Into<String>) -> Error {
     Error::Layer {
         name,
@@ -193,7 +196,7 @@ impl BertEncoder {
     /// Weights and biases of every encoder linear layer as Hugging Face tensors (`….weight`
     /// `[out, in]`, `….bias` `[out]`), the fused query/key/value split back into its three
     /// parts: what a compacted model writes. Every layer must be dense f32.
-    pub fn dense_linear_tensors(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    pub fn dense_linear_tensors(&self) -> Result<Vec<NamedTensor>> {
         let mut out = Vec::new();
         for (i, l) in self.layers.iter().enumerate() {
             for s in Sublayer::ALL {

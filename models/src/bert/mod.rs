@@ -25,6 +25,7 @@ mod structured;
 mod structured_tests;
 
 pub use calibrate::SublayerReport;
+pub use compact::NamedTensor;
 pub use grids::{GridErrors, GridPolicy, choose_grids};
 pub use importance::{UnitImportance, UnitStats, keep_top, magnitude_importance};
 pub use layer::{EncoderLayer, Sublayer};

@@ -180,8 +180,8 @@ fn compacting_away_silent_units_keeps_the_outputs() {
     let want = states(&full, &b);
     for mean in [false, true] {
         let mut enc = full.clone();
-        let ctx_mean = vec![0.3f32; 16];
-        let ffn_mean = vec![-0.2f32; 24];
+        let ctx_mean = [0.3f32; 16];
+        let ffn_mean = [-0.2f32; 24];
         enc.keep_heads(0, &[0, 1, 3], mean.then_some(&ctx_mean[..]))
             .unwrap();
         enc.keep_heads(1, &[1, 2, 3], None).unwrap();
