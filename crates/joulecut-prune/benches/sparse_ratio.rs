@@ -44,7 +44,7 @@ fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 }
 
 fn main() {
-    let reps: usize = std::env::var("REPS").ok().and_then(|s| s.parse().ok()).unwrap_or(15);
+    let reps: usize = std::env::var("REPS").ok().and_then(|s| s.parse().ok()).unwrap_or(301);
     for &m in &[470usize, 15] {
         for &(n, k) in &[(1152usize, 384usize), (384, 384), (1536, 384), (384, 1536)] {
             for pattern in ["50%", "2:4"] {
@@ -55,31 +55,31 @@ fn main() {
                 let x = XorShift64::from_state(9).signed_vec(m * k, 1.0);
                 let mut y = vec![0f32; m * n];
                 let threads = if m * n * k >= 1 << 18 { rayon::current_num_threads() } else { 1 };
-                let inner = (2e8 / (m * n * k) as f64).ceil() as usize;
                 let dense = |y: &mut [f32]| {
                     matmul_f32((n, m, k), y, n, false, MatRef::new(&wt, n, 1), MatRef::new(&x, k, 1), threads);
                 };
                 let sparse = |y: &mut [f32]| csr.matmul_into(&x, m, Some(&bias), y);
                 dense(&mut y);
                 sparse(&mut y);
-                let mut ratios = Vec::new();
+                // Single calls, alternating: noise from other processes only adds time, so the
+                // lower quartile and the minimum say most about the kernels themselves.
+                let (mut ds, mut ss) = (Vec::new(), Vec::new());
                 for _ in 0..reps {
                     let t = Instant::now();
-                    for _ in 0..inner {
-                        dense(black_box(&mut y));
-                    }
-                    let d = t.elapsed().as_secs_f64();
+                    dense(black_box(&mut y));
+                    ds.push(t.elapsed().as_secs_f64());
                     let t = Instant::now();
-                    for _ in 0..inner {
-                        sparse(black_box(&mut y));
-                    }
-                    let s = t.elapsed().as_secs_f64();
-                    ratios.push(s / d);
+                    sparse(black_box(&mut y));
+                    ss.push(t.elapsed().as_secs_f64());
                 }
-                ratios.sort_by(f64::total_cmp);
+                ds.sort_by(f64::total_cmp);
+                ss.sort_by(f64::total_cmp);
+                let q = |v: &[f64], f: f64| v[((v.len() - 1) as f64 * f) as usize];
                 println!(
-                    "m={m:4} n={n:5} k={k:5} {pattern:>4}: sparse/dense time median {:.3} (min {:.3} max {:.3})",
-                    ratios[reps / 2], ratios[0], ratios[reps - 1]
+                    "m={m:4} n={n:5} k={k:5} {pattern:>4}: sparse/dense median {:.3} q1 {:.3} min {:.3}",
+                    q(&ss, 0.5) / q(&ds, 0.5),
+                    q(&ss, 0.25) / q(&ds, 0.25),
+                    ss[0] / ds[0]
                 );
             }
         }

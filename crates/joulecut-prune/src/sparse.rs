@@ -271,7 +271,7 @@ impl CsrMatrix {
         // Tiles `t0..` into `yc` (their rows of y), row groups `g0..g1`.
         let run = |t0: usize, (g0, g1): (usize, usize), yc: &mut [f32], stride: usize| {
             let tiles = yc.len().div_ceil(T * stride);
-            spmm::with_scratch(xt_len, (g1 - g0) * GROUP * T, |xt, part| {
+            spmm::with_scratch(xt_len, spmm::part_len::<T>(), |xt, part| {
                 for i in 0..tiles {
                     let b0 = (t0 + i) * T;
                     let nb = (batch - b0).min(T);
@@ -290,7 +290,8 @@ impl CsrMatrix {
         if !parallel {
             run(0, (0, groups), y, rows);
         } else if tiles >= 2 * threads {
-            let per = tiles.div_ceil(threads * 2);
+            // Small pieces: a thread that other processes hold up takes fewer of them.
+            let per = tiles.div_ceil(threads * 4);
             y.par_chunks_mut(per * T * rows)
                 .enumerate()
                 .for_each(|(c, yc)| run(c * per, (0, groups), yc, rows));
@@ -526,7 +527,7 @@ mod tests {
             let (g0, g1) = (1, groups);
             let stride = rows - GROUP;
             let mut got = vec![f32::NAN; nb * stride];
-            let mut part = vec![f32::NAN; (g1 - g0) * GROUP * T];
+            let mut part = vec![f32::NAN; spmm::part_len::<T>()];
             let mut out = Out {
                 y: &mut got,
                 stride,

@@ -11,6 +11,11 @@
 //! * columns go in blocks of at most [`BLOCK_COLS`], so a tile's transposed block of `x`
 //!   (`[block, T]`) stays in L1 while every row group walks it; partial sums go to a scratch
 //!   between blocks;
+//! * rows groups go in chunks of [`CHUNK`] groups, and a chunk walks every column block before
+//!   the next starts, so its partial sums (4 KiB at T = 16) stay in L1 too; the weights are stored
+//!   in exactly that order, one sequential stream;
+//! * the transposed tile is 64-byte aligned: a 16-sample row of `x` is then one cache line, not
+//!   two (unaligned, every other load split a line);
 //! * column indices are `u16`, local to their block;
 //! * outputs leave as `GROUP` contiguous floats per sample, not one scattered float per sample.
 //!
@@ -25,6 +30,8 @@ pub(crate) const GROUP: usize = 4;
 /// Widest column block: 384 columns × 16 samples × 4 bytes = 24 KiB of `x` per tile, inside a
 /// 32 KiB L1 beside the streamed weights.
 const BLOCK_COLS: usize = 384;
+/// Row groups that walk the column blocks together.
+const CHUNK: usize = 16;
 
 /// The weights of a [`crate::CsrMatrix`], grouped and blocked for the tile kernel.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -32,8 +39,8 @@ pub(crate) struct Blocked {
     rows: usize,
     /// Column-block boundaries (`blocks + 1` entries, first 0, last `cols`).
     bounds: Vec<usize>,
-    /// Start step of each (block, group) segment, block-major (`blocks · groups + 1` entries).
-    seg: Vec<usize>,
+    /// First step and step count of each (block, group) segment, at `block · groups + group`.
+    seg: Vec<[usize; 2]>,
     /// `GROUP` weights per step.
     vals: Vec<f32>,
     /// `GROUP` block-local column indices per step; the block's width marks a padding step.
@@ -61,40 +68,40 @@ impl Blocked {
             vals: Vec::with_capacity(values.len() + values.len() / 8),
             idx: Vec::with_capacity(values.len() + values.len() / 8),
         };
-        bl.seg.push(0);
-        let mut steps = 0;
-        for b in 0..blocks {
-            let (k0, k1) = (bl.bounds[b], bl.bounds[b + 1]);
-            let pad = (k1 - k0) as u16;
-            for g in 0..groups {
-                // Each row's entries in this block: [cursor, end).
-                let mut span = [(0usize, 0usize); GROUP];
-                for (rr, s) in span.iter_mut().enumerate() {
-                    let r = g * GROUP + rr;
-                    if r < rows {
-                        let start = cursor[r];
-                        let mut end = start;
-                        while end < row_ptr[r + 1] && (col_idx[end] as usize) < k1 {
-                            end += 1;
-                        }
-                        cursor[r] = end;
-                        *s = (start, end);
-                    }
-                }
-                let len = span.iter().map(|(a, b)| b - a).max().unwrap_or(0);
-                for s in 0..len {
-                    for &(a, e) in &span {
-                        if a + s < e {
-                            bl.vals.push(values[a + s]);
-                            bl.idx.push((col_idx[a + s] as usize - k0) as u16);
-                        } else {
-                            bl.vals.push(0.0);
-                            bl.idx.push(pad);
+        bl.seg = vec![[0, 0]; blocks * groups];
+        for c0 in (0..groups).step_by(CHUNK) {
+            for b in 0..blocks {
+                let (k0, k1) = (bl.bounds[b], bl.bounds[b + 1]);
+                let pad = (k1 - k0) as u16;
+                for g in c0..(c0 + CHUNK).min(groups) {
+                    // Each row's entries in this block: [cursor, end).
+                    let mut span = [(0usize, 0usize); GROUP];
+                    for (rr, s) in span.iter_mut().enumerate() {
+                        let r = g * GROUP + rr;
+                        if r < rows {
+                            let start = cursor[r];
+                            let mut end = start;
+                            while end < row_ptr[r + 1] && (col_idx[end] as usize) < k1 {
+                                end += 1;
+                            }
+                            cursor[r] = end;
+                            *s = (start, end);
                         }
                     }
+                    let len = span.iter().map(|(a, b)| b - a).max().unwrap_or(0);
+                    bl.seg[b * groups + g] = [bl.vals.len() / GROUP, len];
+                    for s in 0..len {
+                        for &(a, e) in &span {
+                            if a + s < e {
+                                bl.vals.push(values[a + s]);
+                                bl.idx.push((col_idx[a + s] as usize - k0) as u16);
+                            } else {
+                                bl.vals.push(0.0);
+                                bl.idx.push(pad);
+                            }
+                        }
+                    }
                 }
-                steps += len;
-                bl.seg.push(steps);
             }
         }
         bl
@@ -102,7 +109,7 @@ impl Blocked {
 
     /// Bytes held by the blocked arrays.
     pub(crate) fn memory_bytes(&self) -> usize {
-        (self.bounds.len() + self.seg.len()) * size_of::<usize>()
+        (self.bounds.len() + 2 * self.seg.len()) * size_of::<usize>()
             + self.vals.len() * 4
             + self.idx.len() * 2
     }
@@ -124,10 +131,13 @@ impl Blocked {
     /// each block followed by a zero row; samples `nb..T` are zero.
     pub(crate) fn transpose_tile<const T: usize>(&self, x: &[f32], nb: usize, xt: &mut [f32]) {
         let cols = self.bounds[self.blocks()];
-        xt.fill(0.0);
+        if nb < T {
+            xt.fill(0.0);
+        }
         for b in 0..self.blocks() {
             let (k0, k1) = (self.bounds[b], self.bounds[b + 1]);
             let base = (k0 + b) * T;
+            xt[base + (k1 - k0) * T..base + (k1 - k0 + 1) * T].fill(0.0);
             for j in 0..nb {
                 let xr = &x[j * cols + k0..j * cols + k1];
                 for (c, v) in xr.iter().enumerate() {
@@ -145,8 +155,13 @@ pub(crate) struct Out<'a> {
     pub(crate) row0: usize,
 }
 
+/// Partial sums a thread keeps between column blocks: one chunk of row groups.
+pub(crate) const fn part_len<const T: usize>() -> usize {
+    CHUNK * GROUP * T
+}
+
 /// One tile of `nb ≤ T` samples (`xt` from [`Blocked::transpose_tile`]) through the row groups
-/// `g0..g1`; `part` holds `(g1 - g0) · GROUP · T` partial sums between column blocks.
+/// `g0..g1`; `part` holds [`part_len`] partial sums between column blocks.
 #[inline(always)]
 fn tile_body<const T: usize, const FMA: bool>(
     bl: &Blocked,
@@ -160,64 +175,84 @@ fn tile_body<const T: usize, const FMA: bool>(
     let blocks = bl.blocks();
     let groups = bl.groups();
     assert!(xt.len() >= bl.tile_len::<T>(), "tile too short");
-    assert!(part.len() >= (g1 - g0) * GROUP * T, "scratch too short");
+    assert!(part.len() >= part_len::<T>(), "scratch too short");
     assert!(g1 <= groups && g0 <= g1);
-    for b in 0..blocks {
-        let (k0, k1) = (bl.bounds[b], bl.bounds[b + 1]);
-        // Every index of this block is ≤ k1 - k0 (the zero row), checked once here.
-        let xb = &xt[(k0 + b) * T..(k1 + b + 1) * T];
-        let (first, last) = (b == 0, b + 1 == blocks);
-        for g in g0..g1 {
-            let mut acc = [[0.0f32; T]; GROUP];
-            let pg = &mut part[(g - g0) * GROUP * T..(g - g0 + 1) * GROUP * T];
-            if first {
-                if let Some(bias) = bias {
-                    for (rr, a) in acc.iter_mut().enumerate() {
-                        let r = g * GROUP + rr;
-                        if r < bl.rows {
-                            *a = [bias[r]; T];
-                        }
-                    }
-                }
-            } else {
-                for (a, p) in acc.iter_mut().zip(pg.chunks_exact(T)) {
-                    a.copy_from_slice(p);
+    for c0 in (g0..g1).step_by(CHUNK) {
+        for b in 0..blocks {
+            let (k0, k1) = (bl.bounds[b], bl.bounds[b + 1]);
+            // Every index of this block is ≤ k1 - k0 (the zero row).
+            let xb = &xt[(k0 + b) * T..(k1 + b + 1) * T];
+            let (first, last) = (b == 0, b + 1 == blocks);
+            for g in c0..(c0 + CHUNK).min(g1) {
+                let seg = bl.seg[b * groups + g];
+                group_block::<T, FMA>(bl, xb, seg, (g, c0), (first, last), bias, part, nb, out);
+            }
+        }
+    }
+}
+
+/// Row group `g` over one column block `xb` (its weights: `seg` = first step, step count):
+/// starts from the bias (`first`) or the partial sums, ends in `out` (`last`) or the partial sums.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn group_block<const T: usize, const FMA: bool>(
+    bl: &Blocked,
+    xb: &[f32],
+    [s0, len]: [usize; 2],
+    (g, c0): (usize, usize),
+    (first, last): (bool, bool),
+    bias: Option<&[f32]>,
+    part: &mut [f32],
+    nb: usize,
+    out: &mut Out<'_>,
+) {
+    let mut acc = [[0.0f32; T]; GROUP];
+    let pg = &mut part[(g - c0) * GROUP * T..(g - c0 + 1) * GROUP * T];
+    if first {
+        if let Some(bias) = bias {
+            for (rr, a) in acc.iter_mut().enumerate() {
+                let r = g * GROUP + rr;
+                if r < bl.rows {
+                    *a = [bias[r]; T];
                 }
             }
-            let (s0, s1) = (bl.seg[b * groups + g], bl.seg[b * groups + g + 1]);
-            let vals = &bl.vals[s0 * GROUP..s1 * GROUP];
-            let idx = &bl.idx[s0 * GROUP..s1 * GROUP];
-            for (v, c) in vals.chunks_exact(GROUP).zip(idx.chunks_exact(GROUP)) {
-                for rr in 0..GROUP {
-                    let c = c[rr] as usize;
-                    debug_assert!(c * T + T <= xb.len());
-                    // SAFETY: `Blocked::new` stores indices ≤ the block's width, and `xb` holds
-                    // width + 1 rows of T.
-                    let xr = unsafe { &*(xb.as_ptr().add(c * T) as *const [f32; T]) };
-                    let v = v[rr];
-                    for j in 0..T {
-                        acc[rr][j] = if FMA {
-                            v.mul_add(xr[j], acc[rr][j])
-                        } else {
-                            acc[rr][j] + v * xr[j]
-                        };
-                    }
-                }
+        }
+    } else {
+        for (a, p) in acc.iter_mut().zip(pg.chunks_exact(T)) {
+            a.copy_from_slice(p);
+        }
+    }
+    let vals = &bl.vals[s0 * GROUP..(s0 + len) * GROUP];
+    let idx = &bl.idx[s0 * GROUP..(s0 + len) * GROUP];
+    for (v, c) in vals.chunks_exact(GROUP).zip(idx.chunks_exact(GROUP)) {
+        for rr in 0..GROUP {
+            let c = c[rr] as usize;
+            debug_assert!(c * T + T <= xb.len());
+            // SAFETY: `Blocked::new` stores indices ≤ the block's width, and `xb` holds
+            // width + 1 rows of T.
+            let xr = unsafe { &*(xb.as_ptr().add(c * T) as *const [f32; T]) };
+            let v = v[rr];
+            for j in 0..T {
+                acc[rr][j] = if FMA {
+                    v.mul_add(xr[j], acc[rr][j])
+                } else {
+                    acc[rr][j] + v * xr[j]
+                };
             }
-            if last {
-                let rows = (bl.rows - g * GROUP).min(GROUP);
-                let at = g * GROUP - out.row0;
-                for j in 0..nb {
-                    let o = &mut out.y[j * out.stride + at..j * out.stride + at + rows];
-                    for (rr, y) in o.iter_mut().enumerate() {
-                        *y = acc[rr][j];
-                    }
-                }
-            } else {
-                for (a, p) in acc.iter().zip(pg.chunks_exact_mut(T)) {
-                    p.copy_from_slice(a);
-                }
+        }
+    }
+    if last {
+        let rows = (bl.rows - g * GROUP).min(GROUP);
+        let at = g * GROUP - out.row0;
+        for j in 0..nb {
+            let o = &mut out.y[j * out.stride + at..j * out.stride + at + rows];
+            for (rr, y) in o.iter_mut().enumerate() {
+                *y = acc[rr][j];
             }
+        }
+    } else {
+        for (a, p) in acc.iter().zip(pg.chunks_exact_mut(T)) {
+            p.copy_from_slice(a);
         }
     }
 }
@@ -286,22 +321,25 @@ thread_local! {
     pub(crate) static STAGING: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f(xt, part)` on this thread's scratch, grown to the sizes asked for.
+/// Runs `f(xt, part)` on this thread's scratch (`xt` 64-byte aligned), grown to the sizes asked
+/// for.
 pub(crate) fn with_scratch<R>(
     xt_len: usize,
     part_len: usize,
     f: impl FnOnce(&mut [f32], &mut [f32]) -> R,
 ) -> R {
+    const ALIGN: usize = 64 / size_of::<f32>();
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         let (xt, part) = &mut *s;
-        if xt.len() < xt_len {
-            xt.resize(xt_len, 0.0);
+        if xt.len() < xt_len + ALIGN {
+            xt.resize(xt_len + ALIGN, 0.0);
         }
         if part.len() < part_len {
             part.resize(part_len, 0.0);
         }
-        f(&mut xt[..xt_len], &mut part[..part_len])
+        let at = xt.as_ptr().align_offset(64).min(ALIGN);
+        f(&mut xt[at..at + xt_len], &mut part[..part_len])
     })
 }
 
