@@ -44,7 +44,10 @@ fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 }
 
 fn main() {
-    let reps: usize = std::env::var("REPS").ok().and_then(|s| s.parse().ok()).unwrap_or(301);
+    let reps: usize = std::env::var("REPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(301);
     for &m in &[470usize, 15] {
         for &(n, k) in &[(1152usize, 384usize), (384, 384), (1536, 384), (384, 1536)] {
             for pattern in ["50%", "2:4"] {
@@ -54,9 +57,21 @@ fn main() {
                 let csr = CsrMatrix::from_dense(n, k, &w).unwrap();
                 let x = XorShift64::from_state(9).signed_vec(m * k, 1.0);
                 let mut y = vec![0f32; m * n];
-                let threads = if m * n * k >= 1 << 18 { rayon::current_num_threads() } else { 1 };
+                let threads = if m * n * k >= 1 << 18 {
+                    rayon::current_num_threads()
+                } else {
+                    1
+                };
                 let dense = |y: &mut [f32]| {
-                    matmul_f32((n, m, k), y, n, false, MatRef::new(&wt, n, 1), MatRef::new(&x, k, 1), threads);
+                    matmul_f32(
+                        (n, m, k),
+                        y,
+                        n,
+                        false,
+                        MatRef::new(&wt, n, 1),
+                        MatRef::new(&x, k, 1),
+                        threads,
+                    );
                 };
                 let sparse = |y: &mut [f32]| csr.matmul_into(&x, m, Some(&bias), y);
                 dense(&mut y);

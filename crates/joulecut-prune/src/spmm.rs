@@ -29,7 +29,7 @@ use joulecut_ops::Isa;
 pub(crate) const GROUP: usize = 4;
 /// Widest column block: 384 columns × 16 samples × 4 bytes = 24 KiB of `x` per tile, inside a
 /// 32 KiB L1 beside the streamed weights.
-const BLOCK_COLS: usize = 384;
+const BLOCK_COLS: usize = 192;
 /// Row groups that walk the column blocks together.
 const CHUNK: usize = 16;
 
@@ -163,7 +163,7 @@ pub(crate) const fn part_len<const T: usize>() -> usize {
 /// One tile of `nb ≤ T` samples (`xt` from [`Blocked::transpose_tile`]) through the row groups
 /// `g0..g1`; `part` holds [`part_len`] partial sums between column blocks.
 #[inline(always)]
-fn tile_body<const T: usize, const FMA: bool>(
+fn tile_body<const T: usize, const H: usize, const FMA: bool>(
     bl: &Blocked,
     xt: &[f32],
     (g0, g1): (usize, usize),
@@ -185,7 +185,7 @@ fn tile_body<const T: usize, const FMA: bool>(
             let (first, last) = (b == 0, b + 1 == blocks);
             for g in c0..(c0 + CHUNK).min(g1) {
                 let seg = bl.seg[b * groups + g];
-                group_block::<T, FMA>(bl, xb, seg, (g, c0), (first, last), bias, part, nb, out);
+                group_block::<T, H, FMA>(bl, xb, seg, (g, c0), (first, last), bias, part, nb, out);
             }
         }
     }
@@ -195,7 +195,7 @@ fn tile_body<const T: usize, const FMA: bool>(
 /// starts from the bias (`first`) or the partial sums, ends in `out` (`last`) or the partial sums.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn group_block<const T: usize, const FMA: bool>(
+fn group_block<const T: usize, const H: usize, const FMA: bool>(
     bl: &Blocked,
     xb: &[f32],
     [s0, len]: [usize; 2],
@@ -206,53 +206,58 @@ fn group_block<const T: usize, const FMA: bool>(
     nb: usize,
     out: &mut Out<'_>,
 ) {
-    let mut acc = [[0.0f32; T]; GROUP];
     let pg = &mut part[(g - c0) * GROUP * T..(g - c0 + 1) * GROUP * T];
-    if first {
-        if let Some(bias) = bias {
-            for (rr, a) in acc.iter_mut().enumerate() {
-                let r = g * GROUP + rr;
-                if r < bl.rows {
-                    *a = [bias[r]; T];
+    let vals = &bl.vals[s0 * GROUP..(s0 + len) * GROUP];
+    let idx = &bl.idx[s0 * GROUP..(s0 + len) * GROUP];
+    // H rows at a time: as many accumulators as the registers hold.
+    for h in (0..GROUP).step_by(H) {
+        let mut acc = [[0.0f32; T]; H];
+        let ph = &mut pg[h * T..(h + H) * T];
+        if first {
+            if let Some(bias) = bias {
+                for (i, a) in acc.iter_mut().enumerate() {
+                    let r = g * GROUP + h + i;
+                    if r < bl.rows {
+                        *a = [bias[r]; T];
+                    }
+                }
+            }
+        } else {
+            for (a, p) in acc.iter_mut().zip(ph.chunks_exact(T)) {
+                a.copy_from_slice(p);
+            }
+        }
+        for (v, c) in vals.chunks_exact(GROUP).zip(idx.chunks_exact(GROUP)) {
+            for i in 0..H {
+                let c = c[h + i] as usize;
+                debug_assert!(c * T + T <= xb.len());
+                // SAFETY: `Blocked::new` stores indices ≤ the block's width, and `xb` holds
+                // width + 1 rows of T.
+                let xr = unsafe { &*(xb.as_ptr().add(c * T) as *const [f32; T]) };
+                let v = v[h + i];
+                for j in 0..T {
+                    acc[i][j] = if FMA {
+                        v.mul_add(xr[j], acc[i][j])
+                    } else {
+                        acc[i][j] + v * xr[j]
+                    };
                 }
             }
         }
-    } else {
-        for (a, p) in acc.iter_mut().zip(pg.chunks_exact(T)) {
-            a.copy_from_slice(p);
-        }
-    }
-    let vals = &bl.vals[s0 * GROUP..(s0 + len) * GROUP];
-    let idx = &bl.idx[s0 * GROUP..(s0 + len) * GROUP];
-    for (v, c) in vals.chunks_exact(GROUP).zip(idx.chunks_exact(GROUP)) {
-        for rr in 0..GROUP {
-            let c = c[rr] as usize;
-            debug_assert!(c * T + T <= xb.len());
-            // SAFETY: `Blocked::new` stores indices ≤ the block's width, and `xb` holds
-            // width + 1 rows of T.
-            let xr = unsafe { &*(xb.as_ptr().add(c * T) as *const [f32; T]) };
-            let v = v[rr];
-            for j in 0..T {
-                acc[rr][j] = if FMA {
-                    v.mul_add(xr[j], acc[rr][j])
-                } else {
-                    acc[rr][j] + v * xr[j]
-                };
+        if last {
+            let r0 = g * GROUP + h;
+            let rows = bl.rows.saturating_sub(r0).min(H);
+            let at = r0 - out.row0;
+            for j in 0..nb {
+                let o = &mut out.y[j * out.stride + at..j * out.stride + at + rows];
+                for (i, y) in o.iter_mut().enumerate() {
+                    *y = acc[i][j];
+                }
             }
-        }
-    }
-    if last {
-        let rows = (bl.rows - g * GROUP).min(GROUP);
-        let at = g * GROUP - out.row0;
-        for j in 0..nb {
-            let o = &mut out.y[j * out.stride + at..j * out.stride + at + rows];
-            for (rr, y) in o.iter_mut().enumerate() {
-                *y = acc[rr][j];
+        } else {
+            for (a, p) in acc.iter().zip(ph.chunks_exact_mut(T)) {
+                p.copy_from_slice(a);
             }
-        }
-    } else {
-        for (a, p) in acc.iter().zip(pg.chunks_exact_mut(T)) {
-            p.copy_from_slice(a);
         }
     }
 }
@@ -268,7 +273,8 @@ fn tile_avx512<const T: usize>(
     nb: usize,
     out: &mut Out<'_>,
 ) {
-    tile_body::<T, true>(bl, xt, gs, bias, part, nb, out)
+    // 4 rows × T/16 vectors: 8 accumulators of 32 registers at T = 32.
+    tile_body::<T, GROUP, true>(bl, xt, gs, bias, part, nb, out)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -282,7 +288,12 @@ fn tile_avx2<const T: usize>(
     nb: usize,
     out: &mut Out<'_>,
 ) {
-    tile_body::<T, true>(bl, xt, gs, bias, part, nb, out)
+    // 8 accumulators of 16 registers: 4 rows at T = 16, 2 at T = 32.
+    if T <= 16 {
+        tile_body::<T, GROUP, true>(bl, xt, gs, bias, part, nb, out)
+    } else {
+        tile_body::<T, 2, true>(bl, xt, gs, bias, part, nb, out)
+    }
 }
 
 /// [`tile_body`] compiled for the best instruction set `isa` allows.
@@ -311,7 +322,7 @@ pub(crate) fn tile_dispatch<const T: usize>(
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = isa;
-    tile_body::<T, false>(bl, xt, gs, bias, part, nb, out)
+    tile_body::<T, GROUP, false>(bl, xt, gs, bias, part, nb, out)
 }
 
 thread_local! {
