@@ -571,4 +571,50 @@ mod tests {
             }
         }
     }
+
+    /// `matmul_into` on MiniLM-like shapes (odd sizes, several column blocks) through every
+    /// batch path: gather, one tile, row groups split over threads, tiles split over threads.
+    #[test]
+    fn large_products_agree_with_the_reference() {
+        let (rows, cols) = (389, 401);
+        let wave = |i: usize| ((i * 7919 % 1009) as f32 / 504.5 - 1.0) * 0.1;
+        let patterns: [(&str, Box<dyn Fn(usize, usize) -> bool>); 4] = [
+            // Half of each row, scattered.
+            ("50%", Box::new(|r, c| (r * 31 + c * 17) % 97 < 48)),
+            ("2:4", Box::new(|r, c| (c + r) % 4 < 2)),
+            // Rows 0..40 empty, row 50 dense, the rest a tenth.
+            (
+                "uneven",
+                Box::new(|r, c| r >= 40 && (r == 50 || (r + c) % 10 == 0)),
+            ),
+            ("zero", Box::new(|_, _| false)),
+        ];
+        let bias: Vec<f32> = (0..rows).map(|i| wave(i + 5)).collect();
+        for (name, keep) in &patterns {
+            let dense: Vec<f32> = (0..rows * cols)
+                .map(|i| {
+                    if keep(i / cols, i % cols) {
+                        wave(i)
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let m = CsrMatrix::from_dense(rows, cols, &dense).unwrap();
+            for batch in [1, 5, 15, 16, 17, 33, 470] {
+                let x: Vec<f32> = (0..batch * cols).map(|i| wave(i * 3 + 1) * 10.0).collect();
+                for bias in [None, Some(&bias[..])] {
+                    let want = m.matmul_reference(&x, batch, bias);
+                    let mut got = vec![f32::NAN; batch * rows];
+                    m.matmul_into(&x, batch, bias, &mut got);
+                    for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+                        assert!(
+                            (a - b).abs() <= 1e-4 * (1.0 + a.abs()),
+                            "{name} batch {batch} element {i}: {a} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

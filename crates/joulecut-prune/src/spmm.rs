@@ -211,6 +211,9 @@ fn group_block<const T: usize, const H: usize, const FMA: bool>(
     let idx = &bl.idx[s0 * GROUP..(s0 + len) * GROUP];
     // H rows at a time: as many accumulators as the registers hold.
     for h in (0..GROUP).step_by(H) {
+        if g * GROUP + h >= bl.rows {
+            break; // only padding rows left
+        }
         let mut acc = [[0.0f32; T]; H];
         let ph = &mut pg[h * T..(h + H) * T];
         if first {
@@ -246,11 +249,10 @@ fn group_block<const T: usize, const H: usize, const FMA: bool>(
         }
         if last {
             let r0 = g * GROUP + h;
-            let rows = bl.rows.saturating_sub(r0).min(H);
+            let rows = (bl.rows - r0).min(H);
             let at = r0 - out.row0;
-            for j in 0..nb {
-                let o = &mut out.y[j * out.stride + at..j * out.stride + at + rows];
-                for (i, y) in o.iter_mut().enumerate() {
+            for (j, yj) in out.y.chunks_mut(out.stride).take(nb).enumerate() {
+                for (i, y) in yj[at..at + rows].iter_mut().enumerate() {
                     *y = acc[i][j];
                 }
             }
