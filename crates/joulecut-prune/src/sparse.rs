@@ -578,16 +578,13 @@ mod tests {
     fn large_products_agree_with_the_reference() {
         let (rows, cols) = (389, 401);
         let wave = |i: usize| ((i * 7919 % 1009) as f32 / 504.5 - 1.0) * 0.1;
-        let patterns: [(&str, Box<dyn Fn(usize, usize) -> bool>); 4] = [
+        let patterns: [(&str, fn(usize, usize) -> bool); 4] = [
             // Half of each row, scattered.
-            ("50%", Box::new(|r, c| (r * 31 + c * 17) % 97 < 48)),
-            ("2:4", Box::new(|r, c| (c + r) % 4 < 2)),
+            ("50%", |r, c| (r * 31 + c * 17) % 97 < 48),
+            ("2:4", |r, c| (c + r) % 4 < 2),
             // Rows 0..40 empty, row 50 dense, the rest a tenth.
-            (
-                "uneven",
-                Box::new(|r, c| r >= 40 && (r == 50 || (r + c) % 10 == 0)),
-            ),
-            ("zero", Box::new(|_, _| false)),
+            ("uneven", |r, c| r >= 40 && (r == 50 || (r + c) % 10 == 0)),
+            ("zero", |_, _| false),
         ];
         let bias: Vec<f32> = (0..rows).map(|i| wave(i + 5)).collect();
         for (name, keep) in &patterns {
