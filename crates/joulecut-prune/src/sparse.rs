@@ -578,7 +578,8 @@ mod tests {
     fn large_products_agree_with_the_reference() {
         let (rows, cols) = (389, 401);
         let wave = |i: usize| ((i * 7919 % 1009) as f32 / 504.5 - 1.0) * 0.1;
-        let patterns: [(&str, fn(usize, usize) -> bool); 4] = [
+        type Keep = fn(usize, usize) -> bool;
+        let patterns: [(&str, Keep); 4] = [
             // Half of each row, scattered.
             ("50%", |r, c| (r * 31 + c * 17) % 97 < 48),
             ("2:4", |r, c| (c + r) % 4 < 2),
