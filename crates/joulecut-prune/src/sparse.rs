@@ -3,12 +3,12 @@
 //!
 //! `y = x · Wᵀ + b` with `W` `[out, in]` in CSR (row = output unit) and `x` `[batch, in]`:
 //! * batch < 4: each output is a gather-dot over the row's non-zeros (`x` stays in cache);
-//! * larger batches: `x` is transposed tile by tile into `[in, T]` (T = 16 or 64 samples); each
-//!   non-zero then updates T accumulators that stay in registers with one contiguous load and one
-//!   fused multiply-add per lane. The tile loop is compiled for AVX-512 and for AVX2+FMA and picked at
-//!   run time from [`joulecut_ops::Isa`] (no `target-cpu=native` needed); other CPUs get the
-//!   portable loop.
-//! * rayon splits the work over batch tiles (or over output rows at small batch) once there is enough
+//! * larger batches: the blocked kernel of [`crate::spmm`] (weights laid out once at construction
+//!   in interleaved groups of 4 rows and column blocks; `x` transposed tile by tile, T = 16 or 32
+//!   samples, into aligned per-thread scratch). It is compiled for AVX-512 and for AVX2+FMA and
+//!   picked at run time from [`joulecut_ops::Isa`] (no `target-cpu=native` needed); other CPUs get
+//!   the portable loop.
+//! * rayon splits the work over batch tiles (or over row groups at small batch) once there is enough
 //!   of it to pay for the threads.
 //!
 //! [`CsrMatrix::matmul_reference`] is the plain triple loop the tests use as the oracle.
