@@ -3,7 +3,7 @@
 //!
 //! `y = x · Wᵀ + b` with `W` `[out, in]` in CSR (row = output unit) and `x` `[batch, in]`:
 //! * batch < 4: each output is a gather-dot over the row's non-zeros (`x` stays in cache);
-//! * larger batches: the blocked kernel of [`crate::spmm`] (weights laid out once at construction
+//! * larger batches: the blocked kernel in `spmm.rs` (weights laid out once at construction
 //!   in interleaved groups of 4 rows and column blocks; `x` transposed tile by tile, T = 16 or 32
 //!   samples, into aligned per-thread scratch). It is compiled for AVX-512 and for AVX2+FMA and
 //!   picked at run time from [`joulecut_ops::Isa`] (no `target-cpu=native` needed); other CPUs get
