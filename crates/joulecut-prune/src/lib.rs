@@ -39,6 +39,7 @@ mod report;
 mod schedule;
 mod sensitivity;
 mod sparse;
+mod spmm;
 mod tensor;
 mod vocab;
 

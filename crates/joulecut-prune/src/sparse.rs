@@ -3,12 +3,12 @@
 //!
 //! `y = x · Wᵀ + b` with `W` `[out, in]` in CSR (row = output unit) and `x` `[batch, in]`:
 //! * batch < 4: each output is a gather-dot over the row's non-zeros (`x` stays in cache);
-//! * larger batches: `x` is transposed tile by tile into `[in, T]` (T = 16 or 64 samples); each
-//!   non-zero then updates T accumulators that stay in registers with one contiguous load and one
-//!   fused multiply-add per lane. The tile loop is compiled for AVX-512 and for AVX2+FMA and picked at
-//!   run time from [`joulecut_ops::Isa`] (no `target-cpu=native` needed); other CPUs get the
-//!   portable loop.
-//! * rayon splits the work over batch tiles (or over output rows at small batch) once there is enough
+//! * larger batches: the blocked kernel in `spmm.rs` (weights laid out once at construction
+//!   in interleaved groups of 4 rows and column blocks; `x` transposed tile by tile, T = 16 or 32
+//!   samples, into aligned per-thread scratch). It is compiled for AVX-512 and for AVX2+FMA and
+//!   picked at run time from [`joulecut_ops::Isa`] (no `target-cpu=native` needed); other CPUs get
+//!   the portable loop.
+//! * rayon splits the work over batch tiles (or over row groups at small batch) once there is enough
 //!   of it to pay for the threads.
 //!
 //! [`CsrMatrix::matmul_reference`] is the plain triple loop the tests use as the oracle.
@@ -30,6 +30,7 @@ use candle_core::{CpuStorage, DType, Device, Module, Storage, Tensor};
 use joulecut_ops::Isa;
 use rayon::prelude::*;
 
+use crate::spmm::{self, Blocked, GROUP, Out};
 use crate::{Error, Result};
 
 /// A compressed-sparse-row `f32` matrix.
@@ -41,6 +42,8 @@ pub struct CsrMatrix {
     row_ptr: Vec<usize>,
     col_idx: Vec<u32>,
     values: Vec<f32>,
+    /// The same weights grouped and blocked for the tile kernel (built once, here).
+    blocked: Blocked,
 }
 
 impl CsrMatrix {
@@ -60,6 +63,7 @@ impl CsrMatrix {
             row_ptr: Vec::with_capacity(rows + 1),
             col_idx: Vec::new(),
             values: Vec::new(),
+            blocked: Blocked::default(),
         };
         m.row_ptr.push(0);
         for row in dense.chunks(cols.max(1)).take(rows) {
@@ -74,7 +78,7 @@ impl CsrMatrix {
         if cols == 0 {
             m.row_ptr.resize(rows + 1, 0);
         }
-        Ok(m)
+        Ok(m.with_blocked())
     }
 
     /// From the checkpoint's `sparse` encoding: a bitmap (bit `i % 8` of byte `i / 8`, LSB first,
@@ -106,6 +110,7 @@ impl CsrMatrix {
             row_ptr: Vec::with_capacity(rows + 1),
             col_idx: Vec::new(),
             values: Vec::new(),
+            blocked: Blocked::default(),
         };
         m.row_ptr.push(0);
         let mut next = values.iter();
@@ -124,7 +129,18 @@ impl CsrMatrix {
             }
             m.row_ptr.push(m.values.len());
         }
-        Ok(m)
+        Ok(m.with_blocked())
+    }
+
+    fn with_blocked(mut self) -> Self {
+        self.blocked = Blocked::new(
+            self.rows,
+            self.cols,
+            &self.row_ptr,
+            &self.col_idx,
+            &self.values,
+        );
+        self
     }
 
     /// Rows (output units).
@@ -152,9 +168,12 @@ impl CsrMatrix {
         }
     }
 
-    /// Bytes held by the CSR arrays (row offsets as u32 on disk would be smaller; this is memory).
+    /// Bytes held in memory: the CSR arrays and their blocked copy for the tile kernel.
     pub fn memory_bytes(&self) -> usize {
-        self.row_ptr.len() * size_of::<usize>() + self.col_idx.len() * 4 + self.values.len() * 4
+        self.row_ptr.len() * size_of::<usize>()
+            + self.col_idx.len() * 4
+            + self.values.len() * 4
+            + self.blocked.memory_bytes()
     }
 
     /// The dense row-major matrix.
@@ -206,13 +225,10 @@ impl CsrMatrix {
             for (xb, yb) in x.chunks(self.cols.max(1)).zip(y.chunks_mut(self.rows)) {
                 self.gather_rows(xb, bias, yb, parallel);
             }
+        } else if batch > 16 {
+            self.tiled::<32>(x, batch, bias, y, parallel);
         } else {
-            let threads = rayon::current_num_threads();
-            if batch >= 64 * threads.min(4) {
-                self.tiled::<64>(x, batch, bias, y, parallel);
-            } else {
-                self.tiled::<16>(x, batch, bias, y, parallel);
-            }
+            self.tiled::<16>(x, batch, bias, y, parallel);
         }
     }
 
@@ -236,7 +252,9 @@ impl CsrMatrix {
         }
     }
 
-    /// Batch tiles of `T` samples, tiles split over threads when `parallel`.
+    /// Batch tiles of `T` samples through the blocked kernel. In parallel, tiles are split over
+    /// the threads when there are enough of them, else row groups are (each thread stages its
+    /// rows for all samples, copied into `y` at the end).
     fn tiled<const T: usize>(
         &self,
         x: &[f32],
@@ -246,27 +264,60 @@ impl CsrMatrix {
         parallel: bool,
     ) {
         let isa = Isa::detected();
-        let tile = |t: usize, yt: &mut [f32]| {
-            let b0 = t * T;
-            let nb = (batch - b0).min(T);
-            let mut xt = vec![0.0f32; self.cols * T];
-            for j in 0..nb {
-                let xr = &x[(b0 + j) * self.cols..(b0 + j + 1) * self.cols];
-                for (c, v) in xr.iter().enumerate() {
-                    xt[c * T + j] = *v;
+        let bl = &self.blocked;
+        let (rows, cols) = (self.rows, self.cols);
+        let groups = spmm::group_count(bl);
+        let xt_len = bl.tile_len::<T>();
+        // Tiles `t0..` into `yc` (their rows of y), row groups `g0..g1`.
+        let run = |t0: usize, (g0, g1): (usize, usize), yc: &mut [f32], stride: usize| {
+            let tiles = yc.len().div_ceil(T * stride);
+            spmm::with_scratch(xt_len, spmm::part_len::<T>(), |xt, part| {
+                for i in 0..tiles {
+                    let b0 = (t0 + i) * T;
+                    let nb = (batch - b0).min(T);
+                    bl.transpose_tile::<T>(&x[b0 * cols..(b0 + nb) * cols], nb, xt);
+                    let mut out = Out {
+                        y: &mut yc[i * T * stride..],
+                        stride,
+                        row0: g0 * GROUP,
+                    };
+                    spmm::tile_dispatch::<T>(isa, bl, xt, (g0, g1), bias, part, nb, &mut out);
                 }
-            }
-            tile_dispatch::<T>(isa, self, &xt, nb, bias, yt);
+            })
         };
-        let chunk = T * self.rows;
-        if parallel {
-            y.par_chunks_mut(chunk)
+        let tiles = batch.div_ceil(T);
+        let threads = rayon::current_num_threads();
+        if !parallel {
+            run(0, (0, groups), y, rows);
+        } else if tiles >= 2 * threads {
+            // Small pieces: a thread that other processes hold up takes fewer of them.
+            let per = tiles.div_ceil(threads * 4);
+            y.par_chunks_mut(per * T * rows)
                 .enumerate()
-                .for_each(|(t, yt)| tile(t, yt));
+                .for_each(|(c, yc)| run(c * per, (0, groups), yc, rows));
         } else {
-            y.chunks_mut(chunk)
-                .enumerate()
-                .for_each(|(t, yt)| tile(t, yt));
+            let per = groups.div_ceil(threads * 2);
+            let chunk_rows = per * GROUP;
+            spmm::STAGING.with(|st| {
+                let mut st = st.borrow_mut();
+                if st.len() < batch * rows {
+                    st.resize(batch * rows, 0.0);
+                }
+                let st = &mut st[..batch * rows];
+                st.par_chunks_mut(batch * chunk_rows)
+                    .enumerate()
+                    .for_each(|(c, buf)| {
+                        let g0 = c * per;
+                        let stride = buf.len() / batch;
+                        run(0, (g0, (g0 + per).min(groups)), buf, stride);
+                    });
+                for (c, buf) in st.chunks(batch * chunk_rows).enumerate() {
+                    let w = buf.len() / batch;
+                    for (yr, br) in y.chunks_exact_mut(rows).zip(buf.chunks_exact(w)) {
+                        yr[c * chunk_rows..c * chunk_rows + w].copy_from_slice(br);
+                    }
+                }
+            });
         }
     }
 }
@@ -306,60 +357,6 @@ fn gather_dot(values: &[f32], cols: &[u32], x: &[f32]) -> f32 {
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
-/// The tile kernel: `xt` is `[cols, T]`; writes `y[j * rows + r]` for the `nb` valid samples.
-#[inline(always)]
-fn tile_body<const T: usize, const FMA: bool>(
-    m: &CsrMatrix,
-    xt: &[f32],
-    nb: usize,
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-) {
-    for r in 0..m.rows {
-        let mut acc = [0.0f32; T];
-        let (a, b) = (m.row_ptr[r], m.row_ptr[r + 1]);
-        for (v, c) in m.values[a..b].iter().zip(&m.col_idx[a..b]) {
-            let c = *c as usize;
-            let xr: &[f32; T] = xt[c * T..c * T + T].try_into().expect("tile row");
-            for j in 0..T {
-                acc[j] = if FMA {
-                    v.mul_add(xr[j], acc[j])
-                } else {
-                    acc[j] + v * xr[j]
-                };
-            }
-        }
-        let bias = bias.map_or(0.0, |bias| bias[r]);
-        for (j, a) in acc.iter().enumerate().take(nb) {
-            y[j * m.rows + r] = a + bias;
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-fn tile_avx512<const T: usize>(
-    m: &CsrMatrix,
-    xt: &[f32],
-    nb: usize,
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-) {
-    tile_body::<T, true>(m, xt, nb, bias, y)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn tile_avx2<const T: usize>(
-    m: &CsrMatrix,
-    xt: &[f32],
-    nb: usize,
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-) {
-    tile_body::<T, true>(m, xt, nb, bias, y)
-}
-
 /// Which tile kernel this CPU runs (for reports and benchmarks): `avx512`, `avx2` or `portable`.
 pub fn simd_level() -> &'static str {
     let isa = Isa::detected();
@@ -370,31 +367,6 @@ pub fn simd_level() -> &'static str {
     } else {
         "portable"
     }
-}
-
-fn tile_dispatch<const T: usize>(
-    isa: Isa,
-    m: &CsrMatrix,
-    xt: &[f32],
-    nb: usize,
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if isa.avx512f_fma() {
-            // SAFETY: the CPU supports the features this function is compiled for (an `Isa` only
-            // reports detected features).
-            return unsafe { tile_avx512::<T>(m, xt, nb, bias, y) };
-        }
-        if isa.avx2_fma() {
-            // SAFETY: as above.
-            return unsafe { tile_avx2::<T>(m, xt, nb, bias, y) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = isa;
-    tile_body::<T, false>(m, xt, nb, bias, y)
 }
 
 /// A linear layer `y = x · Wᵀ + b` whose weight is stored sparse (CSR). Runs on the CPU in `f32`;
@@ -539,33 +511,107 @@ mod tests {
         }
     }
 
+    /// Every instruction-set path, both tile widths, several column blocks, a part of the row
+    /// groups (as one thread of a split runs them), rows that pad their group.
     #[test]
     fn every_tile_path_agrees_with_the_reference() {
         use joulecut_ops::IsaLevel;
-        const T: usize = 16;
-        let (rows, cols, nb) = (9, 21, 11);
-        let dense: Vec<f32> = (0..rows * cols)
-            .map(|i| if i % 4 == 1 { (i as f32).cos() } else { 0.0 })
-            .collect();
-        let m = CsrMatrix::from_dense(rows, cols, &dense).unwrap();
-        let bias: Vec<f32> = (0..rows).map(|i| 0.5 - i as f32 * 0.1).collect();
-        let x: Vec<f32> = (0..nb * cols).map(|i| (i as f32 * 0.61).sin()).collect();
-        let want = m.matmul_reference(&x, nb, Some(&bias));
-        let mut xt = vec![0.0f32; cols * T];
-        for j in 0..nb {
-            for c in 0..cols {
-                xt[c * T + j] = x[j * cols + c];
+        fn check<const T: usize>(isa: Isa, m: &CsrMatrix, x: &[f32], nb: usize, bias: &[f32]) {
+            let (rows, cols) = (m.rows, m.cols);
+            let want = m.matmul_reference(x, nb, Some(bias));
+            let bl = &m.blocked;
+            let mut xt = vec![f32::NAN; bl.tile_len::<T>()];
+            bl.transpose_tile::<T>(x, nb, &mut xt);
+            let groups = spmm::group_count(bl);
+            // Groups 1.. only, staged with their own stride.
+            let (g0, g1) = (1, groups);
+            let stride = rows - GROUP;
+            let mut got = vec![f32::NAN; nb * stride];
+            let mut part = vec![f32::NAN; spmm::part_len::<T>()];
+            let mut out = Out {
+                y: &mut got,
+                stride,
+                row0: GROUP,
+            };
+            spmm::tile_dispatch::<T>(isa, bl, &xt, (g0, g1), Some(bias), &mut part, nb, &mut out);
+            for j in 0..nb {
+                for r in GROUP..rows {
+                    let (a, b) = (want[j * rows + r], got[j * stride + r - GROUP]);
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + a.abs()),
+                        "{isa:?} T={T} cols={cols} sample {j} row {r}: {a} vs {b}"
+                    );
+                }
             }
         }
         let all = Isa::detected();
-        for isa in [all, all.capped(IsaLevel::Avx2), Isa::PORTABLE] {
-            let mut got = vec![f32::NAN; T * rows];
-            tile_dispatch::<T>(isa, &m, &xt, nb, Some(&bias), &mut got);
-            for (a, b) in want.iter().zip(&got[..nb * rows]) {
-                assert!(
-                    (a - b).abs() <= 1e-4 * (1.0 + a.abs()),
-                    "{isa:?}: {a} vs {b}"
-                );
+        for cols in [21, 700, 1000] {
+            let rows = 11;
+            let dense: Vec<f32> = (0..rows * cols)
+                .map(|i| {
+                    // Row 6 empty, row 7 dense, the others a third.
+                    let r = i / cols;
+                    if r != 6 && (r == 7 || i % 3 == 1) {
+                        (i as f32).cos()
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let m = CsrMatrix::from_dense(rows, cols, &dense).unwrap();
+            assert!(m.blocked.blocks() == cols.div_ceil(192));
+            let bias: Vec<f32> = (0..rows).map(|i| 0.5 - i as f32 * 0.1).collect();
+            for isa in [all, all.capped(IsaLevel::Avx2), Isa::PORTABLE] {
+                for nb in [1, 11, 16] {
+                    let x: Vec<f32> = (0..nb * cols).map(|i| (i as f32 * 0.61).sin()).collect();
+                    check::<16>(isa, &m, &x, nb, &bias);
+                }
+                let x: Vec<f32> = (0..29 * cols).map(|i| (i as f32 * 0.61).sin()).collect();
+                check::<32>(isa, &m, &x, 29, &bias);
+            }
+        }
+    }
+
+    /// `matmul_into` on MiniLM-like shapes (odd sizes, several column blocks) through every
+    /// batch path: gather, one tile, row groups split over threads, tiles split over threads.
+    #[test]
+    fn large_products_agree_with_the_reference() {
+        let (rows, cols) = (389, 401);
+        let wave = |i: usize| ((i * 7919 % 1009) as f32 / 504.5 - 1.0) * 0.1;
+        type Keep = fn(usize, usize) -> bool;
+        let patterns: [(&str, Keep); 4] = [
+            // Half of each row, scattered.
+            ("50%", |r, c| (r * 31 + c * 17) % 97 < 48),
+            ("2:4", |r, c| (c + r) % 4 < 2),
+            // Rows 0..40 empty, row 50 dense, the rest a tenth.
+            ("uneven", |r, c| r >= 40 && (r == 50 || (r + c) % 10 == 0)),
+            ("zero", |_, _| false),
+        ];
+        let bias: Vec<f32> = (0..rows).map(|i| wave(i + 5)).collect();
+        for (name, keep) in &patterns {
+            let dense: Vec<f32> = (0..rows * cols)
+                .map(|i| {
+                    if keep(i / cols, i % cols) {
+                        wave(i)
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let m = CsrMatrix::from_dense(rows, cols, &dense).unwrap();
+            for batch in [1, 5, 15, 16, 17, 33, 470] {
+                let x: Vec<f32> = (0..batch * cols).map(|i| wave(i * 3 + 1) * 10.0).collect();
+                for bias in [None, Some(&bias[..])] {
+                    let want = m.matmul_reference(&x, batch, bias);
+                    let mut got = vec![f32::NAN; batch * rows];
+                    m.matmul_into(&x, batch, bias, &mut got);
+                    for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+                        assert!(
+                            (a - b).abs() <= 1e-4 * (1.0 + a.abs()),
+                            "{name} batch {batch} element {i}: {a} vs {b}"
+                        );
+                    }
+                }
             }
         }
     }
