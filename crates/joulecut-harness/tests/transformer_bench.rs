@@ -138,6 +138,7 @@ fn transformer_suite_reports_every_variant_through_its_kernels() {
     let run = run_transformer_suite(&suite, &opts, &meter, &mut |_| {}).unwrap();
     let report = TransformerReport::build(suite.clone(), host(), MIN_COSINE, 1.0, run);
     report.write(&s.out).unwrap();
+    eprintln!("{}", report.markdown());
 
     let names: Vec<&str> = report.rows.iter().map(|r| r.run.variant.as_str()).collect();
     let mut expected = vec!["baseline"];
