@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from joulecut_cli import JoulecutCli
+
 DEFAULT_DATA = "/usr/share/datasets/fashion-mnist"
 REPO = Path(__file__).resolve().parent.parent
 ARCH = {"mlp": "lenet-300-100", "lenet5": "lenet5"}
@@ -381,24 +383,12 @@ def ort_infer(sess, data, args) -> dict:
 # joulecut through its CLI.
 
 
-class Joulecut:
+class Joulecut(JoulecutCli):
+    """joulecut's CLI (scripts/joulecut_cli.py) with the Fashion-MNIST steps."""
+
     def __init__(self, binary: Path, threads: int, data_dir: Path):
-        self.binary, self.data_dir = binary, data_dir
-        self.env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
-
-    def run(self, *argv) -> dict:
-        cmd = [str(self.binary), *map(str, argv)]
-        p = subprocess.run(cmd, env=self.env, capture_output=True, text=True)
-        if p.returncode != 0:
-            raise RuntimeError(f"`{' '.join(cmd)}` exited {p.returncode}:\n{p.stderr.strip()}")
-        try:
-            return json.loads(p.stdout)
-        except json.JSONDecodeError as e:
-            raise RuntimeError(f"`{' '.join(cmd)}` printed no JSON ({e}): {p.stdout[:200]!r}") from None
-
-    def version(self) -> str:
-        p = subprocess.run([str(self.binary), "--version"], capture_output=True, text=True)
-        return p.stdout.strip() or p.stderr.strip()
+        super().__init__(binary, threads)
+        self.data_dir = data_dir
 
     def train(self, kind: str, out: Path, args) -> dict:
         j = self.run(

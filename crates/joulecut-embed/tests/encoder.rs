@@ -208,3 +208,90 @@ fn joulecut_engine_matches_candle_transformers() {
         }
     }
 }
+
+/// Calibrated pruning through the native encoder: every linear layer gets the asked sparsity or
+/// N:M pattern, the fused query/key/value split back into three tensors, and SparseGPT's weight
+/// updates keep the calibration outputs close.
+#[test]
+fn calibrated_pruning_prunes_every_linear_layer_as_asked() {
+    use joulecut_embed::Engine;
+    use joulecut_prune::{CalibratedSpec, Granularity, Method};
+    let d = tempfile::tempdir().unwrap();
+    write(&small(), d.path());
+    let load = || SentenceEncoder::load_with(d.path(), &Device::Cpu, Engine::Joulecut).unwrap();
+    let calib: Vec<String> = sentences().into_iter().chain(sentences()).collect();
+    let err_of = |method: Method| {
+        let mut enc = load();
+        let batch = enc.token_batch(&calib).unwrap();
+        let spec = CalibratedSpec::new(method, 0.5);
+        let reports = enc
+            .native_mut()
+            .unwrap()
+            .prune_calibrated(&batch, &spec)
+            .unwrap();
+        assert_eq!(reports.len(), 4 * 2);
+        for r in &reports {
+            assert!((r.stats.sparsity() - 0.5).abs() < 0.01, "{r:?}");
+        }
+        let w = enc.native().unwrap().linear_weights();
+        assert_eq!(w.len(), 6 * 2);
+        assert!(
+            w.iter()
+                .any(|(n, s, _)| n.ends_with("attention.self.key.weight") && *s == [64, 64])
+        );
+        reports
+            .iter()
+            .map(|r| r.stats.reconstruction_error.unwrap_or(f64::NAN))
+            .collect::<Vec<_>>()
+    };
+    let sgpt = err_of(Method::SparseGpt);
+    let mean = sgpt.iter().sum::<f64>() / sgpt.len() as f64;
+    eprintln!("SparseGPT 50% relative reconstruction errors {sgpt:?}");
+    assert!(sgpt.iter().all(|e| e.is_finite()), "{sgpt:?}");
+    // Removing the smallest half of Gaussian weights alone would lose ~0.1 of the output energy;
+    // the OBS updates of the kept weights recover most of it.
+    assert!(mean < 0.05, "mean reconstruction error {mean}");
+    // 2:4 holds in every group of four inputs
+    let mut enc = load();
+    let batch = enc.token_batch(&calib).unwrap();
+    let spec = CalibratedSpec::new(Method::Wanda, 0.5).granularity(Granularity::nm(2, 4).unwrap());
+    enc.native_mut()
+        .unwrap()
+        .prune_calibrated(&batch, &spec)
+        .unwrap();
+    for (n, [_, cols], v) in enc.native().unwrap().linear_weights() {
+        for row in v.chunks_exact(cols) {
+            for g in row.chunks_exact(4) {
+                assert!(g.iter().filter(|x| **x == 0.0).count() >= 2, "{n}");
+            }
+        }
+    }
+}
+
+/// Per-layer activation grids: errors grow as the grid narrows, the choice is the fastest grid
+/// within the budget, and an int8 model loads its recorded grids.
+#[test]
+fn activation_grid_errors_order_and_choice() {
+    use joulecut_embed::Engine;
+    use joulecut_models::bert::{GridPolicy, choose_grids};
+    use joulecut_quant::ActivationGrid;
+    let d = tempfile::tempdir().unwrap();
+    write(&small(), d.path());
+    let enc = SentenceEncoder::load_with(d.path(), &Device::Cpu, Engine::Joulecut).unwrap();
+    let batch = enc.token_batch(&sentences()).unwrap();
+    let errors = enc
+        .native()
+        .unwrap()
+        .activation_grid_errors(&batch)
+        .unwrap();
+    assert_eq!(errors.len(), 4 * 2);
+    for e in &errors {
+        let v: Vec<f64> = e.errors.iter().map(|(_, x)| *x).collect();
+        assert!(v[0] < v[1] && v[1] < v[2], "s8 < u7 < u6: {e:?}");
+    }
+    let all_s8 = choose_grids(&errors, &GridPolicy { max_error: 0.0 });
+    assert!(all_s8.values().all(|g| *g == ActivationGrid::S8));
+    assert_eq!(all_s8.len(), 6 * 2);
+    let all_u6 = choose_grids(&errors, &GridPolicy { max_error: 1.0 });
+    assert!(all_u6.values().all(|g| *g == ActivationGrid::U6));
+}

@@ -30,9 +30,13 @@ const LANES: usize = 8;
 /// branches, so loops over it vectorise. Clamps its input to [-87.3, 88] (2⁻¹²⁶ and 1.6e38 at the ends).
 #[inline(always)]
 pub fn exp_fast(x: f32) -> f32 {
-    let x = x.clamp(-87.336_54, 88.0);
-    // round(x / ln 2) by the 1.5·2²³ trick (exact for |n| < 2²²), no SSE4.1 `round` needed
-    let n = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+    // selects, not `clamp`/`as i32` (NaN and saturation checks): the loop stays vectorised
+    let x = if x < -87.336_54 { -87.336_54 } else { x };
+    let x = if x > 88.0 { 88.0 } else { x };
+    // round(x / ln 2) by the 1.5·2²³ trick (exact for |n| < 2²²), no SSE4.1 `round` needed; the
+    // low byte of `t`'s bits is then n (two's complement)
+    let t = x * std::f32::consts::LOG2_E + 12_582_912.0;
+    let n = t - 12_582_912.0;
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
     let p = 1.987_569_1e-4;
     let p = p * r + 1.398_199_9e-3;
@@ -41,8 +45,8 @@ pub fn exp_fast(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 5e-1;
     let e = p * r * r + r + 1.0;
-    // n in [-126, 127] after the clamp, so the biased exponent stays a normal number's
-    e * f32::from_bits((((n as i32) + 127) as u32) << 23)
+    // 2ⁿ: biased exponent n + 127 in [1, 254] after the clamp
+    e * f32::from_bits((t.to_bits().wrapping_add(127) & 0xFF) << 23)
 }
 
 /// `erf(x)` with absolute error below 1e-6 in f32 (Abramowitz & Stegun 7.1.26: 1.5e-7 in exact arithmetic), branch-free.

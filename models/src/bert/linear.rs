@@ -2,7 +2,7 @@
 //! its stored encoding calls for ([`RealKernels::route`]): dense f32 through the `gemm` crate,
 //! int8 through joulecut-quant's integer GEMM, packed sparse through joulecut-prune's CSR kernel.
 
-use joulecut_checkpoint::{Int8Tensor, TensorData};
+use joulecut_checkpoint::{Int8Tensor, SparseValues, TensorData};
 use joulecut_ops::{MatRef, matmul_f32};
 use joulecut_prune::{CsrMatrix, SparseLinear};
 use joulecut_quant::{ActivationQuant, Int8Linear};
@@ -106,7 +106,22 @@ impl LinearOp {
             }
             Some(b)
         };
-        let routes: Vec<Route> = ws.iter().map(|w| kernels.route(w, false, true)).collect();
+        let mut routes: Vec<Route> = ws.iter().map(|w| kernels.route(w, false, true)).collect();
+        // Parts fused into one product are judged together: packed float parts whose combined
+        // density suits the sparse kernel run on it even if one part alone is a little denser.
+        let packed_float = |w: &&TensorData| matches!(w, TensorData::Sparse(s) if matches!(s.values, SparseValues::Float { .. }));
+        if ws.len() > 1 && ws.iter().all(packed_float) {
+            let nnz: usize = ws
+                .iter()
+                .map(|w| match w {
+                    TensorData::Sparse(s) => s.nnz(),
+                    _ => 0,
+                })
+                .sum();
+            if nnz as f64 <= kernels.max_sparse_density * (out * inp) as f64 {
+                routes.fill(Route::Kernel(Kernel::Sparse));
+            }
+        }
         let same = routes.windows(2).all(|p| p[0] == p[1]);
         match (routes[0], same) {
             (Route::Kernel(Kernel::Int8), true) => {
@@ -317,4 +332,58 @@ fn stack_int8(name: &str, ws: &[&TensorData]) -> Result<Int8Tensor> {
         axis: Some(0),
         orig_dtype: orig.expect("at least one part"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use joulecut_checkpoint::{DenseTensor, FloatType, SparseTensor};
+
+    use super::*;
+
+    fn weight(rows: usize, cols: usize, zero_every: usize) -> Vec<f32> {
+        (0..rows * cols)
+            .map(|i| {
+                if i % zero_every == 0 {
+                    0.0
+                } else {
+                    (i as f32 * 0.37).sin()
+                }
+            })
+            .collect()
+    }
+
+    fn packed(rows: usize, cols: usize, v: &[f32]) -> TensorData {
+        TensorData::Sparse(SparseTensor::pack_f32(vec![rows, cols], v, FloatType::F32))
+    }
+
+    /// Fused parts are routed together: packed parts whose combined density suits the sparse
+    /// kernel run on it though one alone is denser than half; a dense part sends all to dense f32;
+    /// every route computes the same product.
+    #[test]
+    fn fused_parts_route_together_and_agree() {
+        let (r, c) = (8, 12);
+        let sparse_a = weight(r, c, 1); // all zero
+        let dense_b = weight(r, c, 4); // 25% zero: denser than half
+        let parts = [packed(r, c, &sparse_a), packed(r, c, &dense_b)];
+        let k = RealKernels::default();
+        let bias = [Some(vec![0.5; r]), None];
+        let op = LinearOp::from_parts("qkv", &[&parts[0], &parts[1]], &bias, &k).unwrap();
+        assert_eq!(op.kind(), LinearKind::Sparse);
+        let mixed = [
+            packed(r, c, &sparse_a),
+            TensorData::Dense(DenseTensor::from_f32(vec![r, c], &dense_b)),
+        ];
+        let op2 = LinearOp::from_parts("qkv", &[&mixed[0], &mixed[1]], &bias, &k).unwrap();
+        assert_eq!(op2.kind(), LinearKind::Dense);
+        let x: Vec<f32> = (0..3 * c).map(|i| (i as f32 * 0.11).cos()).collect();
+        let (mut y1, mut y2) = (vec![0f32; 3 * 2 * r], vec![0f32; 3 * 2 * r]);
+        op.forward(&x, 3, &mut y1, true);
+        op2.forward(&x, 3, &mut y2, true);
+        for (a, b) in y1.iter().zip(&y2) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        // the first part's bias, zeros for the second
+        assert!((y1[0] - 0.5).abs() < 1e-6 && y1[r].abs() > 0.0);
+        assert_eq!(op.to_dense()[r * c..], dense_b[..]);
+    }
 }

@@ -9,14 +9,14 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use joulecut_checkpoint::{
-    DenseTensor, FloatType, HistoryEntry, Precomputed, Source, StreamOptions, TensorData, Written,
-    stream,
+    DenseTensor, FloatType, HistoryEntry, Precomputed, Source, SparseTensor, StreamOptions,
+    TensorData, Written, stream,
 };
 use joulecut_embed::{Engine, SentenceEncoder};
 use joulecut_models::bert::SublayerReport;
 use joulecut_prune::CalibratedSpec;
 
-use crate::pipeline::pack_if_pays;
+use crate::pipeline::data_bytes;
 use crate::{Error, Result};
 
 /// A model directory's encoder with its linear layers pruned in memory.
@@ -52,6 +52,19 @@ pub struct PrunedWritten {
     pub written: Written<()>,
     /// Weights stored packed (bitmap + non-zeros), run by the sparse kernel.
     pub packed: usize,
+}
+
+/// Whether two weights belong to one fused product (`….attention.self.{query,key,value}`).
+fn same_product(a: &str, b: &str) -> bool {
+    let group = |n: &str| n.find(".attention.self.").map(|i| n[..i].to_string());
+    group(a).is_some() && group(a) == group(b)
+}
+
+/// The packed encoding when it is smaller than dense f32 (a part a little denser than half
+/// still is: the bitmap costs 1 bit a weight, a kept value 32).
+fn pack_if_smaller(shape: &[usize], v: &[f32]) -> Option<TensorData> {
+    let p = TensorData::Sparse(SparseTensor::pack_f32(shape.to_vec(), v, FloatType::F32));
+    (data_bytes(&p) < v.len() * 4).then_some(p)
 }
 
 /// Loads `dir` on joulecut's kernels and prunes every encoder linear layer by `spec`, calibrated
@@ -119,29 +132,39 @@ impl PrunedEncoder {
     }
 
     /// Writes the pruned model to `output` in the input's layout (a directory for a directory),
-    /// atomically. `pack`: weights at least half zeros are stored as bitmap + non-zeros where that
-    /// is smaller, and the sparse kernel runs them; otherwise zeros are stored densely.
+    /// atomically. `pack`: the weights of a product that is at least half zeros (the fused query,
+    /// key and value counted together) are stored as bitmap + non-zeros where that is smaller,
+    /// and the sparse kernel runs them; otherwise zeros are stored densely.
     pub fn write(&self, output: &Path, pack: bool) -> Result<PrunedWritten> {
         let prefix = self.encoder.prefix().to_string();
         let model = self
             .encoder
             .native()
             .expect("the joulecut engine was asked for");
+        // The query, key and value run as one product, so they are packed together or not at
+        // all (SparseGPT's masks are per block across their rows: one part may keep a little
+        // over half).
         let mut packed = 0;
-        let weights: BTreeMap<String, TensorData> = model
-            .linear_weights()
-            .into_iter()
-            .map(|(n, shape, v)| {
-                let data = match pack.then(|| pack_if_pays(&shape, &v, FloatType::F32)) {
-                    Some(Some(p)) => {
+        let mut weights: BTreeMap<String, TensorData> = BTreeMap::new();
+        let linear = model.linear_weights();
+        for group in linear.chunk_by(|a, b| same_product(&a.0, &b.0)) {
+            let zeros: usize = group
+                .iter()
+                .map(|(_, _, v)| v.iter().filter(|x| **x == 0.0).count())
+                .sum();
+            let total: usize = group.iter().map(|(_, _, v)| v.len()).sum();
+            let pack = pack && zeros * 2 >= total;
+            for (n, shape, v) in group {
+                let data = match pack.then(|| pack_if_smaller(shape, v)).flatten() {
+                    Some(p) => {
                         packed += 1;
                         p
                     }
-                    _ => TensorData::Dense(DenseTensor::from_f32(shape.to_vec(), &v)),
+                    None => TensorData::Dense(DenseTensor::from_f32(shape.to_vec(), v)),
                 };
-                (format!("{prefix}{n}"), data)
-            })
-            .collect();
+                weights.insert(format!("{prefix}{n}"), data);
+            }
+        }
         let src = Source::open(&self.input)?;
         let written = stream(
             &src,
