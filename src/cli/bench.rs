@@ -199,7 +199,13 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
                 )
             })?;
             if TransformerSuite::is_transformer_text(&text) {
-                let suite = TransformerSuite::parse(&text, &p.display().to_string())?;
+                let suite = TransformerSuite::parse(&text, &p.display().to_string())
+                    .map_err(|e| {
+                        bad_input(
+                            e.to_string(),
+                            "`joulecut bench --suite transformer --print-config` prints a valid suite; docs/BENCH.md lists the steps",
+                        )
+                    })?;
                 return run_transformer(&a, suite);
             }
             SuiteConfig::parse(&text, &p.display().to_string())?

@@ -155,6 +155,7 @@ fn transformer_suite_reports_every_variant_through_its_kernels() {
     assert_eq!(base.run.saving, Saving::Baseline);
     assert_eq!(base.run.kernels.get("dense-f32"), Some(&layers));
     assert_eq!(base.run.dir, s.model.display().to_string());
+    assert_eq!(base.run.compression_seconds.to_string(), "0");
 
     let f16 = row(&report, "fp16");
     assert!(
@@ -201,7 +202,11 @@ fn transformer_suite_reports_every_variant_through_its_kernels() {
         sg50.run.cosine_mean
     );
     assert_eq!(packed.run.saving, Saving::Real);
-    assert!(packed.run.kernels.get("sparse").is_some_and(|n| *n > 0));
+    assert_eq!(
+        packed.run.kernels.get("sparse"),
+        Some(&layers),
+        "the fused query/key/value are packed together"
+    );
     assert!(packed.run.bytes < sg50.run.bytes);
     assert_eq!(
         packed.run.compression[0].shared_with.as_deref(),

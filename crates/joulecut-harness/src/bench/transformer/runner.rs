@@ -228,8 +228,9 @@ fn row(
         provenance: e.energy.provenance(),
         inference_energy: serde_json::to_value(&e.energy).unwrap_or_default(),
         inference_below_resolution: e.energy.below_resolution(),
-        compression_seconds: compression.iter().map(|c| c.seconds).sum(),
-        compression_joules: compression.iter().map(|c| c.joules).sum(),
+        // fold from +0.0: an empty float sum is -0.0, which a table would print as "-0.0"
+        compression_seconds: compression.iter().fold(0.0, |a, c| a + c.seconds),
+        compression_joules: compression.iter().fold(0.0, |a, c| a + c.joules),
         compression,
         bytes: e.bytes,
         weight_sparsity: e.weight_sparsity,
