@@ -103,10 +103,13 @@ fn kernel_counts(enc: &SentenceEncoder) -> std::collections::BTreeMap<&'static s
     m
 }
 
-/// `real` when a compressed kernel (int8, sparse) runs some layer; otherwise `nominal` (smaller
-/// file, same dense compute).
-fn saving(enc: &SentenceEncoder) -> &'static str {
-    if enc.routes().iter().any(|(_, k)| *k != LinearKind::Dense) {
+/// `real` when a compressed kernel (int8, sparse) runs some layer or the linear layers are
+/// physically smaller than the original's (heads or FFN neurons removed); otherwise `nominal`
+/// (smaller file, same dense compute).
+fn saving(orig: &SentenceEncoder, enc: &SentenceEncoder) -> &'static str {
+    if enc.routes().iter().any(|(_, k)| *k != LinearKind::Dense)
+        || enc.linear_params() < orig.linear_params()
+    {
         "real"
     } else {
         "nominal"
@@ -189,6 +192,7 @@ pub fn run(a: EvalEmbeddingsArgs) -> anyhow::Result<ExitCode> {
             "dir": enc.dir(),
             "engine": enc.engine(),
             "kernels": kernel_counts(enc),
+            "linear_params": enc.linear_params(),
             "weight_bytes": enc.weight_bytes(),
             "seconds": r.seconds,
             "sentences_per_second": n / r.seconds,
@@ -199,7 +203,7 @@ pub fn run(a: EvalEmbeddingsArgs) -> anyhow::Result<ExitCode> {
             "energy_provenance": r.energy.provenance().to_string(),
         })
     };
-    let saving = saving(&comp);
+    let saving = saving(&orig, &comp);
     if a.json {
         print_json(&serde_json::json!({
             "sentences": sentences.len(),
@@ -260,6 +264,13 @@ pub fn run(a: EvalEmbeddingsArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|(k, c)| format!("{c} {k}"))
             .collect();
+        let (p_orig, p_comp) = (orig.linear_params(), comp.linear_params());
+        if p_comp < p_orig {
+            println!(
+                "structure  {p_comp} of {p_orig} linear weights ({:.1}% fewer: heads or FFN neurons removed)",
+                100.0 * (1.0 - p_comp as f64 / p_orig.max(1) as f64)
+            );
+        }
         match saving {
             "real" => println!(
                 "saving  real: the compressed model's linear layers run on {} ({} engine)",

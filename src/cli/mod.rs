@@ -18,6 +18,7 @@ mod inspect;
 mod output;
 mod prune;
 mod prune_calibrated;
+mod prune_structured;
 mod qat;
 mod quantize;
 mod quantize_grids;

@@ -47,6 +47,10 @@ enum GranularityArg {
     Channels,
     /// N of every M weights along the input dimension (see --nm).
     Nm,
+    /// Attention heads of a BERT-family model directory, removed (smaller layers).
+    Heads,
+    /// FFN neurons of a BERT-family model directory, removed (smaller layers).
+    Neurons,
 }
 
 /// Ranking of rows and channels.
@@ -122,7 +126,9 @@ pub struct PruneArgs {
     data: Option<PathBuf>,
     /// How weights are ranked: `magnitude` (|W|, no data), `wanda` (|W|·‖x‖ per output row) or
     /// `sparsegpt` (second order, with updates of the kept weights). wanda and sparsegpt prune a
-    /// Hugging Face BERT-family model directory and need --calibration.
+    /// Hugging Face BERT-family model directory and need --calibration. With --granularity
+    /// heads|neurons: `magnitude` ranks units by their weights, `wanda` by their output change on
+    /// the calibration sentences.
     #[arg(long, default_value_t = Method::Magnitude)]
     method: Method,
     /// Calibration sentences, one per line (for --method wanda|sparsegpt).
@@ -158,6 +164,12 @@ fn spec_of(a: &PruneArgs, need_sparsity: bool) -> anyhow::Result<PruneSpec> {
         (None | Some(GranularityArg::Unstructured), None) => Granularity::Unstructured,
         (Some(GranularityArg::Rows), None) => Granularity::Rows,
         (Some(GranularityArg::Channels), None) => Granularity::Channels,
+        (Some(GranularityArg::Heads | GranularityArg::Neurons), None) => {
+            return Err(bad_input(
+                "--granularity heads|neurons is handled by the structured path",
+                "this is a bug: please report it",
+            ));
+        }
     };
     let sparsity = match (a.sparsity, granularity.implied_sparsity()) {
         (Some(s), Some(implied)) if (s - implied).abs() > 1e-9 => {
@@ -276,7 +288,59 @@ fn float_selection(
     Ok(out)
 }
 
+/// `--granularity heads|neurons`: whole units of a transformer, compacted (prune_structured.rs).
+fn run_structured(
+    a: &PruneArgs,
+    units: super::prune_structured::Units,
+) -> anyhow::Result<ExitCode> {
+    let Some(output) = &a.output else {
+        return Err(bad_input(
+            "--granularity heads|neurons needs -o OUTPUT_DIR",
+            "--sensitivity sweeps models trained with joulecut only",
+        ));
+    };
+    let unused = [
+        (a.nm.is_some(), "--nm"),
+        (
+            !a.include.is_empty() || !a.exclude.is_empty(),
+            "--include/--exclude",
+        ),
+        (a.compact, "--compact"),
+        (a.pack, "--pack"),
+        (a.sensitivity, "--sensitivity"),
+        (a.single_file, "--single-file"),
+        (a.scope == ScopeArg::Global, "--scope global"),
+    ];
+    if let Some((_, flag)) = unused.iter().find(|(set, _)| *set) {
+        return Err(bad_input(
+            format!("{flag} does not apply to --granularity heads|neurons"),
+            "heads and neurons are removed from every encoder layer and always compacted; drop it",
+        ));
+    }
+    let Some(sparsity) = a.sparsity else {
+        return Err(bad_input(
+            "--sparsity is required",
+            "e.g. --sparsity 0.25 removes a quarter of every layer's heads or neurons",
+        ));
+    };
+    super::prune_structured::run(super::prune_structured::StructuredArgs {
+        input: &a.input,
+        output,
+        units,
+        sparsity,
+        method: a.method,
+        calibration: a.calibration.as_deref(),
+        json: a.json,
+    })
+}
+
 pub fn run(a: PruneArgs) -> anyhow::Result<ExitCode> {
+    use super::prune_structured::Units;
+    match a.granularity {
+        Some(GranularityArg::Heads) => return run_structured(&a, Units::Heads),
+        Some(GranularityArg::Neurons) => return run_structured(&a, Units::Neurons),
+        _ => {}
+    }
     let mut spec = spec_of(&a, a.output.is_some())?;
     if a.method != Method::Magnitude {
         let Some(output) = &a.output else {

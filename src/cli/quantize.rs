@@ -89,7 +89,8 @@ pub struct QuantizeArgs {
     /// int8 only: how int8 layers quantize their input activations at inference, stored in the
     /// file (`joulecut.int8_activations`): u6 = 6-bit unsigned (the AVX2 kernel adds two products
     /// in 16 bits before widening, ~1.15x faster than u7), u7 = 7-bit unsigned (PyTorch's
-    /// `reduce_range`; no sign handling, ~1.4x faster than s8), s8 = 8-bit [default: u6].
+    /// `reduce_range`; no sign handling, ~1.4x faster than s8), s8 = 8-bit [default: u6; s8 for a
+    /// transformer, whose grids --calibration chooses per layer].
     #[arg(long, value_parser = super::output::int8_activations_parser())]
     int8_activations: Option<ActivationGrid>,
     /// int8 on a transformer directory: calibration sentences (one per line); each linear layer
@@ -203,11 +204,22 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
         QuantDtype::F16 => Target::Half(FloatType::F16),
         QuantDtype::Bf16 => Target::Half(FloatType::BF16),
     };
+    // A transformer's layers need their grids chosen per layer (--calibration): one 6-bit grid for
+    // all costs ~7x the error of 8 bits on all-MiniLM-L6-v2, so without calibration they get 8.
+    let transformer = src
+        .names()
+        .iter()
+        .any(|n| joulecut::embed::is_encoder_tensor(n));
+    let default_grid = if transformer {
+        ActivationGrid::S8
+    } else {
+        ActivationGrid::RECOMMENDED
+    };
     let params = serde_json::json!({
         "dtype": format!("{:?}", a.dtype).to_lowercase(),
         "int8": if a.dtype == QuantDtype::Int8 { serde_json::to_value(cfg)? } else { serde_json::Value::Null },
         "int8_activations": (a.dtype == QuantDtype::Int8)
-            .then(|| a.int8_activations.unwrap_or(ActivationGrid::RECOMMENDED).as_str()),
+            .then(|| a.int8_activations.unwrap_or(default_grid).as_str()),
         "include": a.include,
         "exclude": a.exclude,
         "input": a.input,
@@ -245,7 +257,7 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
     }
     let activations = match &chosen {
         Some(c) => Int8Activations::PerLayer(c.grids.clone()),
-        None => Int8Activations::One(a.int8_activations.unwrap_or(ActivationGrid::RECOMMENDED)),
+        None => Int8Activations::One(a.int8_activations.unwrap_or(default_grid)),
     };
     let job = QuantizeJob {
         target,

@@ -140,5 +140,19 @@ mod tests {
         let b = |c: &Checkpoint| c.stored_bytes(c.stored_info("b.weight").unwrap()).to_vec();
         assert_eq!(b(&ck), b(&orig));
         assert_eq!(ck.history().unwrap()[0].command, "test");
+        // rewritten sidecar files need a directory output
+        let mut opts = opts.clone();
+        opts.sidecar_contents
+            .insert("config.json".into(), b"{}".to_vec());
+        let out2 = dir.path().join("out2.safetensors");
+        let e = crate::stream(
+            &src,
+            &out2,
+            &opts,
+            &Precomputed::new(BTreeMap::new()).unwrap(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, crate::Error::BadOutput { .. }), "{e}");
+        assert!(!out2.exists());
     }
 }

@@ -173,6 +173,9 @@ pub struct StreamOptions {
     /// `__metadata__` entries to set (`Some`) or drop (`None`) in every output file, over what
     /// the input carried.
     pub metadata: std::collections::BTreeMap<String, Option<String>>,
+    /// Files of a directory output (relative paths) written with these bytes instead of copied
+    /// from the input: a pass that changes the model's shapes rewrites its `config.json`.
+    pub sidecar_contents: std::collections::BTreeMap<PathBuf, Vec<u8>>,
 }
 
 impl StreamOptions {
@@ -183,6 +186,7 @@ impl StreamOptions {
             budget: DEFAULT_BUDGET,
             history,
             metadata: Default::default(),
+            sidecar_contents: Default::default(),
         }
     }
 }
@@ -263,6 +267,15 @@ pub fn stream<T: Transform>(
     t: &T,
 ) -> std::result::Result<Written<T::Report>, T::Error> {
     let as_dir = check_output(src, out, opts.single_file)?;
+    if !as_dir && !opts.sidecar_contents.is_empty() {
+        return Err(Error::BadOutput {
+            path: out.to_path_buf(),
+            reason:
+                "the pass rewrites the model directory's config.json, so the output is a directory"
+                    .into(),
+        }
+        .into());
+    }
 
     // Plan everything first: headers need every entry's size.
     let mut files: Vec<OutFile<'_>> = if as_dir {
@@ -384,8 +397,23 @@ pub fn stream<T: Transform>(
             if let Some(p) = to.parent() {
                 std::fs::create_dir_all(p).map_err(werr(out))?;
             }
-            std::fs::copy(dir.join(&rel), &to).map_err(werr(out))?;
+            match opts.sidecar_contents.get(&rel) {
+                Some(bytes) => std::fs::write(&to, bytes).map_err(werr(out))?,
+                None => std::fs::copy(dir.join(&rel), &to)
+                    .map(|_| ())
+                    .map_err(werr(out))?,
+            }
             written.sidecars.push(rel);
+        }
+    }
+    for (rel, bytes) in &opts.sidecar_contents {
+        if !written.sidecars.contains(rel) {
+            let to = commit.path_of(rel);
+            if let Some(p) = to.parent() {
+                std::fs::create_dir_all(p).map_err(werr(out))?;
+            }
+            std::fs::write(&to, bytes).map_err(werr(out))?;
+            written.sidecars.push(rel.clone());
         }
     }
     commit.commit().map_err(werr(out))?;

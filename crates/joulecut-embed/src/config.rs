@@ -15,6 +15,7 @@ use candle_transformers::models::bert::{Config, HiddenAct, PositionEmbeddingType
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::structure::{INTERMEDIATE_SIZES, Structure};
 use crate::weights::Weights;
 
 /// `model_type` values this loader accepts.
@@ -151,11 +152,23 @@ pub fn parse_config(path: &Path, text: &str) -> Result<Config> {
 
 /// Checks `config.json`'s sizes against the weights' shapes (headers only): `vocab_size` and
 /// `hidden_size` against the word embeddings, `max_position_embeddings` against the position
-/// table, `intermediate_size` against the first layer's MLP, `num_hidden_layers` against the layers
-/// stored. Without it a wrong config fails later on one tensor's shape, or — with fewer layers
-/// than the weights hold — silently runs a truncated model. Weights without a word-embedding table
-/// are left to the loader, which names the missing tensor.
+/// table, `num_hidden_layers` against the layers stored, and each layer's attention heads and FFN
+/// width against `num_attention_heads` and `intermediate_size` — less the heads and neurons a
+/// structurally pruned model's config records as removed ([`Structure`], read from `path`).
+/// Without it a wrong config fails later on one tensor's shape, or — with fewer layers than the
+/// weights hold — silently runs a truncated model. Weights without a word-embedding table are left
+/// to the loader, which names the missing tensor.
 pub fn check_weights(path: &Path, config: &Config, weights: &Weights) -> Result<()> {
+    check_structured_weights(path, config, &Structure::read(path, config)?, weights)
+}
+
+/// [`check_weights`] with the config's [`Structure`] already read.
+pub fn check_structured_weights(
+    path: &Path,
+    config: &Config,
+    structure: &Structure,
+    weights: &Weights,
+) -> Result<()> {
     let Some(word) = weights
         .names()
         .filter(|n| is_encoder_tensor(n))
@@ -197,10 +210,40 @@ pub fn check_weights(path: &Path, config: &Config, weights: &Weights) -> Result<
             hidden,
         ],
     )?;
-    has_shape(
-        format!("{prefix}encoder.layer.0.intermediate.dense.weight"),
-        [("intermediate_size", config.intermediate_size), hidden],
-    )?;
+    let head_dim = config.hidden_size / config.num_attention_heads;
+    for l in 0..config.num_hidden_layers {
+        let (heads, inter) = (
+            structure.heads(l, config),
+            structure.intermediate(l, config),
+        );
+        let query = format!("{prefix}encoder.layer.{l}.attention.self.query.weight");
+        if let Some(shape) = weights.shape(&query)
+            && shape.first() != Some(&(heads * head_dim))
+        {
+            let after = if structure.pruned_heads.contains_key(&l) {
+                format!(", {heads} after `pruned_heads`,")
+            } else {
+                String::new()
+            };
+            return Err(mismatch(
+                "num_attention_heads",
+                config.num_attention_heads,
+                format!(
+                    "layer {l}{after} needs {} query rows of {head_dim}-wide heads and tensor `{query}` has shape {shape:?}",
+                    heads * head_dim
+                ),
+            ));
+        }
+        let inter_field = if structure.intermediate_sizes.is_some() {
+            INTERMEDIATE_SIZES
+        } else {
+            "intermediate_size"
+        };
+        has_shape(
+            format!("{prefix}encoder.layer.{l}.intermediate.dense.weight"),
+            [(inter_field, inter), hidden],
+        )?;
+    }
     let layer_prefix = format!("{prefix}encoder.layer.");
     let layers: std::collections::BTreeSet<usize> = weights
         .names()

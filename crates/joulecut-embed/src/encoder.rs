@@ -12,6 +12,7 @@ use joulecut_models::bert::{BertEncoder, LinearKind, TokenBatch, Workspace};
 
 use crate::config::read_config;
 use crate::error::{Error, Result};
+use crate::structure::Structure;
 use crate::weights::Weights;
 
 /// Settings for [`SentenceEncoder::encode`].
@@ -80,6 +81,7 @@ const PROBE: &str = "embeddings.word_embeddings.weight";
 pub struct SentenceEncoder {
     dir: PathBuf,
     config: Config,
+    structure: Structure,
     tokenizer: Tokenizer,
     net: Net,
     weights: Weights,
@@ -184,8 +186,12 @@ impl SentenceEncoder {
         let tokenizer_path = required(&dir, "tokenizer.json")?;
         let config = read_config(&config_path)?;
         let tokenizer = load_tokenizer(&tokenizer_path, &config)?;
+        let structure = Structure::read(&config_path, &config)?;
+        if engine == Engine::Candle && structure.is_pruned(&config) {
+            return Err(Error::StructurallyPruned { path: config_path });
+        }
         let weights = Weights::open_dir(&dir)?;
-        crate::config::check_weights(&config_path, &config, &weights)?;
+        crate::config::check_structured_weights(&config_path, &config, &structure, &weights)?;
         let prefix = PREFIXES
             .iter()
             .copied()
@@ -215,6 +221,7 @@ impl SentenceEncoder {
         Ok(SentenceEncoder {
             dir,
             config,
+            structure,
             tokenizer,
             net,
             weights,
@@ -230,6 +237,17 @@ impl SentenceEncoder {
     /// The model's configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The heads and FFN neurons structured pruning removed, as `config.json` records them.
+    pub fn structure(&self) -> &Structure {
+        &self.structure
+    }
+
+    /// Weights of the encoder's linear layers as the model runs them (fewer after structured
+    /// pruning; the same for any encoding of the same shapes).
+    pub fn linear_params(&self) -> usize {
+        self.structure.linear_params(&self.config)
     }
 
     /// Embedding width.

@@ -153,6 +153,13 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A structurally pruned model (heads or FFN neurons removed) asked of an engine that builds
+    /// full-size layers only.
+    #[error("{}: the model is structurally pruned (pruned_heads / joulecut_intermediate_sizes); candle-transformers' BERT builds full-size layers only", path.display())]
+    StructurallyPruned {
+        /// The config file recording the pruning.
+        path: PathBuf,
+    },
     /// A setting is out of range.
     #[error("{0}")]
     BadSetting(String),
@@ -215,6 +222,9 @@ impl Error {
             Error::NotEnoughText { .. } => "ask for smaller sets (e.g. --corpus), or lower the minimum sentence length".into(),
             Error::Incompatible { .. } => {
                 "compare a model with a compressed copy of itself (same config.json and tokenizer.json)".into()
+            }
+            Error::StructurallyPruned { .. } => {
+                "run it on joulecut's engine (--engine joulecut, the default), which loads the smaller layers".into()
             }
             Error::BadSetting(_) => "e.g. --batch-size 32".into(),
             Error::Candle { .. } => return None,

@@ -32,14 +32,17 @@ mod encoder;
 mod error;
 pub mod generate;
 mod native;
+mod structure;
 mod weights;
 pub mod wordnet;
 
 pub use compare::{CosineSummary, cosine, neighbour_agreement, read_sentences};
 pub use config::{
-    SUPPORTED_MODEL_TYPES, check_weights, is_encoder_tensor, parse_config, read_config,
+    SUPPORTED_MODEL_TYPES, check_structured_weights, check_weights, is_encoder_tensor,
+    parse_config, read_config,
 };
 pub use encoder::{EncodeConfig, Engine, SentenceEncoder, mean_pool};
 pub use error::{Error, Result};
 pub use joulecut_models::bert::LinearKind;
+pub use structure::{INTERMEDIATE_SIZES, PRUNED_HEADS, Structure};
 pub use weights::{INDEX_FILE, WEIGHTS_FILE, Weights};

@@ -14,16 +14,24 @@
 
 mod attention;
 mod calibrate;
+mod compact;
 mod grids;
+mod importance;
 mod layer;
 mod linear;
 mod load;
+mod structured;
+#[cfg(test)]
+mod structured_tests;
 
 pub use calibrate::SublayerReport;
+pub use compact::NamedTensor;
 pub use grids::{GridErrors, GridPolicy, choose_grids};
+pub use importance::{UnitImportance, UnitStats, keep_top, magnitude_importance};
 pub use layer::{EncoderLayer, Sublayer};
 pub use linear::{LinearKind, LinearOp};
 pub use load::TensorSource;
+pub use structured::{StructuredReport, StructuredSpec, UnitScore};
 
 use joulecut_ops::rows::{LayerNorm, layer_norm};
 
