@@ -192,6 +192,7 @@ fn transformer_suite_reports_every_variant_through_its_kernels() {
     assert!(sg50.run.cosine_mean > wanda50.run.cosine_mean);
     assert!(int8.run.cosine_mean > sg30.run.cosine_mean);
     assert_eq!(sg50.run.saving, Saving::Nominal, "zeros stored densely");
+    assert_eq!(sg50.run.linear_params, base.run.linear_params);
 
     // packed: the same pruning pass, run by the sparse kernel from a smaller file
     let packed = row(&report, "sparsegpt50-packed");

@@ -143,9 +143,10 @@ impl GridChoice {
 
 /// A step of a transformer variant: one CLI command on a model directory.
 //
-// A `structured` step — attention heads and FFN neurons removed by calibrated importance, the
-// layers compacted (physically smaller) — belongs in this enum once `joulecut_models::bert` has
-// it; its rows then report `real` through the smaller dense kernels.
+// A `structured` step — `joulecut prune --granularity heads|neurons`: attention heads and FFN
+// neurons removed by calibrated importance, the layers compacted — belongs in this enum, its core
+// moved from `src/cli/prune_structured.rs` into `pipeline::transformer` as prune and grids were;
+// its rows report `real` through the smaller dense layers (`linear_params`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
 #[non_exhaustive]

@@ -30,6 +30,8 @@ pub(super) struct Embedded {
     pub layers: Vec<LayerKernel>,
     /// Zeros over the linear weights.
     pub weight_sparsity: f64,
+    /// Weights of the encoder's linear layers (fewer when heads or neurons were removed).
+    pub linear_params: usize,
 }
 
 impl Embedded {
@@ -42,11 +44,13 @@ impl Embedded {
         m
     }
 
-    /// Whether an int8 or sparse kernel runs some layer.
-    pub fn real(&self) -> bool {
+    /// Whether the model runs differently from `base`: an int8 or sparse kernel runs some layer,
+    /// or its layers are physically smaller.
+    pub fn real_against(&self, base: &Embedded) -> bool {
         self.layers
             .iter()
             .any(|l| l.kernel != kernel_name(LinearKind::Dense))
+            || self.linear_params < base.linear_params
     }
 
     /// Joules per 1,000 sentences.
@@ -116,5 +120,6 @@ pub(super) fn embed(
         bytes: enc.weight_bytes(),
         layers,
         weight_sparsity: zeros as f64 / total.max(1) as f64,
+        linear_params: enc.linear_params(),
     })
 }

@@ -101,12 +101,15 @@ pub struct TransformerResult {
     pub bytes: u64,
     /// Zeros over the encoder's linear weights (as the kernels see them).
     pub weight_sparsity: f64,
+    /// Weights of the encoder's linear layers (fewer once heads or FFN neurons are removed).
+    pub linear_params: usize,
     /// Linear layers per kernel, e.g. `{"int8": 36}`.
     pub kernels: BTreeMap<String, usize>,
     /// The kernel of every linear layer.
     pub layers: Vec<LayerKernel>,
-    /// `real` when an int8 or sparse kernel runs some layer; `nominal` when every layer runs dense
-    /// f32 (zeros stored densely, f16/bf16 decoded at load).
+    /// `real` when an int8 or sparse kernel runs some layer or the layers are physically smaller;
+    /// `nominal` when every layer runs dense f32 at full size (zeros stored densely, f16/bf16
+    /// decoded at load).
     pub saving: Saving,
     /// Wall seconds of the whole row (making + evaluating).
     pub seconds: f64,

@@ -204,7 +204,7 @@ fn row(
             dir.display()
         ))
     })?;
-    let saving = match (v, e.real()) {
+    let saving = match (v, e.real_against(base)) {
         (None, _) => Saving::Baseline,
         (Some(_), true) => Saving::Real,
         (Some(_), false) => Saving::Nominal,
@@ -234,6 +234,7 @@ fn row(
         compression,
         bytes: e.bytes,
         weight_sparsity: e.weight_sparsity,
+        linear_params: e.linear_params,
         kernels: e.kernels(),
         layers: e.layers.clone(),
         saving,
