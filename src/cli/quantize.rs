@@ -1,19 +1,17 @@
 //! `joulecut quantize`: int8 (symmetric/asymmetric, per tensor/per channel, calibrated clipping) or
 //! fp16/bf16 storage of the selected tensors; reports bytes before/after and per-tensor error.
-//! Streams tensor by tensor (bounded memory) and takes sharded checkpoints and model directories.
+//! Streams tensor by tensor (bounded memory) and takes sharded checkpoints and model directories
+//! (`joulecut_harness::pipeline::quantize_stream`, which the transformer bench runs too).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use joulecut::checkpoint::{
-    FloatType, HistoryEntry, Selection, Source, StreamOptions, TensorRef, check_output, stream,
-};
+use joulecut::checkpoint::{FloatType, HistoryEntry, Selection, Source, TensorRef, check_output};
+use joulecut::harness::pipeline::{Int8Activations, QuantizeJob, quantize_stream};
 use joulecut::quant::{
-    ActivationGrid, Calibration, DEFAULT_PERCENTILE, Int8Config, PassError, QuantizePass,
-    ScaleGranularity, Symmetry, Target,
+    ActivationGrid, Calibration, DEFAULT_PERCENTILE, Int8Config, ScaleGranularity, Symmetry, Target,
 };
 
 use joulecut::models::bert::GridPolicy;
@@ -162,15 +160,6 @@ fn int8_config(a: &QuantizeArgs) -> anyhow::Result<Int8Config> {
     })
 }
 
-/// A streaming pass error as an anyhow error whose chain the exit-code classifier understands.
-fn pass_err(e: PassError) -> anyhow::Error {
-    match e {
-        PassError::Quant(e) => e.into(),
-        PassError::Checkpoint(e) => e.into(),
-        other => anyhow::Error::new(other),
-    }
-}
-
 pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
     let cfg = int8_config(&a)?;
     let input = Source::open(&a.input)?;
@@ -266,27 +255,18 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
             "max_error": a.activation_error,
         });
     }
-    let mut opts = StreamOptions::new(HistoryEntry::new("quantize", params.clone()));
-    opts.single_file = a.single_file;
-    if a.dtype == QuantDtype::Int8 {
-        // with per-layer grids, a layer the map does not name runs on full 8-bit rows
-        let act = match &chosen {
-            Some(_) => ActivationGrid::S8,
-            None => a.int8_activations.unwrap_or(default_grid),
-        };
-        opts.metadata.insert(
-            joulecut::checkpoint::meta::INT8_ACTIVATIONS.into(),
-            Some(act.as_str().into()),
-        );
-        if let Some(c) = &chosen {
-            opts.metadata.insert(
-                joulecut::checkpoint::meta::INT8_ACTIVATIONS_LAYERS.into(),
-                Some(serde_json::to_string(&c.grids)?),
-            );
-        }
-    }
-    let written = stream(&src, &a.output, &opts, &QuantizePass { target, selection })
-        .map_err(pass_err)
+    let activations = match &chosen {
+        Some(c) => Int8Activations::PerLayer(c.grids.clone()),
+        None => Int8Activations::One(a.int8_activations.unwrap_or(default_grid)),
+    };
+    let job = QuantizeJob {
+        target,
+        selection,
+        activations,
+        history: HistoryEntry::new("quantize", params.clone()),
+        single_file: a.single_file,
+    };
+    let written = quantize_stream(&src, &a.output, &job)
         .with_context(|| format!("quantize {} to {}", a.input.display(), a.output.display()))?;
     let rows: Vec<serde_json::Value> = written
         .reports
@@ -337,10 +317,7 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
             );
         }
         if let Some(c) = &chosen {
-            let mut count = BTreeMap::new();
-            for g in c.grids.values() {
-                *count.entry(g.as_str()).or_insert(0) += 1;
-            }
+            let count = c.counts();
             println!(
                 "activation grids from {} calibration sentences (max output error {}): {}",
                 c.sentences,

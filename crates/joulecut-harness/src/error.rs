@@ -1,4 +1,4 @@
-//! Errors of the harness: datasets and training.
+//! Errors of the harness: datasets, training and the compression pipeline.
 
 use std::path::PathBuf;
 
@@ -65,6 +65,23 @@ pub enum Error {
     /// A distillation step failed or was mis-specified.
     #[error(transparent)]
     Distill(#[from] joulecut_distill::Error),
+    /// A sentence encoder could not be loaded, tokenized or run, or a text set could not be read.
+    #[error(transparent)]
+    Embed(#[from] joulecut_embed::Error),
+    /// Calibrated compression of a model directory failed on what it was given (a layer that is
+    /// not dense f32, calibration text that does not fit the model).
+    #[error("{}: {reason}", path.display())]
+    Calibration {
+        /// The model directory.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+        /// How to fix it.
+        hint: String,
+    },
+    /// A streaming pass failed in a way its own error types do not name.
+    #[error("{0}")]
+    Pass(String),
     /// A candle operation failed.
     #[error("{action}")]
     Candle {
@@ -92,13 +109,15 @@ impl Error {
             | Error::BadIdx { .. }
             | Error::Read { .. }
             | Error::BadSetting(_)
-            | Error::Mismatch(_) => true,
+            | Error::Mismatch(_)
+            | Error::Calibration { .. } => true,
+            Error::Embed(e) => e.is_bad_input(),
             Error::Model(e) => e.is_bad_input(),
             Error::Checkpoint(e) => e.is_bad_input(),
             Error::Prune(e) => e.is_bad_input(),
             Error::Quant(e) => e.is_bad_input(),
             Error::Distill(e) => e.is_bad_input(),
-            Error::Diverged { .. } | Error::Candle { .. } => false,
+            Error::Diverged { .. } | Error::Candle { .. } | Error::Pass(_) => false,
         }
     }
 
@@ -116,6 +135,8 @@ impl Error {
             Error::Prune(e) => e.hint(),
             Error::Quant(e) => e.hint(),
             Error::Distill(e) => e.hint(),
+            Error::Embed(e) => e.hint(),
+            Error::Calibration { hint, .. } => Some(hint.clone()),
             _ => None,
         }
     }

@@ -91,8 +91,11 @@ impl SuiteConfig {
         match name {
             "quick" => Self::parse(QUICK, "built-in quick suite"),
             "full" => Self::parse(FULL, "built-in full suite"),
+            "transformer" => Err(Error::BadSetting(
+                "`transformer` is a transformer suite: `TransformerSuite::builtin()`".into(),
+            )),
             other => Err(Error::BadSetting(format!(
-                "unknown suite `{other}` (built-in suites: quick, full)"
+                "unknown suite `{other}` (built-in suites: quick, full, transformer)"
             ))),
         }
     }

@@ -6,27 +6,35 @@ use std::path::Path;
 use super::report::Report;
 use crate::{Error, Result};
 
+/// Writes each `(file name, text)` into `dir` (created if missing), atomically each.
+pub(super) fn write_files(dir: &Path, files: &[(&str, String)]) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for (name, text) in files {
+        joulecut_checkpoint::atomic_write(&dir.join(name), |f| {
+            std::io::Write::write_all(f, text.as_bytes())
+        })
+        .map_err(|e| Error::Mismatch(e.to_string()))?;
+    }
+    Ok(())
+}
+
 impl Report {
     /// Writes `report.json`, `report.csv`, `report.md` and `pareto.svg` into `dir` (atomically each).
     pub fn write(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Read {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let put = |name: &str, text: String| {
-            joulecut_checkpoint::atomic_write(&dir.join(name), |f| {
-                std::io::Write::write_all(f, text.as_bytes())
-            })
-            .map(|_| ())
-            .map_err(|e| Error::Mismatch(e.to_string()))
-        };
-        put(
-            "report.json",
-            serde_json::to_string_pretty(self).expect("report serialises"),
-        )?;
-        put("report.csv", self.csv())?;
-        put("report.md", self.markdown())?;
-        put("pareto.svg", super::svg::pareto(self))?;
-        Ok(())
+        write_files(
+            dir,
+            &[
+                (
+                    "report.json",
+                    serde_json::to_string_pretty(self).expect("report serialises"),
+                ),
+                ("report.csv", self.csv()),
+                ("report.md", self.markdown()),
+                ("pareto.svg", super::svg::pareto(self)),
+            ],
+        )
     }
 }

@@ -1,6 +1,8 @@
 //! The experiment runner behind `joulecut bench`: baselines and compressed variants of the
 //! reference models, each evaluated through its real inference path with its energy metered, and
-//! the reports (JSON, CSV, Markdown, a Pareto chart in SVG).
+//! the reports (JSON, CSV, Markdown, a Pareto chart in SVG). Transformer suites (a BERT-family
+//! model directory and its compressed variants, judged by embedding cosine) run through
+//! [`run_transformer_suite`].
 
 mod baseline;
 mod config;
@@ -9,6 +11,7 @@ mod report;
 mod result;
 mod runner;
 mod svg;
+mod transformer;
 
 pub use baseline::RunOptions;
 pub use config::{BaselineConfig, EvalConfig, SuiteConfig, VariantConfig};
@@ -16,3 +19,9 @@ pub use report::{Host, Recommendation, Report, Row, SCHEMA_VERSION, Summary};
 pub use result::{LayerRoute, RunResult, Saving, StepRecord};
 pub use runner::run_suite;
 pub use svg::{pareto, pareto_front};
+pub use transformer::{
+    EmbedEvalConfig, GridChoice, LayerKernel, StepCost, SuiteKind, TRANSFORMER_SCHEMA_VERSION,
+    TextConfig, TextSummary, TransformerOptions, TransformerRecommendation, TransformerReport,
+    TransformerResult, TransformerRow, TransformerRun, TransformerStep, TransformerSuite,
+    TransformerVariant, run_transformer_suite,
+};

@@ -396,7 +396,7 @@ impl Report {
     }
 }
 
-fn human(b: u64) -> String {
+pub(super) fn human(b: u64) -> String {
     if b >= 1 << 20 {
         format!("{:.2} MiB", b as f64 / (1 << 20) as f64)
     } else {

@@ -1,6 +1,6 @@
-//! `pareto.svg`: accuracy against inference joules (log x-axis), one colour per model, the Pareto
-//! front (lower energy, higher accuracy) drawn as a line, every point labelled. Hand-rolled SVG:
-//! no plotting dependency for one scatter chart.
+//! `pareto.svg`: quality (test accuracy, or a transformer's embedding cosine) against inference
+//! joules (log x-axis), one colour per model, the Pareto front (lower energy, higher quality) drawn
+//! as a line, every point labelled. Hand-rolled SVG: no plotting dependency for one scatter chart.
 
 use super::report::{Report, Summary};
 
@@ -44,15 +44,91 @@ pub fn pareto_front(pts: &[(f64, f64)]) -> Vec<usize> {
         .collect()
 }
 
-/// Renders the chart.
+/// One point of a chart.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Point {
+    /// The label beside it (the variant).
+    pub label: String,
+    /// Energy (log axis).
+    pub x: f64,
+    /// Quality.
+    pub y: f64,
+    /// Drawn as a square: the uncompressed model.
+    pub baseline: bool,
+}
+
+/// The points of one model, in one colour, with their own Pareto front.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Series {
+    /// Legend entry.
+    pub name: String,
+    /// Its points.
+    pub points: Vec<Point>,
+}
+
+/// A quality-vs-energy chart.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Chart {
+    /// The title line.
+    pub title: String,
+    /// x-axis caption.
+    pub x_label: String,
+    /// y-axis caption.
+    pub y_label: String,
+    /// One per model.
+    pub series: Vec<Series>,
+}
+
+/// Renders the chart of a Fashion-MNIST report: accuracy against J/10k.
 pub fn pareto(report: &Report) -> String {
     let pts: Vec<&Summary> = report
         .summary
         .iter()
         .filter(|s| s.inference_joules_per_10k[0] > 0.0)
         .collect();
-    let xs: Vec<f64> = pts.iter().map(|s| s.inference_joules_per_10k[0]).collect();
-    let ys: Vec<f64> = pts.iter().map(|s| s.accuracy[0]).collect();
+    let prov: std::collections::BTreeSet<&str> =
+        pts.iter().map(|p| p.provenance.as_str()).collect();
+    let prov = prov.into_iter().collect::<Vec<_>>().join(", ");
+    render(&Chart {
+        title: format!(
+            "joulecut bench `{}`: accuracy vs inference energy ({prov})",
+            report.suite.name
+        ),
+        x_label: "inference joules per 10k samples (log scale)".into(),
+        y_label: "test accuracy".into(),
+        series: report
+            .suite
+            .models
+            .iter()
+            .map(|m| Series {
+                name: m.clone(),
+                points: pts
+                    .iter()
+                    .filter(|p| p.model == *m)
+                    .map(|p| Point {
+                        label: p.variant.clone(),
+                        x: p.inference_joules_per_10k[0],
+                        y: p.accuracy[0],
+                        baseline: p.variant == "baseline",
+                    })
+                    .collect(),
+            })
+            .collect(),
+    })
+}
+
+/// Renders any quality-vs-energy chart: log x-axis, one colour per series, each series' Pareto
+/// front dashed, every point labelled.
+pub(super) fn render(chart: &Chart) -> String {
+    let all = || {
+        chart
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter())
+            .filter(|p| p.x > 0.0)
+    };
+    let xs: Vec<f64> = all().map(|p| p.x).collect();
+    let ys: Vec<f64> = all().map(|p| p.y).collect();
     let (mut x0, mut x1) = (
         xs.iter().copied().fold(f64::INFINITY, f64::min),
         xs.iter().copied().fold(0.0, f64::max),
@@ -75,13 +151,10 @@ pub fn pareto(report: &Report) -> String {
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
     );
-    let prov: std::collections::BTreeSet<&str> =
-        pts.iter().map(|p| p.provenance.as_str()).collect();
-    let prov = prov.into_iter().collect::<Vec<_>>().join(", ");
     s += &format!(
-        "<text x=\"{}\" y=\"28\" font-size=\"16\" text-anchor=\"middle\">joulecut bench `{}`: accuracy vs inference energy ({prov})</text>\n",
+        "<text x=\"{}\" y=\"28\" font-size=\"16\" text-anchor=\"middle\">{}</text>\n",
         (W - R + L) / 2.0,
-        esc(&report.suite.name)
+        esc(&chart.title)
     );
     // Axes and grid.
     s += &format!(
@@ -110,6 +183,8 @@ pub fn pareto(report: &Report) -> String {
         d += 1.0;
     }
     let step = nice_step((y1 - y0) / 6.0);
+    // enough decimals to tell the ticks apart (at least 3, as accuracy charts always had)
+    let decimals = ((-step.log10().floor()).max(0.0) as usize).max(3);
     let mut y = (y0 / step).ceil() * step;
     while y <= y1 {
         let yy = py(y);
@@ -118,7 +193,7 @@ pub fn pareto(report: &Report) -> String {
             W - R
         );
         s += &format!(
-            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{:.3}</text>\n",
+            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{:.decimals$}</text>\n",
             L - 6.0,
             yy + 4.0,
             y
@@ -126,27 +201,26 @@ pub fn pareto(report: &Report) -> String {
         y += step;
     }
     s += &format!(
-        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">inference joules per 10k samples (log scale)</text>\n",
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
         (W - R + L) / 2.0,
-        H - 18.0
+        H - 18.0,
+        esc(&chart.x_label)
     );
     s += &format!(
-        "<text x=\"20\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 20 {})\">test accuracy</text>\n",
+        "<text x=\"20\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 20 {})\">{}</text>\n",
         (H - B + T) / 2.0,
-        (H - B + T) / 2.0
+        (H - B + T) / 2.0,
+        esc(&chart.y_label)
     );
     // Series per model.
     let mut placed: Vec<(f64, f64, f64, f64)> = Vec::new();
-    for (mi, m) in report.suite.models.iter().enumerate() {
+    for (mi, series) in chart.series.iter().enumerate() {
         let c = COLORS[mi % COLORS.len()];
-        let mp: Vec<&&Summary> = pts.iter().filter(|p| p.model == *m).collect();
+        let mp: Vec<&Point> = series.points.iter().filter(|p| p.x > 0.0).collect();
         if mp.is_empty() {
             continue;
         }
-        let coords: Vec<(f64, f64)> = mp
-            .iter()
-            .map(|p| (p.inference_joules_per_10k[0], p.accuracy[0]))
-            .collect();
+        let coords: Vec<(f64, f64)> = mp.iter().map(|p| (p.x, p.y)).collect();
         let front = pareto_front(&coords);
         let line: Vec<String> = front
             .iter()
@@ -159,7 +233,7 @@ pub fn pareto(report: &Report) -> String {
         for (i, p) in mp.iter().enumerate() {
             let (x, y) = (px(coords[i].0), py(coords[i].1));
             let on_front = front.contains(&i);
-            let shape = if p.variant == "baseline" {
+            let shape = if p.baseline {
                 format!(
                     "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{c}\"/>",
                     x - 5.0,
@@ -174,7 +248,7 @@ pub fn pareto(report: &Report) -> String {
             };
             s += &format!("{shape}\n");
             // Greedy placement: the first of four spots whose box overlaps no label placed so far.
-            let w = 6.2 * p.variant.chars().count() as f64;
+            let w = 6.2 * p.label.chars().count() as f64;
             let spots = [
                 (8.0, -6.0, "start"),
                 (8.0, 15.0, "start"),
@@ -200,7 +274,7 @@ pub fn pareto(report: &Report) -> String {
                 x + spot.0,
                 y + spot.1,
                 spot.2,
-                esc(&p.variant)
+                esc(&p.label)
             );
         }
         let ly = T + 20.0 + mi as f64 * 20.0;
@@ -212,10 +286,10 @@ pub fn pareto(report: &Report) -> String {
             "<text x=\"{}\" y=\"{}\">{}</text>\n",
             W - R + 32.0,
             ly + 4.0,
-            esc(m)
+            esc(&series.name)
         );
     }
-    let ly = T + 20.0 + report.suite.models.len() as f64 * 20.0 + 10.0;
+    let ly = T + 20.0 + chart.series.len() as f64 * 20.0 + 10.0;
     s += &format!(
         "<text x=\"{}\" y=\"{ly}\" font-size=\"11\">■ baseline  ● Pareto front</text>\n",
         W - R + 14.0

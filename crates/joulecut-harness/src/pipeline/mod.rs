@@ -2,6 +2,9 @@
 //! model by a [`Context`] (weight-changing steps, metered) and written through [`encode`] (storage
 //! steps). `joulecut bench` runs plans from its suite configs; the CLI commands (`prune`, `train
 //! --prune-schedule`, `quantize --qat`) use the same policy, compaction, hooks and encoders.
+//! [`quantize_stream`] is the streaming quantize or cast of any checkpoint or model directory
+//! (`joulecut quantize`), and [`transformer`] the calibrated pruning and activation grids of
+//! BERT-family model directories that the transformer bench and the CLI share.
 //!
 //! ```
 //! use joulecut_harness::pipeline::{Plan, Step};
@@ -20,12 +23,15 @@
 mod apply;
 mod encode;
 mod policy;
+mod quantize;
 mod step;
+pub mod transformer;
 mod weights;
 
 pub use apply::{Applied, Context, ModelState, StepEnergy, TrainDefaults};
 pub use encode::{data_bytes, encode, int8_activations, pack_if_pays};
 pub use policy::{FittedSpec, Indivisible, PrunePolicy, spec as prune_spec};
+pub use quantize::{Int8Activations, QuantizeJob, pass_error, quantize_stream};
 pub use step::{QuantTarget, Step, kd_config};
 pub use weights::{
     CompactedModel, Param, compact_model, copy_varmap, dense_tensors, varmap_from_checkpoint,

@@ -1,0 +1,443 @@
+//! The transformer suite config (JSON, `"kind": "transformer"`): the model directory, the text
+//! (WordNet glosses or sentence files), evaluation settings, the cosine budget and the variants,
+//! each a chain of steps that are the CLI's commands (`prune --method`, `quantize`). The built-in
+//! `transformer` suite is `crates/joulecut-harness/suites/transformer.json`.
+
+use std::path::PathBuf;
+
+use joulecut_prune::{CalibratedSpec, Granularity, Method};
+use joulecut_quant::{ActivationGrid, ScaleGranularity};
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::QuantTarget;
+use crate::{Error, Result};
+
+/// The `kind` tag of a transformer suite file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SuiteKind {
+    /// A BERT-family sentence encoder in the Hugging Face layout.
+    Transformer,
+}
+
+/// A transformer suite.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformerSuite {
+    /// Always `transformer`: tells `joulecut bench --config` what the file holds.
+    pub kind: SuiteKind,
+    /// Suite name.
+    pub name: String,
+    /// What it is for.
+    #[serde(default)]
+    pub description: String,
+    /// The model directory (`config.json`, `tokenizer.json`, `model.safetensors`); `null`: the
+    /// front-end's default (the installed all-MiniLM-L6-v2).
+    #[serde(default)]
+    pub model: Option<PathBuf>,
+    /// Calibration and evaluation sentences.
+    pub text: TextConfig,
+    /// How every variant is evaluated.
+    pub eval: EmbedEvalConfig,
+    /// The recommendation's budget: the lowest mean cosine against the f32 baseline allowed.
+    #[serde(default = "default_min_cosine")]
+    pub min_cosine: f64,
+    /// The compressed variants (the f32 baseline is always run first).
+    pub variants: Vec<TransformerVariant>,
+}
+
+fn default_min_cosine() -> f64 {
+    0.99
+}
+
+/// Where the sentences come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "lowercase", deny_unknown_fields)]
+pub enum TextConfig {
+    /// WordNet's glosses (Debian's `wordnet-base`), split into disjoint sets
+    /// (`joulecut_embed::wordnet`, as `joulecut text wordnet` writes them).
+    Wordnet {
+        /// Directory holding `data.noun` ... (default `/usr/share/wordnet`).
+        #[serde(default = "wordnet_dir")]
+        dir: PathBuf,
+        /// Calibration sentences.
+        calibration: usize,
+        /// Evaluation sentences.
+        evaluation: usize,
+        /// Seed of the shuffle.
+        #[serde(default)]
+        seed: u64,
+    },
+    /// Sentence files, one sentence a line.
+    Files {
+        /// Calibration sentences.
+        calibration: PathBuf,
+        /// Evaluation sentences.
+        evaluation: PathBuf,
+    },
+}
+
+fn wordnet_dir() -> PathBuf {
+    PathBuf::from(joulecut_embed::wordnet::DEFAULT_DIR)
+}
+
+/// Evaluation of each variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedEvalConfig {
+    /// Sentences per forward pass.
+    pub batch_size: usize,
+    /// The fewest passes over the evaluation sentences inside the energy window (more are run
+    /// until the window spans ten updates of the slowest measured counter).
+    #[serde(default = "one")]
+    pub repeats: usize,
+    /// Nearest neighbours compared for the retrieval agreement.
+    #[serde(default = "ten")]
+    pub neighbours: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn ten() -> usize {
+    10
+}
+
+/// One compressed variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformerVariant {
+    /// Name in reports (also its directory under `OUT/models/`).
+    pub name: String,
+    /// Steps, in order; each reads the previous step's model directory and writes one.
+    pub steps: Vec<TransformerStep>,
+}
+
+/// How an int8 step chooses the grid its layers quantize their inputs to at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GridChoice {
+    /// Per layer, the fastest grid whose output error on the calibration sentences stays within
+    /// `max_error` (`joulecut quantize --calibration`).
+    Calibrated,
+    /// `s8` for every layer.
+    S8,
+    /// `u7` for every layer.
+    U7,
+    /// `u6` for every layer.
+    U6,
+}
+
+impl GridChoice {
+    /// The one grid for all layers (`None` when calibrated).
+    pub fn grid(self) -> Option<ActivationGrid> {
+        match self {
+            GridChoice::Calibrated => None,
+            GridChoice::S8 => Some(ActivationGrid::S8),
+            GridChoice::U7 => Some(ActivationGrid::U7),
+            GridChoice::U6 => Some(ActivationGrid::U6),
+        }
+    }
+}
+
+/// A step of a transformer variant: one CLI command on a model directory.
+//
+// A `structured` step — `joulecut prune --granularity heads|neurons`: attention heads and FFN
+// neurons removed by calibrated importance, the layers compacted — belongs in this enum, its core
+// moved from `src/cli/prune_structured.rs` into `pipeline::transformer` as prune and grids were;
+// its rows report `real` through the smaller dense layers (`linear_params`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum TransformerStep {
+    /// `joulecut prune IN -o OUT --method M --calibration CALIB (--sparsity S | --nm N:M) [--pack]`:
+    /// activation-aware pruning of every encoder linear layer, layer by layer.
+    Prune {
+        /// `wanda` or `sparsegpt`.
+        method: Method,
+        /// Fraction of each layer's weights removed (unstructured); implied by an N:M pattern.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sparsity: Option<f64>,
+        /// `unstructured` (default) or `N:M` (e.g. `2:4`).
+        #[serde(
+            with = "joulecut_prune::granularity_name",
+            default = "unstructured",
+            skip_serializing_if = "is_unstructured"
+        )]
+        granularity: Granularity,
+        /// Store weights that are at least half zeros packed (the sparse kernel runs them).
+        #[serde(default, skip_serializing_if = "is_false")]
+        pack: bool,
+    },
+    /// `joulecut quantize IN -o OUT --dtype D [--granularity G] [--calibration CALIB |
+    /// --int8-activations A]`: the projection and FFN weights stored as int8 (run by the int8
+    /// GEMM) or f16/bf16 (decoded to f32 at load: a nominal saving).
+    Quantize {
+        /// `int8`, `f16` or `bf16`.
+        dtype: QuantTarget,
+        /// int8: one scale per output channel (default) or per tensor.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        granularity: Option<ScaleGranularity>,
+        /// int8: `calibrated` (default) or one grid for all layers (`s8`, `u7`, `u6`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        activations: Option<GridChoice>,
+        /// int8, calibrated: the largest relative output error a layer's grid may add
+        /// (default: `joulecut quantize --activation-error`'s).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_error: Option<f64>,
+    },
+}
+
+fn unstructured() -> Granularity {
+    Granularity::Unstructured
+}
+
+fn is_unstructured(g: &Granularity) -> bool {
+    *g == Granularity::Unstructured
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
+}
+
+impl TransformerStep {
+    /// The pruning spec of a `prune` step.
+    pub fn prune_spec(&self) -> Option<CalibratedSpec> {
+        match self {
+            TransformerStep::Prune {
+                method,
+                sparsity,
+                granularity,
+                ..
+            } => {
+                let s = granularity
+                    .implied_sparsity()
+                    .or(*sparsity)
+                    .unwrap_or_default();
+                Some(CalibratedSpec::new(*method, s).granularity(*granularity))
+            }
+            TransformerStep::Quantize { .. } => None,
+        }
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        match self {
+            TransformerStep::Prune {
+                method,
+                sparsity,
+                granularity,
+                ..
+            } => {
+                if !method.needs_calibration() {
+                    return Err(format!(
+                        "method `{method}`: the transformer suite prunes with calibration (wanda, sparsegpt)"
+                    ));
+                }
+                match (granularity, granularity.implied_sparsity(), sparsity) {
+                    (Granularity::Rows | Granularity::Channels, ..) => {
+                        return Err(format!(
+                            "granularity `{granularity}`: prune steps remove single weights or N:M groups"
+                        ));
+                    }
+                    (_, Some(implied), Some(s)) if (s - implied).abs() > 1e-9 => {
+                        return Err(format!(
+                            "sparsity {s} contradicts {granularity} (which is {implied} sparse)"
+                        ));
+                    }
+                    (_, None, None) => return Err("an unstructured prune needs a sparsity".into()),
+                    _ => {}
+                }
+                self.prune_spec()
+                    .expect("a prune step")
+                    .validate()
+                    .map_err(|e| e.to_string())
+            }
+            TransformerStep::Quantize {
+                dtype,
+                granularity,
+                activations,
+                max_error,
+            } => {
+                let int8 = *dtype == QuantTarget::Int8;
+                if !int8 && (granularity.is_some() || activations.is_some() || max_error.is_some())
+                {
+                    return Err(format!(
+                        "{dtype}: granularity, activations and max_error apply to int8 only"
+                    ));
+                }
+                if max_error.is_some() && activations.is_some_and(|a| a != GridChoice::Calibrated) {
+                    return Err("max_error applies to calibrated activations only".into());
+                }
+                if let Some(e) = max_error.filter(|e| !(*e > 0.0 && e.is_finite())) {
+                    return Err(format!("max_error {e} must be a positive number"));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+const TRANSFORMER: &str = include_str!("../../../suites/transformer.json");
+
+impl TransformerSuite {
+    /// The built-in `transformer` suite.
+    pub fn builtin() -> Self {
+        Self::parse(TRANSFORMER, "built-in transformer suite").expect("the built-in suite parses")
+    }
+
+    /// The JSON text of the built-in suite.
+    pub fn builtin_text() -> &'static str {
+        TRANSFORMER
+    }
+
+    /// Whether a suite file's text declares a transformer suite (`"kind": "transformer"`).
+    pub fn is_transformer_text(text: &str) -> bool {
+        serde_json::from_str::<serde_json::Value>(text)
+            .is_ok_and(|v| v.get("kind").and_then(|k| k.as_str()) == Some("transformer"))
+    }
+
+    /// Parses and validates a suite (`origin` names it in errors).
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let cfg: TransformerSuite =
+            serde_json::from_str(text).map_err(|e| Error::BadSetting(format!("{origin}: {e}")))?;
+        cfg.validate()
+            .map_err(|e| Error::BadSetting(format!("{origin}: {e}")))?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.eval.batch_size == 0 || self.eval.repeats == 0 || self.eval.neighbours == 0 {
+            return Err("eval needs batch_size, repeats and neighbours >= 1".into());
+        }
+        if let TextConfig::Wordnet {
+            calibration,
+            evaluation,
+            ..
+        } = &self.text
+        {
+            if *calibration == 0 || *evaluation < 2 {
+                return Err("text needs at least 1 calibration and 2 evaluation sentences".into());
+            }
+        }
+        if !(self.min_cosine.is_finite() && (-1.0..=1.0).contains(&self.min_cosine)) {
+            return Err(format!("min_cosine {} is outside [-1, 1]", self.min_cosine));
+        }
+        let mut names = std::collections::HashSet::new();
+        for v in &self.variants {
+            if !names.insert(&v.name) || v.name == "baseline" {
+                return Err(format!(
+                    "variant name `{}` is used twice (or is `baseline`)",
+                    v.name
+                ));
+            }
+            if v.name.is_empty()
+                || !v
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.+:".contains(c))
+                || v.name.starts_with('.')
+            {
+                return Err(format!(
+                    "variant name `{}`: use letters, digits and - _ . + : (it names a directory)",
+                    v.name
+                ));
+            }
+            if v.steps.is_empty() {
+                return Err(format!("{}: a variant needs at least one step", v.name));
+            }
+            for s in &v.steps {
+                s.validate().map_err(|e| format!("{}: {e}", v.name))?;
+            }
+            // a later prune reads int8 or f16 weights it cannot prune: prune first, then quantize
+            let first_quantize = v
+                .steps
+                .iter()
+                .position(|s| matches!(s, TransformerStep::Quantize { .. }));
+            if first_quantize.is_some_and(|i| {
+                v.steps[i..]
+                    .iter()
+                    .any(|s| matches!(s, TransformerStep::Prune { .. }))
+            }) {
+                return Err(format!(
+                    "{}: prune steps come before quantize steps (pruning needs the f32 weights)",
+                    v.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_suite_parses_and_round_trips() {
+        let s = TransformerSuite::builtin();
+        assert!(TransformerSuite::is_transformer_text(
+            TransformerSuite::builtin_text()
+        ));
+        assert!(s.variants.len() >= 12);
+        let again: TransformerSuite =
+            serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(again, s);
+        // the MLP suites are not transformer suites
+        assert!(!TransformerSuite::is_transformer_text(
+            super::super::super::SuiteConfig::builtin_text("quick").unwrap()
+        ));
+    }
+
+    fn with_steps(steps: &str) -> Result<TransformerSuite> {
+        let text = format!(
+            r#"{{"kind": "transformer", "name": "t", "text": {{"source": "files", "calibration": "c", "evaluation": "e"}},
+                "eval": {{"batch_size": 8}}, "variants": [{{"name": "v", "steps": [{steps}]}}]}}"#
+        );
+        TransformerSuite::parse(&text, "t")
+    }
+
+    #[test]
+    fn steps_parse_into_their_specs() {
+        let s =
+            with_steps(r#"{"op": "prune", "method": "sparsegpt", "granularity": "2:4"}"#).unwrap();
+        let spec = s.variants[0].steps[0].prune_spec().unwrap();
+        assert_eq!(spec.method, Method::SparseGpt);
+        assert_eq!(spec.granularity, Granularity::nm(2, 4).unwrap());
+        assert_eq!(spec.sparsity, 0.5);
+        let s = with_steps(
+            r#"{"op": "prune", "method": "wanda", "sparsity": 0.3},
+               {"op": "quantize", "dtype": "int8", "activations": "u7"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            s.variants[0].steps[1],
+            TransformerStep::Quantize {
+                activations: Some(GridChoice::U7),
+                ..
+            }
+        ));
+        assert_eq!(s.min_cosine, 0.99);
+    }
+
+    #[test]
+    fn bad_steps_are_refused() {
+        for bad in [
+            r#"{"op": "prune", "method": "magnitude", "sparsity": 0.5}"#,
+            r#"{"op": "prune", "method": "wanda"}"#,
+            r#"{"op": "prune", "method": "wanda", "sparsity": 1.5}"#,
+            r#"{"op": "prune", "method": "wanda", "sparsity": 0.3, "granularity": "2:4"}"#,
+            r#"{"op": "prune", "method": "wanda", "sparsity": 0.3, "granularity": "rows"}"#,
+            r#"{"op": "prune", "method": "obs", "sparsity": 0.3}"#,
+            r#"{"op": "quantize", "dtype": "f16", "activations": "s8"}"#,
+            r#"{"op": "quantize", "dtype": "int8", "activations": "u6", "max_error": 0.001}"#,
+            r#"{"op": "quantize", "dtype": "int8", "max_error": -1}"#,
+            r#"{"op": "quantize", "dtype": "int4"}"#,
+            r#"{"op": "quantize", "dtype": "int8"}, {"op": "prune", "method": "wanda", "sparsity": 0.3}"#,
+            r#"{"op": "finetune", "epochs": 1}"#,
+        ] {
+            assert!(with_steps(bad).is_err(), "{bad}");
+        }
+        assert!(with_steps("").is_err(), "a variant without steps");
+    }
+}

@@ -1,0 +1,125 @@
+//! Evaluating one model directory as `joulecut eval-embeddings` does: the evaluation sentences
+//! embedded through joulecut's kernels inside an energy window, then the embeddings compared with
+//! the baseline's (cosine, nearest-neighbour agreement).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::Device;
+use joulecut_embed::{EncodeConfig, Engine, LinearKind, SentenceEncoder};
+use joulecut_energy::{Measurement, Meter};
+
+use super::config::EmbedEvalConfig;
+use super::result::LayerKernel;
+use crate::Result;
+
+/// One model's run over the evaluation sentences.
+pub(super) struct Embedded {
+    /// Embeddings of the first pass, in sentence order.
+    pub embeddings: Vec<Vec<f32>>,
+    /// Sentences/s over every pass in the window.
+    pub sentences_per_second: f64,
+    /// The window.
+    pub energy: Measurement,
+    /// Sentences embedded inside the window.
+    pub sentences: usize,
+    /// Bytes of the weight files.
+    pub bytes: u64,
+    /// The kernel of every linear layer.
+    pub layers: Vec<LayerKernel>,
+    /// Zeros over the linear weights.
+    pub weight_sparsity: f64,
+    /// Weights of the encoder's linear layers (fewer when heads or neurons were removed).
+    pub linear_params: usize,
+}
+
+impl Embedded {
+    /// Linear layers per kernel.
+    pub fn kernels(&self) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for l in &self.layers {
+            *m.entry(l.kernel.clone()).or_insert(0) += 1;
+        }
+        m
+    }
+
+    /// Whether the model runs differently from `base`: an int8 or sparse kernel runs some layer,
+    /// or its layers are physically smaller.
+    pub fn real_against(&self, base: &Embedded) -> bool {
+        self.layers
+            .iter()
+            .any(|l| l.kernel != kernel_name(LinearKind::Dense))
+            || self.linear_params < base.linear_params
+    }
+
+    /// Joules per 1,000 sentences.
+    pub fn joules_per_1000(&self) -> f64 {
+        self.energy.total().0 * 1000.0 / self.sentences.max(1) as f64
+    }
+}
+
+/// The name reports give a kernel (as `joulecut eval-embeddings` does).
+pub(super) fn kernel_name(k: LinearKind) -> &'static str {
+    match k {
+        LinearKind::Dense => "dense-f32",
+        LinearKind::Int8 => "int8",
+        LinearKind::Sparse => "sparse",
+    }
+}
+
+/// Loads `dir` on joulecut's kernels and embeds `sentences`: one warm-up batch outside the window
+/// (first-touch allocation is not the model's cost), then at least `cfg.repeats` passes, more until
+/// the window spans the meter's shortest trustworthy window.
+pub(super) fn embed(
+    dir: &Path,
+    sentences: &[String],
+    cfg: &EmbedEvalConfig,
+    meter: &Meter,
+    label: &str,
+) -> Result<Embedded> {
+    let enc = SentenceEncoder::load_with(dir, &Device::Cpu, Engine::Joulecut)?;
+    let layers: Vec<LayerKernel> = enc
+        .routes()
+        .into_iter()
+        .map(|(name, k)| LayerKernel {
+            name,
+            kernel: kernel_name(k).to_string(),
+        })
+        .collect();
+    let (zeros, total) = enc
+        .native()
+        .expect("the joulecut engine was asked for")
+        .linear_weights()
+        .iter()
+        .fold((0usize, 0usize), |(z, t), (_, _, v)| {
+            (z + v.iter().filter(|x| **x == 0.0).count(), t + v.len())
+        });
+    let ecfg = EncodeConfig {
+        batch_size: cfg.batch_size,
+    };
+    enc.encode(&sentences[..cfg.batch_size.min(sentences.len())], &ecfg)?;
+    let min_window = meter.min_window();
+    let (res, energy) = meter.measure(label, || -> Result<_> {
+        let t = Instant::now();
+        let first = enc.encode(sentences, &ecfg)?;
+        let mut passes = 1;
+        while passes < cfg.repeats || t.elapsed() < min_window {
+            enc.encode(sentences, &ecfg)?;
+            passes += 1;
+        }
+        Ok((first, passes, t.elapsed()))
+    });
+    let (embeddings, passes, elapsed) = res?;
+    let n = sentences.len() * passes;
+    Ok(Embedded {
+        embeddings,
+        sentences_per_second: n as f64 / elapsed.as_secs_f64(),
+        energy,
+        sentences: n,
+        bytes: enc.weight_bytes(),
+        layers,
+        weight_sparsity: zeros as f64 / total.max(1) as f64,
+        linear_params: enc.linear_params(),
+    })
+}

@@ -1,0 +1,316 @@
+//! The transformer suite's report: `report.json`, `report.csv`, `report.md` and `pareto.svg`
+//! (mean cosine against J/1000 sentences), and the recommendation — the lowest-joule variant with
+//! a real saving whose mean cosine against the f32 baseline stays within the budget.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::config::TransformerSuite;
+use super::result::TransformerResult;
+use super::runner::{TextSummary, TransformerRun};
+use crate::Result;
+use crate::bench::report::human;
+use crate::bench::svg::{Chart, Point, Series, render};
+use crate::bench::{Host, Saving};
+
+/// Version of the transformer `report.json` schema.
+pub const TRANSFORMER_SCHEMA_VERSION: u32 = 1;
+
+/// One row: a result plus figures relative to the baseline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransformerRow {
+    /// The raw result.
+    #[serde(flatten)]
+    pub run: TransformerResult,
+    /// Bytes / baseline bytes.
+    pub size_ratio: f64,
+    /// Sentences/s / the baseline's.
+    pub speed_ratio: f64,
+    /// Baseline J/1000 ÷ this J/1000 (> 1: uses less energy).
+    pub energy_reduction: f64,
+}
+
+/// The recommendation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransformerRecommendation {
+    /// The lowest-energy real saving within the budget, if any.
+    pub variant: Option<String>,
+    /// Its energy reduction against the baseline.
+    pub energy_reduction: Option<f64>,
+    /// Its mean cosine.
+    pub cosine_mean: Option<f64>,
+    /// One sentence for people.
+    pub text: String,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransformerReport {
+    /// Schema version.
+    pub schema_version: u32,
+    /// The suite config as run.
+    pub suite: TransformerSuite,
+    /// The model directory.
+    pub model: String,
+    /// The budget: lowest mean cosine allowed.
+    pub min_cosine: f64,
+    /// Host fingerprint.
+    pub host: Host,
+    /// The sentences.
+    pub text: TextSummary,
+    /// Wall seconds of the run.
+    pub seconds: f64,
+    /// The baseline and every variant, in suite order.
+    pub rows: Vec<TransformerRow>,
+    /// What to use.
+    pub recommendation: TransformerRecommendation,
+}
+
+impl TransformerReport {
+    /// Builds the report of a run (its first result is the baseline).
+    pub fn build(
+        suite: TransformerSuite,
+        host: Host,
+        min_cosine: f64,
+        seconds: f64,
+        run: TransformerRun,
+    ) -> TransformerReport {
+        let b = run.results[0].clone();
+        let rows: Vec<TransformerRow> = run
+            .results
+            .into_iter()
+            .map(|r| TransformerRow {
+                size_ratio: r.bytes as f64 / b.bytes.max(1) as f64,
+                speed_ratio: r.sentences_per_second / b.sentences_per_second,
+                energy_reduction: b.joules_per_1000 / r.joules_per_1000,
+                run: r,
+            })
+            .collect();
+        let recommendation = recommend(&rows, &b, min_cosine);
+        TransformerReport {
+            schema_version: TRANSFORMER_SCHEMA_VERSION,
+            suite,
+            model: run.model.display().to_string(),
+            min_cosine,
+            host,
+            text: run.text,
+            seconds,
+            rows,
+            recommendation,
+        }
+    }
+
+    /// Writes `report.json`, `report.csv`, `report.md` and `pareto.svg` into `dir` (atomically each).
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        crate::bench::files::write_files(
+            dir,
+            &[
+                (
+                    "report.json",
+                    serde_json::to_string_pretty(self).expect("report serialises"),
+                ),
+                ("report.csv", self.csv()),
+                ("report.md", self.markdown()),
+                ("pareto.svg", self.chart()),
+            ],
+        )
+    }
+
+    /// One line per row.
+    pub fn csv(&self) -> String {
+        let mut s = String::from(
+            "variant,cosine_mean,cosine_min,neighbour_agreement,weight_sparsity,bytes,size_ratio,sentences_per_second,speed_ratio,joules_per_1000,energy_reduction,provenance,kernels,saving,compression_seconds,compression_joules\n",
+        );
+        for r in &self.rows {
+            let x = &r.run;
+            s += &format!(
+                "{},{:.6},{:.6},{},{:.4},{},{:.4},{:.1},{:.3},{:.4},{:.3},{},{},{},{:.2},{:.2}\n",
+                x.variant,
+                x.cosine_mean,
+                x.cosine_min,
+                x.neighbour_agreement
+                    .map_or(String::new(), |a| format!("{a:.4}")),
+                x.weight_sparsity,
+                x.bytes,
+                r.size_ratio,
+                x.sentences_per_second,
+                r.speed_ratio,
+                x.joules_per_1000,
+                r.energy_reduction,
+                x.provenance,
+                kernels(x).replace(", ", " "),
+                x.saving,
+                x.compression_seconds,
+                x.compression_joules
+            );
+        }
+        s
+    }
+
+    /// The table a person reads.
+    pub fn markdown(&self) -> String {
+        let h = &self.host;
+        let t = &self.text;
+        let mut s = format!("# joulecut bench: `{}` suite\n\n", self.suite.name);
+        s += &format!(
+            "Model: `{}`. Host: {} ({} cores), kernel {}{}; joulecut {}. Suite time: {:.0} s.\n\n",
+            self.model,
+            h.cpu,
+            h.cores,
+            h.kernel,
+            h.hypervisor
+                .as_ref()
+                .map(|v| format!(", virtualised ({v})"))
+                .unwrap_or_default(),
+            h.joulecut,
+            self.seconds
+        );
+        s += &format!(
+            "Text: {} — {} calibration sentences, {} evaluation sentences ({} tokens), batch {}.\n\n",
+            t.source,
+            t.calibration,
+            t.evaluation,
+            t.evaluation_tokens,
+            self.rows.first().map_or(0, |r| r.run.batch_size)
+        );
+        if self
+            .rows
+            .iter()
+            .any(|r| r.run.provenance.to_string().contains("estimated"))
+        {
+            s += "**Energy is estimated**, not measured: no energy counter could be read on this host (see `host.skipped_probes` in report.json); the estimate model is named in each row's `inference_energy.domains[].source`. Ratios between variants are meaningful; absolute joules are a model.\n\n";
+        }
+        s += &format!(
+            "**Recommendation** (mean cosine ≥ {}): {}\n\n",
+            self.min_cosine, self.recommendation.text
+        );
+        s += "| variant | mean cosine | min cosine | top-k agree | sparsity | size | size ratio | sentences/s | speed ratio | J/1000 | energy reduction | kernels | provenance | saving | compression s | compression J |\n";
+        s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|\n";
+        for r in &self.rows {
+            let x = &r.run;
+            s += &format!(
+                "| {} | {:.5} | {:.5} | {} | {:.1}% | {} | {:.3} | {:.1} | {:.2}x | {:.3} | {:.2}x | {} | {} | {} | {:.1} | {:.1} |\n",
+                x.variant,
+                x.cosine_mean,
+                x.cosine_min,
+                x.neighbour_agreement
+                    .map_or("-".into(), |a| format!("{:.1}%", a * 100.0)),
+                x.weight_sparsity * 100.0,
+                human(x.bytes),
+                r.size_ratio,
+                x.sentences_per_second,
+                r.speed_ratio,
+                x.joules_per_1000,
+                r.energy_reduction,
+                kernels(x),
+                x.provenance,
+                x.saving,
+                x.compression_seconds,
+                x.compression_joules
+            );
+        }
+        s += &format!(
+            "\n*mean/min cosine*: of each evaluation sentence's mean-pooled embedding against the f32 baseline's. *top-k agree*: overlap of each sentence's {} nearest neighbours (cosine) with the baseline's. *sparsity*: zeros over the encoder's linear weights. *size*: the weight files. *sentences/s* and *J/1000* (inference joules per 1,000 sentences): the evaluation sentences at the batch size above, through joulecut's kernels, inside one energy window. *kernels*: what runs the linear layers. *saving*: `real` = an int8 or sparse kernel runs them; `nominal` = every layer runs dense f32 (zeros stored densely, f16/bf16 decoded at load). *compression*: time and energy of making the variant from the baseline (calibration, pruning, grid choice, writing), shared steps included.\n\n",
+            self.suite.eval.neighbours
+        );
+        s += "## How each variant was made\n\nEach step is a `joulecut` command; run them to get the same model directory.\n\n";
+        for r in self.rows.iter().skip(1) {
+            s += &format!("- `{}`:", r.run.variant);
+            for c in &r.run.commands {
+                s += &format!(" `{c}`;");
+            }
+            s.pop();
+            s += "\n";
+        }
+        s
+    }
+
+    /// `pareto.svg`: mean cosine against J/1000 sentences.
+    pub fn chart(&self) -> String {
+        let mut provs: Vec<String> = self
+            .rows
+            .iter()
+            .map(|r| r.run.provenance.to_string())
+            .collect();
+        provs.sort();
+        provs.dedup();
+        render(&Chart {
+            title: format!(
+                "joulecut bench `{}`: embedding cosine vs inference energy ({})",
+                self.suite.name,
+                provs.join(", ")
+            ),
+            x_label: "inference joules per 1,000 sentences (log scale)".into(),
+            y_label: "mean cosine vs the f32 baseline".into(),
+            series: vec![Series {
+                name: Path::new(&self.model)
+                    .file_name()
+                    .map_or(self.model.clone(), |n| n.to_string_lossy().into_owned()),
+                points: self
+                    .rows
+                    .iter()
+                    .map(|r| Point {
+                        label: r.run.variant.clone(),
+                        x: r.run.joules_per_1000,
+                        y: r.run.cosine_mean,
+                        baseline: r.run.saving == Saving::Baseline,
+                    })
+                    .collect(),
+            }],
+        })
+    }
+}
+
+/// `36 int8`, `24 dense-f32, 12 sparse`.
+fn kernels(r: &TransformerResult) -> String {
+    r.kernels
+        .iter()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The lowest-joule real saving within the cosine budget that uses less energy than the baseline
+/// (a nominal saving runs the baseline's kernels: its energy difference is noise).
+fn recommend(
+    rows: &[TransformerRow],
+    base: &TransformerResult,
+    min_cosine: f64,
+) -> TransformerRecommendation {
+    let best = rows
+        .iter()
+        .filter(|r| {
+            r.run.saving == Saving::Real
+                && r.run.cosine_mean >= min_cosine
+                && r.energy_reduction > 1.0
+        })
+        .min_by(|a, b| a.run.joules_per_1000.total_cmp(&b.run.joules_per_1000));
+    match best {
+        Some(r) => TransformerRecommendation {
+            variant: Some(r.run.variant.clone()),
+            energy_reduction: Some(r.energy_reduction),
+            cosine_mean: Some(r.run.cosine_mean),
+            text: format!(
+                "use `{}` — {:.1}x less inference energy than the f32 baseline ({:.3} vs {:.3} J/1000 sentences, {}), mean cosine {:.5} (min {:.5}), {:.1}x the speed, real saving ({})",
+                r.run.variant,
+                r.energy_reduction,
+                r.run.joules_per_1000,
+                base.joules_per_1000,
+                r.run.provenance,
+                r.run.cosine_mean,
+                r.run.cosine_min,
+                r.speed_ratio,
+                kernels(&r.run)
+            ),
+        },
+        None => TransformerRecommendation {
+            variant: None,
+            energy_reduction: None,
+            cosine_mean: None,
+            text: format!(
+                "no variant with a real saving keeps a mean cosine of {min_cosine} and uses less energy than the baseline; keep the baseline"
+            ),
+        },
+    }
+}
