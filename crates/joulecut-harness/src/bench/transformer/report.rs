@@ -211,7 +211,7 @@ impl TransformerReport {
             );
         }
         s += &format!(
-            "\n*mean/min cosine*: of each evaluation sentence's mean-pooled embedding against the f32 baseline's. *top-k agree*: overlap of each sentence's {} nearest neighbours (cosine) with the baseline's. *sparsity*: zeros over the encoder's linear weights. *size*: the weight files. *sentences/s* and *J/1000* (inference joules per 1,000 sentences): the evaluation sentences at the batch size above, through joulecut's kernels, inside one energy window. *kernels*: what runs the linear layers. *saving*: `real` = an int8 or sparse kernel runs them; `nominal` = every layer runs dense f32 (zeros stored densely, f16/bf16 decoded at load). *compression*: time and energy of making the variant from the baseline (calibration, pruning, grid choice, writing), shared steps included.\n\n",
+            "\n*mean/min cosine*: of each evaluation sentence's mean-pooled embedding against the f32 baseline's. *top-k agree*: overlap of each sentence's {} nearest neighbours (cosine) with the baseline's. *sparsity*: zeros over the encoder's linear weights. *size*: the weight files. *sentences/s* and *J/1000* (inference joules per 1,000 sentences): the evaluation sentences at the batch size above, through joulecut's kernels, inside one energy window. *kernels*: what runs the linear layers. *saving*: `real` = an int8 or sparse kernel runs them, or they are physically smaller; `nominal` = every layer runs dense f32 at full size (zeros stored densely, f16/bf16 decoded at load). *compression*: time and energy of making the variant from the baseline (calibration, pruning, grid choice, writing), shared steps included.\n\n",
             self.suite.eval.neighbours
         );
         s += "## How each variant was made\n\nEach step is a `joulecut` command; run them to get the same model directory.\n\n";
@@ -244,9 +244,7 @@ impl TransformerReport {
             x_label: "inference joules per 1,000 sentences (log scale)".into(),
             y_label: "mean cosine vs the f32 baseline".into(),
             series: vec![Series {
-                name: Path::new(&self.model)
-                    .file_name()
-                    .map_or(self.model.clone(), |n| n.to_string_lossy().into_owned()),
+                name: series_name(&self.model),
                 points: self
                     .rows
                     .iter()
@@ -259,6 +257,18 @@ impl TransformerReport {
                     .collect(),
             }],
         })
+    }
+}
+
+/// The model's name in the legend: its directory's name, with the parent's when the directory is
+/// called just `model` (as pip packages ship it).
+fn series_name(dir: &str) -> String {
+    let p = Path::new(dir);
+    let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    match (name(p), p.parent().and_then(name)) {
+        (Some(n), Some(parent)) if n == "model" => format!("{parent}/{n}"),
+        (Some(n), _) => n,
+        _ => dir.to_string(),
     }
 }
 
