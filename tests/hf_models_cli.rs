@@ -35,18 +35,11 @@ fn orig() -> &'static Path {
     static P: OnceLock<PathBuf> = OnceLock::new();
     P.get_or_init(|| {
         let d = scratch().join("bert-hf");
-        SyntheticBert {
+        let g = SyntheticBert {
             position_ids: true,
             ..SyntheticBert::default()
-        }
-        .write_dir(&d)
-        .unwrap();
-        std::fs::create_dir_all(d.join("1_Pooling")).unwrap();
-        std::fs::write(
-            d.join("1_Pooling/config.json"),
-            r#"{"pooling_mode_mean_tokens": true}"#,
-        )
-        .unwrap();
+        };
+        write_hf_bert(&g, &d);
         d
     })
 }

@@ -139,3 +139,15 @@ pub fn wordnet_split() -> &'static Path {
         dir
     })
 }
+
+/// Writes a generated BERT as sentence-transformers ship one (config, tokenizer, weights and the
+/// nested `1_Pooling/config.json` sidecar) into `dir`.
+pub fn write_hf_bert(g: &joulecut::embed::generate::SyntheticBert, dir: &Path) {
+    g.write_dir(dir).unwrap();
+    std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
+    std::fs::write(
+        dir.join("1_Pooling/config.json"),
+        r#"{"pooling_mode_mean_tokens": true}"#,
+    )
+    .unwrap();
+}
