@@ -185,6 +185,20 @@ fn calibrated_methods_refuse_bad_requests_and_write_nothing() {
         .output()
         .unwrap();
     assert_bad_input(&r, "--method wanda");
+    // a ranking flag the calibrated methods do not use is refused, not ignored
+    let r = joulecut()
+        .args(["prune", s(&m), "-o", s(&out), "--method", "sparsegpt"])
+        .args([
+            "--sparsity",
+            "0.5",
+            "--calibration",
+            s(&c),
+            "--criterion",
+            "l2",
+        ])
+        .output()
+        .unwrap();
+    assert_bad_input(&r, "--method sparsegpt");
     // calibration with magnitude pruning is unused, so refused
     let r = joulecut()
         .args(["prune", s(&m), "-o", s(&out), "--sparsity", "0.5"])

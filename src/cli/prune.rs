@@ -93,9 +93,9 @@ pub struct PruneArgs {
     /// N:M pattern: keep N of every M consecutive weights along the input dimension.
     #[arg(long, value_name = "N:M")]
     nm: Option<String>,
-    /// Ranking of rows and channels.
-    #[arg(long, value_enum, default_value = "l1")]
-    criterion: CriterionArg,
+    /// Ranking of rows and channels [default: l1].
+    #[arg(long, value_enum)]
+    criterion: Option<CriterionArg>,
     /// Per-layer fraction or one global threshold.
     #[arg(long, value_enum, default_value = "layer")]
     scope: ScopeArg,
@@ -194,7 +194,7 @@ fn spec_of(a: &PruneArgs, need_sparsity: bool) -> anyhow::Result<PruneSpec> {
     };
     let spec = PruneSpec::new(sparsity)
         .granularity(granularity)
-        .criterion(match a.criterion {
+        .criterion(match a.criterion.unwrap_or(CriterionArg::L1) {
             CriterionArg::L1 => Criterion::L1,
             CriterionArg::L2 => Criterion::L2,
         })
@@ -310,6 +310,8 @@ fn run_structured(
         (a.sensitivity, "--sensitivity"),
         (a.single_file, "--single-file"),
         (a.scope == ScopeArg::Global, "--scope global"),
+        // heads and neurons are ranked by --method (magnitude or calibrated), not by a norm
+        (a.criterion.is_some(), "--criterion"),
     ];
     if let Some((_, flag)) = unused.iter().find(|(set, _)| *set) {
         return Err(bad_input(
@@ -349,10 +351,20 @@ pub fn run(a: PruneArgs) -> anyhow::Result<ExitCode> {
                 "--sensitivity sweeps magnitude pruning only",
             ));
         };
-        if !a.include.is_empty() || !a.exclude.is_empty() || a.compact {
+        let unused = !a.include.is_empty()
+            || !a.exclude.is_empty()
+            || a.compact
+            || a.sensitivity
+            || a.single_file
+            || a.criterion.is_some()
+            || a.scope == ScopeArg::Global;
+        if unused {
             return Err(bad_input(
-                format!("--method {} prunes every encoder linear layer", a.method),
-                "drop --include/--exclude/--compact",
+                format!(
+                    "--method {} prunes every encoder linear layer, per layer, ranked by its own score",
+                    a.method
+                ),
+                "drop --include/--exclude/--compact/--sensitivity/--single-file/--criterion/--scope",
             ));
         }
         return super::prune_calibrated::run(super::prune_calibrated::CalibratedArgs {
