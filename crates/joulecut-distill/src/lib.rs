@@ -11,6 +11,8 @@
 //!   [`KdObjective::batch_loss`] works in any candle loop; `joulecut_harness` adapts it to its
 //!   training loop (this crate sits below the models and the harness).
 //! - [`distill_step`]: one step for your own candle loop.
+//! - [`embedding_loss`]: distillation for sentence encoders, on pooled embeddings (cosine, MSE)
+//!   and mapped hidden states, no labels needed ([`EmbeddingLoss`] weighs the terms).
 //! - [`Arch`], [`HiddenModule`] and [`check_compatible`]: what distillation needs to know of a
 //!   network, as plain values and one trait (for hints only).
 //!
@@ -71,6 +73,7 @@
 #![forbid(unsafe_code)]
 
 mod cache;
+mod embedding;
 mod error;
 mod loss;
 mod network;
@@ -80,6 +83,7 @@ pub use cache::{
     Samples, TeacherLogits, TrainingSet, dataset_fingerprint, ensemble_id, file_fingerprint,
     fingerprint_words,
 };
+pub use embedding::{EmbeddingLoss, EmbeddingLossParts, embedding_loss, row_cosine};
 pub use error::{Error, Result};
 pub use loss::{
     DEFAULT_ALPHA, DEFAULT_TEMPERATURE, KdConfig, hint_mse, kd_loss, kd_loss_reference,

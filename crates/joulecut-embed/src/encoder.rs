@@ -8,7 +8,9 @@ use candle_core::{D, DType, Device, Tensor};
 use candle_transformers::models::bert::{BertModel, Config};
 use tokenizers::{PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
-use joulecut_models::bert::{BertEncoder, LinearKind, TokenBatch, Workspace};
+use joulecut_models::bert::{
+    BertConfig, BertEncoder, LinearKind, TensorSource, TokenBatch, Workspace,
+};
 
 use crate::config::read_config;
 use crate::error::{Error, Result};
@@ -270,6 +272,21 @@ impl SentenceEncoder {
             Net::Joulecut { model, .. } => crate::native::routes(model),
             Net::Candle(_) => Vec::new(),
         }
+    }
+
+    /// The stored tensors under the encoder's names (no `bert.` prefix), in their stored
+    /// encodings: what training a student starts from.
+    pub fn tensors(&self) -> impl TensorSource + '_ {
+        crate::native::Prefixed {
+            weights: &self.weights,
+            prefix: self.prefix,
+        }
+    }
+
+    /// The sizes and constants of the encoder (`config.json`; structured pruning's smaller
+    /// layers come from the weights).
+    pub fn bert_config(&self) -> BertConfig {
+        crate::native::bert_config(&self.config)
     }
 
     /// The joulecut encoder itself (`None` on the candle engine), for calibrated compression.

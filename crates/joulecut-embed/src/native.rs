@@ -33,10 +33,10 @@ pub(crate) fn bert_config(c: &Config) -> BertConfig {
     }
 }
 
-/// [`Weights`] seen under a prefix (`bert.` for task models).
-struct Prefixed<'a> {
-    weights: &'a Weights,
-    prefix: &'a str,
+/// [`Weights`] seen under a prefix (`bert.` for task models), as the encoder's tensor source.
+pub(crate) struct Prefixed<'a> {
+    pub(crate) weights: &'a Weights,
+    pub(crate) prefix: &'a str,
 }
 
 impl TensorSource for Prefixed<'_> {

@@ -59,3 +59,14 @@ pub fn max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     candle_nn::loss::cross_entropy(logits, targets)
 }
+
+/// [`crate::layer_norm`] in candle ops: LayerNorm over the last dimension (biased variance).
+pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<Tensor> {
+    let d = candle_core::D::Minus1;
+    let mean = x.mean_keepdim(d)?;
+    let xc = x.broadcast_sub(&mean)?;
+    let var = xc.sqr()?.mean_keepdim(d)?;
+    xc.broadcast_div(&(var + f64::from(eps))?.sqrt()?)?
+        .broadcast_mul(gamma)?
+        .broadcast_add(beta)
+}

@@ -68,7 +68,7 @@ pub fn gelu(x: f32) -> f32 {
 }
 
 #[inline(always)]
-fn sum(v: &[f32]) -> f32 {
+pub(crate) fn sum(v: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let mut chunks = v.chunks_exact(LANES);
     for c in &mut chunks {
@@ -84,7 +84,7 @@ fn sum(v: &[f32]) -> f32 {
 }
 
 #[inline(always)]
-fn max(v: &[f32]) -> f32 {
+pub(crate) fn max(v: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];
     let mut chunks = v.chunks_exact(LANES);
     for c in &mut chunks {
@@ -101,7 +101,7 @@ fn max(v: &[f32]) -> f32 {
 
 /// Σ (v - mean)², in two passes for accuracy.
 #[inline(always)]
-fn centred_sq(v: &[f32], mean: f32) -> f32 {
+pub(crate) fn centred_sq(v: &[f32], mean: f32) -> f32 {
     let mut acc = [0f32; LANES];
     let mut chunks = v.chunks_exact(LANES);
     for c in &mut chunks {
@@ -245,6 +245,8 @@ macro_rules! dispatch {
     };
 }
 
+pub(crate) use dispatch;
+
 dispatch!(bias_gelu_isa, bias_gelu_avx2, bias_gelu_body, (rows: &mut [f32], bias: &[f32]));
 dispatch!(gelu_isa, gelu_avx2, gelu_body, (rows: &mut [f32]));
 dispatch!(softmax_isa, softmax_avx2, softmax_body, (row: &mut [f32]));
@@ -257,7 +259,7 @@ dispatch!(
 );
 
 /// Rows per rayon task for `rows` rows of `width`: everything on this thread when small.
-fn rows_per_task(rows: usize, width: usize) -> usize {
+pub(crate) fn rows_per_task(rows: usize, width: usize) -> usize {
     if rows * width < PAR_ELEMS || rayon::current_num_threads() <= 1 {
         rows.max(1)
     } else {

@@ -23,6 +23,7 @@ mod load;
 mod structured;
 #[cfg(test)]
 mod structured_tests;
+mod trainable;
 
 pub use calibrate::SublayerReport;
 pub use compact::NamedTensor;
@@ -32,6 +33,7 @@ pub use layer::{EncoderLayer, Sublayer};
 pub use linear::{LinearKind, LinearOp};
 pub use load::TensorSource;
 pub use structured::{StructuredReport, StructuredSpec, UnitScore};
+pub use trainable::{PaddedBatch, StudentOutput, StudentSpec, TrainableEncoder};
 
 use joulecut_ops::rows::{LayerNorm, layer_norm};
 
@@ -261,6 +263,29 @@ impl BertEncoder {
             );
         }
         Ok(&ws.x[..batch.tokens() * self.cfg.hidden])
+    }
+
+    /// Runs the batch and hands every layer's output to `each(l, states)`: `l = 0` for the
+    /// embeddings, `l` for the output of layer `l` (1-based), states `[T, hidden]`.
+    pub fn each_hidden_state(
+        &self,
+        batch: &TokenBatch,
+        ws: &mut Workspace,
+        each: &mut dyn FnMut(usize, &[f32]),
+    ) -> crate::Result<()> {
+        self.embed(batch, ws)?;
+        let n = batch.tokens() * self.cfg.hidden;
+        each(0, &ws.x[..n]);
+        for (i, l) in self.layers.iter().enumerate() {
+            l.forward(
+                ws,
+                &batch.lengths,
+                (self.cfg.eps, self.cfg.activation),
+                &mut |_, _, _| {},
+            );
+            each(i + 1, &ws.x[..n]);
+        }
+        Ok(())
     }
 
     /// Mean-pooled sentence embeddings, `[sentences, hidden]` row-major.
