@@ -40,6 +40,7 @@ struct Encoded {
 /// Replaces the named tensors by the given data; keeps every other tensor as stored.
 pub struct Precomputed {
     tensors: Mutex<BTreeMap<String, Encoded>>,
+    dropped: std::collections::BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Precomputed {
@@ -73,7 +74,14 @@ impl Precomputed {
         }
         Ok(Precomputed {
             tensors: Mutex::new(out),
+            dropped: Default::default(),
         })
+    }
+
+    /// Also leaves these tensors (logical names) out of the output.
+    pub fn dropping(mut self, names: impl IntoIterator<Item = String>) -> Self {
+        self.dropped.extend(names);
+        self
     }
 }
 
@@ -82,6 +90,9 @@ impl Transform for Precomputed {
     type Report = ();
 
     fn plan(&self, t: &TensorRef<'_>) -> Result<Plan> {
+        if self.dropped.contains(t.name) {
+            return Ok(Plan::Drop);
+        }
         let map = self.tensors.lock().unwrap_or_else(|p| p.into_inner());
         Ok(match map.get(t.name) {
             None => Plan::Keep,

@@ -70,6 +70,8 @@ pub enum Plan {
         /// The tensor's encoding in the output.
         encoding: Option<TensorEncoding>,
     },
+    /// Left out of the output (a pass that removes layers).
+    Drop,
 }
 
 /// A logical tensor of the input, as handed to a [`Transform`].
@@ -304,6 +306,9 @@ pub fn stream<T: Transform>(
             name,
         };
         let plan = t.plan(&r)?;
+        if matches!(plan, Plan::Drop) {
+            continue;
+        }
         let input = r.stored_bytes()?;
         let entries = match &plan {
             Plan::Keep => r
@@ -312,9 +317,10 @@ pub fn stream<T: Transform>(
                 .map(|s| EntrySpec::new(s.name.clone(), s.dtype.clone(), s.shape.clone()))
                 .collect(),
             Plan::Replace { entries, .. } => entries.clone(),
+            Plan::Drop => Vec::new(),
         };
         let output: usize = match &plan {
-            Plan::Keep => 0,
+            Plan::Keep | Plan::Drop => 0,
             Plan::Replace { .. } => entries.iter().map(EntrySpec::byte_len).sum(),
         };
         let f = if as_dir { shard } else { 0 };
@@ -455,6 +461,7 @@ fn header_of(f: &OutFile<'_>, opts: &StreamOptions) -> Result<(Vec<u8>, usize)> 
         let e = match &it.plan {
             Plan::Keep => it.t.encoding().cloned(),
             Plan::Replace { encoding, .. } => encoding.clone(),
+            Plan::Drop => None,
         };
         if let Some(e) = e {
             enc.insert(it.t.name.to_string(), e);
@@ -560,7 +567,7 @@ fn write_file<T: Transform>(
                 .map(|i| {
                     let it = &f.items[i];
                     match &it.plan {
-                        Plan::Keep => Ok(Done::Keep(i)),
+                        Plan::Keep | Plan::Drop => Ok(Done::Keep(i)),
                         Plan::Replace { .. } => {
                             let (parts, r) = t.produce(&it.t, &it.entries)?;
                             check_sizes(&it.entries, &parts)?;

@@ -79,6 +79,25 @@ pub enum Error {
         /// How to fix it.
         hint: String,
     },
+    /// An input the user gave is unusable (a file, a setting).
+    #[error("{what}: {reason}")]
+    BadInput {
+        /// What it is.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+        /// How to fix it.
+        hint: String,
+    },
+    /// A file could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A streaming pass failed in a way its own error types do not name.
     #[error("{0}")]
     Pass(String),
@@ -110,14 +129,18 @@ impl Error {
             | Error::Read { .. }
             | Error::BadSetting(_)
             | Error::Mismatch(_)
-            | Error::Calibration { .. } => true,
+            | Error::Calibration { .. }
+            | Error::BadInput { .. } => true,
             Error::Embed(e) => e.is_bad_input(),
             Error::Model(e) => e.is_bad_input(),
             Error::Checkpoint(e) => e.is_bad_input(),
             Error::Prune(e) => e.is_bad_input(),
             Error::Quant(e) => e.is_bad_input(),
             Error::Distill(e) => e.is_bad_input(),
-            Error::Diverged { .. } | Error::Candle { .. } | Error::Pass(_) => false,
+            Error::Diverged { .. }
+            | Error::Candle { .. }
+            | Error::Pass(_)
+            | Error::Write { .. } => false,
         }
     }
 
@@ -136,7 +159,7 @@ impl Error {
             Error::Quant(e) => e.hint(),
             Error::Distill(e) => e.hint(),
             Error::Embed(e) => e.hint(),
-            Error::Calibration { hint, .. } => Some(hint.clone()),
+            Error::Calibration { hint, .. } | Error::BadInput { hint, .. } => Some(hint.clone()),
             _ => None,
         }
     }

@@ -25,6 +25,7 @@ mod eval;
 mod kd;
 pub mod pipeline;
 pub mod qat;
+pub mod recover;
 mod train;
 
 pub use error::{Error, Result};

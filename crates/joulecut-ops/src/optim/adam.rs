@@ -1,7 +1,7 @@
 //! Adam and AdamW (PyTorch semantics, bias-corrected, per-parameter step count).
 
 use candle_core::backprop::GradStore;
-use candle_core::{Result, Tensor, Var};
+use candle_core::{Result, Tensor, Var, bail};
 use candle_nn::Optimizer;
 
 use super::kernels::{self, AdamStep};
@@ -161,6 +161,67 @@ impl Core {
     }
 }
 
+/// One variable's optimiser state: its step count and first and second moments (for resuming a
+/// run exactly where it stopped).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MomentState {
+    /// Updates applied so far.
+    pub step: u64,
+    /// First moment, one value per element.
+    pub m: Vec<f32>,
+    /// Second moment, one value per element.
+    pub v: Vec<f32>,
+}
+
+impl Core {
+    fn state(&self) -> Result<Vec<MomentState>> {
+        self.slots
+            .iter()
+            .map(|s| {
+                let (m, v) = match &s.moments {
+                    Moments::Host { m, v } => (m.clone(), v.clone()),
+                    Moments::Device { m, v } => (
+                        m.flatten_all()?.to_vec1::<f32>()?,
+                        v.flatten_all()?.to_vec1::<f32>()?,
+                    ),
+                };
+                Ok(MomentState { step: s.step, m, v })
+            })
+            .collect()
+    }
+
+    fn set_state(&mut self, state: Vec<MomentState>) -> Result<()> {
+        if state.len() != self.slots.len() {
+            bail!(
+                "optimiser state has {} variables, this optimiser {}",
+                state.len(),
+                self.slots.len()
+            );
+        }
+        for (i, (slot, st)) in self.slots.iter_mut().zip(state).enumerate() {
+            let n = slot.var.elem_count();
+            if st.m.len() != n || st.v.len() != n {
+                bail!(
+                    "optimiser state of variable {i}: {} values, the variable has {n}",
+                    st.m.len()
+                );
+            }
+            slot.step = st.step;
+            slot.moments = match &slot.moments {
+                Moments::Host { .. } => Moments::Host { m: st.m, v: st.v },
+                Moments::Device { m, .. } => {
+                    let (shape, dev) = (m.shape().clone(), m.device().clone());
+                    Moments::Device {
+                        m: Tensor::from_vec(st.m, &shape, &dev)?,
+                        v: Tensor::from_vec(st.v, &shape, &dev)?,
+                    }
+                }
+            };
+        }
+        Ok(())
+    }
+}
+
 /// Adam (Kingma & Ba), exactly as PyTorch's `torch.optim.Adam` without
 /// `amsgrad`: weight decay is an L2 term added to the gradient.
 #[derive(Debug)]
@@ -184,6 +245,17 @@ impl AdamW {
     pub fn with_backend(vars: Vec<Var>, c: AdamWConfig, backend: Backend) -> Result<Self> {
         let cfg = (c.lr, c.betas, c.eps, c.weight_decay);
         Core::new(vars, "AdamW", cfg, true, backend).map(Self)
+    }
+
+    /// The state of every variable, in the order they were given.
+    pub fn state(&self) -> Result<Vec<MomentState>> {
+        self.0.state()
+    }
+
+    /// Restores a [`AdamW::state`] (same variables, same order), so the next step is the one an
+    /// uninterrupted run would take.
+    pub fn set_state(&mut self, state: Vec<MomentState>) -> Result<()> {
+        self.0.set_state(state)
     }
 }
 

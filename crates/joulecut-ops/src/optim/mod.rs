@@ -31,7 +31,7 @@ mod kernels;
 mod portable;
 mod sgd;
 
-pub use adam::{Adam, AdamConfig, AdamW, AdamWConfig};
+pub use adam::{Adam, AdamConfig, AdamW, AdamWConfig, MomentState};
 pub use sgd::{Sgd, SgdConfig};
 
 use std::cell::RefCell;

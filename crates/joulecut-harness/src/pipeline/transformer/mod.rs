@@ -28,4 +28,5 @@ mod grids;
 mod prune;
 
 pub use grids::{ChosenGrids, calibrated_grids};
+pub(crate) use prune::pack_if_smaller;
 pub use prune::{PrunedEncoder, PrunedWritten, prune_encoder};

@@ -62,7 +62,7 @@ fn same_product(a: &str, b: &str) -> bool {
 
 /// The packed encoding when it is smaller than dense f32 (a part a little denser than half
 /// still is: the bitmap costs 1 bit a weight, a kept value 32).
-fn pack_if_smaller(shape: &[usize], v: &[f32]) -> Option<TensorData> {
+pub(crate) fn pack_if_smaller(shape: &[usize], v: &[f32]) -> Option<TensorData> {
     let p = TensorData::Sparse(SparseTensor::pack_f32(shape.to_vec(), v, FloatType::F32));
     (data_bytes(&p) < v.len() * 4).then_some(p)
 }
