@@ -422,3 +422,6 @@ pub(super) fn human(b: u64) -> String {
         format!("{:.1} KiB", b as f64 / 1024.0)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -355,3 +355,6 @@ fn recommend(
         },
     }
 }
+
+#[cfg(test)]
+mod tests;
