@@ -71,7 +71,7 @@ pub fn break_even(
 impl BreakEven {
     /// The break-even point from a saving already known per 1,000 items (e.g. a median over
     /// seeds), with the provenance of all the figures. `None` under the same conditions as
-    /// [`break_even`].
+    /// [`break_even()`].
     pub fn from_saving(
         compression_joules: f64,
         saved_joules_per_1000: f64,

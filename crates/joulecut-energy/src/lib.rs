@@ -14,7 +14,7 @@
 //! * [`Meter::run_command`] meters a child process (estimate from its `wait4` rusage).
 //! * [`Provenance`] (per domain) and [`TotalProvenance`] are the provenance words, typed: their
 //!   `Display` and `FromStr` spell exactly what the JSON says; [`Measurement::provenance`] reads it.
-//! * [`break_even`] ([`BreakEven`]): after how many inferences a compressed model has paid back
+//! * [`break_even()`] ([`BreakEven`]): after how many inferences a compressed model has paid back
 //!   the joules its compression cost.
 //!
 //! See `README.md` for the estimate model, its constants and the provenance rules.

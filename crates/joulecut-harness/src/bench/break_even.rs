@@ -1,4 +1,4 @@
-//! The break-even point of each bench variant ([`joulecut_energy::break_even`]) from raw results,
+//! The break-even point of each bench variant ([`joulecut_energy::break_even()`]) from raw results,
 //! and its cells in the CSV and Markdown tables of both suites. Computed by the reports, like the
 //! other figures relative to the baseline, so merged shards get it too.
 
