@@ -14,6 +14,8 @@
 //! * [`Meter::run_command`] meters a child process (estimate from its `wait4` rusage).
 //! * [`Provenance`] (per domain) and [`TotalProvenance`] are the provenance words, typed: their
 //!   `Display` and `FromStr` spell exactly what the JSON says; [`Measurement::provenance`] reads it.
+//! * [`break_even()`] ([`BreakEven`]): after how many inferences a compressed model has paid back
+//!   the joules its compression cost.
 //!
 //! See `README.md` for the estimate model, its constants and the provenance rules.
 //!
@@ -30,6 +32,7 @@
 //! }
 //! ```
 
+mod break_even;
 pub mod counter;
 mod error;
 pub mod estimate;
@@ -43,6 +46,7 @@ mod probe;
 mod provenance;
 mod units;
 
+pub use break_even::{BreakEven, break_even};
 pub use error::{Error, Result};
 pub use measurement::{Baseline, Carbon, DomainEnergy, GridIntensity, Measurement, QualityFlag};
 pub use meter::{

@@ -88,6 +88,17 @@ impl TotalProvenance {
             TotalProvenance::Mixed => "mixed",
         }
     }
+
+    /// The provenance of a figure computed from two others: the same word when both agree,
+    /// else `mixed` (an estimate combined with a measurement is never called measured).
+    #[must_use]
+    pub const fn combine(self, other: TotalProvenance) -> TotalProvenance {
+        match (self, other) {
+            (TotalProvenance::Measured, TotalProvenance::Measured) => TotalProvenance::Measured,
+            (TotalProvenance::Estimated, TotalProvenance::Estimated) => TotalProvenance::Estimated,
+            _ => TotalProvenance::Mixed,
+        }
+    }
 }
 
 impl fmt::Display for Provenance {
@@ -151,6 +162,19 @@ mod tests {
             .map(ToString::to_string)
             .collect();
         assert_eq!(words, ["measured", "estimated", "mixed"]);
+    }
+
+    #[test]
+    fn combining_is_mixed_unless_both_agree() {
+        use TotalProvenance::{Estimated, Measured, Mixed};
+        for a in TotalProvenance::ALL {
+            for b in TotalProvenance::ALL {
+                let want = if a == b { a } else { Mixed };
+                assert_eq!(a.combine(b), want, "{a} + {b}");
+                assert_eq!(b.combine(a), want, "{b} + {a}");
+            }
+        }
+        assert_eq!(Measured.combine(Estimated), Mixed);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! of the report.
 
 use candle_core::Device;
-use joulecut_energy::{Meter, MeterConfig};
+use joulecut_energy::{Meter, MeterConfig, TotalProvenance};
 use joulecut_harness::bench::{
     Report, RunOptions, Saving, SuiteConfig, Summary, pareto_front, run_suite,
 };
@@ -29,6 +29,9 @@ const TINY: &str = r#"{
     { "name": "kd-int8", "steps": [ { "op": "distill", "student": "mlp:16-12-3", "epochs": 3 }, { "op": "quantize", "dtype": "int8" } ] }
   ]
 }"#;
+
+/// Relative tolerance of the break-even arithmetic.
+const BREAK_EVEN_TOL: f64 = 1e-9;
 
 #[test]
 fn tiny_suite_writes_a_consistent_report() {
@@ -177,6 +180,63 @@ fn tiny_suite_writes_a_consistent_report() {
     assert_eq!(
         kd.run.baseline_training_joules,
         base.run.baseline_training_joules
+    );
+    // The break-even point on a real run: each variant's compression joules against the inference
+    // joules it saves per 1,000 samples, with the provenance of all the figures.
+    assert_eq!(base.break_even, None);
+    for r in report.rows.iter().filter(|r| r.run.variant != "baseline") {
+        let x = &r.run;
+        let b = r
+            .break_even
+            .unwrap_or_else(|| panic!("{}: no break-even", x.variant));
+        let saved = (base.run.inference_joules_per_10k - x.inference_joules_per_10k) / 10.0;
+        assert!(
+            (b.saved_joules_per_1000 - saved).abs()
+                <= BREAK_EVEN_TOL * base.run.inference_joules_per_10k,
+            "{}: saved {} vs {saved}",
+            x.variant,
+            b.saved_joules_per_1000
+        );
+        assert_eq!(b.compression_joules, x.compression_joules, "{}", x.variant);
+        match b.break_even_items {
+            Some(n) => {
+                assert!(saved > 0.0, "{}: {saved}", x.variant);
+                let paid = n * saved / 1000.0;
+                assert!(
+                    (paid - x.compression_joules).abs()
+                        <= BREAK_EVEN_TOL * x.compression_joules.max(1e-12),
+                    "{}: {n} samples pay back {paid} J of {} J",
+                    x.variant,
+                    x.compression_joules
+                );
+            }
+            None => assert!(
+                saved <= 0.0,
+                "{}: saves {saved} but never pays back",
+                x.variant
+            ),
+        }
+        let p = x
+            .compression_energy
+            .iter()
+            .map(|e| {
+                e.energy["provenance"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<TotalProvenance>()
+                    .unwrap()
+            })
+            .fold(
+                base.run.provenance.combine(x.provenance),
+                TotalProvenance::combine,
+            );
+        assert_eq!(b.provenance, p, "{}", x.variant);
+    }
+    // variants that share their training share its cost, so their break-evens differ only by
+    // what each saves
+    assert_eq!(
+        get("kd-int8").break_even.unwrap().compression_joules,
+        get("kd").break_even.unwrap().compression_joules
     );
     // The recommendation names the real saving within the budget with the lowest energy (nominal
     // savings run the baseline's kernels: their differences are noise), or none if none saves.

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use joulecut_embed::generate::{SyntheticBert, vocabulary};
-use joulecut_energy::{Meter, MeterConfig};
+use joulecut_energy::{Meter, MeterConfig, TotalProvenance};
 use joulecut_harness::bench::{
     Host, Saving, TransformerOptions, TransformerReport, TransformerRow, TransformerSuite,
     run_transformer_suite,
@@ -20,6 +20,8 @@ const F16_MIN_COSINE: f64 = 0.9999;
 const INT8_MIN_COSINE: f64 = 0.99;
 /// Dense and packed copies of one pruning run differ only by kernel rounding.
 const SAME_WEIGHTS_TOLERANCE: f64 = 1e-4;
+/// Relative tolerance of the break-even arithmetic.
+const BREAK_EVEN_TOL: f64 = 1e-9;
 
 /// Sentences from the generated model's vocabulary (so few words are unknown to it).
 fn sentences(n: usize, seed: u64) -> String {
@@ -234,6 +236,46 @@ fn transformer_suite_reports_every_variant_through_its_kernels() {
     assert!(chain.run.compression[2].shared_with.is_none());
     assert!(chain.run.compression_seconds >= sg30.run.compression_seconds);
     assert_eq!(chain.run.saving, Saving::Real);
+
+    // the break-even point: each variant's compression joules (shared steps in full) against
+    // the inference joules it saves per 1,000 sentences, with the provenance of all of them
+    assert_eq!(base.break_even, None);
+    for r in report.rows.iter().skip(1) {
+        let x = &r.run;
+        let b = r
+            .break_even
+            .unwrap_or_else(|| panic!("{}: no break-even", x.variant));
+        let saved = base.run.joules_per_1000 - x.joules_per_1000;
+        assert!(
+            (b.saved_joules_per_1000 - saved).abs() <= BREAK_EVEN_TOL * base.run.joules_per_1000,
+            "{}: saved {} vs {saved}",
+            x.variant,
+            b.saved_joules_per_1000
+        );
+        let steps: f64 = x.compression.iter().map(|c| c.joules).sum();
+        assert!((b.compression_joules - steps).abs() <= BREAK_EVEN_TOL * steps);
+        match b.break_even_items {
+            Some(n) => {
+                assert!(saved > 0.0, "{}: {saved}", x.variant);
+                let paid = n * saved / 1000.0;
+                assert!(
+                    (paid - steps).abs() <= BREAK_EVEN_TOL * steps,
+                    "{}: {n} sentences pay back {paid} J of {steps} J",
+                    x.variant
+                );
+            }
+            None => assert!(
+                saved <= 0.0,
+                "{}: saves {saved} but never pays back",
+                x.variant
+            ),
+        }
+        let p = x.compression.iter().map(|c| c.provenance).fold(
+            base.run.provenance.combine(x.provenance),
+            TotalProvenance::combine,
+        );
+        assert_eq!(b.provenance, p, "{}", x.variant);
+    }
 
     // the recommendation: the lowest-joule real saving within the budget that saves energy
     let qualifying: Vec<&TransformerRow> = report

@@ -5,6 +5,7 @@
 //! [`run_transformer_suite`].
 
 mod baseline;
+mod break_even;
 mod config;
 mod files;
 mod report;

@@ -4,8 +4,10 @@
 
 use std::path::Path;
 
+use joulecut_energy::BreakEven;
 use serde::{Deserialize, Serialize};
 
+use super::break_even::{csv_cells, md_cells, median_break_even, row_break_even};
 use super::config::SuiteConfig;
 use super::result::{RunResult, Saving};
 use crate::{Error, Result};
@@ -51,6 +53,11 @@ pub struct Row {
     pub latency_ratio: f64,
     /// Baseline J/10k ÷ this J/10k (> 1: uses less energy).
     pub energy_reduction: f64,
+    /// This variant's compression joules, the inference joules it saves per 1,000 samples
+    /// against its baseline, and the samples after which it has paid for itself
+    /// (`break_even_items`, `null` = never). `None` on baseline rows.
+    #[serde(default)]
+    pub break_even: Option<BreakEven>,
 }
 
 /// Median and range over seeds of one (model, variant).
@@ -84,6 +91,10 @@ pub struct Summary {
     pub energy_reduction: f64,
     /// Median compression joules.
     pub compression_joules: f64,
+    /// The break-even point of the medians: median compression joules over the median saving
+    /// per 1,000 samples; provenance over every seed. `None` on the baseline.
+    #[serde(default)]
+    pub break_even: Option<BreakEven>,
     /// Provenance(s) of the joules.
     pub provenance: String,
     /// Which kind of saving.
@@ -126,7 +137,7 @@ pub struct Report {
     pub recommendations: Vec<Recommendation>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(super) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
     if n == 0 {
@@ -173,6 +184,11 @@ impl Report {
                 speed_ratio: r.samples_per_second / b.samples_per_second,
                 latency_ratio: b.latency_b1_us / r.latency_b1_us,
                 energy_reduction: b.inference_joules_per_10k / r.inference_joules_per_10k,
+                break_even: if r.variant == "baseline" {
+                    None
+                } else {
+                    row_break_even(b, r)?
+                },
             });
         }
         // Suite order: models, then baseline and variants as configured.
@@ -220,6 +236,7 @@ impl Report {
                 inference_joules_per_10k: range(&col(&|x| x.run.inference_joules_per_10k)),
                 energy_reduction: median(col(&|x| x.energy_reduction)),
                 compression_joules: median(col(&|x| x.run.compression_joules)),
+                break_even: median_break_even(&g),
                 provenance: provs.join("+"),
                 saving: r.run.saving,
             });
@@ -300,12 +317,12 @@ impl Report {
     /// One line per run.
     pub fn csv(&self) -> String {
         let mut s = String::from(
-            "model,seed,variant,accuracy,accuracy_delta_pt,bytes,size_ratio,params,nonzero_params,weight_sparsity,samples_per_second,speed_ratio,latency_b1_us,latency_ratio,inference_joules_per_10k,energy_reduction,provenance,compression_joules,baseline_training_joules,saving\n",
+            "model,seed,variant,accuracy,accuracy_delta_pt,bytes,size_ratio,params,nonzero_params,weight_sparsity,samples_per_second,speed_ratio,latency_b1_us,latency_ratio,inference_joules_per_10k,energy_reduction,provenance,compression_joules,baseline_training_joules,saving,saved_joules_per_1000,break_even_samples,break_even_provenance\n",
         );
         for r in &self.rows {
             let x = &r.run;
             s += &format!(
-                "{},{},{},{:.4},{:.2},{},{:.4},{},{},{:.4},{:.0},{:.3},{:.1},{:.3},{:.4},{:.3},{},{:.2},{:.2},{}\n",
+                "{},{},{},{:.4},{:.2},{},{:.4},{},{},{:.4},{:.0},{:.3},{:.1},{:.3},{:.4},{:.3},{},{:.2},{:.2},{},{}\n",
                 x.model,
                 x.seed,
                 x.variant,
@@ -325,7 +342,8 @@ impl Report {
                 x.provenance,
                 x.compression_joules,
                 x.baseline_training_joules,
-                x.saving
+                x.saving,
+                csv_cells(r.break_even.as_ref())
             );
         }
         s
@@ -362,8 +380,8 @@ impl Report {
         }
         for m in &self.suite.models {
             s += &format!("## {m}\n\n");
-            s += "| variant | accuracy | Δ pt | sparsity | size | size ratio | speed ratio | b1 latency ratio | J/10k | energy reduction | provenance | saving | compression J |\n";
-            s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|\n";
+            s += "| variant | accuracy | Δ pt | sparsity | size | size ratio | speed ratio | b1 latency ratio | J/10k | energy reduction | provenance | saving | compression J | saved J/1k samples | break-even |\n";
+            s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|\n";
             for x in self.summary.iter().filter(|x| x.model == *m) {
                 let acc = if x.seeds > 1 {
                     format!(
@@ -374,7 +392,7 @@ impl Report {
                     format!("{:.4}", x.accuracy[0])
                 };
                 s += &format!(
-                    "| {} | {acc} | {:+.2} | {:.1}% | {} | {:.3} | {:.2}x | {:.2}x | {:.3} | {:.2}x | {} | {} | {:.1} |\n",
+                    "| {} | {acc} | {:+.2} | {:.1}% | {} | {:.3} | {:.2}x | {:.2}x | {:.3} | {:.2}x | {} | {} | {:.1} | {} |\n",
                     x.variant,
                     x.accuracy_delta_pt,
                     x.weight_sparsity * 100.0,
@@ -386,12 +404,13 @@ impl Report {
                     x.energy_reduction,
                     x.provenance,
                     x.saving,
-                    x.compression_joules
+                    x.compression_joules,
+                    md_cells(x.break_even.as_ref(), &x.provenance, "samples")
                 );
             }
             s += "\n";
         }
-        s += "*sparsity*: zeros over all weight matrices and conv kernels (output layer included, biases excluded). *speed ratio*: throughput at the eval batch size vs the baseline (median pass); *b1 latency ratio*: the baseline's median batch-1 latency over this one's (> 1: faster). *saving*: `real` = the compressed model runs differently (int8 GEMM, sparse CSR kernel, or physically smaller layers); `nominal` = only the file changed (e.g. zeros in dense tensors, fp16 computed in f32). J/10k: inference joules per 10,000 test samples at the eval batch size. Compression J: fine-tuning / QAT / distillation energy (distillation: the teacher's logits over the training set once, then the student's training; the teacher is the baseline, whose training energy is the baseline row's and is not counted again); the baseline row shows its training energy. Variants that start with the same weight-changing steps share one run of them and each report its joules.\n";
+        s += "*sparsity*: zeros over all weight matrices and conv kernels (output layer included, biases excluded). *speed ratio*: throughput at the eval batch size vs the baseline (median pass); *b1 latency ratio*: the baseline's median batch-1 latency over this one's (> 1: faster). *saving*: `real` = the compressed model runs differently (int8 GEMM, sparse CSR kernel, or physically smaller layers); `nominal` = only the file changed (e.g. zeros in dense tensors, fp16 computed in f32). J/10k: inference joules per 10,000 test samples at the eval batch size. Compression J: fine-tuning / QAT / distillation energy (distillation: the teacher's logits over the training set once, then the student's training; the teacher is the baseline, whose training energy is the baseline row's and is not counted again); the baseline row shows its training energy. Variants that start with the same weight-changing steps share one run of them and each report its joules. *saved J/1k samples*: the baseline's inference joules per 1,000 samples minus the variant's (same model and seed; negative: it costs more). *break-even*: the samples after which the saved joules have paid for the compression J (compression J ÷ saved J/1k × 1,000, rounded up; over seeds, from the medians of both); `never` when the variant saves nothing. The baseline's training is not part of a variant's cost (both need it); a variant that shares steps carries their full cost. The break-even's provenance is the row's unless named beside it (`mixed`: measured and estimated figures together).\n";
         s
     }
 }
@@ -403,3 +422,6 @@ pub(super) fn human(b: u64) -> String {
         format!("{:.1} KiB", b as f64 / 1024.0)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -4,12 +4,14 @@
 
 use std::path::Path;
 
+use joulecut_energy::{BreakEven, TotalProvenance, break_even};
 use serde::{Deserialize, Serialize};
 
 use super::config::TransformerSuite;
 use super::result::TransformerResult;
 use super::runner::{TextSummary, TransformerRun};
 use crate::Result;
+use crate::bench::break_even::{csv_cells, md_cells};
 use crate::bench::report::human;
 use crate::bench::svg::{Chart, Point, Series, render};
 use crate::bench::{Host, Saving};
@@ -29,6 +31,11 @@ pub struct TransformerRow {
     pub speed_ratio: f64,
     /// Baseline J/1000 ÷ this J/1000 (> 1: uses less energy).
     pub energy_reduction: f64,
+    /// This variant's compression joules, the inference joules it saves per 1,000 sentences
+    /// against the f32 baseline, and the sentences after which it has paid for itself
+    /// (`break_even_items`, `null` = never). `None` on the baseline row.
+    #[serde(default)]
+    pub break_even: Option<BreakEven>,
 }
 
 /// The recommendation.
@@ -80,10 +87,12 @@ impl TransformerReport {
         let rows: Vec<TransformerRow> = run
             .results
             .into_iter()
-            .map(|r| TransformerRow {
+            .enumerate()
+            .map(|(i, r)| TransformerRow {
                 size_ratio: r.bytes as f64 / b.bytes.max(1) as f64,
                 speed_ratio: r.sentences_per_second / b.sentences_per_second,
                 energy_reduction: b.joules_per_1000 / r.joules_per_1000,
+                break_even: (i > 0).then(|| row_break_even(&b, &r)).flatten(),
                 run: r,
             })
             .collect();
@@ -120,12 +129,12 @@ impl TransformerReport {
     /// One line per row.
     pub fn csv(&self) -> String {
         let mut s = String::from(
-            "variant,cosine_mean,cosine_min,neighbour_agreement,weight_sparsity,bytes,size_ratio,sentences_per_second,speed_ratio,joules_per_1000,energy_reduction,provenance,kernels,saving,compression_seconds,compression_joules\n",
+            "variant,cosine_mean,cosine_min,neighbour_agreement,weight_sparsity,bytes,size_ratio,sentences_per_second,speed_ratio,joules_per_1000,energy_reduction,provenance,kernels,saving,compression_seconds,compression_joules,saved_joules_per_1000,break_even_sentences,break_even_provenance\n",
         );
         for r in &self.rows {
             let x = &r.run;
             s += &format!(
-                "{},{:.6},{:.6},{},{:.4},{},{:.4},{:.1},{:.3},{:.4},{:.3},{},{},{},{:.2},{:.2}\n",
+                "{},{:.6},{:.6},{},{:.4},{},{:.4},{:.1},{:.3},{:.4},{:.3},{},{},{},{:.2},{:.2},{}\n",
                 x.variant,
                 x.cosine_mean,
                 x.cosine_min,
@@ -142,7 +151,8 @@ impl TransformerReport {
                 kernels(x).replace(", ", " "),
                 x.saving,
                 x.compression_seconds,
-                x.compression_joules
+                x.compression_joules,
+                csv_cells(r.break_even.as_ref())
             );
         }
         s
@@ -185,12 +195,12 @@ impl TransformerReport {
             "**Recommendation** (mean cosine ≥ {}): {}\n\n",
             self.min_cosine, self.recommendation.text
         );
-        s += "| variant | mean cosine | min cosine | top-k agree | sparsity | size | size ratio | sentences/s | speed ratio | J/1000 | energy reduction | kernels | provenance | saving | compression s | compression J |\n";
-        s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|\n";
+        s += "| variant | mean cosine | min cosine | top-k agree | sparsity | size | size ratio | sentences/s | speed ratio | J/1000 | energy reduction | kernels | provenance | saving | compression s | compression J | saved J/1000 | break-even |\n";
+        s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|\n";
         for r in &self.rows {
             let x = &r.run;
             s += &format!(
-                "| {} | {:.5} | {:.5} | {} | {:.1}% | {} | {:.3} | {:.1} | {:.2}x | {:.3} | {:.2}x | {} | {} | {} | {:.1} | {:.1} |\n",
+                "| {} | {:.5} | {:.5} | {} | {:.1}% | {} | {:.3} | {:.1} | {:.2}x | {:.3} | {:.2}x | {} | {} | {} | {:.1} | {:.1} | {} |\n",
                 x.variant,
                 x.cosine_mean,
                 x.cosine_min,
@@ -207,11 +217,12 @@ impl TransformerReport {
                 x.provenance,
                 x.saving,
                 x.compression_seconds,
-                x.compression_joules
+                x.compression_joules,
+                md_cells(r.break_even.as_ref(), x.provenance.as_str(), "sentences")
             );
         }
         s += &format!(
-            "\n*mean/min cosine*: of each evaluation sentence's mean-pooled embedding against the f32 baseline's. *top-k agree*: overlap of each sentence's {} nearest neighbours (cosine) with the baseline's. *sparsity*: zeros over the encoder's linear weights. *size*: the weight files. *sentences/s* and *J/1000* (inference joules per 1,000 sentences): the evaluation sentences at the batch size above, through joulecut's kernels, inside one energy window. *kernels*: what runs the linear layers. *saving*: `real` = an int8 or sparse kernel runs them, or they are physically smaller; `nominal` = every layer runs dense f32 at full size (zeros stored densely, f16/bf16 decoded at load). *compression*: time and energy of making the variant from the baseline (calibration, pruning, grid choice, writing), shared steps included.\n\n",
+            "\n*mean/min cosine*: of each evaluation sentence's mean-pooled embedding against the f32 baseline's. *top-k agree*: overlap of each sentence's {} nearest neighbours (cosine) with the baseline's. *sparsity*: zeros over the encoder's linear weights. *size*: the weight files. *sentences/s* and *J/1000* (inference joules per 1,000 sentences): the evaluation sentences at the batch size above, through joulecut's kernels, inside one energy window. *kernels*: what runs the linear layers. *saving*: `real` = an int8 or sparse kernel runs them, or they are physically smaller; `nominal` = every layer runs dense f32 at full size (zeros stored densely, f16/bf16 decoded at load). *compression*: time and energy of making the variant from the baseline (calibration, pruning, grid choice, writing), shared steps included in full. *saved J/1000*: the baseline's J/1000 minus the variant's (negative: it costs more). *break-even*: the sentences after which the saved joules have paid for the compression J (compression J ÷ saved J/1000 × 1,000, rounded up); `never` when the variant saves nothing; its provenance is the row's unless named beside it (`mixed`: measured and estimated figures together).\n\n",
             self.suite.eval.neighbours
         );
         s += "## How each variant was made\n\nEach step is a `joulecut` command; run them to get the same model directory.\n\n";
@@ -258,6 +269,26 @@ impl TransformerReport {
             }],
         })
     }
+}
+
+/// The break-even point of `r` against the f32 baseline `b`: `r.compression_joules` (every step
+/// that made it, shared ones in full) against the J/1000 sentences it saves.
+fn row_break_even(b: &TransformerResult, r: &TransformerResult) -> Option<BreakEven> {
+    let inference = b.provenance.combine(r.provenance);
+    let compression = r
+        .compression
+        .iter()
+        .map(|c| c.provenance)
+        .reduce(TotalProvenance::combine)
+        // made without a metered step: only the inference figures count
+        .unwrap_or(inference);
+    break_even(
+        r.compression_joules,
+        compression,
+        b.joules_per_1000,
+        r.joules_per_1000,
+        inference,
+    )
 }
 
 /// The model's name in the legend: its directory's name, with the parent's when the directory is
@@ -324,3 +355,6 @@ fn recommend(
         },
     }
 }
+
+#[cfg(test)]
+mod tests;
