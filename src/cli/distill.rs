@@ -19,81 +19,107 @@ use joulecut::harness::pipeline::dense_tensors;
 pub struct DistillArgs {
     /// Teacher checkpoint (any joulecut model; its architecture comes from the file). Repeatable:
     /// with several, the student learns from the mean of their logits (cached teachers only).
-    #[arg(long, value_name = "FILE", required = true)]
-    teacher: Vec<PathBuf>,
-    /// Student architecture: lenet-300-100, lenet5, teacher-mlp, or mlp:W0-W1-...-Wn.
-    #[arg(long, value_name = "ARCH")]
-    student: String,
+    /// A model directory (BERT family, Hugging Face layout) distills a sentence encoder on
+    /// --corpus instead.
+    #[arg(long, value_name = "FILE|DIR", required = true)]
+    pub(super) teacher: Vec<PathBuf>,
+    /// Student architecture (lenet-300-100, lenet5, teacher-mlp, or mlp:W0-W1-...-Wn); for a
+    /// transformer teacher, the compressed model directory to train back (default: the teacher,
+    /// with --keep-layers).
+    #[arg(long, value_name = "ARCH|DIR")]
+    pub(super) student: Option<String>,
+    #[command(flatten)]
+    pub(super) encoder: super::distill_encoder::EncoderArgs,
     /// Output checkpoint of the student (.safetensors), written atomically.
     #[arg(short, long, value_name = "OUT")]
-    output: PathBuf,
-    /// Softmax temperature T of the soft targets (> 0).
-    #[arg(long, default_value_t = distill::DEFAULT_TEMPERATURE, allow_hyphen_values = true)]
-    temperature: f64,
-    /// Weight of the teacher term, in [0, 1]; 1 - alpha weighs the labels.
-    #[arg(long, default_value_t = distill::DEFAULT_ALPHA, allow_hyphen_values = true)]
-    alpha: f64,
+    pub(super) output: PathBuf,
+    /// Softmax temperature T of the soft targets (> 0) [default: 4].
+    #[arg(long, allow_hyphen_values = true)]
+    pub(super) temperature: Option<f64>,
+    /// Weight of the teacher term, in [0, 1]; 1 - alpha weighs the labels [default: 0.9].
+    #[arg(long, allow_hyphen_values = true)]
+    pub(super) alpha: Option<f64>,
     /// Label smoothing of the label term, in [0, 1).
     #[arg(long, default_value_t = 0.0)]
-    label_smoothing: f64,
-    /// Passes over the training set.
-    #[arg(long, default_value_t = 5)]
-    epochs: usize,
-    /// Samples per step.
-    #[arg(long, default_value_t = 128)]
-    batch_size: usize,
-    /// Learning rate (Adam).
-    #[arg(long, default_value_t = 1e-3)]
-    lr: f64,
+    pub(super) label_smoothing: f64,
+    /// Passes over the training set [default: 5; transformers: 1].
+    #[arg(long)]
+    pub(super) epochs: Option<usize>,
+    /// Samples per step [default: 128; transformers: 32 sentences].
+    #[arg(long)]
+    pub(super) batch_size: Option<usize>,
+    /// Learning rate [default: 1e-3 (Adam); transformers: 1e-4 (AdamW), 5e-4 with --keep-layers].
+    #[arg(long)]
+    pub(super) lr: Option<f64>,
     /// Learning-rate schedule: wsd (constant, then linear decay to 0 over the last 20%), cosine
     /// (decay from --lr to 0) or constant — the same default as `joulecut train`.
     #[arg(long, default_value = "wsd")]
-    lr_schedule: String,
+    pub(super) lr_schedule: String,
     /// Seed for the student's initialisation and shuffling (same as `joulecut train --seed`).
     #[arg(long, default_value_t = 0)]
-    seed: u64,
+    pub(super) seed: u64,
     /// Compute the teacher's logits once over the training set and reuse them (the default).
     #[arg(long, conflicts_with = "live_teacher")]
-    cache_teacher: bool,
+    pub(super) cache_teacher: bool,
     /// Run the teacher at every step instead of caching its logits (needed for --hint).
     #[arg(long)]
-    live_teacher: bool,
+    pub(super) live_teacher: bool,
     /// Keep the cached teacher logits in FILE: loaded if it matches this teacher and data,
     /// computed and written otherwise.
     #[arg(long, value_name = "FILE", conflicts_with = "live_teacher")]
-    teacher_logits: Option<PathBuf>,
+    pub(super) teacher_logits: Option<PathBuf>,
     /// Feature distillation: student hidden layer S imitates teacher hidden layer T (0-based);
     /// repeatable. Needs --live-teacher.
     #[arg(long, value_name = "S:T")]
-    hint: Vec<String>,
+    pub(super) hint: Vec<String>,
     /// Weight of the hint (feature) loss.
     #[arg(long, default_value_t = 1.0)]
-    hint_weight: f64,
+    pub(super) hint_weight: f64,
     /// Dataset directory (default: $JOULECUT_DATA or /usr/share/datasets/fashion-mnist).
     #[arg(long, value_name = "DIR")]
-    data: Option<PathBuf>,
+    pub(super) data: Option<PathBuf>,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
-    device: String,
+    pub(super) device: String,
     /// Print one JSON object on stdout.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     /// No per-epoch lines on stderr.
     #[arg(long, short)]
-    quiet: bool,
+    pub(super) quiet: bool,
 }
 
 /// Batch size of the teacher's forward passes when caching and evaluating.
 const TEACHER_BATCH: usize = 1000;
 
 pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
+    if a.teacher.len() == 1 && a.teacher[0].is_dir() {
+        return super::distill_encoder::run(a);
+    }
+    if let Some(flag) = a.encoder.given() {
+        return Err(bad_input(
+            format!("{flag} is for transformer teachers (a model directory as --teacher)"),
+            "drop it, or pass a BERT-family model directory as --teacher",
+        ));
+    }
+    let Some(student) = a.student.clone() else {
+        return Err(bad_input(
+            "--student ARCH is required for a checkpoint teacher",
+            "e.g. --student lenet-300-100",
+        ));
+    };
     let kd = KdConfig {
-        temperature: a.temperature,
-        alpha: a.alpha,
+        temperature: a.temperature.unwrap_or(distill::DEFAULT_TEMPERATURE),
+        alpha: a.alpha.unwrap_or(distill::DEFAULT_ALPHA),
         label_smoothing: a.label_smoothing,
     };
+    let (epochs, batch_size, lr) = (
+        a.epochs.unwrap_or(5),
+        a.batch_size.unwrap_or(128),
+        a.lr.unwrap_or(1e-3),
+    );
     kd.validate()?;
-    if a.epochs == 0 {
+    if epochs == 0 {
         return Err(bad_input("--epochs must be at least 1", "e.g. --epochs 5"));
     }
     let hints: Vec<HintPair> = a
@@ -108,9 +134,9 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     let tc = TrainConfig {
-        epochs: a.epochs,
-        batch_size: a.batch_size,
-        lr: a.lr,
+        epochs,
+        batch_size,
+        lr,
         optimizer: OptimizerKind::Adam,
         weight_decay: 0.0,
         momentum: 0.0,
@@ -130,7 +156,7 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
             "drop --live-teacher, or pass one --teacher",
         ));
     }
-    let scfg = ModelConfig::parse(&a.student)?;
+    let scfg = ModelConfig::parse(&student)?;
     let dev = device(&a.device)?;
     // Every teacher must fit the student (so all of them agree on the input and output widths).
     let mut teachers = Vec::with_capacity(a.teacher.len());

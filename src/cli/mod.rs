@@ -10,6 +10,7 @@ mod bench_transformer;
 mod compare;
 mod decompress;
 mod distill;
+mod distill_encoder;
 mod energy;
 pub mod error;
 mod eval;
