@@ -390,6 +390,23 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
             .map(u32::from),
     );
     let state_path = PathBuf::from(format!("{}.train-state.safetensors", a.output.display()));
+    let occupied =
+        a.output.is_file() || std::fs::read_dir(&a.output).is_ok_and(|mut d| d.next().is_some());
+    if occupied && !e.resume {
+        return Err(bad_input(
+            format!("refusing to write {}: it exists", a.output.display()),
+            "choose a new output path, or remove it (--resume continues a run that wrote it)",
+        ));
+    }
+    if e.resume && !state_path.is_file() {
+        return Err(bad_input(
+            format!(
+                "no training state to resume from at {}",
+                state_path.display()
+            ),
+            "run without --resume first (each finished epoch saves the state; a finished run removes it)",
+        ));
+    }
     let mut recovery = if e.resume {
         let st = TrainState::load(&state_path, &run_id)?;
         if !quiet {
