@@ -33,7 +33,7 @@ pub use layer::{EncoderLayer, Sublayer};
 pub use linear::{LinearKind, LinearOp};
 pub use load::TensorSource;
 pub use structured::{StructuredReport, StructuredSpec, UnitScore};
-pub use trainable::{PaddedBatch, StudentOutput, StudentSpec, TrainableEncoder};
+pub use trainable::{NamedValues, PaddedBatch, StudentOutput, StudentSpec, TrainableEncoder};
 
 use joulecut_ops::rows::{LayerNorm, layer_norm};
 

@@ -93,6 +93,9 @@ impl PaddedBatch {
     }
 }
 
+/// A tensor as `(name, shape, values)`.
+pub type NamedValues = (String, Vec<usize>, Vec<f32>);
+
 /// What a forward pass returns.
 #[derive(Debug, Clone)]
 pub struct StudentOutput {
@@ -533,7 +536,7 @@ impl TrainableEncoder {
     /// The student's tensors under Hugging Face names (layers numbered `0..` in the student), the
     /// query, key and value split again: `(name, shape, values)`. The embeddings are included
     /// only when they were trained.
-    pub fn export(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    pub fn export(&self) -> Result<Vec<NamedValues>> {
         let mut out = Vec::new();
         for (name, v) in &self.named {
             if !self.train_embeddings && name.starts_with("embeddings.") {
