@@ -24,6 +24,8 @@ mod structured;
 #[cfg(test)]
 mod structured_tests;
 mod trainable;
+#[cfg(test)]
+mod trainable_tests;
 
 pub use calibrate::SublayerReport;
 pub use compact::NamedTensor;
