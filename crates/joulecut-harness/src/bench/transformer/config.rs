@@ -501,6 +501,33 @@ mod tests {
             TransformerSuite::builtin_text()
         ));
         assert!(s.variants.len() >= 12);
+        assert!(s.text.has_corpus());
+        let steps = |name: &str| {
+            &s.variants
+                .iter()
+                .find(|v| v.name == name)
+                .unwrap_or_else(|| panic!("no variant `{name}`"))
+                .steps
+        };
+        for name in [
+            "sparsegpt50-recovered",
+            "layers3-recovered",
+            "neurons50-recovered",
+        ] {
+            assert!(
+                matches!(
+                    steps(name).last(),
+                    Some(TransformerStep::Recover { epochs: 1, .. })
+                ),
+                "{name}"
+            );
+            let int8 = steps(&format!("{name}-int8"));
+            assert_eq!(&int8[..int8.len() - 1], steps(name).as_slice());
+        }
+        assert!(matches!(
+            steps("heads25")[..],
+            [TransformerStep::Structured { .. }]
+        ));
         let again: TransformerSuite =
             serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(again, s);
