@@ -65,6 +65,11 @@ pub struct EncoderArgs {
     /// Continue from the state saved after the last finished epoch (OUT.train-state.safetensors).
     #[arg(long)]
     resume: bool,
+    /// Quantization-aware training: the linear layers train through fake int8 weights and inputs
+    /// (as `quantize --dtype int8` will store and run them); for when plain int8 of the recovered
+    /// model loses too much. Quantize the output afterwards.
+    #[arg(long)]
+    qat: bool,
     /// Stop after this many more epochs (the state stays for --resume).
     #[arg(long, value_name = "N")]
     stop_after: Option<usize>,
@@ -87,6 +92,7 @@ impl EncoderArgs {
             (self.clip_norm.is_some(), "--clip-norm"),
             (self.teacher_outputs.is_some(), "--teacher-outputs"),
             (self.resume, "--resume"),
+            (self.qat, "--qat"),
             (self.stop_after.is_some(), "--stop-after"),
         ]
         .into_iter()
@@ -285,6 +291,7 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
     let spec = StudentSpec {
         keep_layers: keep.clone(),
         train_embeddings: false,
+        qat: e.qat,
     };
     let student = TrainableEncoder::load(source.bert_config(), &source.tensors(), &spec, &dev)
         .map_err(|err| {
@@ -384,12 +391,29 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
     }
 
     let run_id = fingerprint_words(
-        serde_json::json!({"teacher": teacher_id, "corpus": corpus_id, "student": dir_fingerprint(&student_dir)?, "keep": keep, "cfg": cfg})
+        serde_json::json!({"teacher": teacher_id, "corpus": corpus_id, "student": dir_fingerprint(&student_dir)?, "keep": keep, "qat": e.qat, "cfg": cfg})
             .to_string()
             .bytes()
             .map(u32::from),
     );
     let state_path = PathBuf::from(format!("{}.train-state.safetensors", a.output.display()));
+    let occupied =
+        a.output.is_file() || std::fs::read_dir(&a.output).is_ok_and(|mut d| d.next().is_some());
+    if occupied && !e.resume {
+        return Err(bad_input(
+            format!("refusing to write {}: it exists", a.output.display()),
+            "choose a new output path, or remove it (--resume continues a run that wrote it)",
+        ));
+    }
+    if e.resume && !state_path.is_file() {
+        return Err(bad_input(
+            format!(
+                "no training state to resume from at {}",
+                state_path.display()
+            ),
+            "run without --resume first (each finished epoch saves the state; a finished run removes it)",
+        ));
+    }
     let mut recovery = if e.resume {
         let st = TrainState::load(&state_path, &run_id)?;
         if !quiet {
@@ -408,7 +432,7 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
         "distill",
         serde_json::json!({
             "teacher": teacher_dir, "student": student_dir, "keep_layers": keep,
-            "corpus": corpus_path, "corpus_sentences": corpus.len(), "config": cfg,
+            "corpus": corpus_path, "corpus_sentences": corpus.len(), "config": cfg, "qat": e.qat,
         }),
     );
     let mut bar = Bar {
@@ -461,7 +485,7 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
     if a.json {
         print_json(&serde_json::json!({
             "teacher": teacher_dir, "student": student_dir, "output": a.output,
-            "keep_layers": keep, "layers": s_depth, "masked_weights": student.masked(),
+            "keep_layers": keep, "qat": e.qat, "layers": s_depth, "masked_weights": student.masked(),
             "corpus_sentences": corpus.len(), "epochs_done": recovery.epochs_done(), "finished": finished,
             "state": (!finished).then_some(&state_path),
             "eval_cosine_before": before, "eval_cosine": after, "per_epoch": records,

@@ -51,7 +51,7 @@ enum Command {
     /// Prune a checkpoint: unstructured, rows, channels or N:M; compact, pack, sensitivity sweep.
     Prune(prune::PruneArgs),
     /// Distil a teacher checkpoint into a smaller student (Hinton KD, cached teacher logits).
-    Distill(distill::DistillArgs),
+    Distill(Box<distill::DistillArgs>),
     /// Quantize a checkpoint: int8 (per tensor/channel, calibrated) or fp16/bf16 storage.
     Quantize(quantize::QuantizeArgs),
     /// Turn any joulecut checkpoint back into a plain dense safetensors file.
@@ -74,7 +74,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Report(a) => bench::run_report(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Energy(a) => energy::run(a),
-        Command::Distill(a) => distill::run(a),
+        Command::Distill(a) => distill::run(*a),
         Command::Prune(a) => prune::run(a),
         Command::Quantize(a) => quantize::run(a),
         Command::Decompress(a) => decompress::run(a),

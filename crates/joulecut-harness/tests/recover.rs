@@ -73,6 +73,7 @@ fn trainable(enc: &SentenceEncoder, keep: Option<Vec<usize>>) -> TrainableEncode
     let spec = StudentSpec {
         keep_layers: keep,
         train_embeddings: false,
+        qat: false,
     };
     TrainableEncoder::load(enc.bert_config(), &enc.tensors(), &spec, &Device::Cpu).unwrap()
 }
@@ -237,4 +238,37 @@ fn a_student_with_dropped_layers_is_written_as_a_model_that_runs_the_same() {
         agreement > 0.99999,
         "written model vs trained student: {agreement}"
     );
+}
+
+#[test]
+fn quantization_aware_training_runs_through_the_int8_grid_and_still_recovers() {
+    let s = setup();
+    let (teacher, source) = (load(&s.teacher), load(&s.student));
+    let plain = trainable(&source, None);
+    let spec = StudentSpec {
+        qat: true,
+        ..StudentSpec::default()
+    };
+    let qat = TrainableEncoder::load(source.bert_config(), &source.tensors(), &spec, &Device::Cpu)
+        .unwrap();
+    let ho = held_out(&teacher);
+    // the same weights, seen through fake int8: close to, but not exactly, the f32 student
+    let (a, b) = (
+        mean_cosine(&plain, &ho, &Device::Cpu).unwrap(),
+        mean_cosine(&qat, &ho, &Device::Cpu).unwrap(),
+    );
+    assert!(a != b && (a - b).abs() < 0.02, "f32 {a} vs fake int8 {b}");
+    let t = targets(&teacher, &sentences(96, 1), &[1, 2]);
+    let records = Recovery::new(&qat, &t, cfg(3))
+        .unwrap()
+        .run(
+            &Meter::auto(MeterConfig::default()).unwrap(),
+            Some(&ho),
+            None,
+            &mut Quiet,
+            &mut |_, _| Ok(()),
+        )
+        .unwrap();
+    let after = records.last().unwrap().eval_cosine.unwrap();
+    assert!(after > b + 0.01, "QAT held-out cosine {b} -> {after}");
 }

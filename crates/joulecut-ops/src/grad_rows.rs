@@ -69,9 +69,7 @@ fn ln_bwd_body(
     dy: &[f32],
     gamma: &[f32],
     eps: f32,
-    dx: &mut [f32],
-    dgamma: &mut [f32],
-    dbeta: &mut [f32],
+    (dx, dgamma, dbeta): (&mut [f32], &mut [f32], &mut [f32]),
 ) {
     let w = gamma.len();
     let n = w as f32;
@@ -106,7 +104,7 @@ dispatch!(
     ln_bwd_isa,
     ln_bwd_avx2,
     ln_bwd_body,
-    (x: &[f32], dy: &[f32], gamma: &[f32], eps: f32, dx: &mut [f32], dgamma: &mut [f32], dbeta: &mut [f32])
+    (x: &[f32], dy: &[f32], gamma: &[f32], eps: f32, out: (&mut [f32], &mut [f32], &mut [f32]))
 );
 
 impl CustomOp3 for LayerNormOp {
@@ -174,7 +172,7 @@ impl CustomOp3 for LayerNormOp {
             .zip(xs.par_chunks(block).zip(gs.par_chunks(block)))
             .map(|(dxc, (xc, gc))| {
                 let (mut dg, mut db) = (vec![0f32; w], vec![0f32; w]);
-                ln_bwd_isa(isa, xc, gc, gamma_s, eps, dxc, &mut dg, &mut db);
+                ln_bwd_isa(isa, xc, gc, gamma_s, eps, (dxc, &mut dg, &mut db));
                 (dg, db)
             })
             .collect();

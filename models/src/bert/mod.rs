@@ -24,6 +24,8 @@ mod structured;
 #[cfg(test)]
 mod structured_tests;
 mod trainable;
+#[cfg(test)]
+mod trainable_tests;
 
 pub use calibrate::SublayerReport;
 pub use compact::NamedTensor;
@@ -33,7 +35,7 @@ pub use layer::{EncoderLayer, Sublayer};
 pub use linear::{LinearKind, LinearOp};
 pub use load::TensorSource;
 pub use structured::{StructuredReport, StructuredSpec, UnitScore};
-pub use trainable::{PaddedBatch, StudentOutput, StudentSpec, TrainableEncoder};
+pub use trainable::{NamedValues, PaddedBatch, StudentOutput, StudentSpec, TrainableEncoder};
 
 use joulecut_ops::rows::{LayerNorm, layer_norm};
 

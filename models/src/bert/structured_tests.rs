@@ -16,7 +16,7 @@ use crate::RealKernels;
 /// Compacting away units whose output is zero changes only float summation order.
 const EXACT_TOL: f32 = 1e-5;
 
-struct Mem(BTreeMap<String, TensorData>);
+pub(super) struct Mem(pub(super) BTreeMap<String, TensorData>);
 
 impl TensorSource for Mem {
     fn has(&self, name: &str) -> bool {
@@ -30,7 +30,7 @@ impl TensorSource for Mem {
     }
 }
 
-fn cfg() -> BertConfig {
+pub(super) fn cfg() -> BertConfig {
     BertConfig {
         hidden: 16,
         heads: 4,
@@ -45,7 +45,7 @@ fn cfg() -> BertConfig {
 }
 
 /// Random weights (std ~ 1/sqrt(fan_in)) by HF name; `edit` may change them before loading.
-fn tensors(seed: u64) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+pub(super) fn tensors(seed: u64) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
     let c = cfg();
     let (h, i) = (c.hidden, c.intermediate);
     let mut rng = XorShift64::new(seed);
@@ -106,7 +106,7 @@ fn tensors(seed: u64) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
     out
 }
 
-fn load(t: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> BertEncoder {
+pub(super) fn load(t: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> BertEncoder {
     let mem = Mem(t
         .iter()
         .map(|(n, (s, v))| {
@@ -119,7 +119,7 @@ fn load(t: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> BertEncoder {
     BertEncoder::load(cfg(), &mem, &RealKernels::default()).unwrap()
 }
 
-fn batch() -> TokenBatch {
+pub(super) fn batch() -> TokenBatch {
     let mut b = TokenBatch::default();
     let mut rng = XorShift64::new(7);
     for len in [5usize, 9, 1, 13, 7, 11] {

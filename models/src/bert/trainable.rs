@@ -26,6 +26,11 @@ pub struct StudentSpec {
     pub keep_layers: Option<Vec<usize>>,
     /// Train the embeddings (word, position, token type) and their LayerNorm too.
     pub train_embeddings: bool,
+    /// Quantization-aware training: every encoder linear layer runs on fake-quantized int8
+    /// weights (per output channel, symmetric) and inputs (one 8-bit grid per token, as the int8
+    /// kernel's `s8` grid), gradients passing straight through, so that the weights learn to
+    /// survive `joulecut quantize --dtype int8`.
+    pub qat: bool,
 }
 
 /// A batch of sentences padded to the longest, with what the loss and pooling need to skip the
@@ -88,6 +93,9 @@ impl PaddedBatch {
     }
 }
 
+/// A tensor as `(name, shape, values)`.
+pub type NamedValues = (String, Vec<usize>, Vec<f32>);
+
 /// What a forward pass returns.
 #[derive(Debug, Clone)]
 pub struct StudentOutput {
@@ -132,6 +140,7 @@ pub struct TrainableEncoder {
     layers: Vec<Layer>,
     origin: Vec<usize>,
     train_embeddings: bool,
+    qat: bool,
     /// Every variable by its (student-numbered) name; the fused query/key/value is
     /// `encoder.layer.{i}.attention.self.qkv.{weight,bias}`.
     named: Vec<(String, Var)>,
@@ -368,6 +377,7 @@ impl TrainableEncoder {
             layers,
             origin: keep,
             train_embeddings: spec.train_embeddings,
+            qat: spec.qat,
             named: b.named,
             masks: b.masks,
         })
@@ -438,6 +448,16 @@ impl TrainableEncoder {
         Ok(if self.train_embeddings { x } else { x.detach() })
     }
 
+    /// `x·Wᵀ + b`, through fake int8 weights and inputs under QAT.
+    fn linear(&self, x: &Tensor, l: &Lin) -> CResult<Tensor> {
+        if self.qat {
+            let w = joulecut_quant::fake_quant(&l.w, &joulecut_quant::Int8Config::default())?;
+            joulecut_ops::linear(&joulecut_quant::fake_quant_rows(x)?, &w, &l.b)
+        } else {
+            joulecut_ops::linear(x, &l.w, &l.b)
+        }
+    }
+
     fn layer(&self, l: &Layer, x: &Tensor, b: &PaddedBatch) -> CResult<Tensor> {
         let (n, t, h) = (b.sentences(), b.width, self.cfg.hidden);
         let d = self.cfg.head_dim();
@@ -448,7 +468,7 @@ impl TrainableEncoder {
                 .broadcast_as((n * t, h))?
                 .contiguous()?
         } else {
-            let qkv = joulecut_ops::linear(x, &l.qkv.w, &l.qkv.b)?;
+            let qkv = self.linear(x, &l.qkv)?;
             let qkv = qkv
                 .reshape((n, t, 3, l.heads, d))?
                 .permute((2, 0, 3, 1, 4))?
@@ -457,7 +477,7 @@ impl TrainableEncoder {
             let scores = q.matmul(&k.t()?)?.affine(1.0 / (d as f64).sqrt(), 0.0)?;
             let p = joulecut_ops::softmax_last_dim(&scores.broadcast_add(&b.attention_bias)?)?;
             let ctx = p.matmul(&v)?.transpose(1, 2)?.reshape((n * t, a))?;
-            joulecut_ops::linear(&ctx, &l.attention_output.w, &l.attention_output.b)?
+            self.linear(&ctx, &l.attention_output)?
         };
         let x = joulecut_ops::layer_norm(
             &(x + attn)?,
@@ -465,13 +485,13 @@ impl TrainableEncoder {
             &l.attention_norm.b,
             self.cfg.eps,
         )?;
-        let f = joulecut_ops::linear(&x, &l.intermediate.w, &l.intermediate.b)?;
+        let f = self.linear(&x, &l.intermediate)?;
         let f = match self.cfg.activation {
             Activation::Gelu => joulecut_ops::gelu(&f)?,
             Activation::GeluTanh => f.gelu()?,
             Activation::Relu => f.relu()?,
         };
-        let o = joulecut_ops::linear(&f, &l.output.w, &l.output.b)?;
+        let o = self.linear(&f, &l.output)?;
         joulecut_ops::layer_norm(&(x + o)?, &l.output_norm.g, &l.output_norm.b, self.cfg.eps)
     }
 
@@ -516,7 +536,7 @@ impl TrainableEncoder {
     /// The student's tensors under Hugging Face names (layers numbered `0..` in the student), the
     /// query, key and value split again: `(name, shape, values)`. The embeddings are included
     /// only when they were trained.
-    pub fn export(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    pub fn export(&self) -> Result<Vec<NamedValues>> {
         let mut out = Vec::new();
         for (name, v) in &self.named {
             if !self.train_embeddings && name.starts_with("embeddings.") {

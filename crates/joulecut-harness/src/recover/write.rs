@@ -31,7 +31,9 @@ fn layer_of(name: &str) -> Option<usize> {
     rest.split('.').next()?.parse().ok()
 }
 
-/// Writes `student`, trained from the model directory `source` (loaded as `loaded`), to `out`.
+/// Writes `student`, trained from the model directory `loaded`, to `out`. A directory already at
+/// `out` (the previous epoch's checkpoint of the same run: callers refuse a user's directory before
+/// training) is replaced: the new one is written complete beside it, then renamed into place.
 pub fn write_student(
     loaded: &SentenceEncoder,
     student: &TrainableEncoder,
@@ -79,12 +81,31 @@ pub fn write_student(
         opts.sidecar_contents
             .insert("config.json".into(), student_config(loaded, student)?);
     }
-    let written = stream(
-        &src,
-        out,
-        &opts,
-        &Precomputed::new(tensors)?.dropping(dropped),
-    )?;
+    let transform = Precomputed::new(tensors)?.dropping(dropped);
+    let written = if out.exists() {
+        let name = out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let next = out.with_file_name(format!(".{name}.joulecut-next"));
+        let prev = out.with_file_name(format!(".{name}.joulecut-prev"));
+        let werr = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Write { path, source }
+        };
+        for stale in [&next, &prev] {
+            if stale.exists() {
+                std::fs::remove_dir_all(stale).map_err(werr(stale))?;
+            }
+        }
+        let w = stream(&src, &next, &opts, &transform)?;
+        std::fs::rename(out, &prev).map_err(werr(out))?;
+        std::fs::rename(&next, out).map_err(werr(out))?;
+        std::fs::remove_dir_all(&prev).map_err(werr(&prev))?;
+        w
+    } else {
+        stream(&src, out, &opts, &transform)?
+    };
     Ok(StudentWritten {
         bytes: written.bytes,
         packed,
