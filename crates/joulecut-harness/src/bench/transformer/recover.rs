@@ -163,6 +163,7 @@ fn train(
     let spec = StudentSpec {
         keep_layers: job.keep_layers.map(<[usize]>::to_vec),
         train_embeddings: false,
+        qat: false,
     };
     let student = TrainableEncoder::load(source.bert_config(), &source.tensors(), &spec, &dev)
         .map_err(|e| Error::Calibration {
@@ -183,6 +184,7 @@ fn train(
         serde_json::json!({
             "teacher": teacher.model, "student": job.input, "keep_layers": job.keep_layers,
             "corpus": teacher.corpus_file, "corpus_sentences": teacher.corpus.len(), "config": cfg,
+            "qat": false,
         }),
     );
     let mut recovery = Recovery::new(&student, targets, cfg)?;
