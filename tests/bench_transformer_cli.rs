@@ -1,7 +1,7 @@
 //! `joulecut bench` on a transformer: a suite file naming a generated BERT directory runs end to
 //! end, and every variant's model directory is exactly what the printed `joulecut prune` /
-//! `joulecut quantize` commands make (one pipeline behind both front-ends). Bad input: exit 2, a
-//! hint, nothing written.
+//! `joulecut quantize` / `joulecut distill` commands make (one pipeline behind both front-ends).
+//! Bad input: exit 2, a hint, nothing written.
 
 mod common;
 
@@ -38,17 +38,19 @@ fn fixture(name: &str, variants: &str) -> (PathBuf, PathBuf) {
     };
     std::fs::write(dir.join("calib.txt"), lines(32, 3)).unwrap();
     std::fs::write(dir.join("eval.txt"), lines(24, 5)).unwrap();
+    std::fs::write(dir.join("corpus.txt"), lines(40, 7)).unwrap();
     let cfg = dir.join("suite.json");
     std::fs::write(
         &cfg,
         format!(
             r#"{{"kind": "transformer", "name": "cli-test", "model": {:?},
-                "text": {{"source": "files", "calibration": {:?}, "evaluation": {:?}}},
+                "text": {{"source": "files", "calibration": {:?}, "evaluation": {:?}, "corpus": {:?}}},
                 "eval": {{"batch_size": 8, "neighbours": 3}},
                 "variants": [{variants}]}}"#,
             model,
             dir.join("calib.txt"),
-            dir.join("eval.txt")
+            dir.join("eval.txt"),
+            dir.join("corpus.txt")
         ),
     )
     .unwrap();
@@ -105,7 +107,32 @@ fn bench_variants_are_what_the_cli_commands_make() {
     for f in ["report.json", "report.csv", "report.md", "pareto.svg"] {
         assert!(out.join(f).is_file(), "{f}");
     }
-    // run each printed command into a fresh directory: the same tensors, byte for byte
+    replay(rows, &dir);
+}
+
+#[test]
+fn structured_and_recover_steps_are_what_the_cli_commands_make() {
+    let (cfg, dir) = fixture(
+        "recover",
+        r#"{"name": "neurons50-recovered", "steps": [{"op": "structured", "granularity": "neurons", "sparsity": 0.5, "method": "wanda"},
+                                                     {"op": "recover"}]},
+           {"name": "layers2", "steps": [{"op": "recover", "keep_layers": [0, 2]}]}"#,
+    );
+    let out = dir.join("out");
+    let v = json(&["bench", "--config", s(&cfg), "--out", s(&out), "--json"]);
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for r in &rows[1..] {
+        assert_eq!(r["saving"], "real", "{}", r["variant"]);
+    }
+    assert!(out.join("text/corpus.txt").is_file());
+    replay(rows, &dir);
+}
+
+/// Runs each row's printed commands into fresh directories under `dir` (a chain's later command
+/// reading the previous one's output) and checks they write the same tensors as the bench, byte
+/// for byte.
+fn replay(rows: &[serde_json::Value], dir: &Path) {
     for r in &rows[1..] {
         let cmds = r["commands"].as_array().unwrap();
         let mut input: Option<PathBuf> = None;
@@ -122,8 +149,12 @@ fn bench_variants_are_what_the_cli_commands_make() {
             let mine = dir.join(format!("cli-{}-{k}", r["variant"].as_str().unwrap()));
             args[o] = s(&mine).to_string();
             if let Some(i) = &input {
-                // chains read the previous command's output
-                args[1] = s(i).to_string();
+                // chains read the previous command's output (`distill` reads it as --student)
+                let at = match args.iter().position(|a| a == "--student") {
+                    Some(k) => k + 1,
+                    None => 1,
+                };
+                args[at] = s(i).to_string();
             }
             let res = joulecut().args(&args).output().unwrap();
             assert!(
@@ -135,6 +166,14 @@ fn bench_variants_are_what_the_cli_commands_make() {
                 stored(&mine),
                 stored(&bench_out),
                 "{}: step {k} differs from `{}`",
+                r["variant"],
+                c
+            );
+            // structured pruning and dropped layers rewrite config.json; others copy it
+            assert_eq!(
+                std::fs::read_to_string(mine.join("config.json")).unwrap(),
+                std::fs::read_to_string(bench_out.join("config.json")).unwrap(),
+                "{}: step {k}'s config.json differs from `{}`",
                 r["variant"],
                 c
             );

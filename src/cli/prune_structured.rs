@@ -6,40 +6,20 @@
 //! file is copied unchanged. `--method magnitude` ranks units by their weights; `--method wanda`
 //! by their output change on the calibration sentences, with their mean folded into the bias.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
-use candle_core::Device;
-use joulecut::checkpoint::{
-    DenseTensor, FloatType, HistoryEntry, Precomputed, Source, StreamOptions, TensorData,
-    TensorRef, check_output, stream,
-};
-use joulecut::embed::{Engine, SentenceEncoder, Structure, read_sentences};
-use joulecut::models::bert::{StructuredReport, StructuredSpec, UnitScore};
+use joulecut::checkpoint::{Source, check_output};
+use joulecut::embed::read_sentences;
+use joulecut::harness::pipeline::transformer::{UnitPrune, prune_units};
+use joulecut::models::bert::UnitScore;
 use joulecut::prune::Method;
+
+pub use joulecut::harness::pipeline::transformer::Units;
 
 use super::error::bad_input;
 use super::eval_embeddings::embed_err;
 use super::output::{human_bytes, print_json};
-
-/// Which units are removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Units {
-    /// Attention heads.
-    Heads,
-    /// FFN neurons.
-    Neurons,
-}
-
-impl Units {
-    fn name(self) -> &'static str {
-        match self {
-            Units::Heads => "heads",
-            Units::Neurons => "neurons",
-        }
-    }
-}
 
 /// What the command needs beyond the generic prune arguments.
 pub struct StructuredArgs<'a> {
@@ -53,7 +33,7 @@ pub struct StructuredArgs<'a> {
 }
 
 /// The validated spec: the fraction in range, the method one that ranks whole units.
-fn spec_of(a: &StructuredArgs<'_>) -> anyhow::Result<StructuredSpec> {
+fn spec_of(a: &StructuredArgs<'_>) -> anyhow::Result<UnitPrune> {
     if !(0.0..1.0).contains(&a.sparsity) {
         return Err(bad_input(
             format!(
@@ -95,40 +75,11 @@ fn spec_of(a: &StructuredArgs<'_>) -> anyhow::Result<StructuredSpec> {
             ));
         }
     };
-    let (heads, neurons) = match a.units {
-        Units::Heads => (a.sparsity, 0.0),
-        Units::Neurons => (0.0, a.sparsity),
-    };
-    Ok(StructuredSpec {
-        heads,
-        neurons,
+    Ok(UnitPrune {
+        units: a.units,
+        sparsity: a.sparsity,
         score,
     })
-}
-
-/// The config's record of what is gone, after this pass removed `reports`' units.
-fn new_structure(enc: &SentenceEncoder, reports: &[StructuredReport]) -> Structure {
-    let cfg = enc.config();
-    let mut s = enc.structure().clone();
-    for r in reports {
-        let kept = s.kept_heads(r.layer, cfg);
-        for &h in &r.removed_heads {
-            s.pruned_heads.entry(r.layer).or_default().insert(kept[h]);
-        }
-    }
-    let sizes: Vec<usize> = (0..cfg.num_hidden_layers)
-        .map(|l| {
-            reports
-                .iter()
-                .find(|r| r.layer == l)
-                .map_or(s.intermediate(l, cfg), |r| r.neurons_after)
-        })
-        .collect();
-    s.intermediate_sizes = sizes
-        .iter()
-        .any(|&w| w < cfg.intermediate_size)
-        .then_some(sizes);
-    s
 }
 
 pub fn run(a: StructuredArgs<'_>) -> anyhow::Result<ExitCode> {
@@ -149,82 +100,16 @@ pub fn run(a: StructuredArgs<'_>) -> anyhow::Result<ExitCode> {
         Some(p) => read_sentences(p).map_err(embed_err)?,
         None => Vec::new(),
     };
-    let mut enc =
-        SentenceEncoder::load_with(a.input, &Device::Cpu, Engine::Joulecut).map_err(embed_err)?;
-    let batch = enc.token_batch(&calib).map_err(embed_err)?;
-    let params_before = enc.linear_params();
-    let prefix = enc.prefix().to_string();
-    let model = enc.native_mut().expect("the joulecut engine was asked for");
-    let fail = |e: joulecut::models::Error| {
-        bad_input(
-            format!("{}: {e}", a.input.display()),
-            "remove heads and neurons from the f32 model, then quantize or pack; `joulecut inspect DIR` lists its tensors",
-        )
-    };
-    let reports = model.prune_structured(&batch, &spec).map_err(fail)?;
-    let tensors = model.dense_linear_tensors().map_err(fail)?;
-    let structure = new_structure(&enc, &reports);
-
-    // the compacted tensors in the dtype each had
-    let mut replaced = BTreeMap::new();
-    for (name, shape, values) in tensors {
-        let name = format!("{prefix}{name}");
-        let dtype = src
-            .names()
-            .iter()
-            .find(|n| **n == name)
-            .and_then(|n| {
-                TensorRef {
-                    checkpoint: src.shard_of(n),
-                    name: n,
-                }
-                .float_type()
-            })
-            .unwrap_or(FloatType::F32);
-        let bytes = dtype.encode(&values);
-        replaced.insert(
-            name,
-            TensorData::Dense(DenseTensor {
-                dtype,
-                shape,
-                bytes,
-            }),
-        );
-    }
-    let config_path = a.input.join("config.json");
-    let text = std::fs::read_to_string(&config_path)?;
-    let mut config_json: serde_json::Value = serde_json::from_str(&text)?;
-    structure.write_into(&mut config_json, enc.config());
-    let mut config_text = serde_json::to_string_pretty(&config_json)?;
-    config_text.push('\n');
-
-    let history = HistoryEntry::new(
-        "prune",
-        serde_json::json!({
-            "granularity": units,
-            "sparsity": a.sparsity,
-            "score": spec.score,
-            "calibration_sentences": calib.len(),
-            "calibration_tokens": batch.tokens(),
-        }),
-    );
-    let mut opts = StreamOptions::new(history);
-    opts.sidecar_contents
-        .insert(PathBuf::from("config.json"), config_text.into_bytes());
-    let written = stream(&src, a.output, &opts, &Precomputed::new(replaced)?)?;
-
-    let params_after = structure.linear_params(enc.config());
+    let pruned = prune_units(a.input, &calib, &spec)?;
+    let written = pruned.write(a.output)?;
+    let (params_before, params_after) = (pruned.params_before, pruned.params_after);
     let saving = if params_after < params_before {
         "real"
     } else {
         "nominal"
     };
-    let (heads, neurons) = reports.iter().fold((0, 0), |(h, n), r| {
-        (
-            h + r.removed_heads.len(),
-            n + r.neurons_before - r.neurons_after,
-        )
-    });
+    let (heads, neurons) = pruned.removed();
+    let (reports, structure) = (&pruned.reports, &pruned.structure);
     let bytes_before = src.file_bytes();
     if a.json {
         let layers: Vec<serde_json::Value> = reports
@@ -248,7 +133,7 @@ pub fn run(a: StructuredArgs<'_>) -> anyhow::Result<ExitCode> {
             "granularity": units,
             "sparsity": a.sparsity,
             "score": spec.score,
-            "calibration": {"sentences": calib.len(), "tokens": batch.tokens()},
+            "calibration": {"sentences": calib.len(), "tokens": pruned.tokens},
             "removed": {"heads": heads, "neurons": neurons},
             "layers": layers,
             "linear_params": {"before": params_before, "after": params_after},
@@ -262,7 +147,7 @@ pub fn run(a: StructuredArgs<'_>) -> anyhow::Result<ExitCode> {
             UnitScore::Activation => format!(
                 "by output change on {} calibration sentences ({} tokens)",
                 calib.len(),
-                batch.tokens()
+                pruned.tokens
             ),
             _ => "by weight magnitude".into(),
         };

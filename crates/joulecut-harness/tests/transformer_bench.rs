@@ -357,3 +357,221 @@ fn bad_input_writes_nothing() {
     assert!(e.to_string().contains("calib.txt"), "{e}");
     assert!(!s.out.exists());
 }
+
+/// Learning rate of the test's recover steps. The generated model's weights are small (std
+/// 0.02) and AdamW's first steps move every weight by about the learning rate, so a larger one
+/// undoes more than 16 steps on a tiny corpus win back.
+const RECOVER_LR: f64 = 1e-4;
+/// Relative tolerance of sums of step costs.
+const SUM_TOL: f64 = 1e-9;
+
+const RECOVER_VARIANTS: &str = r#"
+    {"name": "wanda50", "steps": [{"op": "prune", "method": "wanda", "sparsity": 0.5}]},
+    {"name": "neurons50", "steps": [{"op": "structured", "granularity": "neurons", "sparsity": 0.5, "method": "wanda"}]},
+    {"name": "heads33", "steps": [{"op": "structured", "granularity": "heads", "sparsity": 0.34}]},
+    {"name": "wanda50-recovered", "steps": [{"op": "prune", "method": "wanda", "sparsity": 0.5},
+                                            {"op": "recover", "epochs": 2, "lr": LR}]},
+    {"name": "heads33-recovered", "steps": [{"op": "structured", "granularity": "heads", "sparsity": 0.34},
+                                            {"op": "recover", "epochs": 2, "lr": LR}]},
+    {"name": "layers2-recovered", "steps": [{"op": "recover", "keep_layers": [0, 2], "epochs": 2, "lr": LR}]},
+    {"name": "layers2-recovered-int8", "steps": [{"op": "recover", "keep_layers": [0, 2], "epochs": 2, "lr": LR},
+                                                 {"op": "quantize", "dtype": "int8"}]}"#;
+
+fn recover_suite(s: &Setup, corpus: &Path, variants: &str) -> TransformerSuite {
+    let text = format!(
+        r#"{{"kind": "transformer", "name": "recover-test",
+            "text": {{"source": "files", "calibration": {:?}, "evaluation": {:?}, "corpus": {corpus:?}}},
+            "eval": {{"batch_size": 16, "neighbours": 5}}, "min_cosine": {MIN_COSINE},
+            "variants": [{}]}}"#,
+        s.calib,
+        s.eval,
+        variants.replace("LR", &RECOVER_LR.to_string())
+    );
+    TransformerSuite::parse(&text, "recover test suite").unwrap()
+}
+
+#[test]
+fn structured_and_recovered_variants_are_real_and_pay_the_teacher_once() {
+    let s = setup();
+    let corpus = s.calib.with_file_name("corpus.txt");
+    std::fs::write(&corpus, sentences(256, 3)).unwrap();
+    let meter = Meter::auto(MeterConfig::default()).unwrap();
+    let opts = TransformerOptions {
+        model: s.model.clone(),
+        out_dir: s.out.clone(),
+    };
+
+    // a layer the model does not have: refused before anything is written
+    let bad = recover_suite(
+        &s,
+        &corpus,
+        r#"{"name": "deep", "steps": [{"op": "recover", "keep_layers": [0, 3]}]}"#,
+    );
+    let e = run_transformer_suite(&bad, &opts, &meter, &mut |_| {}).unwrap_err();
+    assert!(e.is_bad_input() && e.to_string().contains("layer 3"), "{e}");
+    assert!(!s.out.exists(), "nothing is written for bad input");
+
+    let suite = recover_suite(&s, &corpus, RECOVER_VARIANTS);
+    let run = run_transformer_suite(&suite, &opts, &meter, &mut |l| eprintln!("{l}")).unwrap();
+    assert_eq!(run.text.corpus, 256);
+    let corpus_file = run.text.corpus_file.clone().unwrap();
+    assert_eq!(corpus_file, s.out.join("text/corpus.txt"));
+    assert_eq!(
+        std::fs::read_to_string(&corpus_file).unwrap(),
+        std::fs::read_to_string(&corpus).unwrap()
+    );
+    let report = TransformerReport::build(suite.clone(), host(), MIN_COSINE, 1.0, run);
+    report.write(&s.out).unwrap();
+    eprintln!("{}", report.markdown());
+    let names: Vec<&str> = report.rows.iter().map(|r| r.run.variant.as_str()).collect();
+    let mut expected = vec!["baseline"];
+    expected.extend(suite.variants.iter().map(|v| v.name.as_str()));
+    assert_eq!(names, expected);
+
+    let depth = SyntheticBert::default().num_hidden_layers;
+    let base = row(&report, "baseline");
+    let full = base.run.linear_params;
+
+    // structured: physically smaller dense layers, a real saving, the CLI's command
+    for name in ["neurons50", "heads33"] {
+        let r = &row(&report, name).run;
+        assert_eq!(r.saving, Saving::Real, "{name}");
+        assert!(r.linear_params < full, "{name}: {}", r.linear_params);
+        assert_eq!(r.kernels.get("dense-f32"), Some(&(6 * depth)), "{name}");
+        assert_eq!(r.weight_sparsity, 0.0, "{name}: compacted, not zeroed");
+        assert!(r.cosine_mean < 1.0 && r.cosine_mean > 0.0, "{name}");
+    }
+    let n50 = row(&report, "neurons50");
+    assert!(
+        n50.run.commands[0]
+            .contains("--granularity neurons --sparsity 0.5 --method wanda --calibration")
+    );
+    assert!(row(&report, "heads33").run.commands[0].ends_with("--method magnitude"));
+
+    // recovery brings the pruned students back toward the baseline, keeping what was compressed
+    let w50 = row(&report, "wanda50");
+    let w50r = row(&report, "wanda50-recovered");
+    assert!(
+        w50r.run.cosine_mean > w50.run.cosine_mean,
+        "wanda50 {} -> recovered {}",
+        w50.run.cosine_mean,
+        w50r.run.cosine_mean
+    );
+    assert!(
+        (w50r.run.weight_sparsity - 0.5).abs() < 0.01,
+        "zeros are kept"
+    );
+    let (h33, h33r) = (row(&report, "heads33"), row(&report, "heads33-recovered"));
+    assert!(
+        h33r.run.cosine_mean > h33.run.cosine_mean,
+        "heads33 {} -> recovered {}",
+        h33.run.cosine_mean,
+        h33r.run.cosine_mean
+    );
+    assert_eq!(h33r.run.linear_params, h33.run.linear_params);
+    assert_eq!(h33r.run.saving, Saving::Real);
+
+    // dropped layers: a real saving with 2/3 of the linear weights; int8 after recovery runs the
+    // int8 kernels
+    let l2 = row(&report, "layers2-recovered");
+    assert_eq!(l2.run.saving, Saving::Real);
+    assert_eq!(l2.run.linear_params * depth, full * 2);
+    assert_eq!(l2.run.layers.len(), 6 * 2);
+    assert!(l2.run.cosine_mean > 0.0);
+    assert!(l2.run.commands[0].starts_with(&format!(
+        "joulecut distill --teacher {} --student {} --corpus {}",
+        s.model.display(),
+        s.model.display(),
+        corpus_file.display()
+    )));
+    assert!(
+        l2.run.commands[0].ends_with("--epochs 2 --lr 0.0001 --batch-size 32 --keep-layers 0,2")
+    );
+    let l2q = row(&report, "layers2-recovered-int8");
+    assert_eq!(l2q.run.kernels.get("int8"), Some(&(6 * 2)));
+    assert_eq!(l2q.run.saving, Saving::Real);
+    assert!(l2q.run.commands[1].starts_with(&format!(
+        "joulecut quantize {}",
+        s.out.join("models/layers2-recovered").display()
+    )));
+
+    // the teacher outputs: computed once, by the first variant that recovers; every other
+    // recovered row reports the same cost as shared
+    let teacher_costs: Vec<(&str, &joulecut_harness::bench::StepCost)> = report
+        .rows
+        .iter()
+        .flat_map(|r| {
+            r.run
+                .compression
+                .iter()
+                .filter(|c| c.step.starts_with("teacher outputs"))
+                .map(move |c| (r.run.variant.as_str(), c))
+        })
+        .collect();
+    let recovered = [
+        "wanda50-recovered",
+        "heads33-recovered",
+        "layers2-recovered",
+        "layers2-recovered-int8",
+    ];
+    assert_eq!(
+        teacher_costs.iter().map(|t| t.0).collect::<Vec<_>>(),
+        recovered,
+        "one teacher-outputs cost per recovered row"
+    );
+    let paid: Vec<_> = teacher_costs
+        .iter()
+        .filter(|t| t.1.shared_with.is_none())
+        .collect();
+    assert_eq!(paid.len(), 1, "{teacher_costs:?}");
+    assert_eq!(paid[0].0, "wanda50-recovered");
+    assert!(paid[0].1.joules > 0.0 && paid[0].1.seconds > 0.0);
+    for (v, c) in &teacher_costs[1..] {
+        assert_eq!(c.shared_with.as_deref(), Some("wanda50-recovered"), "{v}");
+        assert_eq!(c.joules, paid[0].1.joules, "{v}");
+    }
+
+    // each recover step's training is its own cost, after the teacher outputs
+    for (name, own) in [
+        ("wanda50-recovered", None),
+        ("heads33-recovered", None),
+        ("layers2-recovered", None),
+        ("layers2-recovered-int8", Some("layers2-recovered")),
+    ] {
+        let c = &row(&report, name).run.compression;
+        let k = c
+            .iter()
+            .position(|c| c.step.starts_with("recover "))
+            .unwrap_or_else(|| panic!("{name}: no training cost in {c:?}"));
+        assert!(c[k - 1].step.starts_with("teacher outputs"), "{name}");
+        assert_eq!(c[k].shared_with.as_deref(), own, "{name}");
+        assert!(c[k].joules > 0.0, "{name}");
+        assert!(c[k].step.contains("2 epochs, lr 0.0001"), "{}", c[k].step);
+    }
+    // the pruned student's chain reuses wanda50's directory and calibration pass
+    assert_eq!(
+        w50r.run.compression[0].shared_with.as_deref(),
+        Some("wanda50")
+    );
+
+    // compression joules are every step's, and the break-even point counts them all
+    for r in report.rows.iter().skip(1) {
+        let x = &r.run;
+        let sum: f64 = x.compression.iter().map(|c| c.joules).sum();
+        assert!(
+            (x.compression_joules - sum).abs() <= SUM_TOL * sum,
+            "{}: {} vs {sum}",
+            x.variant,
+            x.compression_joules
+        );
+        let seconds: f64 = x.compression.iter().map(|c| c.seconds).sum();
+        assert!((x.compression_seconds - seconds).abs() <= SUM_TOL * seconds);
+        let b = r.break_even.unwrap();
+        assert!((b.compression_joules - sum).abs() <= SUM_TOL * sum);
+    }
+    assert!(
+        w50r.run.compression_joules > w50.run.compression_joules,
+        "training costs energy"
+    );
+    assert_eq!(leftovers(&s.out), Vec::<PathBuf>::new());
+}

@@ -1,22 +1,28 @@
 //! Making a variant's model directory: each step is one of the CLI's commands, run through the same
-//! library code (`pipeline::transformer`, `pipeline::quantize_stream`), reading the previous
-//! step's directory and writing its own, with its energy metered.
+//! library code (`pipeline::transformer`, `pipeline::quantize_stream`, `recover`), reading the
+//! previous step's directory and writing its own, with its energy metered.
 //!
 //! Work is shared where the result is the same: a chain of steps already run by an earlier variant
-//! is not run again (its directory is reused), and one calibration pass per pruning spec serves
-//! every variant that writes it (dense and packed), kept in memory only until its last use.
+//! is not run again (its directory is reused), one calibration pass per pruning spec serves every
+//! variant that writes it (dense and packed), and one set of teacher outputs serves every recover
+//! step; each is kept in memory only until its last use.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use joulecut_checkpoint::{HistoryEntry, Selection, Source};
 use joulecut_energy::Meter;
-use joulecut_models::bert::GridPolicy;
+use joulecut_models::bert::{GridPolicy, UnitScore};
+use joulecut_prune::Method;
 use joulecut_quant::{Int8Config, ScaleGranularity, Target};
 
+use super::command::{Named, command, describe};
 use super::config::{GridChoice, TransformerStep, TransformerVariant};
+use super::recover::{RecoverJob, Teacher};
 use super::result::StepCost;
-use crate::pipeline::transformer::{PrunedEncoder, calibrated_grids, prune_encoder};
+use crate::pipeline::transformer::{
+    PrunedEncoder, UnitPrune, calibrated_grids, prune_encoder, prune_units,
+};
 use crate::pipeline::{Int8Activations, QuantTarget, QuantizeJob, quantize_stream};
 use crate::{Error, Result};
 
@@ -47,6 +53,8 @@ pub(super) struct Builder<'a> {
     pub calibration_file: &'a Path,
     /// Meters every step.
     pub meter: &'a Meter,
+    /// The teacher outputs of recover steps (`None`: the suite has no corpus, so no recover step).
+    teacher: Option<Teacher<'a>>,
     built: BTreeMap<String, Built>,
     passes: BTreeMap<String, Pass>,
     pass_uses: BTreeMap<String, usize>,
@@ -68,21 +76,27 @@ fn pass_key(before: &[TransformerStep], step: &TransformerStep) -> Option<String
 }
 
 impl<'a> Builder<'a> {
-    /// A builder for `variants` (counted up front, so a pass is dropped after its last use).
+    /// A builder for `variants` (counted up front, so a calibration pass or the teacher outputs
+    /// are dropped after their last use); `corpus`: the training sentences and their file.
     pub fn new(
         model: &'a Path,
         models_dir: PathBuf,
         calibration: (&'a [String], &'a Path),
+        corpus: Option<(&'a [String], &'a Path)>,
         meter: &'a Meter,
         variants: &[TransformerVariant],
     ) -> Self {
         let mut chains = std::collections::BTreeSet::new();
         let mut pass_uses = BTreeMap::new();
+        let mut recovers = 0;
         for v in variants {
             for k in 0..v.steps.len() {
                 if chains.insert(chain_key(&v.steps[..=k])) {
                     if let Some(key) = pass_key(&v.steps[..k], &v.steps[k]) {
                         *pass_uses.entry(key).or_insert(0) += 1;
+                    }
+                    if matches!(v.steps[k], TransformerStep::Recover { .. }) {
+                        recovers += 1;
                     }
                 }
             }
@@ -93,6 +107,7 @@ impl<'a> Builder<'a> {
             calibration: calibration.0,
             calibration_file: calibration.1,
             meter,
+            teacher: corpus.map(|c| Teacher::new(model, c, recovers)),
             built: BTreeMap::new(),
             passes: BTreeMap::new(),
             pass_uses,
@@ -117,16 +132,16 @@ impl<'a> Builder<'a> {
                 self.models_dir.join(format!("{}.step{}", v.name, k + 1))
             };
             if let Some(b) = self.built.get(&key) {
-                commands.push(command(step, &input, &b.dir, self.calibration_file));
+                commands.push(command(step, &input, &b.dir, &self.named()));
                 costs = b.costs.iter().map(|c| c.shared(&b.by)).collect();
                 input = b.dir.clone();
                 continue;
             }
-            commands.push(command(step, &input, &out, self.calibration_file));
+            commands.push(command(step, &input, &out, &self.named()));
             log(&format!("    {}", commands.last().expect("pushed")));
             replace_dir(&self.models_dir, &out)?;
             let pass = pass_key(&v.steps[..k], step);
-            costs.extend(self.run_step(step, &input, &out, pass, &v.name)?);
+            costs.extend(self.run_step(step, (&input, &out), pass, &v.name, log)?);
             self.built.insert(
                 key,
                 Built {
@@ -140,13 +155,22 @@ impl<'a> Builder<'a> {
         Ok((input, costs, commands))
     }
 
+    /// The files the commands name.
+    fn named(&self) -> Named<'_> {
+        Named {
+            baseline: self.model,
+            calibration: self.calibration_file,
+            corpus: self.teacher.as_ref().map(Teacher::corpus_file),
+        }
+    }
+
     fn run_step(
         &mut self,
         step: &TransformerStep,
-        input: &Path,
-        out: &Path,
+        (input, out): (&Path, &Path),
         pass: Option<String>,
         by: &str,
+        log: &mut dyn FnMut(&str),
     ) -> Result<Vec<StepCost>> {
         let meter = self.meter;
         match step {
@@ -191,6 +215,53 @@ impl<'a> Builder<'a> {
                 let (res, m) = meter.measure(&label, || self.quantize(step, input, out));
                 res?;
                 Ok(vec![StepCost::of(label, &m)])
+            }
+            TransformerStep::Structured {
+                granularity,
+                sparsity,
+                method,
+            } => {
+                let calibrated = *method == Method::Wanda;
+                let p = UnitPrune {
+                    units: *granularity,
+                    sparsity: *sparsity,
+                    score: if calibrated {
+                        UnitScore::Activation
+                    } else {
+                        UnitScore::Magnitude
+                    },
+                };
+                let calib = if calibrated { self.calibration } else { &[] };
+                let label = format!(
+                    "structured {}: {}prune + compact",
+                    describe(step),
+                    if calibrated { "calibrate + " } else { "" }
+                );
+                let (res, m) = meter.measure(&label, || prune_units(input, calib, &p));
+                let pruned = res?;
+                let prune_cost = StepCost::of(label, &m);
+                let (res, m) = meter.measure("write", || pruned.write(out));
+                res?;
+                Ok(vec![prune_cost, StepCost::of("write", &m)])
+            }
+            TransformerStep::Recover {
+                epochs,
+                keep_layers,
+                ..
+            } => {
+                let job = RecoverJob {
+                    input,
+                    out,
+                    epochs: *epochs,
+                    lr: step.recover_lr().expect("a recover step"),
+                    keep_layers: keep_layers.as_deref(),
+                };
+                let teacher = self.teacher.as_mut().ok_or_else(|| {
+                    Error::BadSetting(format!(
+                        "{by}: a recover step trains on the suite's corpus, and `text` names none"
+                    ))
+                })?;
+                teacher.recover(&job, format!("recover {}", describe(step)), meter, by, log)
             }
         }
     }
@@ -269,77 +340,4 @@ fn replace_dir(models_dir: &Path, out: &Path) -> Result<()> {
         std::fs::remove_file(out).map_err(io)?;
     }
     Ok(())
-}
-
-/// A step in a few words (`sparsegpt 50%`, `sparsegpt 2:4 packed`, `int8 calibrated grids`).
-pub(super) fn describe(step: &TransformerStep) -> String {
-    match step {
-        TransformerStep::Prune {
-            method,
-            sparsity,
-            granularity,
-            pack,
-        } => {
-            let amount = match granularity.implied_sparsity() {
-                Some(_) => granularity.to_string(),
-                None => format!("{:.0}%", sparsity.unwrap_or_default() * 100.0),
-            };
-            format!("{method} {amount}{}", if *pack { " packed" } else { "" })
-        }
-        TransformerStep::Quantize {
-            dtype, activations, ..
-        } => match (dtype, activations.unwrap_or(GridChoice::Calibrated)) {
-            (QuantTarget::Int8, GridChoice::Calibrated) => "int8, calibrated grids".into(),
-            (QuantTarget::Int8, g) => format!(
-                "int8, {} activations",
-                g.grid().expect("not calibrated").as_str()
-            ),
-            (d, _) => d.to_string(),
-        },
-    }
-}
-
-/// The `joulecut` command that runs `step` from `input` to `out`.
-pub(super) fn command(step: &TransformerStep, input: &Path, out: &Path, calib: &Path) -> String {
-    let (i, o, c) = (input.display(), out.display(), calib.display());
-    match step {
-        TransformerStep::Prune {
-            method,
-            sparsity,
-            granularity,
-            pack,
-        } => {
-            let amount = match granularity.implied_sparsity() {
-                Some(_) => format!("--nm {granularity}"),
-                None => format!("--sparsity {}", sparsity.unwrap_or_default()),
-            };
-            let pack = if *pack { " --pack" } else { "" };
-            format!("joulecut prune {i} -o {o} --method {method} --calibration {c} {amount}{pack}")
-        }
-        TransformerStep::Quantize {
-            dtype,
-            granularity,
-            activations,
-            max_error,
-        } => {
-            let mut s = format!("joulecut quantize {i} -o {o} --dtype {dtype}");
-            if *dtype == QuantTarget::Int8 {
-                let g = match granularity.unwrap_or(ScaleGranularity::Channel) {
-                    ScaleGranularity::Tensor => "tensor",
-                    _ => "channel",
-                };
-                s += &format!(" --granularity {g}");
-                match activations.unwrap_or(GridChoice::Calibrated).grid() {
-                    Some(grid) => s += &format!(" --int8-activations {}", grid.as_str()),
-                    None => {
-                        s += &format!(" --calibration {c}");
-                        if let Some(e) = max_error {
-                            s += &format!(" --activation-error {e}");
-                        }
-                    }
-                }
-            }
-            s
-        }
-    }
 }

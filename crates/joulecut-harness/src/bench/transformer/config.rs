@@ -1,7 +1,8 @@
 //! The transformer suite config (JSON, `"kind": "transformer"`): the model directory, the text
 //! (WordNet glosses or sentence files), evaluation settings, the cosine budget and the variants,
-//! each a chain of steps that are the CLI's commands (`prune --method`, `quantize`). The built-in
-//! `transformer` suite is `crates/joulecut-harness/suites/transformer.json`.
+//! each a chain of steps that are the CLI's commands (`prune --method`, `prune --granularity
+//! heads|neurons`, `distill --corpus`, `quantize`). The built-in `transformer` suite is
+//! `crates/joulecut-harness/suites/transformer.json`.
 
 use std::path::PathBuf;
 
@@ -10,6 +11,7 @@ use joulecut_quant::{ActivationGrid, ScaleGranularity};
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::QuantTarget;
+use crate::pipeline::transformer::Units;
 use crate::{Error, Result};
 
 /// The `kind` tag of a transformer suite file.
@@ -35,7 +37,7 @@ pub struct TransformerSuite {
     /// front-end's default (the installed all-MiniLM-L6-v2).
     #[serde(default)]
     pub model: Option<PathBuf>,
-    /// Calibration and evaluation sentences.
+    /// Calibration, evaluation and (for `recover` steps) training sentences.
     pub text: TextConfig,
     /// How every variant is evaluated.
     pub eval: EmbedEvalConfig,
@@ -64,6 +66,9 @@ pub enum TextConfig {
         calibration: usize,
         /// Evaluation sentences.
         evaluation: usize,
+        /// Training sentences of `recover` steps (disjoint from the other two sets; 0: none).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        corpus: usize,
         /// Seed of the shuffle.
         #[serde(default)]
         seed: u64,
@@ -74,7 +79,24 @@ pub enum TextConfig {
         calibration: PathBuf,
         /// Evaluation sentences.
         evaluation: PathBuf,
+        /// Training sentences of `recover` steps (keep them apart from the evaluation ones).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        corpus: Option<PathBuf>,
     },
+}
+
+impl TextConfig {
+    /// Whether it names training sentences for `recover` steps.
+    pub fn has_corpus(&self) -> bool {
+        match self {
+            TextConfig::Wordnet { corpus, .. } => *corpus > 0,
+            TextConfig::Files { corpus, .. } => corpus.is_some(),
+        }
+    }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn wordnet_dir() -> PathBuf {
@@ -142,11 +164,6 @@ impl GridChoice {
 }
 
 /// A step of a transformer variant: one CLI command on a model directory.
-//
-// A `structured` step — `joulecut prune --granularity heads|neurons`: attention heads and FFN
-// neurons removed by calibrated importance, the layers compacted — belongs in this enum, its core
-// moved from `src/cli/prune_structured.rs` into `pipeline::transformer` as prune and grids were;
-// its rows report `real` through the smaller dense layers (`linear_params`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
 #[non_exhaustive]
@@ -187,6 +204,42 @@ pub enum TransformerStep {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_error: Option<f64>,
     },
+    /// `joulecut prune IN -o OUT --granularity heads|neurons --sparsity F --method M
+    /// [--calibration CALIB]`: a fraction of every encoder layer's attention heads or FFN neurons
+    /// removed and the layers compacted (physically smaller dense layers).
+    Structured {
+        /// `heads` or `neurons`.
+        granularity: Units,
+        /// Fraction of every layer's units removed, in (0, 1).
+        sparsity: f64,
+        /// `magnitude` (default: by weight norm) or `wanda` (by output change on the calibration
+        /// sentences, the mean folded into the bias).
+        #[serde(default = "magnitude")]
+        method: Method,
+    },
+    /// `joulecut distill --teacher BASELINE --student IN --corpus CORPUS -o OUT --epochs E --lr LR
+    /// --batch-size 32 [--keep-layers L]`: the previous step's model (or the baseline, when this
+    /// is the first step) trained back against the f32 baseline by embedding distillation on the
+    /// suite's corpus (pooled cosine + MSE + hidden-state MSE on uniformly mapped layers, zeros
+    /// kept).
+    Recover {
+        /// Passes over the corpus.
+        #[serde(default = "one")]
+        epochs: usize,
+        /// Peak learning rate (AdamW; default 1e-4, or 5e-4 with `keep_layers`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lr: Option<f64>,
+        /// The student is the input with only these layers (0-based, increasing).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keep_layers: Option<Vec<usize>>,
+    },
+}
+
+/// Sentences per training step of a `recover` step.
+pub(crate) const RECOVER_BATCH_SIZE: usize = 32;
+
+fn magnitude() -> Method {
+    Method::Magnitude
 }
 
 fn unstructured() -> Granularity {
@@ -217,7 +270,17 @@ impl TransformerStep {
                     .unwrap_or_default();
                 Some(CalibratedSpec::new(*method, s).granularity(*granularity))
             }
-            TransformerStep::Quantize { .. } => None,
+            _ => None,
+        }
+    }
+
+    /// The peak learning rate of a `recover` step (its default when unset).
+    pub fn recover_lr(&self) -> Option<f64> {
+        match self {
+            TransformerStep::Recover {
+                lr, keep_layers, ..
+            } => Some(lr.unwrap_or(if keep_layers.is_some() { 5e-4 } else { 1e-4 })),
+            _ => None,
         }
     }
 
@@ -273,6 +336,44 @@ impl TransformerStep {
                     return Err(format!("max_error {e} must be a positive number"));
                 }
                 Ok(())
+            }
+            TransformerStep::Structured {
+                granularity,
+                sparsity,
+                method,
+            } => {
+                if !(*sparsity > 0.0 && *sparsity < 1.0) {
+                    return Err(format!(
+                        "structured {granularity}: sparsity {sparsity} is outside (0, 1) (each layer keeps at least one unit)"
+                    ));
+                }
+                if !matches!(method, Method::Magnitude | Method::Wanda) {
+                    return Err(format!(
+                        "structured {granularity}: method `{method}` updates single weights; heads and neurons are ranked by magnitude or wanda"
+                    ));
+                }
+                Ok(())
+            }
+            TransformerStep::Recover {
+                epochs,
+                lr,
+                keep_layers,
+            } => {
+                if !(1..=10_000).contains(epochs) {
+                    return Err(format!("recover: epochs must be 1 to 10000, got {epochs}"));
+                }
+                if let Some(lr) = lr.filter(|lr| !(lr.is_finite() && *lr > 0.0 && *lr < 1.0)) {
+                    return Err(format!("recover: lr must be in (0, 1), got {lr}"));
+                }
+                match keep_layers {
+                    Some(k) if k.is_empty() => {
+                        Err("recover: keep_layers needs at least one layer".into())
+                    }
+                    Some(k) if k.windows(2).any(|w| w[0] >= w[1]) => Err(format!(
+                        "recover: keep_layers {k:?} must be increasing layer numbers (0-based)"
+                    )),
+                    _ => Ok(()),
+                }
             }
         }
     }
@@ -349,7 +450,8 @@ impl TransformerSuite {
             for s in &v.steps {
                 s.validate().map_err(|e| format!("{}: {e}", v.name))?;
             }
-            // a later prune reads int8 or f16 weights it cannot prune: prune first, then quantize
+            // later steps read f32 weights (int8 or f16 ones cannot be pruned or trained):
+            // quantize last
             let first_quantize = v
                 .steps
                 .iter()
@@ -357,10 +459,29 @@ impl TransformerSuite {
             if first_quantize.is_some_and(|i| {
                 v.steps[i..]
                     .iter()
-                    .any(|s| matches!(s, TransformerStep::Prune { .. }))
+                    .any(|s| !matches!(s, TransformerStep::Quantize { .. }))
             }) {
                 return Err(format!(
-                    "{}: prune steps come before quantize steps (pruning needs the f32 weights)",
+                    "{}: prune, structured and recover steps come before quantize steps (they need the f32 weights)",
+                    v.name
+                ));
+            }
+            if let Some(TransformerStep::Recover {
+                keep_layers: None, ..
+            }) = v.steps.first()
+            {
+                return Err(format!(
+                    "{}: a first recover step would train the baseline against itself; give it keep_layers, or compress first",
+                    v.name
+                ));
+            }
+            let recovers = v
+                .steps
+                .iter()
+                .any(|s| matches!(s, TransformerStep::Recover { .. }));
+            if recovers && !self.text.has_corpus() {
+                return Err(format!(
+                    "{}: a recover step trains on the suite's corpus, and `text` names none; add \"corpus\": 2000 (WordNet) or \"corpus\": FILE (files)",
                     v.name
                 ));
             }
@@ -370,74 +491,4 @@ impl TransformerSuite {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn builtin_suite_parses_and_round_trips() {
-        let s = TransformerSuite::builtin();
-        assert!(TransformerSuite::is_transformer_text(
-            TransformerSuite::builtin_text()
-        ));
-        assert!(s.variants.len() >= 12);
-        let again: TransformerSuite =
-            serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
-        assert_eq!(again, s);
-        // the MLP suites are not transformer suites
-        assert!(!TransformerSuite::is_transformer_text(
-            super::super::super::SuiteConfig::builtin_text("quick").unwrap()
-        ));
-    }
-
-    fn with_steps(steps: &str) -> Result<TransformerSuite> {
-        let text = format!(
-            r#"{{"kind": "transformer", "name": "t", "text": {{"source": "files", "calibration": "c", "evaluation": "e"}},
-                "eval": {{"batch_size": 8}}, "variants": [{{"name": "v", "steps": [{steps}]}}]}}"#
-        );
-        TransformerSuite::parse(&text, "t")
-    }
-
-    #[test]
-    fn steps_parse_into_their_specs() {
-        let s =
-            with_steps(r#"{"op": "prune", "method": "sparsegpt", "granularity": "2:4"}"#).unwrap();
-        let spec = s.variants[0].steps[0].prune_spec().unwrap();
-        assert_eq!(spec.method, Method::SparseGpt);
-        assert_eq!(spec.granularity, Granularity::nm(2, 4).unwrap());
-        assert_eq!(spec.sparsity, 0.5);
-        let s = with_steps(
-            r#"{"op": "prune", "method": "wanda", "sparsity": 0.3},
-               {"op": "quantize", "dtype": "int8", "activations": "u7"}"#,
-        )
-        .unwrap();
-        assert!(matches!(
-            s.variants[0].steps[1],
-            TransformerStep::Quantize {
-                activations: Some(GridChoice::U7),
-                ..
-            }
-        ));
-        assert_eq!(s.min_cosine, 0.99);
-    }
-
-    #[test]
-    fn bad_steps_are_refused() {
-        for bad in [
-            r#"{"op": "prune", "method": "magnitude", "sparsity": 0.5}"#,
-            r#"{"op": "prune", "method": "wanda"}"#,
-            r#"{"op": "prune", "method": "wanda", "sparsity": 1.5}"#,
-            r#"{"op": "prune", "method": "wanda", "sparsity": 0.3, "granularity": "2:4"}"#,
-            r#"{"op": "prune", "method": "wanda", "sparsity": 0.3, "granularity": "rows"}"#,
-            r#"{"op": "prune", "method": "obs", "sparsity": 0.3}"#,
-            r#"{"op": "quantize", "dtype": "f16", "activations": "s8"}"#,
-            r#"{"op": "quantize", "dtype": "int8", "activations": "u6", "max_error": 0.001}"#,
-            r#"{"op": "quantize", "dtype": "int8", "max_error": -1}"#,
-            r#"{"op": "quantize", "dtype": "int4"}"#,
-            r#"{"op": "quantize", "dtype": "int8"}, {"op": "prune", "method": "wanda", "sparsity": 0.3}"#,
-            r#"{"op": "finetune", "epochs": 1}"#,
-        ] {
-            assert!(with_steps(bad).is_err(), "{bad}");
-        }
-        assert!(with_steps("").is_err(), "a variant without steps");
-    }
-}
+mod tests;

@@ -1,8 +1,10 @@
 //! The transformer bench: a BERT-family sentence encoder (Hugging Face layout, by default the
 //! installed all-MiniLM-L6-v2) against its compressed variants — f16/bf16 storage, int8 with
 //! calibrated or fixed activation grids, Wanda and SparseGPT pruning (unstructured, N:M, packed),
-//! and chains of them. Each variant is a chain of the CLI's commands run through the same library
-//! code ([`crate::pipeline::transformer`], [`crate::pipeline::quantize_stream`]); each is
+//! structured pruning (attention heads, FFN neurons), recovery by embedding distillation against
+//! the baseline (layers dropped or not), and chains of them. Each variant is a chain of the CLI's
+//! commands run through the same library code ([`crate::pipeline::transformer`],
+//! [`crate::pipeline::quantize_stream`], [`crate::recover`]); each is
 //! evaluated as `joulecut eval-embeddings` does — cosine and nearest-neighbour agreement against
 //! the f32 baseline's embeddings, sentences/s and joules per 1,000 sentences through joulecut's
 //! kernels — and the report recommends the lowest-joule real saving within a cosine budget.
@@ -21,8 +23,10 @@
 //! ```
 
 mod build;
+mod command;
 mod config;
 mod evaluate;
+mod recover;
 mod report;
 mod result;
 mod runner;

@@ -10,7 +10,7 @@ use joulecut_energy::Meter;
 use serde::{Deserialize, Serialize};
 
 use super::build::Builder;
-use super::config::{TextConfig, TransformerSuite, TransformerVariant};
+use super::config::{TextConfig, TransformerStep, TransformerSuite, TransformerVariant};
 use super::evaluate::{Embedded, embed};
 use super::result::{StepCost, TransformerResult};
 use crate::bench::Saving;
@@ -41,6 +41,25 @@ pub struct TextSummary {
     pub calibration_file: PathBuf,
     /// The evaluation file.
     pub evaluation_file: PathBuf,
+    /// Training sentences of `recover` steps (0: the suite names none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub corpus: usize,
+    /// The corpus file the `distill` commands name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corpus_file: Option<PathBuf>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The sentences of a run: calibration, evaluation, corpus (empty when none), and where they came
+/// from.
+struct Text {
+    calibration: Vec<String>,
+    evaluation: Vec<String>,
+    corpus: Vec<String>,
+    source: String,
 }
 
 /// What a run produced.
@@ -55,60 +74,111 @@ pub struct TransformerRun {
 }
 
 /// Reads the text (nothing is written yet: bad input leaves no trace).
-fn read_text(cfg: &TextConfig) -> Result<(Vec<String>, Vec<String>, String)> {
-    let (calib, eval, source) = match cfg {
+fn read_text(cfg: &TextConfig) -> Result<Text> {
+    let text = match cfg {
         TextConfig::Wordnet {
             dir,
             calibration,
             evaluation,
+            corpus,
             seed,
         } => {
             let split = WordnetSplit::load(&WordnetConfig {
                 dir: dir.clone(),
                 calibration: *calibration,
                 evaluation: *evaluation,
-                corpus: 0,
+                corpus: *corpus,
                 seed: *seed,
                 ..WordnetConfig::default()
             })?;
-            let source = format!("WordNet glosses ({}, seed {seed})", dir.display());
-            (split.calibration, split.evaluation, source)
+            Text {
+                calibration: split.calibration,
+                evaluation: split.evaluation,
+                corpus: split.corpus,
+                source: format!("WordNet glosses ({}, seed {seed})", dir.display()),
+            }
         }
         TextConfig::Files {
             calibration,
             evaluation,
-        } => (
-            read_sentences(calibration)?,
-            read_sentences(evaluation)?,
-            format!("{} / {}", calibration.display(), evaluation.display()),
-        ),
+            corpus,
+        } => {
+            let mut source = format!("{} / {}", calibration.display(), evaluation.display());
+            if let Some(c) = corpus {
+                source += &format!(" / {}", c.display());
+            }
+            Text {
+                calibration: read_sentences(calibration)?,
+                evaluation: read_sentences(evaluation)?,
+                corpus: corpus
+                    .as_deref()
+                    .map(read_sentences)
+                    .transpose()?
+                    .unwrap_or_default(),
+                source,
+            }
+        }
     };
-    if eval.len() < 2 {
+    if text.evaluation.len() < 2 {
         return Err(Error::BadSetting(
             "the evaluation text needs at least 2 sentences".into(),
         ));
     }
-    Ok((calib, eval, source))
+    Ok(text)
 }
 
-/// Writes `OUT/text/{calib,eval}.txt` (atomically), so every command in the report runs as
-/// printed; returns their paths.
-fn write_text(out: &Path, calib: &[String], eval: &[String]) -> Result<(PathBuf, PathBuf)> {
+/// Writes `OUT/text/{calib,eval,corpus}.txt` (atomically; the corpus only when there is one), so
+/// every command in the report runs as printed; returns their paths.
+fn write_text(out: &Path, text: &Text) -> Result<(PathBuf, PathBuf, Option<PathBuf>)> {
     let dir = out.join("text");
     std::fs::create_dir_all(&dir).map_err(|source| Error::Read {
         path: dir.clone(),
         source,
     })?;
     let mut paths = Vec::new();
-    for (name, lines) in [("calib.txt", calib), ("eval.txt", eval)] {
-        let text = lines.join("\n") + "\n";
+    for (name, lines) in [
+        ("calib.txt", &text.calibration),
+        ("eval.txt", &text.evaluation),
+        ("corpus.txt", &text.corpus),
+    ] {
+        if lines.is_empty() && name == "corpus.txt" {
+            break;
+        }
+        let body = lines.join("\n") + "\n";
         let path = dir.join(name);
         joulecut_checkpoint::atomic_write(&path, |f| {
-            std::io::Write::write_all(f, text.as_bytes())
+            std::io::Write::write_all(f, body.as_bytes())
         })?;
         paths.push(path);
     }
-    Ok((paths[0].clone(), paths[1].clone()))
+    Ok((paths[0].clone(), paths[1].clone(), paths.get(2).cloned()))
+}
+
+/// Checks every `keep_layers` against the depth of the model it drops layers from (the
+/// baseline's, or what an earlier `recover` step kept), before anything is written.
+fn check_depths(suite: &TransformerSuite, depth: usize) -> Result<()> {
+    for v in &suite.variants {
+        let mut d = depth;
+        for step in &v.steps {
+            if let TransformerStep::Recover {
+                keep_layers: Some(k),
+                ..
+            } = step
+            {
+                if let Some(&bad) = k.iter().find(|&&l| l >= d) {
+                    return Err(Error::BadInput {
+                        what: format!("variant `{}`", v.name),
+                        reason: format!(
+                            "keep_layers {k:?}: layer {bad} does not exist (its input has {d} layers)"
+                        ),
+                        hint: format!("keep layers 0 to {}", d - 1),
+                    });
+                }
+                d = k.len();
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs `suite` on `opts.model`, returning every row (the baseline first).
@@ -118,24 +188,27 @@ pub fn run_transformer_suite(
     meter: &Meter,
     log: &mut dyn FnMut(&str),
 ) -> Result<TransformerRun> {
-    let (calib, eval, source) = read_text(&suite.text)?;
+    let text = read_text(&suite.text)?;
+    let (calib, eval) = (&text.calibration, &text.evaluation);
     // the model loads and tokenizes the text before anything is written
-    let tokens: usize = joulecut_embed::SentenceEncoder::load_with(
+    let base_enc = joulecut_embed::SentenceEncoder::load_with(
         &opts.model,
         &candle_core::Device::Cpu,
         joulecut_embed::Engine::Joulecut,
-    )?
-    .token_counts(&eval)?
-    .iter()
-    .sum();
-    let (calib_file, eval_file) = write_text(&opts.out_dir, &calib, &eval)?;
-    let text = TextSummary {
-        source,
+    )?;
+    let tokens: usize = base_enc.token_counts(eval)?.iter().sum();
+    check_depths(suite, base_enc.config().num_hidden_layers)?;
+    drop(base_enc);
+    let (calib_file, eval_file, corpus_file) = write_text(&opts.out_dir, &text)?;
+    let summary = TextSummary {
+        source: text.source.clone(),
         calibration: calib.len(),
         evaluation: eval.len(),
         evaluation_tokens: tokens,
         calibration_file: calib_file.clone(),
         evaluation_file: eval_file,
+        corpus: text.corpus.len(),
+        corpus_file: corpus_file.clone(),
     };
     let total = suite.variants.len() + 1;
     log(&format!(
@@ -145,7 +218,7 @@ pub fn run_transformer_suite(
         eval.len()
     ));
     let t0 = Instant::now();
-    let base = embed(&opts.model, &eval, &suite.eval, meter, "baseline")?;
+    let base = embed(&opts.model, eval, &suite.eval, meter, "baseline")?;
     let mut results = vec![row(
         &base,
         &base,
@@ -158,7 +231,8 @@ pub fn run_transformer_suite(
     let mut builder = Builder::new(
         &opts.model,
         opts.out_dir.join("models"),
-        (&calib, &calib_file),
+        (calib, &calib_file),
+        corpus_file.as_deref().map(|f| (text.corpus.as_slice(), f)),
         meter,
         &suite.variants,
     );
@@ -166,13 +240,13 @@ pub fn run_transformer_suite(
         log(&format!("[{}/{total}] {}", i + 2, v.name));
         let t0 = Instant::now();
         let (dir, costs, commands) = builder.build(v, log)?;
-        let e = embed(&dir, &eval, &suite.eval, meter, &v.name)?;
+        let e = embed(&dir, eval, &suite.eval, meter, &v.name)?;
         results.push(row(&base, &e, Some(v), (&dir, costs, commands), suite, t0)?);
         log_row(log, results.last().expect("pushed"));
     }
     Ok(TransformerRun {
         model: opts.model.clone(),
-        text,
+        text: summary,
         results,
     })
 }

@@ -1,5 +1,6 @@
 //! Calibrated compression of BERT-family model directories (Hugging Face layout), shared by the
-//! CLI (`joulecut prune --method wanda|sparsegpt`, `joulecut quantize --dtype int8 --calibration`)
+//! CLI (`joulecut prune --method wanda|sparsegpt`, `joulecut prune --granularity heads|neurons`,
+//! `joulecut quantize --dtype int8 --calibration`)
 //! and the transformer bench: each step reads a model directory and writes one, so a bench
 //! variant is the same chain of commands a user would type.
 //!
@@ -8,6 +9,10 @@
 //!   [`PrunedEncoder::write`] writes the result dense, or packed where packing pays, with every
 //!   other tensor and file of the input copied unchanged. One pruning pass can be written both
 //!   ways.
+//! - [`prune_units`] removes a fraction of every encoder layer's attention heads or FFN neurons
+//!   (ranked by magnitude or on the calibration sentences) and compacts the layers
+//!   ([`StructuredEncoder`]); its [`StructuredEncoder::write`] writes the smaller tensors with
+//!   `config.json` rewritten to record what is gone.
 //! - [`calibrated_grids`] chooses each int8 layer's activation grid from its output error on the
 //!   calibration sentences; [`super::quantize_stream`] records the choice
 //!   ([`super::Int8Activations::PerLayer`]).
@@ -26,7 +31,9 @@
 
 mod grids;
 mod prune;
+mod structured;
 
 pub use grids::{ChosenGrids, calibrated_grids};
 pub(crate) use prune::pack_if_smaller;
 pub use prune::{PrunedEncoder, PrunedWritten, prune_encoder};
+pub use structured::{StructuredEncoder, UnitPrune, Units, prune_units};

@@ -74,6 +74,8 @@ fn report() -> TransformerReport {
             evaluation_tokens: 10,
             calibration_file: "calib.txt".into(),
             evaluation_file: "eval.txt".into(),
+            corpus: 0,
+            corpus_file: None,
         },
         results: vec![
             result("baseline", 40.0, Vec::new()),
