@@ -461,6 +461,15 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
     });
     let mut break_even_json = serde_json::Value::Null;
     let mut break_even_desc = None;
+    // real: a layer runs on the int8 or sparse kernel, or the model is smaller (fewer layers,
+    // heads, neurons); nominal: the teacher's kernels at its size, whose measured difference in
+    // joules is noise and never pays back
+    let real = written.linear_params() < teacher.linear_params()
+        || written
+            .routes()
+            .iter()
+            .any(|(_, k)| *k != joulecut::embed::LinearKind::Dense);
+    let saving = if real { "real" } else { "nominal" };
     if let Some(s) = &held_out {
         let (tj, ts, tm, temb) = inference(&meter, "embed-teacher", &teacher, s)?;
         let (sj, ss, sm, semb) = inference(&meter, "embed-student", &written, s)?;
@@ -473,7 +482,13 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
             tj,
             sj,
             inference_provenance,
-        );
+        )
+        .map(|mut b| {
+            if !real {
+                b.break_even_items = None;
+            }
+            b
+        });
         inference_json = serde_json::json!({
             "teacher": {"joules_per_1000_sentences": tj, "sentences_per_second": ts, "energy": tm},
             "student": {"joules_per_1000_sentences": sj, "sentences_per_second": ss, "energy": sm},
@@ -492,7 +507,7 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
             "teacher_outputs": {"source": targets_source, "file": e.teacher_outputs, "energy": targets_energy},
             "training_joules": train_joules, "compression_joules": compression_joules,
             "compression_provenance": compression_provenance,
-            "inference": inference_json, "break_even": break_even_json, "config": cfg,
+            "saving": saving, "inference": inference_json, "break_even": break_even_json, "config": cfg,
         }))?;
     } else {
         let cos = match (before, after) {

@@ -199,6 +199,8 @@ fn tiny_suite_writes_a_consistent_report() {
         );
         assert_eq!(b.compression_joules, x.compression_joules, "{}", x.variant);
         match b.break_even_items {
+            // the baseline's kernels at its size: a measured difference is noise
+            n if x.saving == Saving::Nominal => assert_eq!(n, None, "{}: nominal", x.variant),
             Some(n) => {
                 assert!(saved > 0.0, "{}: {saved}", x.variant);
                 let paid = n * saved / 1000.0;

@@ -255,6 +255,8 @@ fn transformer_suite_reports_every_variant_through_its_kernels() {
         let steps: f64 = x.compression.iter().map(|c| c.joules).sum();
         assert!((b.compression_joules - steps).abs() <= BREAK_EVEN_TOL * steps);
         match b.break_even_items {
+            // the baseline's kernels at its size: a measured difference is noise
+            n if x.saving == Saving::Nominal => assert_eq!(n, None, "{}: nominal", x.variant),
             Some(n) => {
                 assert!(saved > 0.0, "{}: {saved}", x.variant);
                 let paid = n * saved / 1000.0;

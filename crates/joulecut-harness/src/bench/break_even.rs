@@ -4,6 +4,7 @@
 
 use joulecut_energy::{BreakEven, TotalProvenance, break_even};
 
+use super::Saving;
 use super::report::{Row, median};
 use super::result::{RunResult, StepRecord};
 use crate::{Error, Result};
@@ -20,14 +21,26 @@ pub(super) fn row_break_even(b: &RunResult, r: &RunResult) -> Result<Option<Brea
             r.model, r.seed, r.variant
         ))
     })?;
-    Ok(break_even(
+    let be = break_even(
         r.compression_joules,
         // a variant made without a metered step cost nothing: only the inference figures count
         compression.unwrap_or(inference),
         b.inference_joules_per_10k / 10.0,
         r.inference_joules_per_10k / 10.0,
         inference,
-    ))
+    );
+    Ok(never_if_nominal(be, r.saving))
+}
+
+/// A `nominal` variant runs the baseline's kernels at the baseline's size, so whatever its
+/// measured joules differ by is noise: it never pays back (the measured saving stays shown).
+pub(crate) fn never_if_nominal(b: Option<BreakEven>, saving: Saving) -> Option<BreakEven> {
+    b.map(|mut b| {
+        if saving == Saving::Nominal {
+            b.break_even_items = None;
+        }
+        b
+    })
 }
 
 /// The provenance of a variant's compression steps together; `None` when it had none. `Err`

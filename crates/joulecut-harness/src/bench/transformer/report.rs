@@ -11,7 +11,7 @@ use super::config::TransformerSuite;
 use super::result::TransformerResult;
 use super::runner::{TextSummary, TransformerRun};
 use crate::Result;
-use crate::bench::break_even::{csv_cells, md_cells};
+use crate::bench::break_even::{csv_cells, md_cells, never_if_nominal};
 use crate::bench::report::human;
 use crate::bench::svg::{Chart, Point, Series, render};
 use crate::bench::{Host, Saving};
@@ -222,7 +222,7 @@ impl TransformerReport {
             );
         }
         s += &format!(
-            "\n*mean/min cosine*: of each evaluation sentence's mean-pooled embedding against the f32 baseline's. *top-k agree*: overlap of each sentence's {} nearest neighbours (cosine) with the baseline's. *sparsity*: zeros over the encoder's linear weights. *size*: the weight files. *sentences/s* and *J/1000* (inference joules per 1,000 sentences): the evaluation sentences at the batch size above, through joulecut's kernels, inside one energy window. *kernels*: what runs the linear layers. *saving*: `real` = an int8 or sparse kernel runs them, or they are physically smaller; `nominal` = every layer runs dense f32 at full size (zeros stored densely, f16/bf16 decoded at load). *compression*: time and energy of making the variant from the baseline (calibration, pruning, grid choice, writing), shared steps included in full. *saved J/1000*: the baseline's J/1000 minus the variant's (negative: it costs more). *break-even*: the sentences after which the saved joules have paid for the compression J (compression J ÷ saved J/1000 × 1,000, rounded up); `never` when the variant saves nothing; its provenance is the row's unless named beside it (`mixed`: measured and estimated figures together).\n\n",
+            "\n*mean/min cosine*: of each evaluation sentence's mean-pooled embedding against the f32 baseline's. *top-k agree*: overlap of each sentence's {} nearest neighbours (cosine) with the baseline's. *sparsity*: zeros over the encoder's linear weights. *size*: the weight files. *sentences/s* and *J/1000* (inference joules per 1,000 sentences): the evaluation sentences at the batch size above, through joulecut's kernels, inside one energy window. *kernels*: what runs the linear layers. *saving*: `real` = an int8 or sparse kernel runs them, or they are physically smaller; `nominal` = every layer runs dense f32 at full size (zeros stored densely, f16/bf16 decoded at load). *compression*: time and energy of making the variant from the baseline (calibration, pruning, grid choice, writing), shared steps included in full. *saved J/1000*: the baseline's J/1000 minus the variant's (negative: it costs more). *break-even*: the sentences after which the saved joules have paid for the compression J (compression J ÷ saved J/1000 × 1,000, rounded up); `never` when the variant saves nothing or its saving is `nominal` (the baseline's kernels at its size: a measured difference is noise); its provenance is the row's unless named beside it (`mixed`: measured and estimated figures together).\n\n",
             self.suite.eval.neighbours
         );
         s += "## How each variant was made\n\nEach step is a `joulecut` command; run them to get the same model directory.\n\n";
@@ -282,13 +282,14 @@ fn row_break_even(b: &TransformerResult, r: &TransformerResult) -> Option<BreakE
         .reduce(TotalProvenance::combine)
         // made without a metered step: only the inference figures count
         .unwrap_or(inference);
-    break_even(
+    let be = break_even(
         r.compression_joules,
         compression,
         b.joules_per_1000,
         r.joules_per_1000,
         inference,
-    )
+    );
+    never_if_nominal(be, r.saving)
 }
 
 /// The model's name in the legend: its directory's name, with the parent's when the directory is
