@@ -134,21 +134,7 @@ impl RecoverObserver for Bar {
             pb.finish_and_clear();
         }
         if !self.quiet {
-            let eval = r
-                .eval_cosine
-                .map(|c| format!(", held-out cosine {c:.4}"))
-                .unwrap_or_default();
-            eprintln!(
-                "epoch {}/{}: loss {:.4} (1-cos {:.4}, hidden {:.4}){eval}, {:.1} s, {:.0} sentences/s, {}",
-                r.epoch,
-                self.epochs,
-                r.loss,
-                r.cosine_loss,
-                r.hidden_loss,
-                r.seconds,
-                r.sentences_per_second,
-                energy_line(&r.energy)
-            );
+            eprintln!("{}, {}", r.line(self.epochs), energy_line(&r.energy));
         }
     }
 }

@@ -148,6 +148,25 @@ pub struct EpochRecord {
     pub energy: Measurement,
 }
 
+impl EpochRecord {
+    /// One line for people: `epoch 2/5: loss …, held-out cosine …, 103.1 s, 195 sentences/s`.
+    pub fn line(&self, epochs: usize) -> String {
+        let eval = self
+            .eval_cosine
+            .map(|c| format!(", held-out cosine {c:.4}"))
+            .unwrap_or_default();
+        format!(
+            "epoch {}/{epochs}: loss {:.4} (1-cos {:.4}, hidden {:.4}){eval}, {:.1} s, {:.0} sentences/s",
+            self.epoch,
+            self.loss,
+            self.cosine_loss,
+            self.hidden_loss,
+            self.seconds,
+            self.sentences_per_second
+        )
+    }
+}
+
 /// What a run reports as it goes.
 pub trait RecoverObserver {
     /// After each step: epoch (1-based), step within it, steps in it, the step's loss.

@@ -64,16 +64,7 @@ struct EpochLog<'l> {
 
 impl RecoverObserver for EpochLog<'_> {
     fn epoch(&mut self, r: &EpochRecord) {
-        (self.log)(&format!(
-            "      epoch {}/{}: loss {:.4} (1-cos {:.4}, hidden {:.4}), {:.1} s, {:.0} sentences/s",
-            r.epoch,
-            self.epochs,
-            r.loss,
-            r.cosine_loss,
-            r.hidden_loss,
-            r.seconds,
-            r.sentences_per_second
-        ));
+        (self.log)(&format!("      {}", r.line(self.epochs)));
     }
 }
 
