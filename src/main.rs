@@ -4,6 +4,24 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// `println!` and `print!` for the whole binary: std's versions panic when stdout is gone (a reader
+// that closed the pipe, a full disk); these end the process cleanly instead
+// (`cli::output::write_stdout`).
+macro_rules! println {
+    () => {
+        $crate::cli::output::write_stdout(format_args!("\n"))
+    };
+    ($($t:tt)*) => {
+        $crate::cli::output::write_stdout(format_args!("{}\n", format_args!($($t)*)))
+    };
+}
+
+macro_rules! print {
+    ($($t:tt)*) => {
+        $crate::cli::output::write_stdout(format_args!($($t)*))
+    };
+}
+
 mod cli;
 
 fn main() -> ExitCode {

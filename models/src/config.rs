@@ -41,6 +41,19 @@ pub const CONV_POOL: usize = 2;
 pub const ARCH_NAMES: &str =
     "lenet-300-100, lenet5, teacher-mlp, or mlp:W0-W1-...-Wn (e.g. mlp:784-32-10)";
 
+/// The most weights (and biases) a model may have: 2³⁰, 4 GiB of f32 (training holds three more
+/// copies: gradients and Adam's moments).
+pub const MAX_PARAMS: usize = 1 << 30;
+/// The widest layer.
+pub const MAX_WIDTH: usize = 1 << 24;
+
+/// Weights and biases of an MLP of these widths, `None` when the count overflows.
+fn mlp_params(widths: &[usize]) -> Option<usize> {
+    widths.windows(2).try_fold(0usize, |acc, w| {
+        w[0].checked_mul(w[1])?.checked_add(w[1])?.checked_add(acc)
+    })
+}
+
 impl ModelConfig {
     /// Parses an architecture name (`lenet-300-100`, `lenet5`, `teacher-mlp`, `mlp:784-32-10`).
     pub fn parse(arch: &str) -> Result<Self> {
@@ -70,7 +83,9 @@ impl ModelConfig {
                         arch: arch.to_string(),
                     });
                 }
-                Ok(mlp(arch, widths))
+                let cfg = mlp(arch, widths);
+                cfg.check_size()?;
+                Ok(cfg)
             }
         }
     }
@@ -92,7 +107,44 @@ impl ModelConfig {
             reason: e.to_string(),
         })?;
         cfg.validate()?;
+        cfg.check_size()?;
         Ok(cfg)
+    }
+
+    /// Refuses a model too large to allocate ([`MAX_PARAMS`], [`MAX_WIDTH`]) before anything is.
+    pub fn check_size(&self) -> Result<()> {
+        let widths: Vec<usize> = match self {
+            ModelConfig::Mlp { widths, .. } => widths.clone(),
+            ModelConfig::Lenet5 {
+                channels,
+                hidden,
+                classes,
+                in_channels,
+                image,
+            } => [*in_channels, channels[0], channels[1], *image, *classes]
+                .into_iter()
+                .chain(hidden.iter().copied())
+                .collect(),
+        };
+        let too = |reason: String| {
+            Err(Error::TooLarge {
+                arch: self.name(),
+                reason,
+            })
+        };
+        if let Some(w) = widths.iter().find(|&&w| w > MAX_WIDTH) {
+            return too(format!("a width of {w} is over the limit of {MAX_WIDTH}"));
+        }
+        if let ModelConfig::Mlp { widths, .. } = self {
+            match mlp_params(widths) {
+                Some(n) if n <= MAX_PARAMS => {}
+                n => {
+                    let n = n.map_or("more than 2^64".to_string(), |n| n.to_string());
+                    return too(format!("{n} weights, over the limit of {MAX_PARAMS}"));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// JSON for checkpoint metadata.

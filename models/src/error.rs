@@ -60,6 +60,14 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// An architecture too large to allocate.
+    #[error("{arch}: {reason}")]
+    TooLarge {
+        /// The architecture.
+        arch: String,
+        /// How large it is.
+        reason: String,
+    },
     /// A candle operation failed.
     #[error("{action}")]
     Candle {
@@ -101,6 +109,12 @@ impl Error {
                 "the file's joulecut metadata is damaged or from a newer joulecut; `joulecut inspect FILE` shows it".into(),
             ),
             Error::Checkpoint(e) => e.hint(),
+            Error::TooLarge { .. } => Some(format!(
+                "joulecut's models have at most {} weights ({} GiB as f32) and widths of at most {}; use smaller widths",
+                crate::config::MAX_PARAMS,
+                crate::config::MAX_PARAMS * 4 >> 30,
+                crate::config::MAX_WIDTH
+            )),
             _ => None,
         }
     }

@@ -24,7 +24,7 @@ mod init;
 pub mod kernels;
 mod model;
 
-pub use config::{ARCH_NAMES, CONV_POOL, ModelConfig};
+pub use config::{ARCH_NAMES, CONV_POOL, MAX_PARAMS, MAX_WIDTH, ModelConfig};
 pub use error::{Error, Result};
 pub use init::{Rng, init_varmap, load_into_varmap};
 pub use kernels::{Fallback, Kernel, RealKernels, Route};

@@ -192,7 +192,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     let suite = match &a.config {
         Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| {
+            let text = joulecut::checkpoint::input::read_to_string(p.as_ref()).map_err(|e| {
                 bad_input(
                     format!("cannot read suite config {}: {e}", p.display()),
                     "give a JSON file; `joulecut bench --print-config` prints an example",
@@ -285,7 +285,7 @@ pub fn run_report(a: ReportArgs) -> anyhow::Result<ExitCode> {
     let (mut seconds, mut max_drop) = (0.0, 0.5);
     for d in &dirs {
         let p = d.join("shard.json");
-        let text = std::fs::read_to_string(&p).map_err(|e| {
+        let text = joulecut::checkpoint::input::read_to_string(p.as_ref()).map_err(|e| {
             bad_input(
                 format!("cannot read {}: {e}", p.display()),
                 "give the --out directories of `joulecut bench --shard I/N` runs",

@@ -16,7 +16,7 @@ pub mod error;
 mod eval;
 mod eval_embeddings;
 mod inspect;
-mod output;
+pub mod output;
 mod prune;
 mod prune_calibrated;
 mod prune_structured;

@@ -10,6 +10,26 @@ use joulecut::quant::ActivationGrid;
 
 use super::error::bad_input;
 
+/// Writes to stdout (behind this binary's `println!`/`print!`). A reader that closed the pipe
+/// (`joulecut inspect --json F | head`) ends the process quietly with success, as Unix tools do;
+/// any other failure (a full disk) ends it with exit code 1 and says so on stderr, never with a
+/// panic. Output files are written atomically before their summary is printed, so they are
+/// complete either way.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        eprintln!(
+            "hint: free space where stdout goes, or redirect it; any output file the command names was written completely before this"
+        );
+        std::process::exit(1);
+    }
+}
+
 /// Prints one JSON object on stdout.
 pub fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
     let s = serde_json::to_string_pretty(v).context("serialise JSON output")?;

@@ -18,6 +18,7 @@
 pub mod atomic;
 mod encoding;
 mod error;
+pub mod input;
 pub mod meta;
 mod precomputed;
 mod read;

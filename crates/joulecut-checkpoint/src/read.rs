@@ -66,6 +66,12 @@ impl Checkpoint {
     /// Opens and validates a safetensors file.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
+        if let Some(kind) = crate::input::not_regular(&path) {
+            return Err(Error::NotSafetensors {
+                reason: format!("it is {kind}, not a regular file"),
+                path,
+            });
+        }
         let file = std::fs::File::open(&path).map_err(|source| Error::Read {
             path: path.clone(),
             source,

@@ -163,6 +163,9 @@ impl Source {
     }
 
     fn open_index(ix: PathBuf, dir: PathBuf, is_dir: bool, path: PathBuf) -> Result<Source> {
+        if let Some(kind) = crate::input::not_regular(&ix) {
+            return Err(bad_index(&ix, format!("it is {kind}, not a regular file")));
+        }
         let text = std::fs::read(&ix).map_err(read_err(&ix))?;
         let v: serde_json::Value = serde_json::from_slice(&text)
             .map_err(|e| bad_index(&ix, format!("the index is not JSON ({e})")))?;
@@ -205,10 +208,11 @@ impl Source {
         for (file, tensors) in &by_file {
             let p = dir.join(file);
             if !p.is_file() {
+                let what = crate::input::not_regular(&p).unwrap_or("missing: it does not exist");
                 return Err(bad_index(
                     &ix,
                     format!(
-                        "shard `{file}` (listed for tensor `{}`) does not exist",
+                        "shard `{file}` (listed for tensor `{}`) is {what}",
                         tensors[0]
                     ),
                 ));

@@ -100,13 +100,14 @@ pub fn glosses(dir: &Path, min_words: usize) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for name in DATA_FILES {
         let path = dir.join(name);
-        let bytes = std::fs::read(&path).map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => Error::NoWordnet { path: path.clone() },
-            _ => Error::Read {
-                path: path.clone(),
-                source,
-            },
-        })?;
+        let bytes =
+            joulecut_checkpoint::input::read(&path).map_err(|source| match source.kind() {
+                std::io::ErrorKind::NotFound => Error::NoWordnet { path: path.clone() },
+                _ => Error::Read {
+                    path: path.clone(),
+                    source,
+                },
+            })?;
         for s in parse_glosses(&bytes, min_words) {
             if seen.insert(s.clone()) {
                 out.push(s);

@@ -153,6 +153,9 @@ impl Error {
             )),
             Error::BadIdx { .. } => Some("the IDX file is damaged; reinstall the dataset (`apt-get install --reinstall dataset-fashion-mnist`)".into()),
             Error::Diverged { .. } => Some("lower the learning rate (--lr)".into()),
+            Error::BadSetting(_) => {
+                Some("`joulecut COMMAND --help` lists each setting with its range".into())
+            }
             Error::Model(e) => e.hint(),
             Error::Checkpoint(e) => e.hint(),
             Error::Prune(e) => e.hint(),

@@ -33,7 +33,7 @@ pub use eval::{EvalStats, LatencyStats, RepeatedEval, evaluate, evaluate_for, la
 pub use joulecut_models::{Fallback, Kernel, RealKernels, Route};
 pub use qat::QatObjective;
 pub use train::{
-    CrossEntropy, EpochStats, Event, LrSchedule, NoHook, Objective, Observer, OptimizerKind,
-    Silent, StepHook, TrainConfig, TrainReport, WARMUP_STEPS, Warmup, cross_entropy, train,
-    warm_up,
+    CrossEntropy, EpochStats, Event, LrSchedule, MAX_EPOCHS, NoHook, Objective, Observer,
+    OptimizerKind, Silent, StepHook, TrainConfig, TrainReport, WARMUP_STEPS, Warmup, cross_entropy,
+    train, warm_up,
 };

@@ -117,9 +117,18 @@ impl Default for TrainConfig {
     }
 }
 
+/// The most epochs a run may ask for (a typo of a few more digits would otherwise run for ever).
+pub const MAX_EPOCHS: usize = 10_000;
+
 impl TrainConfig {
     /// Checks ranges.
     pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 || self.epochs > MAX_EPOCHS {
+            return Err(Error::BadSetting(format!(
+                "--epochs must be 1 to {MAX_EPOCHS}, got {}",
+                self.epochs
+            )));
+        }
         if self.batch_size == 0 {
             return Err(Error::BadSetting("--batch-size must be at least 1".into()));
         }

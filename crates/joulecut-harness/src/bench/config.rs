@@ -126,11 +126,15 @@ impl SuiteConfig {
             joulecut_models::ModelConfig::parse(m).map_err(|e| e.to_string())?;
         }
         if self.baseline.epochs == 0
+            || self.baseline.epochs > crate::MAX_EPOCHS
             || self.baseline.batch_size == 0
             || self.baseline.lr.is_nan()
             || self.baseline.lr <= 0.0
         {
-            return Err("baseline needs epochs >= 1, batch_size >= 1 and lr > 0".into());
+            return Err(format!(
+                "baseline needs epochs 1 to {}, batch_size >= 1 and lr > 0",
+                crate::MAX_EPOCHS
+            ));
         }
         if self.eval.batch_size == 0 || self.eval.repeats == 0 || self.eval.latency_iters == 0 {
             return Err("eval needs batch_size, repeats and latency_iters >= 1".into());

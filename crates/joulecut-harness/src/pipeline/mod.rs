@@ -81,6 +81,19 @@ fn positive_lr(lr: Option<f64>) -> bool {
 }
 
 fn check_step(s: &Step) -> std::result::Result<(), String> {
+    let epochs = match s {
+        Step::Gradual { epochs, .. } | Step::Finetune { epochs, .. } | Step::Qat { epochs, .. } => {
+            Some(*epochs)
+        }
+        Step::Distill { epochs, .. } => *epochs,
+        _ => None,
+    };
+    if let Some(e) = epochs.filter(|&e| e > crate::MAX_EPOCHS) {
+        return Err(format!(
+            "{e} epochs is over the limit of {}",
+            crate::MAX_EPOCHS
+        ));
+    }
     match s {
         Step::Prune { sparsity, .. } => check_sparsity(*sparsity),
         Step::Gradual {

@@ -75,8 +75,12 @@ impl RecoverConfig {
     /// Checks the settings.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::BadSetting(m));
-        if self.epochs == 0 || self.epochs > 10_000 {
-            return bad(format!("epochs must be 1 to 10000, got {}", self.epochs));
+        if self.epochs == 0 || self.epochs > crate::MAX_EPOCHS {
+            return bad(format!(
+                "epochs must be 1 to {}, got {}",
+                crate::MAX_EPOCHS,
+                self.epochs
+            ));
         }
         if self.batch_size == 0 || self.batch_size > 4096 {
             return bad(format!(

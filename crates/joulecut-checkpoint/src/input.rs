@@ -1,0 +1,66 @@
+//! Inputs are regular files (or symlinks to them): a FIFO, socket or device given as a checkpoint
+//! would block `open` forever or stream without end, so its kind is checked first, from metadata
+//! that never blocks.
+
+use std::path::Path;
+
+/// What `path` is when it is not a regular file (`None` for a regular file or one that does not
+/// exist: opening it then reports the real error).
+pub fn not_regular(path: &Path) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = std::fs::metadata(path).ok()?.file_type();
+    if t.is_file() {
+        None
+    } else if t.is_dir() {
+        Some("a directory")
+    } else if t.is_fifo() {
+        Some("a FIFO (named pipe)")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else if t.is_char_device() || t.is_block_device() {
+        Some("a device")
+    } else {
+        Some("not a regular file")
+    }
+}
+
+/// `std::fs::read` for an input: refuses (`InvalidInput`, naming the kind) anything but a regular
+/// file before opening it.
+pub fn read(path: &Path) -> std::io::Result<Vec<u8>> {
+    match not_regular(path) {
+        Some(kind) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("it is {kind}, not a regular file"),
+        )),
+        None => std::fs::read(path),
+    }
+}
+
+/// [`read`] as UTF-8 text.
+pub fn read_to_string(path: &Path) -> std::io::Result<String> {
+    String::from_utf8(read(path)?)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_named_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("f");
+        let ok = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        assert_eq!(not_regular(&fifo), Some("a FIFO (named pipe)"));
+        assert_eq!(not_regular(dir.path()), Some("a directory"));
+        assert_eq!(not_regular(Path::new("/dev/zero")), Some("a device"));
+        let f = dir.path().join("x");
+        std::fs::write(&f, b"x").unwrap();
+        assert_eq!(not_regular(&f), None);
+        assert_eq!(not_regular(&dir.path().join("missing")), None);
+    }
+}

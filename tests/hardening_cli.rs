@@ -1,0 +1,235 @@
+//! Regression tests of issue 22's rows: stdout that cannot be written (a closed pipe, a full disk),
+//! inputs that are not regular files (FIFOs, devices), absurd model sizes and epoch counts. Each
+//! ends with a clear exit code and message, never a panic, a hang or an abort.
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::*;
+use safetensors::Dtype;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A float checkpoint with many small tensors, so `inspect --json` prints far more than a pipe
+/// holds.
+fn many_tensors() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| {
+        let p = scratch().join("many.safetensors");
+        let t: Vec<Stored> = (0..3000)
+            .map(|i| {
+                let v: Vec<f32> = (0..8).map(|j| (i * 8 + j) as f32 * 0.01).collect();
+                (
+                    format!("layer{i}.weight"),
+                    Dtype::F32,
+                    vec![2, 4],
+                    f32_bytes(&v),
+                )
+            })
+            .collect();
+        write_safetensors(&p, &t, None);
+        p
+    })
+}
+
+fn fifo() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| {
+        let p = scratch().join("pipe");
+        let ok = std::process::Command::new("mkfifo")
+            .arg(&p)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mkfifo");
+        p
+    })
+}
+
+/// The binary as a plain `std` command (for stdout redirections).
+fn raw() -> std::process::Command {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("joulecut"))
+}
+
+fn dev_full() -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap()
+}
+
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    let mut child = raw()
+        .args(["inspect", "--json", s(many_tensors())])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // read a little, then hang up, as `| head -c 10` does
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 10];
+    out.read_exact(&mut first).unwrap();
+    drop(out);
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(status.code(), Some(0), "stderr: {err}");
+}
+
+#[test]
+fn a_full_disk_on_stdout_is_an_error_not_a_panic() {
+    let out = raw()
+        .args(["inspect", "--json", s(many_tensors())])
+        .stdout(dev_full())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot write to standard output"), "{err}");
+    assert!(err.lines().any(|l| l.starts_with("hint:")), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    // the file a command wrote before its summary failed is complete, and the error says so
+    let q = scratch().join("q.safetensors");
+    let out = raw()
+        .args(["quantize", s(many_tensors()), "-o", s(&q), "--dtype", "f16"])
+        .stdout(dev_full())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("written completely"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    joulecut::checkpoint::Checkpoint::open(&q).expect("the output is complete");
+}
+
+#[test]
+fn a_fifo_or_a_device_as_input_is_refused_without_blocking() {
+    let f = fifo();
+    let out_path = scratch().join("never.safetensors");
+    let runs: Vec<Vec<&str>> = vec![
+        vec!["inspect", s(f)],
+        vec!["quantize", s(f), "-o", s(&out_path), "--dtype", "f16"],
+        vec!["eval", s(f)],
+        vec!["compare", s(many_tensors()), s(f)],
+        vec!["decompress", s(f), "-o", s(&out_path)],
+        vec!["inspect", "/dev/zero"],
+    ];
+    for args in runs {
+        let out = joulecut()
+            .args(&args)
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap();
+        assert_bad_input(&out, "not a regular file");
+        assert!(!out_path.exists(), "{args:?} wrote an output");
+    }
+    // text inputs too
+    let m = scratch().join("m");
+    let out = joulecut()
+        .args(["eval-embeddings", s(&m), s(&m), "--sentences", s(f)])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
+
+#[test]
+fn absurd_models_and_epoch_counts_are_refused_before_anything_runs() {
+    let o = scratch().join("t.safetensors");
+    for model in [
+        "mlp:784-99999999999-10",
+        "mlp:784-100000-100000-10",
+        "mlp:784-99999999999999999999-10",
+    ] {
+        let out = joulecut()
+            .args(["train", "--model", model, "--epochs", "1", "-o", s(&o)])
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!err.contains("memory allocation"), "{err}");
+        assert_eq!(out.status.code(), Some(2), "{model}: {err}");
+        assert!(err.lines().any(|l| l.starts_with("hint:")), "{err}");
+    }
+    let out = joulecut()
+        .args([
+            "train",
+            "--model",
+            "mlp:784-99999999999-10",
+            "--epochs",
+            "1",
+            "-o",
+            s(&o),
+        ])
+        .output()
+        .unwrap();
+    assert_bad_input(&out, "over the limit");
+    let out = joulecut()
+        .args([
+            "train",
+            "--model",
+            "mlp:784-8-10",
+            "--epochs",
+            "18446744073709551615",
+            "-o",
+            s(&o),
+        ])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_bad_input(&out, "--epochs must be 1 to 10000");
+    let out = joulecut()
+        .args([
+            "distill",
+            "--teacher",
+            s(many_tensors()),
+            "--student",
+            "mlp:784-99999999999-10",
+            "-o",
+            s(&o),
+        ])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_bad_input(&out, "over the limit");
+    // a bench config asking for a trillion epochs
+    let cfg = scratch().join("epochs.json");
+    std::fs::write(
+        &cfg,
+        r#"{"name": "x", "models": ["mlp:784-8-10"], "seeds": [0],
+            "baseline": {"epochs": 1000000000000, "batch_size": 64, "lr": 0.001},
+            "eval": {"batch_size": 256, "repeats": 1, "latency_iters": 1},
+            "variants": []}"#,
+    )
+    .unwrap();
+    let out = joulecut()
+        .args([
+            "bench",
+            "--config",
+            s(&cfg),
+            "--out",
+            s(&scratch().join("b")),
+        ])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("10000") || err.contains("epochs"), "{err}");
+    assert!(!o.exists(), "nothing written");
+}
