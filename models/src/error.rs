@@ -112,7 +112,7 @@ impl Error {
             Error::TooLarge { .. } => Some(format!(
                 "joulecut's models have at most {} weights ({} GiB as f32) and widths of at most {}; use smaller widths",
                 crate::config::MAX_PARAMS,
-                crate::config::MAX_PARAMS * 4 >> 30,
+                (crate::config::MAX_PARAMS * 4) >> 30,
                 crate::config::MAX_WIDTH
             )),
             _ => None,
