@@ -91,7 +91,7 @@ impl CosineSummary {
 /// byte-order mark skipped). A file with no sentence ([`Error::NoSentences`]), a NUL byte (a binary
 /// file, [`Error::Binary`]) or invalid UTF-8 ([`Error::NotText`]) is refused, naming the line.
 pub fn read_sentences(path: &Path) -> Result<Vec<String>> {
-    let bytes = joulecut_checkpoint::input::read(path.as_ref()).map_err(|source| Error::Read {
+    let bytes = joulecut_checkpoint::input::read(path).map_err(|source| Error::Read {
         path: path.to_path_buf(),
         source,
     })?;

@@ -32,11 +32,9 @@ pub fn is_encoder_tensor(name: &str) -> bool {
 
 /// Reads and validates `config.json`.
 pub fn read_config(path: &Path) -> Result<Config> {
-    let text = joulecut_checkpoint::input::read_to_string(path.as_ref()).map_err(|source| {
-        Error::Read {
-            path: path.to_path_buf(),
-            source,
-        }
+    let text = joulecut_checkpoint::input::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
     })?;
     parse_config(path, &text)
 }

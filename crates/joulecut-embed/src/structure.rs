@@ -33,12 +33,11 @@ pub struct Structure {
 impl Structure {
     /// Reads the fields from `config.json` (already parsed into `config`).
     pub fn read(path: &Path, config: &Config) -> Result<Structure> {
-        let text = joulecut_checkpoint::input::read_to_string(path.as_ref()).map_err(|source| {
-            Error::Read {
+        let text =
+            joulecut_checkpoint::input::read_to_string(path).map_err(|source| Error::Read {
                 path: path.to_path_buf(),
                 source,
-            }
-        })?;
+            })?;
         let v: Value = serde_json::from_str(&text).map_err(|e| Error::BadConfig {
             path: path.to_path_buf(),
             reason: format!("not JSON: {e}"),

@@ -63,11 +63,9 @@ impl Weights {
     /// Opens the shards a `model.safetensors.index.json` names (its `weight_map` values).
     pub fn open_index(index: &Path) -> Result<Self> {
         let text =
-            joulecut_checkpoint::input::read_to_string(index.as_ref()).map_err(|source| {
-                Error::Read {
-                    path: index.to_path_buf(),
-                    source,
-                }
+            joulecut_checkpoint::input::read_to_string(index).map_err(|source| Error::Read {
+                path: index.to_path_buf(),
+                source,
             })?;
         let bad = |reason: String| Error::BadConfig {
             path: index.to_path_buf(),

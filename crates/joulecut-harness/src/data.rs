@@ -97,7 +97,7 @@ pub struct Idx {
 
 /// Reads an IDX file, gzip-compressed or raw, validating magic number, dimensions and length.
 pub fn read_idx(path: &Path) -> Result<Idx> {
-    let raw = joulecut_checkpoint::input::read(path.as_ref()).map_err(|source| Error::Read {
+    let raw = joulecut_checkpoint::input::read(path).map_err(|source| Error::Read {
         path: path.to_path_buf(),
         source,
     })?;

@@ -305,12 +305,11 @@ impl Report {
 
     /// Reads a `report.json`.
     pub fn read(path: &Path) -> Result<Report> {
-        let text = joulecut_checkpoint::input::read_to_string(path.as_ref()).map_err(|source| {
-            Error::Read {
+        let text =
+            joulecut_checkpoint::input::read_to_string(path).map_err(|source| Error::Read {
                 path: path.to_path_buf(),
                 source,
-            }
-        })?;
+            })?;
         serde_json::from_str(&text).map_err(|e| {
             Error::BadSetting(format!("{}: not a joulecut report ({e})", path.display()))
         })

@@ -136,11 +136,10 @@ impl TrainState {
 
     /// Reads a state written by [`TrainState::save`] for the run fingerprinted `run`.
     pub fn load(path: &Path, run: &str) -> Result<Self> {
-        let bytes =
-            joulecut_checkpoint::input::read(path.as_ref()).map_err(|source| Error::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let bytes = joulecut_checkpoint::input::read(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let (_, header) =
             SafeTensors::read_metadata(&bytes).map_err(|e| state_err(path, e.to_string()))?;
         let meta = header.metadata().clone().unwrap_or_default();

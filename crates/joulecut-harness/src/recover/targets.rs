@@ -233,11 +233,10 @@ impl TeacherTargets {
     /// Reads targets written by [`TeacherTargets::save`], checking they were made by this teacher
     /// on this corpus and hold every layer in `layers`.
     pub fn load(path: &Path, ids: (&str, &str), layers: &[usize]) -> Result<Self> {
-        let bytes =
-            joulecut_checkpoint::input::read(path.as_ref()).map_err(|source| Error::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let bytes = joulecut_checkpoint::input::read(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let (_, header) =
             SafeTensors::read_metadata(&bytes).map_err(|e| cache_err(path, e.to_string()))?;
         let meta = header.metadata().clone().unwrap_or_default();
