@@ -33,7 +33,20 @@ fn main() -> ExitCode {
         // SAFETY: first statement of main: no other thread exists yet to read the environment.
         unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
     }
-    let args = cli::Cli::parse();
+    let args = match cli::Cli::try_parse() {
+        Ok(a) => a,
+        // --help and --version print to stdout and succeed
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // clap's own message (one `error:` line, the usage), then a hint as every exit-2 has
+            let text = e.render().to_string();
+            eprintln!("{}", text.trim_end());
+            eprintln!(
+                "hint: `joulecut --help` lists the commands, `joulecut COMMAND --help` their flags and values"
+            );
+            return ExitCode::from(2);
+        }
+    };
     // Reuse freed tensor buffers instead of returning them to the kernel every step (25-30% on
     // an MLP train step, docs/PERFORMANCE.md).
     joulecut::ops::tune_allocator();
@@ -43,8 +56,13 @@ fn main() -> ExitCode {
             let report = cli::error::classify(&err);
             // One line: the action that failed and its causes, then a hint.
             eprintln!("error: {err:#}");
-            if let Some(hint) = report.hint {
-                eprintln!("hint: {hint}");
+            match report.hint {
+                Some(hint) => eprintln!("hint: {hint}"),
+                // every bad-input exit says what to do next
+                None if report.code == 2 => {
+                    eprintln!("hint: `joulecut COMMAND --help` lists the flags and their values")
+                }
+                None => {}
             }
             ExitCode::from(report.code)
         }

@@ -233,3 +233,96 @@ fn absurd_models_and_epoch_counts_are_refused_before_anything_runs() {
     assert!(err.contains("10000") || err.contains("epochs"), "{err}");
     assert!(!o.exists(), "nothing written");
 }
+
+/// Row 10: every exit 2 carries a hint, clap's own errors and bench configs included.
+#[test]
+fn every_usage_error_has_a_hint() {
+    let cfg = |name: &str, text: &str| {
+        let p = scratch().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let m = many_tensors();
+    let good = r#"{"name": "x", "models": ["mlp:784-8-10"], "seeds": [0],
+        "baseline": {"epochs": 1, "batch_size": 64, "lr": 0.001},
+        "eval": {"batch_size": 256, "repeats": 1, "latency_iters": 1}, "variants": []}"#;
+    let configs = [
+        cfg("unknown-key.json", &good.replace("\"seeds\"", "\"sedes\"")),
+        cfg(
+            "wrong-type.json",
+            &good.replace("\"epochs\": 1", "\"epochs\": \"one\""),
+        ),
+        cfg(
+            "batch0.json",
+            &good.replace("\"batch_size\": 64", "\"batch_size\": 0"),
+        ),
+        cfg("not-json.json", "{ nope"),
+        cfg("array.json", "[1, 2]"),
+    ];
+    let mut runs: Vec<Vec<String>> = vec![
+        vec![
+            "prune".into(),
+            m.display().to_string(),
+            "-o".into(),
+            "x".into(),
+            "--sparsity".into(),
+            "0.5x".into(),
+        ],
+        vec![
+            "quantize".into(),
+            m.display().to_string(),
+            "-o".into(),
+            "x".into(),
+        ],
+        vec![
+            "train".into(),
+            "--model".into(),
+            "lenet-300-100".into(),
+            "--lr".into(),
+            "nan".into(),
+            "-o".into(),
+            "x".into(),
+        ],
+        vec![
+            "train".into(),
+            "--model".into(),
+            "lenet-300-100".into(),
+            "--batch-size".into(),
+            "0".into(),
+            "-o".into(),
+            "x".into(),
+        ],
+        vec!["bench".into(), "--suite".into(), "nope".into()],
+        vec!["no-such-command".into()],
+    ];
+    for c in &configs {
+        runs.push(vec![
+            "bench".into(),
+            "--config".into(),
+            c.display().to_string(),
+            "--out".into(),
+            scratch().join("bo").display().to_string(),
+        ]);
+    }
+    for args in runs {
+        let out = joulecut()
+            .current_dir(scratch())
+            .args(&args)
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with("error:")).count(),
+            1,
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.lines().any(|l| l.starts_with("hint:")),
+            "{args:?}: no hint in\n{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    assert!(!scratch().join("x").exists());
+}

@@ -208,10 +208,20 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
                     })?;
                 return run_transformer(&a, suite);
             }
-            SuiteConfig::parse(&text, &p.display().to_string())?
+            SuiteConfig::parse(&text, &p.display().to_string()).map_err(|e| {
+                bad_input(
+                    e.to_string(),
+                    "`joulecut bench --print-config` prints a valid suite; docs/BENCH.md lists every key and its type",
+                )
+            })?
         }
         None if a.suite == TRANSFORMER => return run_transformer(&a, TransformerSuite::builtin()),
-        None => SuiteConfig::builtin(&a.suite)?,
+        None => SuiteConfig::builtin(&a.suite).map_err(|e| {
+            bad_input(
+                e.to_string(),
+                "built-in suites: quick, full, transformer; or --config FILE",
+            )
+        })?,
     };
     if let Some(opt) = [
         (a.model.is_some(), "--model"),
