@@ -326,3 +326,42 @@ fn every_usage_error_has_a_hint() {
     }
     assert!(!scratch().join("x").exists());
 }
+
+/// Row 11: a cast that would lose a value (f16 overflow to infinity, NaN) is refused, naming the
+/// tensor; bf16 holds the same large value.
+#[test]
+fn a_cast_that_would_make_infinities_is_refused() {
+    let big = scratch().join("big.safetensors");
+    let nan = scratch().join("nan.safetensors");
+    let t = |v: f32| {
+        vec![(
+            "w".to_string(),
+            Dtype::F32,
+            vec![2, 2],
+            f32_bytes(&[0.5, v, -1.0, 2.0]),
+        )]
+    };
+    write_safetensors(&big, &t(1e10), None);
+    write_safetensors(&nan, &t(f32::NAN), None);
+    let out = scratch().join("cast.safetensors");
+    let run = |input: &Path, dtype: &str| {
+        joulecut()
+            .args(["quantize", s(input), "-o", s(&out), "--dtype", dtype])
+            .output()
+            .unwrap()
+    };
+    let r = run(&big, "f16");
+    assert_bad_input(&r, "`w`");
+    assert!(String::from_utf8_lossy(&r.stderr).contains("bf16"));
+    assert!(!out.exists());
+    for dtype in ["f16", "bf16"] {
+        assert_bad_input(&run(&nan, dtype), "`w`");
+        assert!(!out.exists());
+    }
+    assert!(run(&big, "bf16").status.success());
+    let (_, v) = joulecut::checkpoint::Checkpoint::open(&out)
+        .unwrap()
+        .get_f32("w")
+        .unwrap();
+    assert!(v[1].is_finite() && (v[1] - 1e10).abs() < 1e8);
+}

@@ -20,6 +20,20 @@ pub enum Error {
         /// The offending value.
         value: f32,
     },
+    /// A finite value beyond what the target float type holds (it would become infinite).
+    #[error(
+        "cannot cast tensor `{name}` to {dtype}: element {index} is {value}, beyond its largest finite value"
+    )]
+    OutOfRange {
+        /// Tensor name.
+        name: String,
+        /// Flat index of the first offending element.
+        index: usize,
+        /// The offending value.
+        value: f32,
+        /// The target type.
+        dtype: String,
+    },
     /// A shape does not fit the operation.
     #[error("tensor `{name}` has shape {shape:?}: {reason}")]
     BadShape {
@@ -57,6 +71,7 @@ impl Error {
     pub fn is_bad_input(&self) -> bool {
         match self {
             Error::NonFinite { .. }
+            | Error::OutOfRange { .. }
             | Error::BadShape { .. }
             | Error::BadParams { .. }
             | Error::BadConfig(_) => true,
@@ -69,6 +84,9 @@ impl Error {
         match self {
             Error::NonFinite { name, .. } => Some(format!(
                 "the tensor `{name}` is corrupt or diverged in training; exclude it (--exclude) or fix the checkpoint"
+            )),
+            Error::OutOfRange { name, .. } => Some(format!(
+                "f16 holds magnitudes up to 65504: use --dtype bf16 (f32's range), or keep `{name}` as it is with --exclude"
             )),
             Error::BadParams { .. } => Some(
                 "an int8 tensor needs one finite, positive scale per tensor or per channel"

@@ -81,6 +81,7 @@ pub fn cast_data(name: &str, t: &TensorData, dtype: FloatType) -> Result<TensorD
     match t {
         TensorData::Dense(d) => {
             let values = d.to_f32();
+            crate::tensor::check_castable(name, &values, dtype)?;
             Ok(TensorData::Dense(DenseTensor {
                 dtype,
                 shape: d.shape.clone(),
@@ -94,6 +95,7 @@ pub fn cast_data(name: &str, t: &TensorData, dtype: FloatType) -> Result<TensorD
         }) => {
             let mut v = Vec::new();
             from.decode(bytes, &mut v);
+            crate::tensor::check_castable(name, &v, dtype)?;
             Ok(TensorData::Sparse(SparseTensor {
                 shape: shape.clone(),
                 bitmap: bitmap.clone(),

@@ -234,6 +234,7 @@ impl Transform for QuantizePass {
                 Ok((parts, report(q.stats, "int8")))
             }
             Target::Half(to) => {
+                crate::tensor::check_castable_values(t.name, &v, to)?;
                 let (bytes, stats) = crate::cast::cast_values(&v, to);
                 Ok((vec![bytes], report(stats, "dense")))
             }

@@ -30,6 +30,64 @@ pub fn check_finite(name: &str, values: &[f32]) -> Result<()> {
     }
 }
 
+/// Checks that every value survives a cast to `to`: finite (NaN and infinities are refused as
+/// for int8) and, for f16, within its range (a larger value would silently become infinite).
+pub fn check_castable(
+    name: &str,
+    values: &[f32],
+    to: joulecut_checkpoint::FloatType,
+) -> Result<()> {
+    check_finite(name, values)?;
+    if to == joulecut_checkpoint::FloatType::F16 {
+        let max = f32::from(half::f16::MAX);
+        if let Some(index) = values.iter().position(|v| v.abs() > max) {
+            return Err(Error::OutOfRange {
+                name: name.to_string(),
+                index,
+                value: values[index],
+                dtype: to.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// [`check_castable`] over stored values, read a block at a time (no full f32 copy).
+pub fn check_castable_values(
+    name: &str,
+    v: &joulecut_checkpoint::Values<'_>,
+    to: joulecut_checkpoint::FloatType,
+) -> Result<()> {
+    const BLOCK: usize = 1 << 14;
+    let mut buf = vec![0f32; BLOCK.min(v.len())];
+    let mut start = 0;
+    while start < v.len() {
+        let n = BLOCK.min(v.len() - start);
+        v.read(start, &mut buf[..n]);
+        check_castable(name, &buf[..n], to).map_err(|e| match e {
+            Error::NonFinite { name, index, value } => Error::NonFinite {
+                name,
+                index: index + start,
+                value,
+            },
+            Error::OutOfRange {
+                name,
+                index,
+                value,
+                dtype,
+            } => Error::OutOfRange {
+                name,
+                index: index + start,
+                value,
+                dtype,
+            },
+            other => other,
+        })?;
+        start += n;
+    }
+    Ok(())
+}
+
 /// The grid of channel `c` of `t` (asymmetric exactly when `t` stores zero-points).
 pub fn channel_params(t: &Int8Tensor, c: usize) -> QuantParams {
     let zp = t.zero_points.as_ref().map_or(0, |z| z[c]);
