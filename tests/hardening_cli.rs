@@ -365,3 +365,99 @@ fn a_cast_that_would_make_infinities_is_refused() {
         .unwrap();
     assert!(v[1].is_finite() && (v[1] - 1e10).abs() < 1e8);
 }
+
+/// A copy of `src` with its `__metadata__` changed by `edit`.
+fn with_metadata(
+    src: &Path,
+    dst: &Path,
+    edit: impl Fn(&mut std::collections::HashMap<String, String>),
+) {
+    let bytes = std::fs::read(src).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut md = header.metadata().clone().unwrap_or_default();
+    edit(&mut md);
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensors: Vec<Stored> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.dtype(), t.shape().to_vec(), t.data().to_vec()))
+        .collect();
+    write_safetensors(dst, &tensors, Some(md));
+}
+
+/// Row 7: every reader checks the format version; `decompress` checks the model metadata as
+/// strictly as `eval`.
+#[test]
+fn decompress_refuses_what_eval_refuses() {
+    let (model, _) = train("mlp:784-8-10", 1, "small.safetensors");
+    let out = scratch().join("dec.safetensors");
+    let cases: Vec<(
+        &str,
+        Box<dyn Fn(&mut std::collections::HashMap<String, String>)>,
+        &str,
+    )> = vec![
+        (
+            "f999",
+            Box::new(|m| {
+                m.insert("joulecut.format".into(), "999".into());
+            }),
+            "format `999`",
+        ),
+        (
+            "f2",
+            Box::new(|m| {
+                m.insert("joulecut.format".into(), "2".into());
+            }),
+            "format `2`",
+        ),
+        (
+            "unknown-model",
+            Box::new(|m| {
+                m.insert(
+                    "joulecut.model".into(),
+                    r#"{"Transformer": {"layers": 3}}"#.into(),
+                );
+            }),
+            "model config",
+        ),
+        (
+            "wrong-widths",
+            Box::new(|m| {
+                let v = m
+                    .get("joulecut.model")
+                    .unwrap()
+                    .replace("784-8-10", "784-9-10")
+                    .replace("[784,8,10]", "[784,9,10]");
+                m.insert("joulecut.model".into(), v);
+            }),
+            "fc1",
+        ),
+    ];
+    for (name, edit, needle) in cases {
+        let bad = scratch().join(format!("{name}.safetensors"));
+        with_metadata(&model, &bad, edit);
+        let before = std::fs::read(&bad).unwrap();
+        for cmd in [
+            vec!["decompress", s(&bad), "-o", s(&out)],
+            vec!["inspect", s(&bad)],
+            vec!["eval", s(&bad)],
+        ] {
+            if name.ends_with("widths") || name.starts_with("unknown") {
+                if cmd[0] == "inspect" {
+                    continue; // inspect shows any metadata; it runs no model
+                }
+            }
+            let r = joulecut().args(&cmd).output().unwrap();
+            let err = String::from_utf8_lossy(&r.stderr);
+            assert_eq!(r.status.code(), Some(2), "{name} {cmd:?}: {err}");
+            assert!(err.contains(needle), "{name} {cmd:?}: {err}");
+            assert!(err.lines().any(|l| l.starts_with("hint:")), "{err}");
+            assert!(!out.exists(), "{name}: decompress wrote an output");
+        }
+        assert_eq!(
+            std::fs::read(&bad).unwrap(),
+            before,
+            "the input is unchanged"
+        );
+    }
+}

@@ -32,6 +32,20 @@ pub struct DecompressArgs {
 
 pub fn run(a: DecompressArgs) -> anyhow::Result<ExitCode> {
     let src = Source::open(&a.input)?;
+    // A file that says it holds a joulecut model must hold it, as `eval` requires: the config
+    // parses and every tensor has the shape it implies (checked by loading the model).
+    for shard in src.shards() {
+        let ck = &shard.checkpoint;
+        if ck.model_config()?.is_some() {
+            let cfg = joulecut::models::Model::config_of(ck, None)?;
+            joulecut::models::Model::load(
+                ck,
+                &cfg,
+                &candle_core::Device::Cpu,
+                &joulecut::models::DenseFactory,
+            )?;
+        }
+    }
     let decoded = src
         .names()
         .iter()

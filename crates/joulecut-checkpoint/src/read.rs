@@ -161,6 +161,19 @@ impl Checkpoint {
             .enumerate()
             .map(|(i, s)| (s.name.clone(), i))
             .collect();
+        if let Some(v) = metadata
+            .get(meta::FORMAT)
+            .filter(|v| *v != meta::FORMAT_VERSION)
+        {
+            return Err(Error::BadMetadata {
+                key: meta::FORMAT.into(),
+                path,
+                reason: format!(
+                    "format `{v}` is not one this joulecut reads (format {}): written by another version",
+                    meta::FORMAT_VERSION
+                ),
+            });
+        }
         let encodings = match metadata.get(meta::ENCODINGS) {
             Some(s) => Encodings::parse(s).map_err(|reason| Error::BadMetadata {
                 key: meta::ENCODINGS.into(),
