@@ -461,3 +461,47 @@ fn decompress_refuses_what_eval_refuses() {
         );
     }
 }
+
+/// Row 8: a packed tensor whose logical shape overflows (or disagrees with its bitmap) is refused
+/// on opening, so no pass copies it through.
+#[test]
+fn a_corrupt_sparse_shape_is_refused_on_opening() {
+    let (model, _) = train("mlp:784-8-10", 1, "small-for-pack.safetensors");
+    let packed = scratch().join("packed.safetensors");
+    let r = joulecut()
+        .args([
+            "prune",
+            s(&model),
+            "-o",
+            s(&packed),
+            "--sparsity",
+            "0.5",
+            "--pack",
+        ])
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let out = scratch().join("cast16.safetensors");
+    for (name, shape) in [
+        ("overflow", "[4294967296,4294967297]"),
+        ("mismatch", "[784,9]"),
+    ] {
+        let bad = scratch().join(format!("sparse-{name}.safetensors"));
+        with_metadata(&packed, &bad, |m| {
+            let e = m
+                .get("joulecut.encodings")
+                .unwrap()
+                .replace("[8,784]", shape);
+            m.insert("joulecut.encodings".into(), e);
+        });
+        for cmd in [
+            vec!["quantize", s(&bad), "-o", s(&out), "--dtype", "f16"],
+            vec!["inspect", s(&bad)],
+            vec!["decompress", s(&bad), "-o", s(&out)],
+        ] {
+            let r = joulecut().args(&cmd).output().unwrap();
+            assert_bad_input(&r, "sparse shape");
+            assert!(!out.exists());
+        }
+    }
+}

@@ -193,7 +193,39 @@ impl Checkpoint {
             logical: Vec::new(),
         };
         ck.logical = ck.compute_logical()?;
+        ck.check_sparse_shapes()?;
         Ok(ck)
+    }
+
+    /// A packed tensor's logical shape must be countable and match its bitmap (one bit per
+    /// element): a shape whose product overflows would otherwise pass through passes that copy
+    /// the parts unchanged.
+    fn check_sparse_shapes(&self) -> Result<()> {
+        for (name, enc) in self.encodings.iter() {
+            let TensorEncoding::Sparse { shape, .. } = enc else {
+                continue;
+            };
+            let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            let Some(n) = n else {
+                return Err(bad_tensor(
+                    name,
+                    format!("sparse shape {shape:?} has more elements than can be counted"),
+                ));
+            };
+            if let Ok(bm) = self.stored_info(&format!("{name}:bitmap")) {
+                if bm.range.len() != n.div_ceil(8) {
+                    return Err(bad_tensor(
+                        name,
+                        format!(
+                            "sparse shape {shape:?} needs a {}-byte bitmap, the file stores {}",
+                            n.div_ceil(8),
+                            bm.range.len()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Logical names in file order; components of encoded tensors (`x:scale`, ...) are folded in.
