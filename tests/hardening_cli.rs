@@ -503,3 +503,44 @@ fn a_corrupt_sparse_shape_is_refused_on_opening() {
         }
     }
 }
+
+fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut v = vec![0, 0, 8, dims.len() as u8];
+    for d in dims {
+        v.extend(d.to_be_bytes());
+    }
+    v.extend_from_slice(data);
+    v
+}
+
+/// Row 9: an empty training split (whose statistics normalise every input) is refused by `eval`
+/// as by `train`.
+#[test]
+fn an_empty_training_split_is_refused() {
+    let (model, _) = train("mlp:784-8-10", 1, "small-for-empty.safetensors");
+    let dir = scratch().join("empty-train");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("train-images-idx3-ubyte"), idx(&[0, 28, 28], &[])).unwrap();
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), idx(&[0], &[])).unwrap();
+    std::fs::write(
+        dir.join("t10k-images-idx3-ubyte"),
+        idx(&[1, 28, 28], &[7; 784]),
+    )
+    .unwrap();
+    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), idx(&[1], &[3])).unwrap();
+    for cmd in [
+        vec!["eval", s(&model), "--data", s(&dir)],
+        vec![
+            "train",
+            "--model",
+            "mlp:784-8-10",
+            "--data",
+            s(&dir),
+            "-o",
+            s(&scratch().join("e.safetensors")),
+        ],
+    ] {
+        let r = joulecut().args(&cmd).output().unwrap();
+        assert_bad_input(&r, "no images");
+    }
+}

@@ -239,6 +239,15 @@ pub fn load_mnist_dir(dir: &Path) -> Result<Splits> {
             ),
         });
     }
+    // the normalisation comes from the training images: none means no statistics at all
+    for (idx, path, which) in [(&tri, &trp, "training"), (&tei, &tep, "test")] {
+        if idx.dims[0] == 0 || idx.data.is_empty() {
+            return Err(Error::BadIdx {
+                path: path.clone(),
+                reason: format!("the {which} set has no images"),
+            });
+        }
+    }
     let dim = tri.dims[1] * tri.dims[2];
     // Statistics in f64: 47M pixels would lose precision in f32.
     let n = tri.data.len() as f64;
