@@ -544,3 +544,31 @@ fn an_empty_training_split_is_refused() {
         assert_bad_input(&r, "no images");
     }
 }
+
+/// Row 6: what a killed directory write leaves (`.OUT.joulecut-tmp-PID/`) is removed by the next
+/// write of anything in that folder, not only of the same destination.
+#[test]
+fn a_killed_writes_temporary_directory_is_swept_by_the_next_write_in_its_folder() {
+    let dir = scratch().join("sweep");
+    std::fs::create_dir_all(&dir).unwrap();
+    // PIDs above pid_max never exist: a writer that is gone
+    let stale = dir.join(".killed-out.joulecut-tmp-4294967290");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("model.safetensors"), vec![0u8; 4096]).unwrap();
+    let r = joulecut()
+        .args([
+            "quantize",
+            s(many_tensors()),
+            "-o",
+            s(&dir.join("other.safetensors")),
+            "--dtype",
+            "f16",
+        ])
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(
+        !stale.exists(),
+        "the dead writer's temporary directory is gone"
+    );
+}

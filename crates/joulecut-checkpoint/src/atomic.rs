@@ -48,20 +48,22 @@ fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Removes temporaries of `path` (`.NAME.joulecut-tmp-PID`, files or directories) whose writer
-/// process no longer exists. Returns how many were removed.
+/// Removes the temporaries of every destination in `path`'s folder (`.NAME.joulecut-tmp-PID`,
+/// files or directories) whose writer process no longer exists: what a write killed with
+/// `kill -9` left behind, cleaned up by the next write of any file in that folder. Returns how
+/// many were removed.
 pub fn sweep_stale(path: &Path) -> usize {
-    let Some(name) = path.file_name() else {
-        return 0;
-    };
-    let prefix = format!(".{}{TMP_MARK}", name.to_string_lossy());
     let Ok(entries) = std::fs::read_dir(parent_dir(path)) else {
         return 0;
     };
     let mut removed = 0;
     for e in entries.flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = n.strip_prefix(&prefix).and_then(|p| p.parse::<u32>().ok()) else {
+        let pid = n
+            .strip_prefix('.')
+            .and_then(|rest| rest.rsplit_once(TMP_MARK))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok());
+        let Some(pid) = pid else {
             continue;
         };
         if pid == std::process::id() || pid_alive(pid) {
@@ -128,6 +130,7 @@ fn link_anonymous(_file: &File, _to: &Path) -> io::Result<()> {
 impl TmpFile {
     /// A file that will become `dest`: anonymous where the filesystem allows it, named otherwise.
     pub fn for_dest(dest: &Path) -> io::Result<TmpFile> {
+        sweep_stale(dest);
         match open_anonymous(parent_dir(dest)) {
             Ok(file) => Ok(TmpFile { file, named: None }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(e),
@@ -343,22 +346,24 @@ mod tests {
         let dead_dir = d.path().join(format!(".m.safetensors{TMP_MARK}4294967293"));
         std::fs::create_dir(&dead_dir).unwrap();
         std::fs::write(dead_dir.join("a"), b"x").unwrap();
+        // a killed write of another file in the folder is swept too (issue 22: cleaned up by the
+        // next write in that folder); a live writer's temp is left alone
         let other = d.path().join(format!(".other{TMP_MARK}4294967294"));
-        std::fs::write(&other, b"not ours").unwrap();
+        std::fs::write(&other, b"dead writer").unwrap();
+        let live = d
+            .path()
+            .join(format!(".live{TMP_MARK}{}", std::process::id()));
+        std::fs::write(&live, b"live writer").unwrap();
         let mut t = TmpFile::named_for(&dest).unwrap();
         assert!(!t.is_anonymous());
         assert!(!dead.exists() && !dead_dir.exists(), "stale temps swept");
-        assert!(other.exists(), "another destination's temp is left alone");
+        assert!(!other.exists(), "another destination's stale temp is swept");
+        assert!(live.exists(), "a live writer's temp is left alone");
+        std::fs::remove_file(&live).unwrap();
         t.file().write_all(b"data").unwrap();
         t.persist(&dest).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"data");
-        assert_eq!(
-            entries(d.path()),
-            vec![
-                format!(".other{TMP_MARK}4294967294"),
-                "m.safetensors".into()
-            ]
-        );
+        assert_eq!(entries(d.path()), vec!["m.safetensors".to_string()]);
     }
 
     #[test]
