@@ -572,3 +572,57 @@ fn a_killed_writes_temporary_directory_is_swept_by_the_next_write_in_its_folder(
         "the dead writer's temporary directory is gone"
     );
 }
+
+/// A safetensors file from a raw header and data section.
+fn raw_safetensors(path: &Path, header: &str, data: &[u8]) {
+    let mut b = (header.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(header.as_bytes());
+    b.extend_from_slice(data);
+    std::fs::write(path, b).unwrap();
+}
+
+/// Row 13: duplicate header keys, gaps between tensors and bytes after the last one are refused.
+#[test]
+fn loose_headers_are_refused() {
+    let data = f32_bytes(&[1.0, 2.0, 3.0, 4.0]);
+    let cases = [
+        (
+            "dup",
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}"#,
+            data.clone(),
+            "twice",
+        ),
+        (
+            "dup-meta",
+            r#"{"__metadata__":{"k":"1","k":"2"},"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#,
+            data.clone(),
+            "twice",
+        ),
+        (
+            "gap",
+            r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}"#,
+            data.clone(),
+            "unclaimed",
+        ),
+        (
+            "trailing",
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+            data.clone(),
+            "after the last tensor",
+        ),
+    ];
+    let out = scratch().join("loose-out.safetensors");
+    for (name, header, data, needle) in cases {
+        let p = scratch().join(format!("loose-{name}.safetensors"));
+        raw_safetensors(&p, header, &data);
+        let before = std::fs::read(&p).unwrap();
+        for cmd in [
+            vec!["inspect", s(&p)],
+            vec!["quantize", s(&p), "-o", s(&out), "--dtype", "f16"],
+        ] {
+            assert_bad_input(&joulecut().args(&cmd).output().unwrap(), needle);
+            assert!(!out.exists());
+        }
+        assert_eq!(std::fs::read(&p).unwrap(), before);
+    }
+}

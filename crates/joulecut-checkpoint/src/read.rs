@@ -113,8 +113,14 @@ impl Checkpoint {
                 "header length {n} runs past the end of the file ({len} bytes): truncated?"
             )));
         }
-        let header: serde_json::Value = serde_json::from_slice(&mmap[8..8 + n as usize])
+        let header_bytes = &mmap[8..8 + n as usize];
+        let header: serde_json::Value = serde_json::from_slice(header_bytes)
             .map_err(|e| bad(format!("header is not JSON ({e})")))?;
+        // a JSON object keeps the last of two equal keys: a tensor (or metadata key) stored twice
+        // would silently lose one
+        if let Ok(DuplicateKey(Some(k))) = serde_json::from_slice::<DuplicateKey>(header_bytes) {
+            return Err(bad(format!("the header names `{k}` twice")));
+        }
         let obj = header
             .as_object()
             .ok_or_else(|| bad("header is not a JSON object".into()))?;
@@ -155,6 +161,24 @@ impl Checkpoint {
                 )));
             }
             prev_end = s.range.end;
+        }
+        // then gaps (after overlaps, which say more about a damaged file)
+        let mut prev_end = 0usize;
+        for s in &stored {
+            if s.range.start > prev_end {
+                return Err(bad(format!(
+                    "{} unclaimed bytes before tensor `{}` (safetensors packs tensors back to back)",
+                    s.range.start - prev_end,
+                    s.name
+                )));
+            }
+            prev_end = s.range.end;
+        }
+        if prev_end != data_len {
+            return Err(bad(format!(
+                "{} bytes after the last tensor's data (safetensors ends with it)",
+                data_len - prev_end
+            )));
         }
         let by_name = stored
             .iter()
@@ -611,4 +635,40 @@ fn parse_entry(name: &str, v: &serde_json::Value) -> std::result::Result<StoredI
         shape,
         range: start..end,
     })
+}
+
+/// The first key a JSON object (or its `__metadata__` object) names twice, if any.
+struct DuplicateKey(Option<String>);
+
+impl<'de> serde::Deserialize<'de> for DuplicateKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = DuplicateKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> std::result::Result<DuplicateKey, A::Error> {
+                let mut seen = std::collections::HashSet::new();
+                let mut dup = None;
+                while let Some(k) = m.next_key::<String>()? {
+                    if k == "__metadata__" {
+                        if let DuplicateKey(Some(inner)) = m.next_value::<DuplicateKey>()? {
+                            dup = dup.or(Some(format!("__metadata__.{inner}")));
+                        }
+                    } else {
+                        m.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                    if !seen.insert(k.clone()) {
+                        dup = dup.or(Some(k));
+                    }
+                }
+                Ok(DuplicateKey(dup))
+            }
+        }
+        d.deserialize_map(Keys)
+    }
 }
