@@ -626,3 +626,27 @@ fn loose_headers_are_refused() {
         assert_eq!(std::fs::read(&p).unwrap(), before);
     }
 }
+
+/// Row 12: a NaN or infinity in either file is counted, not mixed into the figures, and the row and
+/// the total agree.
+#[test]
+fn compare_counts_non_finite_elements_and_its_row_and_total_agree() {
+    let a = scratch().join("cmp-a.safetensors");
+    let b = scratch().join("cmp-b.safetensors");
+    let t = |v: &[f32]| vec![("w".to_string(), Dtype::F32, vec![4], f32_bytes(v))];
+    write_safetensors(&a, &t(&[1e10, 1.0, 2.0, 3.0]), None);
+    write_safetensors(&b, &t(&[f32::INFINITY, 1.0, 2.0, 3.5]), None);
+    let v = json(&["compare", s(&a), s(&b), "--json"]);
+    let row = &v["tensors"][0];
+    let total = &v["totals"];
+    for x in [row, total] {
+        assert_eq!(x["non_finite"], 1, "{v}");
+        let rel = x["rel_l2"].as_f64().expect("a number");
+        assert!(rel > 0.0 && rel.is_finite(), "{v}");
+        assert!(
+            x["cosine"].as_f64().is_some_and(|c| c > 0.9 && c < 1.0),
+            "{v}"
+        );
+    }
+    assert_eq!(row["rel_l2"], total["rel_l2"]);
+}

@@ -34,6 +34,9 @@ struct Sums {
     ab: f64,
     max_abs: f64,
     n: u64,
+    /// Element pairs with a NaN or an infinity on either side: left out of the sums above (one
+    /// would make every figure NaN or infinite), counted and reported instead.
+    non_finite: u64,
 }
 
 impl Sums {
@@ -45,6 +48,7 @@ impl Sums {
             ab: self.ab + o.ab,
             max_abs: self.max_abs.max(o.max_abs),
             n: self.n + o.n,
+            non_finite: self.non_finite + o.non_finite,
         }
     }
 
@@ -77,6 +81,7 @@ impl Sums {
             "max_abs": self.max_abs,
             "cosine": self.cosine(),
             "snr_db": self.snr_db(),
+            "non_finite": self.non_finite,
         })
     }
 }
@@ -98,6 +103,10 @@ fn compare_values(a: &Values<'_>, b: &Values<'_>) -> Sums {
                 ..Sums::default()
             };
             for (&p, &q) in x.iter().zip(&y) {
+                if !(p.is_finite() && q.is_finite()) {
+                    s.non_finite += 1;
+                    continue;
+                }
                 let (p, q) = (f64::from(p), f64::from(q));
                 let d = p - q;
                 s.d2 += d * d;
@@ -256,6 +265,16 @@ pub fn run(a: CompareArgs) -> anyhow::Result<ExitCode> {
             .map(|(n, e)| format!("; worst `{n}` (rel_l2 {e:.3e})"))
             .unwrap_or_default()
     );
+    for r in rows
+        .iter()
+        .filter(|r| r["non_finite"].as_u64().unwrap_or(0) > 0)
+    {
+        println!(
+            "`{}`: {} element(s) NaN or infinite on one side, left out of its figures",
+            r["name"].as_str().unwrap_or_default(),
+            r["non_finite"]
+        );
+    }
     if !skipped.is_empty() {
         println!(
             "{} integer tensor(s) compared for equality only",
