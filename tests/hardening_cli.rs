@@ -650,3 +650,58 @@ fn compare_counts_non_finite_elements_and_its_row_and_total_agree() {
     }
     assert_eq!(row["rel_l2"], total["rel_l2"]);
 }
+
+/// Row 14: names with newlines or terminal escapes are printed escaped; a shard that is a FIFO, a
+/// device or a directory is named as such, not as missing.
+#[test]
+fn messages_name_what_they_saw() {
+    let p = scratch().join("evil-names.safetensors");
+    let evil = "w\nfake row\u{1b}[31m";
+    write_safetensors(
+        &p,
+        &[(evil.to_string(), Dtype::F32, vec![1], f32_bytes(&[1.0]))],
+        None,
+    );
+    let out = joulecut().args(["inspect", s(&p)]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains('\u{1b}'), "raw escape printed:\n{text}");
+    assert!(
+        !text.lines().any(|l| l.starts_with("fake row")),
+        "a forged row:\n{text}"
+    );
+    assert!(text.contains(r"w\nfake row\u{1b}[31m"), "{text}");
+
+    // an index whose shard is a FIFO, a device, a directory
+    let dir = scratch().join("odd-shards");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (shard, kind) in [
+        ("fifo.safetensors", "FIFO"),
+        ("dir.safetensors", "directory"),
+    ] {
+        let target = dir.join(shard);
+        if kind == "FIFO" {
+            assert!(
+                std::process::Command::new("mkfifo")
+                    .arg(&target)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        } else {
+            std::fs::create_dir_all(&target).unwrap();
+        }
+        let index = dir.join(format!("{kind}.safetensors.index.json"));
+        std::fs::write(
+            &index,
+            format!(r#"{{"metadata": {{}}, "weight_map": {{"w": "{shard}"}}}}"#),
+        )
+        .unwrap();
+        let r = joulecut()
+            .args(["inspect", s(&index)])
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap();
+        assert_bad_input(&r, kind);
+    }
+}

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Args;
 use joulecut::checkpoint::{Source, SparseValues, TensorData, TensorRef};
 
-use super::output::{NonFloat, human_bytes, print_json};
+use super::output::{NonFloat, human_bytes, print_json, printable};
 
 /// Arguments of `joulecut inspect`.
 #[derive(Debug, Args)]
@@ -137,7 +137,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
     }
     println!("{}", a.file.display());
     if let Some(m) = &model {
-        println!("model: {m}");
+        println!("model: {}", printable(&m.to_string()));
     }
     println!(
         "{:<40} {:>5} {:>16} {:>11} {:>10} {:>8}",
@@ -146,7 +146,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
     for r in &rows {
         println!(
             "{:<40} {:>5} {:>16} {:>11} {:>10} {:>7.1}%",
-            r["name"].as_str().unwrap_or_default(),
+            printable(r["name"].as_str().unwrap_or_default()),
             r["dtype"].as_str().unwrap_or_default(),
             format!(
                 "{:?}",
@@ -180,7 +180,11 @@ pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
         println!("{} shards", src.shards().len());
     }
     for h in &history {
-        println!("history: {} {}", h.tool, h.command);
+        println!(
+            "history: {} {}",
+            printable(&h.tool),
+            printable(&h.command.to_string())
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

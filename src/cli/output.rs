@@ -30,6 +30,20 @@ pub fn write_stdout(args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// `s` with control characters escaped (`\n`, `\u{1b}`): names from a file are printed on a
+/// terminal, where a newline would forge a row and an escape sequence would restyle it.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// Prints one JSON object on stdout.
 pub fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
     let s = serde_json::to_string_pretty(v).context("serialise JSON output")?;

@@ -95,6 +95,35 @@ pub struct Idx {
     pub data: Vec<u8>,
 }
 
+/// The largest IDX data section read (Fashion-MNIST's training images are 47 MB).
+const MAX_IDX_BYTES: usize = 1 << 30;
+
+/// Inflates a gzip IDX file no further than its header promises (plus one byte, to notice more):
+/// a small file that inflates to gigabytes is refused before it is held in memory.
+fn inflate_bounded(raw: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    let damaged = |e: std::io::Error| format!("gzip stream is damaged or truncated ({e})");
+    let mut d = flate2::read::GzDecoder::new(raw);
+    let mut out = vec![0u8; 4];
+    d.read_exact(&mut out).map_err(damaged)?;
+    let nd = usize::from(out[3]);
+    if nd == 0 || nd > 4 {
+        return Ok(out); // the header checks name the problem
+    }
+    out.resize(4 + 4 * nd, 0);
+    d.read_exact(&mut out[4..]).map_err(damaged)?;
+    let n = (0..nd)
+        .map(|i| {
+            u32::from_be_bytes(out[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize
+        })
+        .try_fold(1usize, |a, d| a.checked_mul(d))
+        .filter(|&n| n <= MAX_IDX_BYTES)
+        .ok_or_else(|| format!("the header promises more than {MAX_IDX_BYTES} bytes of data"))?;
+    d.take(n as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(damaged)?;
+    Ok(out)
+}
+
 /// Reads an IDX file, gzip-compressed or raw, validating magic number, dimensions and length.
 pub fn read_idx(path: &Path) -> Result<Idx> {
     let raw = joulecut_checkpoint::input::read(path).map_err(|source| Error::Read {
@@ -106,11 +135,7 @@ pub fn read_idx(path: &Path) -> Result<Idx> {
         reason,
     };
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| bad(format!("gzip stream is damaged or truncated ({e})")))?;
-        out
+        inflate_bounded(&raw).map_err(bad)?
     } else {
         raw
     };
@@ -330,6 +355,35 @@ mod tests {
         }
         v.extend_from_slice(data);
         v
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut enc, bytes).unwrap();
+        enc.finish().unwrap()
+    }
+
+    /// Issue 22, row 14: a small gzip file that inflates far beyond what its header promises is
+    /// refused after reading one byte more than promised, not after inflating all of it.
+    #[test]
+    fn a_gzip_bomb_is_refused_without_inflating_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bomb.gz");
+        let mut content = idx(&[1, 28, 28], &[]);
+        content.resize(content.len() + (64 << 20), 0);
+        std::fs::write(&p, gzip(&content)).unwrap();
+        assert!(std::fs::metadata(&p).unwrap().len() < 1 << 20);
+        let e = read_idx(&p).unwrap_err().to_string();
+        assert!(e.contains("784 bytes") && e.contains("785"), "{e}");
+        // a header promising more than any dataset is refused before reading on
+        let huge = dir.path().join("huge.gz");
+        std::fs::write(&huge, gzip(&idx(&[65535, 65535, 65535], &[1, 2, 3]))).unwrap();
+        assert!(
+            read_idx(&huge)
+                .unwrap_err()
+                .to_string()
+                .contains("promises more than")
+        );
     }
 
     #[test]
