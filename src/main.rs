@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         // SAFETY: first statement of main: no other thread exists yet to read the environment.
         unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
     }
+    joulecut::checkpoint::input::guard_truncated_inputs();
     let args = match cli::Cli::try_parse() {
         Ok(a) => a,
         // --help and --version print to stdout and succeed

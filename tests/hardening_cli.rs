@@ -705,3 +705,65 @@ fn messages_name_what_they_saw() {
         assert_bad_input(&r, kind);
     }
 }
+
+/// Row 5: an input truncated by another process while it is read (a bus error on its memory map)
+/// ends with a message and exit code 2, not death by SIGBUS, and no output.
+#[test]
+fn an_input_truncated_during_the_run_is_a_clear_error() {
+    let p = scratch().join("shrinking.safetensors");
+    let v: Vec<f32> = (0..(16usize << 20))
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
+    let tensors: Vec<Stored> = v
+        .chunks(4 << 20)
+        .enumerate()
+        .map(|(i, c)| {
+            (
+                format!("t{i}.weight"),
+                Dtype::F32,
+                vec![4096, 1024],
+                f32_bytes(c),
+            )
+        })
+        .collect();
+    write_safetensors(&p, &tensors, None);
+    let out = scratch().join("shrunk-q.safetensors");
+    let mut child = raw()
+        .args([
+            "quantize",
+            s(&p),
+            "-o",
+            s(&out),
+            "--dtype",
+            "int8",
+            "--calibrate",
+            "mse",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // the whole run takes seconds: cut the file while it is being read
+    std::thread::sleep(Duration::from_millis(400));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(100_000)
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "killed by a signal or wrong code: {status:?} {err}"
+    );
+    assert!(err.contains("truncated"), "{err}");
+    assert!(!out.exists(), "no output");
+}

@@ -42,6 +42,32 @@ pub fn read_to_string(path: &Path) -> std::io::Result<String> {
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
+const SIGBUS_MESSAGE: &[u8] = b"error: an input file was truncated or replaced while joulecut read it (a bus error on its memory map); nothing was written\nhint: do not change input files during a run; run again once the file is complete\n";
+
+extern "C" fn on_sigbus(_: libc::c_int) {
+    // Only async-signal-safe calls: one write, then _exit (no destructors, no allocation).
+    // SAFETY: `write` and `_exit` are async-signal-safe; the buffer is a static.
+    unsafe {
+        libc::write(2, SIGBUS_MESSAGE.as_ptr().cast(), SIGBUS_MESSAGE.len());
+        libc::_exit(2);
+    }
+}
+
+/// Turns the SIGBUS of reading a memory-mapped input that another process truncated into a clear
+/// message and exit code 2, instead of the process dying by a signal. Outputs are written to
+/// temporaries and renamed into place only when complete, so ending here leaves none behind.
+/// Call once, early in `main`.
+pub fn guard_truncated_inputs() {
+    // SAFETY: installs a handler that only calls async-signal-safe functions; the sigaction
+    // struct is zero-initialised and fully set before use.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigbus as *const () as libc::sighandler_t;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
