@@ -13,18 +13,10 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// A file from an 8-byte length, a header and data.
-fn st_bytes(header: &str, data: &[u8]) -> Vec<u8> {
-    let mut b = (header.len() as u64).to_le_bytes().to_vec();
-    b.extend_from_slice(header.as_bytes());
-    b.extend_from_slice(data);
-    b
-}
-
 const F32X4: &str = r#""dtype":"F32","shape":[4],"data_offsets":[0,16]"#;
 
 fn with_meta(meta: &str) -> Vec<u8> {
-    st_bytes(
+    safetensors_bytes(
         &format!(r#"{{"__metadata__":{meta},"w":{{{F32X4}}}}}"#),
         &f32_bytes(&[1.0, 2.0, 3.0, 4.0]),
     )
@@ -34,7 +26,7 @@ fn with_meta(meta: &str) -> Vec<u8> {
 fn malformed_files() -> Vec<(&'static str, Vec<u8>)> {
     let d16 = f32_bytes(&[1.0, 2.0, 3.0, 4.0]);
     let int8 = |extra: &str| {
-        st_bytes(
+        safetensors_bytes(
             &format!(
                 r#"{{"__metadata__":{{"joulecut.encodings":"{{\"w\":{{\"kind\":\"int8\",\"axis\":null,\"zero_point\":false,\"dtype\":\"F32\"}}}}"}},"w":{{"dtype":"I8","shape":[4],"data_offsets":[0,4]}}{extra}}}"#
             ),
@@ -50,74 +42,74 @@ fn malformed_files() -> Vec<(&'static str, Vec<u8>)> {
             b.extend_from_slice(b"{}");
             b
         }),
-        ("header-not-json", st_bytes("{not json", &[])),
-        ("header-array", st_bytes("[1,2,3]", &[])),
-        ("header-string", st_bytes(r#""text""#, &[])),
+        ("header-not-json", safetensors_bytes("{not json", &[])),
+        ("header-array", safetensors_bytes("[1,2,3]", &[])),
+        ("header-string", safetensors_bytes(r#""text""#, &[])),
         ("metadata-not-object", with_meta("[1]")),
         ("metadata-value-number", with_meta(r#"{"k":1}"#)),
         (
             "missing-dtype",
-            st_bytes(r#"{"w":{"shape":[4],"data_offsets":[0,16]}}"#, &d16),
+            safetensors_bytes(r#"{"w":{"shape":[4],"data_offsets":[0,16]}}"#, &d16),
         ),
         (
             "unknown-dtype",
-            st_bytes(
+            safetensors_bytes(
                 r#"{"w":{"dtype":"F99","shape":[4],"data_offsets":[0,16]}}"#,
                 &d16,
             ),
         ),
         (
             "negative-shape",
-            st_bytes(
+            safetensors_bytes(
                 r#"{"w":{"dtype":"F32","shape":[-4],"data_offsets":[0,16]}}"#,
                 &d16,
             ),
         ),
         (
             "offsets-reversed",
-            st_bytes(
+            safetensors_bytes(
                 r#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[16,0]}}"#,
                 &d16,
             ),
         ),
         (
             "offsets-past-end",
-            st_bytes(
+            safetensors_bytes(
                 r#"{"w":{"dtype":"F32","shape":[8],"data_offsets":[0,32]}}"#,
                 &d16,
             ),
         ),
         (
             "size-mismatch",
-            st_bytes(
+            safetensors_bytes(
                 r#"{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}}"#,
                 &d16,
             ),
         ),
         (
             "overlap",
-            st_bytes(
+            safetensors_bytes(
                 r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,12]},"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}"#,
                 &d16,
             ),
         ),
         (
             "gap",
-            st_bytes(
+            safetensors_bytes(
                 r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}"#,
                 &d16,
             ),
         ),
         (
             "trailing-bytes",
-            st_bytes(
+            safetensors_bytes(
                 r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
                 &d16,
             ),
         ),
         (
             "duplicate-tensor",
-            st_bytes(
+            safetensors_bytes(
                 r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"w":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}"#,
                 &d16,
             ),
@@ -146,14 +138,14 @@ fn malformed_files() -> Vec<(&'static str, Vec<u8>)> {
         ("gguf", b"GGUF\x03\x00\x00\x00 a llama.cpp file".to_vec()),
         (
             "nan-weight",
-            st_bytes(
+            safetensors_bytes(
                 &format!(r#"{{"w":{{{F32X4}}}}}"#),
                 &f32_bytes(&[1.0, f32::NAN, 3.0, 4.0]),
             ),
         ),
         (
             "inf-weight",
-            st_bytes(
+            safetensors_bytes(
                 &format!(r#"{{"w":{{{F32X4}}}}}"#),
                 &f32_bytes(&[1.0, f32::INFINITY, 3.0, 4.0]),
             ),
@@ -220,7 +212,7 @@ fn malformed_indexes_texts_datasets_and_settings() {
     let good = dir.join("shard.safetensors");
     std::fs::write(
         &good,
-        st_bytes(
+        safetensors_bytes(
             &format!(r#"{{"w":{{{F32X4}}}}}"#),
             &f32_bytes(&[1.0, 2.0, 3.0, 4.0]),
         ),

@@ -573,14 +573,6 @@ fn a_killed_writes_temporary_directory_is_swept_by_the_next_write_in_its_folder(
     );
 }
 
-/// A safetensors file from a raw header and data section.
-fn raw_safetensors(path: &Path, header: &str, data: &[u8]) {
-    let mut b = (header.len() as u64).to_le_bytes().to_vec();
-    b.extend_from_slice(header.as_bytes());
-    b.extend_from_slice(data);
-    std::fs::write(path, b).unwrap();
-}
-
 /// Row 13: duplicate header keys, gaps between tensors and bytes after the last one are refused.
 #[test]
 fn loose_headers_are_refused() {
@@ -614,7 +606,7 @@ fn loose_headers_are_refused() {
     let out = scratch().join("loose-out.safetensors");
     for (name, header, data, needle) in cases {
         let p = scratch().join(format!("loose-{name}.safetensors"));
-        raw_safetensors(&p, header, &data);
+        std::fs::write(&p, safetensors_bytes(header, &data)).unwrap();
         let before = std::fs::read(&p).unwrap();
         for cmd in [
             vec!["inspect", s(&p)],

@@ -151,3 +151,11 @@ pub fn write_hf_bert(g: &joulecut::embed::generate::SyntheticBert, dir: &Path) {
     )
     .unwrap();
 }
+
+/// A safetensors file's bytes from a raw header and data section (for malformed-file tests).
+pub fn safetensors_bytes(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut b = (header.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(header.as_bytes());
+    b.extend_from_slice(data);
+    b
+}
