@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use joulecut::checkpoint::HistoryEntry;
 use joulecut::distill::{EmbeddingLoss, fingerprint_words};
 use joulecut::embed::{EncodeConfig, Engine, SentenceEncoder, read_sentences};
-use joulecut::energy::{Measurement, Meter, break_even};
+use joulecut::energy::break_even;
 use joulecut::harness::recover::{
     EpochRecord, HeldOut, RecoverConfig, RecoverObserver, Recovery, TeacherTargets, TrainState,
     mean_cosine, uniform_map, write_student,
@@ -19,6 +19,7 @@ use joulecut::models::bert::{StudentSpec, TrainableEncoder};
 
 use super::distill::DistillArgs;
 use super::error::bad_input;
+use super::eval_embeddings::{Run, run_model};
 use super::output::{energy_line, meter, print_json};
 
 /// The transformer-only options of `joulecut distill`.
@@ -185,25 +186,6 @@ fn dir_fingerprint(dir: &Path) -> anyhow::Result<String> {
         ids.push(joulecut::distill::file_fingerprint(&f)?);
     }
     Ok(fingerprint_words(ids.join(",").bytes().map(u32::from)))
-}
-
-/// Encodes `sentences` with `enc` inside one energy window: (joules per 1,000, sentences/s, window).
-fn inference(
-    meter: &Meter,
-    label: &str,
-    enc: &SentenceEncoder,
-    sentences: &[String],
-) -> anyhow::Result<(f64, f64, Measurement, Vec<Vec<f32>>)> {
-    let cfg = EncodeConfig { batch_size: 32 };
-    let (res, m) = meter.measure(label, || enc.encode(sentences, &cfg));
-    let emb = res?;
-    let n = sentences.len().max(1) as f64;
-    Ok((
-        m.total().0 / n * 1000.0,
-        n / m.wall.as_secs_f64().max(1e-9),
-        m,
-        emb,
-    ))
 }
 
 pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
@@ -447,20 +429,19 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
     });
     let mut break_even_json = serde_json::Value::Null;
     let mut break_even_desc = None;
-    // real: a layer runs on the int8 or sparse kernel, or the model is smaller (fewer layers,
-    // heads, neurons); nominal: the teacher's kernels at its size, whose measured difference in
-    // joules is noise and never pays back
-    let real = written.linear_params() < teacher.linear_params()
-        || written
-            .routes()
-            .iter()
-            .any(|(_, k)| *k != joulecut::embed::LinearKind::Dense);
-    let saving = if real { "real" } else { "nominal" };
+    // nominal: the teacher's kernels at its size, whose measured difference in joules is noise
+    // and never pays back
+    let saving = super::eval_embeddings::saving(&teacher, &written);
     if let Some(s) = &held_out {
-        let (tj, ts, tm, temb) = inference(&meter, "embed-teacher", &teacher, s)?;
-        let (sj, ss, sm, semb) = inference(&meter, "embed-student", &written, s)?;
-        let c = joulecut::embed::CosineSummary::of(&temb, &semb).map(|c| c.mean);
-        after = c;
+        let cfg = EncodeConfig { batch_size: 32 };
+        let t = run_model(&meter, "embed-teacher", &teacher, s, &cfg)?;
+        let st = run_model(&meter, "embed-student", &written, s, &cfg)?;
+        after = joulecut::embed::CosineSummary::of(&t.embeddings, &st.embeddings).map(|c| c.mean);
+        let n = s.len().max(1) as f64;
+        let per_1000 = |r: &Run| r.energy.total().0 / n * 1000.0;
+        let (tj, sj) = (per_1000(&t), per_1000(&st));
+        let (ts, ss) = (n / t.seconds.max(1e-9), n / st.seconds.max(1e-9));
+        let (tm, sm) = (&t.energy, &st.energy);
         let inference_provenance = tm.provenance().combine(sm.provenance());
         let be = break_even(
             compression_joules,
@@ -469,11 +450,12 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
             sj,
             inference_provenance,
         )
-        .map(|mut b| {
-            if !real {
-                b.break_even_items = None;
+        .map(|b| {
+            if saving == "real" {
+                b
+            } else {
+                b.without_payback()
             }
-            b
         });
         inference_json = serde_json::json!({
             "teacher": {"joules_per_1000_sentences": tj, "sentences_per_second": ts, "energy": tm},

@@ -69,10 +69,10 @@ pub(super) fn embed_err(e: joulecut::embed::Error) -> anyhow::Error {
 const NEIGHBOURS: usize = 10;
 
 /// One model's run over all sentences.
-struct Run {
-    embeddings: Vec<Vec<f32>>,
-    seconds: f64,
-    energy: Measurement,
+pub(super) struct Run {
+    pub(super) embeddings: Vec<Vec<f32>>,
+    pub(super) seconds: f64,
+    pub(super) energy: Measurement,
     /// Sentences/s at batch 1 over the first `batch1_sentences` (None when skipped).
     batch1: Option<f64>,
 }
@@ -106,17 +106,15 @@ fn kernel_counts(enc: &SentenceEncoder) -> std::collections::BTreeMap<&'static s
 /// `real` when a compressed kernel (int8, sparse) runs some layer or the linear layers are
 /// physically smaller than the original's (heads or FFN neurons removed); otherwise `nominal`
 /// (smaller file, same dense compute).
-fn saving(orig: &SentenceEncoder, enc: &SentenceEncoder) -> &'static str {
-    if enc.routes().iter().any(|(_, k)| *k != LinearKind::Dense)
-        || enc.linear_params() < orig.linear_params()
-    {
+pub(super) fn saving(orig: &SentenceEncoder, enc: &SentenceEncoder) -> &'static str {
+    if enc.saves_compute_against(orig) {
         "real"
     } else {
         "nominal"
     }
 }
 
-fn run_model(
+pub(super) fn run_model(
     meter: &Meter,
     label: &str,
     enc: &SentenceEncoder,

@@ -289,6 +289,15 @@ impl SentenceEncoder {
         crate::native::bert_config(&self.config)
     }
 
+    /// Whether this model saves compute against `original` (a `real` saving): an int8 or sparse
+    /// kernel runs some linear layer, or the linear layers are physically smaller (fewer layers,
+    /// heads or FFN neurons). Otherwise the saving is `nominal`: a smaller file, the same dense
+    /// compute.
+    pub fn saves_compute_against(&self, original: &SentenceEncoder) -> bool {
+        self.routes().iter().any(|(_, k)| *k != LinearKind::Dense)
+            || self.linear_params() < original.linear_params()
+    }
+
     /// The joulecut encoder itself (`None` on the candle engine), for calibrated compression.
     pub fn native(&self) -> Option<&BertEncoder> {
         match &self.net {

@@ -97,6 +97,16 @@ impl BreakEven {
         })
     }
 
+    /// The same figures with no payback (`break_even_items = None`, *never*): for a saving that
+    /// is not real (the compressed model computes exactly what the original does), whose measured
+    /// difference in joules is noise.
+    pub fn without_payback(self) -> BreakEven {
+        BreakEven {
+            break_even_items: None,
+            ..self
+        }
+    }
+
     /// The break-even count for people: `740 samples`, `20.0 k sentences`, `1.2 M sentences`,
     /// `never`.
     pub fn describe(&self, unit: &str) -> String {

@@ -118,3 +118,46 @@ fn the_loss_gradient_through_the_encoder_matches_finite_differences() {
     }
     assert!(checked >= 3 * 16, "checked {checked} entries");
 }
+
+#[test]
+fn trained_embeddings_get_gradients_and_are_exported() {
+    let spec = StudentSpec {
+        train_embeddings: true,
+        ..StudentSpec::default()
+    };
+    let s = TrainableEncoder::load(cfg(), &mem(&tensors(5)), &spec, &Device::Cpu).unwrap();
+    let pb = PaddedBatch::new(&batch(), &Device::Cpu).unwrap();
+    let out = s.forward(&pb, &[]).unwrap();
+    let grads = out
+        .pooled
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let (frozen, trained) = (student(5).trainable_vars().len(), s.trainable_vars().len());
+    assert_eq!(
+        trained,
+        frozen + 5,
+        "word, position, type tables and their LayerNorm"
+    );
+    for (name, var) in s.named_vars() {
+        if name.starts_with("embeddings.") {
+            assert!(grads.get(var).is_some(), "{name} has no gradient");
+        }
+    }
+    let exported = s.export().unwrap();
+    assert!(
+        exported
+            .iter()
+            .any(|(n, _, _)| n == "embeddings.word_embeddings.weight")
+    );
+    assert!(
+        !student(5)
+            .export()
+            .unwrap()
+            .iter()
+            .any(|(n, _, _)| n.starts_with("embeddings."))
+    );
+}

@@ -35,11 +35,12 @@ pub(super) fn row_break_even(b: &RunResult, r: &RunResult) -> Result<Option<Brea
 /// A `nominal` variant runs the baseline's kernels at the baseline's size, so whatever its
 /// measured joules differ by is noise: it never pays back (the measured saving stays shown).
 pub(crate) fn never_if_nominal(b: Option<BreakEven>, saving: Saving) -> Option<BreakEven> {
-    b.map(|mut b| {
+    b.map(|b| {
         if saving == Saving::Nominal {
-            b.break_even_items = None;
+            b.without_payback()
+        } else {
+            b
         }
-        b
     })
 }
 
