@@ -327,6 +327,17 @@ fn misuse_exits_2_and_writes_nothing() {
         "training state",
     );
     assert!(!out.exists());
+    // a user's non-empty directory is refused before any training
+    let taken = scratch().join("taken");
+    std::fs::create_dir_all(&taken).unwrap();
+    std::fs::write(taken.join("keep.txt"), "mine").unwrap();
+    let r = joulecut()
+        .args(["distill", "--teacher", s(teacher()), "--keep-layers", "0"])
+        .args(["--corpus", s(corpus()), "-o", s(&taken)])
+        .output()
+        .unwrap();
+    assert_bad_input(&r, "taken");
+    assert_eq!(std::fs::read_dir(&taken).unwrap().count(), 1);
     // transformer flags with a checkpoint teacher
     let ck = scratch().join("t.safetensors");
     let o = joulecut()

@@ -246,6 +246,7 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
     let dev = candle_core::Device::Cpu;
     let teacher = SentenceEncoder::load_with(teacher_dir, &dev, Engine::Joulecut)?;
     let source = SentenceEncoder::load_with(&student_dir, &dev, Engine::Joulecut)?;
+    let source_files = joulecut::checkpoint::Source::open(&student_dir)?;
     if source.dim() != teacher.dim() {
         return Err(bad_input(
             format!(
@@ -365,13 +366,10 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
             .map(u32::from),
     );
     let state_path = PathBuf::from(format!("{}.train-state.safetensors", a.output.display()));
-    let occupied =
-        a.output.is_file() || std::fs::read_dir(&a.output).is_ok_and(|mut d| d.next().is_some());
-    if occupied && !e.resume {
-        return Err(bad_input(
-            format!("refusing to write {}: it exists", a.output.display()),
-            "choose a new output path, or remove it (--resume continues a run that wrote it)",
-        ));
+    // the output is checked as every writer checks it, before training (a resumed run replaces
+    // the directory its own earlier epochs wrote)
+    if !e.resume {
+        joulecut::checkpoint::check_output(&source_files, &a.output, false)?;
     }
     if e.resume && !state_path.is_file() {
         return Err(bad_input(
