@@ -13,7 +13,7 @@ use super::runner::{TextSummary, TransformerRun};
 use crate::Result;
 use crate::bench::break_even::{csv_cells, md_cells, never_if_nominal};
 use crate::bench::report::human;
-use crate::bench::svg::{Chart, Point, Series, render};
+use crate::bench::svg::{Budget, Chart, Point, Series, render};
 use crate::bench::{Host, Saving};
 
 /// Version of the transformer `report.json` schema.
@@ -266,6 +266,10 @@ impl TransformerReport {
                         baseline: r.run.saving == Saving::Baseline,
                     })
                     .collect(),
+                budget: Some(Budget {
+                    value: self.min_cosine,
+                    label: format!("budget: cosine {}", self.min_cosine),
+                }),
             }],
         })
     }
