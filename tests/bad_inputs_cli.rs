@@ -34,6 +34,9 @@ fn malformed_files() -> Vec<(&'static str, Vec<u8>)> {
         )
     };
     vec![
+        ("gguf", b"GGUF\x03\0\0\0\x05\0\0\0\0\0\0\0".to_vec()),
+        ("pytorch-zip", b"PK\x03\x04archive/data.pkl".to_vec()),
+        ("pickle", vec![0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc]),
         ("empty", vec![]),
         ("three-bytes", vec![1, 2, 3]),
         ("huge-header-length", u64::MAX.to_le_bytes().to_vec()),
@@ -200,6 +203,32 @@ fn malformed_safetensors_files() {
             let args: Vec<String> = c.iter().map(|x| x.to_string()).collect();
             assert_contract(&args, Some(&p), Some(&bytes), &out);
         }
+    }
+}
+
+/// A model in another format is named as such, with a hint for that format.
+#[test]
+fn foreign_formats_are_named() {
+    let dir = scratch().join("foreign");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, bytes, says) in [
+        ("m.gguf", &b"GGUF\x03\0\0\0\x05\0\0\0"[..], "GGUF"),
+        (
+            "pytorch_model.bin",
+            &b"PK\x03\x04archive/data.pkl"[..],
+            "PyTorch",
+        ),
+    ] {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        let r = joulecut().args(["inspect", s(&p)]).output().unwrap();
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(says) && !err.contains("header length"),
+            "{err}"
+        );
+        assert!(err.lines().any(|l| l.starts_with("hint:")), "{err}");
     }
 }
 

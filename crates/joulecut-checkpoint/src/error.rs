@@ -26,6 +26,14 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The file is a model in a format joulecut recognises but does not read (GGUF, PyTorch, ...).
+    #[error("{} is {}, not a safetensors file", path.display(), format.name)]
+    OtherFormat {
+        /// The file.
+        path: PathBuf,
+        /// What it is.
+        format: crate::sniff::Foreign,
+    },
     /// A tensor's stored data or encoding is inconsistent.
     #[error("tensor `{name}`: {reason}")]
     BadTensor {
@@ -127,6 +135,7 @@ impl Error {
         match self {
             Error::Read { .. }
             | Error::NotSafetensors { .. }
+            | Error::OtherFormat { .. }
             | Error::BadTensor { .. }
             | Error::NotFloat { .. }
             | Error::MissingTensor { .. }
@@ -150,6 +159,7 @@ impl Error {
             Error::NotSafetensors { .. } => {
                 "joulecut reads safetensors files (8-byte header length, JSON header, data); the file may be truncated or in another format (e.g. a PyTorch .bin/.pt)".into()
             }
+            Error::OtherFormat { format, .. } => format.hint.into(),
             Error::BadTensor { .. } => "the file is corrupt or was written by an incompatible tool; `joulecut inspect` shows its tensors".into(),
             Error::NotFloat { name, .. } => format!(
                 "non-float tensors (token ids, masks) are copied unchanged; narrow --include, or add --exclude '{name}'"

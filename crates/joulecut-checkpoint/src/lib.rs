@@ -23,6 +23,7 @@ pub mod meta;
 mod precomputed;
 mod read;
 mod select;
+pub mod sniff;
 mod source;
 pub mod stream;
 mod tensor;

@@ -96,6 +96,9 @@ impl Checkpoint {
             path: path.clone(),
             reason,
         };
+        if let Some(format) = crate::sniff::foreign(&mmap) {
+            return Err(Error::OtherFormat { path, format });
+        }
         let len = mmap.len() as u64;
         if len < 8 {
             return Err(bad(format!(
