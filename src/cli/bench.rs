@@ -37,8 +37,9 @@ pub struct BenchArgs {
     /// Baseline cache shared by runs and shards (default: OUT/cache).
     #[arg(long, value_name = "DIR")]
     cache: Option<PathBuf>,
-    /// Run a deterministic slice I of N of the runs (0-based), e.g. --shard 0/4.
-    #[arg(long, value_name = "I/N")]
+    /// Run a deterministic slice I of N of the runs (0-based), e.g. --shard 0/4; `auto` takes the
+    /// slice from a Slurm array task or a Kubernetes Indexed Job (docs/SCALE.md).
+    #[arg(long, value_name = "I/N|auto")]
     shard: Option<String>,
     /// Accuracy budget in points for the recommendation (default: the suite's, 0.5).
     #[arg(long)]
@@ -87,23 +88,6 @@ enum ReportCmd {
 
 /// The built-in transformer suite's name.
 const TRANSFORMER: &str = "transformer";
-
-fn parse_shard(s: &str) -> anyhow::Result<(usize, usize)> {
-    let hint = "use --shard I/N with 0 <= I < N, e.g. --shard 0/4";
-    let (i, n) = s
-        .split_once('/')
-        .ok_or_else(|| bad_input(format!("bad --shard `{s}`"), hint))?;
-    let (i, n): (usize, usize) = (
-        i.parse()
-            .map_err(|_| bad_input(format!("bad --shard `{s}`"), hint))?,
-        n.parse()
-            .map_err(|_| bad_input(format!("bad --shard `{s}`"), hint))?,
-    );
-    if n == 0 || i >= n {
-        return Err(bad_input(format!("bad --shard `{s}`"), hint));
-    }
-    Ok((i, n))
-}
 
 pub(super) fn host(dev: &str, m: &joulecut::energy::Meter) -> Host {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -242,7 +226,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
             "e.g. --max-accuracy-drop 0.5 (points)",
         ));
     }
-    let shard = a.shard.as_deref().map(parse_shard).transpose()?;
+    let shard = a.shard.as_deref().map(super::shard::parse).transpose()?;
     let dev = device(&a.device)?;
     let splits = joulecut::harness::data::load_fashion_mnist(a.data.as_deref())?;
     let m = meter_on(&dev)?;

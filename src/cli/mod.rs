@@ -23,6 +23,7 @@ mod prune_structured;
 mod qat;
 mod quantize;
 mod quantize_grids;
+mod shard;
 mod text;
 mod train;
 
