@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod bench_transformer;
 mod compare;
+mod completions;
 mod decompress;
 mod distill;
 mod distill_encoder;
@@ -63,6 +64,8 @@ enum Command {
     Energy(energy::EnergyArgs),
     /// Write text sets for transformers (WordNet glosses: calibration, evaluation, corpus).
     Text(text::TextArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions(completions::CompletionsArgs),
 }
 
 /// Runs the parsed command; returns the process exit code.
@@ -81,5 +84,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Decompress(a) => decompress::run(a),
         Command::Compare(a) => compare::run(a),
         Command::Text(a) => text::run(a),
+        Command::Completions(a) => completions::run(a),
     }
 }
