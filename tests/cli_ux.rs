@@ -29,3 +29,44 @@ fn completions_cover_every_command() {
     assert_eq!(r.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&r.stderr).contains("hint:"));
 }
+
+#[test]
+fn quiet_silences_progress_but_not_results() {
+    let dir = scratch().join("ux-quiet");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("m.safetensors");
+    let train = |quiet: bool| {
+        let mut args = vec![
+            "train",
+            "--model",
+            "mlp:784-16-10",
+            "--epochs",
+            "1",
+            "-o",
+            out.to_str().unwrap(),
+        ];
+        if quiet {
+            args.push("-q");
+        }
+        let r = joulecut().args(&args).output().unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        (
+            String::from_utf8(r.stdout).unwrap(),
+            String::from_utf8(r.stderr).unwrap(),
+        )
+    };
+    let (_, err) = train(false);
+    assert!(
+        err.contains("epoch 1/1:"),
+        "the epoch line names i/N: {err}"
+    );
+    let (_, err) = train(true);
+    assert!(!err.contains("epoch"), "-q still printed progress: {err}");
+    // -q is global: it goes before the command too
+    let r = joulecut()
+        .args(["-q", "inspect", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(r.status.success());
+    assert!(String::from_utf8_lossy(&r.stdout).contains("fc1.weight"));
+}

@@ -11,7 +11,8 @@ use joulecut::harness::{self, NoHook, OptimizerKind, TrainConfig};
 use joulecut::models::{DenseFactory, Model, ModelConfig, init_varmap};
 
 use super::error::bad_input;
-use super::output::{Progress, device, energy_line, meter_on, print_json, warm_up};
+use super::output::{device, energy_line, meter_on, print_json, warm_up};
+use super::progress::{self, Progress};
 use joulecut::harness::pipeline::dense_tensors;
 
 /// Arguments of `joulecut distill`.
@@ -84,9 +85,6 @@ pub struct DistillArgs {
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub(super) json: bool,
-    /// No per-epoch lines on stderr.
-    #[arg(long, short)]
-    pub(super) quiet: bool,
 }
 
 /// Batch size of the teacher's forward passes when caching and evaluating.
@@ -239,14 +237,22 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
             }
             logits_source = "computed";
             let mut parts = Vec::with_capacity(teachers.len());
-            for (_, m, id) in &teachers {
-                parts.push(TeacherLogits::compute(
+            let n = teachers.len();
+            for (i, (_, m, id)) in teachers.iter().enumerate() {
+                let what = match n {
+                    1 => "teacher logits".to_string(),
+                    _ => format!("teacher {}/{n} logits", i + 1),
+                };
+                let bar = progress::bar(&what, splits.train.len() as u64, "samples", a.json);
+                parts.push(TeacherLogits::compute_observed(
                     m,
                     &splits.train,
                     TEACHER_BATCH,
                     id.clone(),
                     &dev,
+                    &mut |done, _| bar.set_position(done as u64),
                 )?);
+                bar.finish_and_clear();
             }
             let c = TeacherLogits::mean(parts)?;
             if let Some(p) = &a.teacher_logits {
@@ -282,7 +288,7 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    let mut progress = Progress::new(a.quiet || a.json);
+    let mut progress = Progress::new(tc.epochs, a.json);
     // Kernel loading on a GPU goes into its own window, before the training one.
     let warmup = warm_up(&meter, &scfg, &splits, &tc, &dev)?;
     let (report, energy) = meter.measure("distill", || {

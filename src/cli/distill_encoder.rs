@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use joulecut::checkpoint::HistoryEntry;
 use joulecut::distill::{EmbeddingLoss, fingerprint_words};
 use joulecut::embed::{EncodeConfig, Engine, SentenceEncoder, read_sentences};
@@ -21,6 +21,7 @@ use super::distill::DistillArgs;
 use super::error::bad_input;
 use super::eval_embeddings::{Run, run_model};
 use super::output::{energy_line, meter, print_json};
+use super::progress;
 
 /// The transformer-only options of `joulecut distill`.
 #[derive(Debug, Args)]
@@ -110,21 +111,14 @@ struct Bar {
 
 impl RecoverObserver for Bar {
     fn step(&mut self, epoch: usize, step: usize, steps: usize, loss: f32) {
-        if self.quiet {
-            return;
-        }
-        let epochs = self.epochs;
+        let (epochs, quiet) = (self.epochs, self.quiet);
         let pb = self.bar.get_or_insert_with(|| {
-            let pb = ProgressBar::new(steps as u64);
-            pb.set_style(
-                ProgressStyle::with_template(
-                    "epoch {prefix} [{bar:30}] {pos}/{len} steps, ETA {eta} {msg}",
-                )
-                .expect("template")
-                .progress_chars("=> "),
-            );
-            pb.set_prefix(format!("{epoch}/{epochs}"));
-            pb
+            progress::bar(
+                &format!("epoch {epoch}/{epochs}"),
+                steps as u64,
+                "steps",
+                quiet,
+            )
         });
         pb.set_position(step as u64);
         pb.set_message(format!("loss {loss:.4}"));
@@ -134,9 +128,10 @@ impl RecoverObserver for Bar {
         if let Some(pb) = self.bar.take() {
             pb.finish_and_clear();
         }
-        if !self.quiet {
-            eprintln!("{}, {}", r.line(self.epochs), energy_line(&r.energy));
-        }
+        progress::note(
+            format_args!("{}, {}", r.line(self.epochs), energy_line(&r.energy)),
+            self.quiet,
+        );
     }
 }
 
@@ -300,38 +295,23 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
     let teacher_id = dir_fingerprint(teacher_dir)?;
     let corpus_id = fingerprint_words(corpus.join("\n").bytes().map(u32::from));
     let mut targets_source = "computed";
-    let quiet = a.quiet || a.json;
+    // `-q` is checked by the progress helpers themselves; --json silences them too
+    let quiet = a.json;
     let (targets, targets_energy) =
         meter.measure("teacher-outputs", || -> anyhow::Result<TeacherTargets> {
             if let Some(p) = e.teacher_outputs.as_ref().filter(|p| p.exists()) {
                 targets_source = "loaded";
                 return Ok(TeacherTargets::load(p, (&teacher_id, &corpus_id), &layers)?);
             }
-            let bar = (!quiet).then(|| {
-                let pb = ProgressBar::new(corpus.len() as u64);
-                pb.set_style(
-                    ProgressStyle::with_template(
-                        "teacher outputs [{bar:30}] {pos}/{len} sentences, ETA {eta}",
-                    )
-                    .expect("template")
-                    .progress_chars("=> "),
-                );
-                pb
-            });
+            let bar = progress::bar("teacher outputs", corpus.len() as u64, "sentences", quiet);
             let t = TeacherTargets::compute(
                 &teacher,
                 &corpus,
                 &layers,
                 (teacher_id.clone(), corpus_id.clone()),
-                &mut |d, _| {
-                    if let Some(b) = &bar {
-                        b.set_position(d as u64);
-                    }
-                },
+                &mut |d, _| bar.set_position(d as u64),
             )?;
-            if let Some(b) = bar {
-                b.finish_and_clear();
-            }
+            bar.finish_and_clear();
             if let Some(p) = &e.teacher_outputs {
                 t.save(p)?;
                 targets_source = "computed-and-saved";
@@ -355,8 +335,11 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map(|h| mean_cosine(&student, h, &dev))
         .transpose()?;
-    if let (Some(c), false) = (before, quiet) {
-        eprintln!("held-out cosine before training: {c:.4}");
+    if let Some(c) = before {
+        progress::note(
+            format_args!("held-out cosine before training: {c:.4}"),
+            quiet,
+        );
     }
 
     let run_id = fingerprint_words(
@@ -382,14 +365,15 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
     }
     let mut recovery = if e.resume {
         let st = TrainState::load(&state_path, &run_id)?;
-        if !quiet {
-            eprintln!(
+        progress::note(
+            format_args!(
                 "resuming after epoch {} of {} ({})",
                 st.epochs_done,
                 cfg.epochs,
                 state_path.display()
-            );
-        }
+            ),
+            quiet,
+        );
         Recovery::resume(&student, &targets, cfg.clone(), st)?
     } else {
         Recovery::new(&student, &targets, cfg.clone())?

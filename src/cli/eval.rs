@@ -30,7 +30,8 @@ pub struct EvalArgs {
     /// Batch size for the accuracy/throughput pass and the batched latency.
     #[arg(long, default_value_t = 256)]
     batch_size: usize,
-    /// Forward calls timed for each latency figure.
+    /// Forward calls timed for the batch-1 latency; the batched latency times a tenth as many
+    /// (at least 5).
     #[arg(long, default_value_t = 200)]
     latency_iters: usize,
     /// Activation grid of int8 layers, overriding the file's `joulecut.int8_activations`:

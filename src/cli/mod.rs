@@ -18,6 +18,7 @@ mod eval;
 mod eval_embeddings;
 mod inspect;
 pub mod output;
+mod progress;
 mod prune;
 mod prune_calibrated;
 mod prune_structured;
@@ -32,6 +33,9 @@ mod train;
 #[derive(Debug, Parser)]
 #[command(name = "joulecut", version, about, long_about = None)]
 pub struct Cli {
+    /// No progress bars, per-epoch lines or notes on stderr (results and errors still print).
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -70,6 +74,7 @@ enum Command {
 
 /// Runs the parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    progress::set_quiet(cli.quiet);
     match cli.command {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),

@@ -1,11 +1,8 @@
-//! Output helpers shared by commands: JSON on stdout, progress on stderr, devices, byte sizes.
-
-use std::io::IsTerminal;
+//! Output helpers shared by commands: JSON on stdout, devices, meters, byte sizes (progress on
+//! stderr is `progress.rs`).
 
 use anyhow::Context;
 use candle_core::Device;
-use indicatif::{ProgressBar, ProgressStyle};
-use joulecut::harness::{Event, Observer};
 use joulecut::quant::ActivationGrid;
 
 use super::error::bad_input;
@@ -296,72 +293,6 @@ impl NonFloat {
             "kept as is: {n} non-float tensor{s}, copied unchanged: {}",
             names.join(", ")
         ))
-    }
-}
-
-/// Renders training progress on stderr: an indicatif bar on a terminal, one line per epoch
-/// otherwise.
-pub struct Progress {
-    bar: Option<ProgressBar>,
-    quiet: bool,
-}
-
-impl Progress {
-    /// A renderer; `quiet` suppresses the per-epoch lines when stderr is not a terminal.
-    pub fn new(quiet: bool) -> Self {
-        Progress { bar: None, quiet }
-    }
-
-    fn bar(&mut self, steps: usize, epoch: usize) -> &ProgressBar {
-        self.bar.get_or_insert_with(|| {
-            let pb = ProgressBar::new(steps as u64);
-            pb.set_style(
-                ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
-                    .expect("template")
-                    .progress_chars("=> "),
-            );
-            pb.set_prefix(epoch.to_string());
-            pb
-        })
-    }
-}
-
-impl Observer for Progress {
-    fn event(&mut self, e: &Event) {
-        let tty = std::io::stderr().is_terminal();
-        match e {
-            Event::Step {
-                epoch,
-                step,
-                steps,
-                loss,
-                accuracy,
-                samples_per_second,
-            } if tty => {
-                let pb = self.bar(*steps, *epoch);
-                pb.set_position(*step as u64);
-                pb.set_message(format!(
-                    "loss {loss:.4} acc {accuracy:.4} {samples_per_second:.0} samples/s"
-                ));
-            }
-            Event::Epoch(s) => {
-                if let Some(pb) = self.bar.take() {
-                    pb.finish_and_clear();
-                }
-                if tty || !self.quiet {
-                    let test = s
-                        .test
-                        .as_ref()
-                        .map(|t| format!(" test acc {:.4}", t.accuracy))
-                        .unwrap_or_default();
-                    eprintln!(
-                        "epoch {}: loss {:.4} train acc {:.4}{test} ({:.1} s, {:.0} samples/s)",
-                        s.epoch, s.loss, s.train_accuracy, s.seconds, s.samples_per_second
-                    );
-                }
-            }
-            _ => {}
-        }
     }
 }
 

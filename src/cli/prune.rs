@@ -35,6 +35,7 @@ use joulecut::prune::{
 
 use super::error::bad_input;
 use super::output::{NonFloat, human_bytes, print_json};
+use super::progress;
 
 /// What is removed together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -99,8 +100,10 @@ pub struct PruneArgs {
     /// Per-layer fraction or one global threshold.
     #[arg(long, value_enum, default_value = "layer")]
     scope: ScopeArg,
-    /// Prune only tensors matching this glob (repeatable; overrides the default policy: weight
-    /// matrices and conv kernels, never biases, norms, embeddings or output heads).
+    /// Prune only tensors matching this glob (repeatable; overrides the default policy: every
+    /// weight matrix and conv kernel, the output layer's included — it is usually the most
+    /// sensitive, so `--exclude 'fc3.*'` keeps it whole — and never biases, norms or embeddings;
+    /// structured pruning keeps the output layer whole unless it is included).
     #[arg(long, value_name = "GLOB")]
     include: Vec<String>,
     /// Leave tensors matching this glob alone (repeatable).
@@ -236,13 +239,27 @@ fn sensitivity(
         criterion: spec.criterion,
         selection: spec.selection.clone(),
     };
-    let mut done = 0;
-    joulecut::prune::sensitivity_varmap(&vm, &sc, |_| -> anyhow::Result<f64> {
+    // the baseline, then each layer at each sparsity: the bar names what is being evaluated
+    let probes = joulecut::prune::sensitivity_probes(tensors, &sc)?;
+    let bar = progress::bar(
+        "sensitivity",
+        probes.len() as u64 + 1,
+        "evaluations",
+        a.json,
+    );
+    let mut done = 0usize;
+    let report = joulecut::prune::sensitivity_varmap(&vm, &sc, |_| -> anyhow::Result<f64> {
+        bar.set_message(match done.checked_sub(1).and_then(|i| probes.get(i)) {
+            Some((layer, s)) => format!("{layer} at {:.0}%", s * 100.0),
+            None => "unpruned baseline".into(),
+        });
         let s = harness::evaluate(&model, &test, 1000, &dev)?;
         done += 1;
-        eprintln!("sensitivity: evaluation {done} accuracy {:.4}", s.accuracy);
+        bar.set_position(done as u64);
         Ok(s.accuracy)
-    })
+    });
+    bar.finish_and_clear();
+    report
 }
 
 /// The selection handed to the pruner, which sees float tensors only. Globs are checked against

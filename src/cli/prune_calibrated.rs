@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use joulecut::embed::read_sentences;
-use joulecut::harness::pipeline::transformer::prune_encoder;
+use joulecut::harness::pipeline::transformer::prune_encoder_observed;
 use joulecut::prune::Granularity;
 use joulecut::prune::{CalibratedSpec, Method};
 
@@ -57,7 +57,12 @@ pub fn run(a: CalibratedArgs<'_>) -> anyhow::Result<ExitCode> {
         None => Vec::new(),
     };
     let spec = CalibratedSpec::new(a.method, a.sparsity).granularity(a.granularity);
-    let pruned = prune_encoder(a.input, &calib, &spec)?;
+    let bar = super::progress::bar(&format!("{} pruning", a.method), 0, "layers", a.json);
+    let pruned = prune_encoder_observed(a.input, &calib, &spec, &mut |done, n| {
+        bar.set_length(n as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
     let out = pruned.write(a.output, a.pack)?;
     let (written, packed) = (out.written, out.packed);
     let reports = &pruned.reports;

@@ -12,12 +12,13 @@ use clap::Args;
 use joulecut::checkpoint::{Checkpoint, CheckpointWriter, HistoryEntry};
 use joulecut::energy::Measurement;
 use joulecut::harness::pipeline::{dense_tensors, varmap_from_checkpoint};
-use joulecut::harness::{self, Silent, TrainConfig};
+use joulecut::harness::{self, TrainConfig};
 use joulecut::models::Model;
 use joulecut::quant::Int8Config;
 
 use super::error::bad_input;
 use super::output::meter;
+use super::progress::Progress;
 
 /// `--qat` and its settings (flattened into `joulecut quantize`).
 #[derive(Debug, Args)]
@@ -62,12 +63,13 @@ impl Drop for QatOutcome {
 }
 
 /// Fine-tunes `input` with fake-quantised weights on the grid `int8`; writes the result to a
-/// hidden temporary file beside `output`.
+/// hidden temporary file beside `output`. `quiet_progress` (e.g. `--json`) hides the epoch bars.
 pub fn fine_tune(
     input: &Path,
     output: &Path,
     int8: &Int8Config,
     a: &QatArgs,
+    quiet_progress: bool,
 ) -> anyhow::Result<QatOutcome> {
     if a.epochs == 0 || a.batch_size == 0 {
         return Err(bad_input(
@@ -126,7 +128,7 @@ pub fn fine_tune(
             &tc,
             &mut objective,
             &mut keep,
-            &mut Silent,
+            &mut Progress::new(a.epochs, quiet_progress),
             &dev,
         )
     });

@@ -174,7 +174,9 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
             ));
         }
         drop(input);
-        Some(super::qat::fine_tune(&a.input, &a.output, &cfg, &a.qat)?)
+        Some(super::qat::fine_tune(
+            &a.input, &a.output, &cfg, &a.qat, a.json,
+        )?)
     } else {
         None
     };

@@ -12,7 +12,8 @@ use joulecut::harness::{self, CrossEntropy, OptimizerKind, TrainConfig};
 use joulecut::models::{Model, ModelConfig, init_varmap};
 
 use super::error::bad_input;
-use super::output::{Progress, device, energy_line, meter_on, print_json, warm_up};
+use super::output::{device, energy_line, meter_on, print_json, warm_up};
+use super::progress::Progress;
 
 /// Arguments of `joulecut train`.
 #[derive(Debug, Args)]
@@ -69,9 +70,6 @@ pub struct TrainArgs {
     /// Print one JSON object on stdout.
     #[arg(long)]
     json: bool,
-    /// No per-epoch lines on stderr.
-    #[arg(long, short)]
-    quiet: bool,
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
@@ -171,7 +169,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
     };
     let mut keep = pruner;
     let model = Model::from_varmap(&cfg, &vm)?;
-    let mut progress = Progress::new(a.quiet || a.json);
+    let mut progress = Progress::new(tc.epochs, a.json);
     let meter = meter_on(&dev)?;
     // Kernel loading on a GPU goes into its own window, before the training one.
     let warmup = warm_up(&meter, &cfg, &splits, &tc, &dev)?;

@@ -123,6 +123,25 @@ impl TeacherLogits {
         teacher_id: impl Into<String>,
         device: &Device,
     ) -> Result<Self> {
+        Self::compute_observed(
+            teacher,
+            data,
+            batch_size,
+            teacher_id,
+            device,
+            &mut |_, _| {},
+        )
+    }
+
+    /// [`TeacherLogits::compute`], calling `progress(samples done, samples)` after each batch.
+    pub fn compute_observed(
+        teacher: &(impl Module + ?Sized),
+        data: &(impl TrainingSet + ?Sized),
+        batch_size: usize,
+        teacher_id: impl Into<String>,
+        device: &Device,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
         if batch_size == 0 {
             return Err(Error::BadSetting("batch size must be at least 1".into()));
         }
@@ -148,6 +167,7 @@ impl TeacherLogits {
                 .map_err(Error::candle("teacher forward pass"))?;
             parts.push(y.detach());
             start += len;
+            progress(start, n);
         }
         let logits = Tensor::cat(&parts, 0).map_err(Error::candle("gather teacher logits"))?;
         Ok(TeacherLogits {

@@ -130,42 +130,46 @@ pub fn read_idx(path: &Path) -> Result<Idx> {
         path: path.to_path_buf(),
         source,
     })?;
-    let bad = |reason: String| Error::BadIdx {
+    parse_idx(raw).map_err(|reason| Error::BadIdx {
         path: path.to_path_buf(),
         reason,
-    };
+    })
+}
+
+/// Parses the bytes of an IDX file, gzip-compressed or raw; the error says what is wrong with them.
+pub fn parse_idx(raw: Vec<u8>) -> std::result::Result<Idx, String> {
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        inflate_bounded(&raw).map_err(bad)?
+        inflate_bounded(&raw)?
     } else {
         raw
     };
     if bytes.len() < 4 {
-        return Err(bad(format!(
+        return Err(format!(
             "{} bytes is too short for an IDX header",
             bytes.len()
-        )));
+        ));
     }
     if bytes[0] != 0 || bytes[1] != 0 {
-        return Err(bad(format!(
+        return Err(format!(
             "bad magic number {:02x}{:02x}{:02x}{:02x}: not an IDX file",
             bytes[0], bytes[1], bytes[2], bytes[3]
-        )));
+        ));
     }
     if bytes[2] != 0x08 {
-        return Err(bad(format!(
+        return Err(format!(
             "element type 0x{:02x} is not unsigned byte (0x08)",
             bytes[2]
-        )));
+        ));
     }
     let nd = bytes[3] as usize;
     if nd == 0 || nd > 4 {
-        return Err(bad(format!(
+        return Err(format!(
             "{nd} dimensions; expected 1 (labels) or 3 (images)"
-        )));
+        ));
     }
     let header = 4 + 4 * nd;
     if bytes.len() < header {
-        return Err(bad("truncated header".into()));
+        return Err("truncated header".into());
     }
     let dims: Vec<usize> = (0..nd)
         .map(|i| {
@@ -175,17 +179,17 @@ pub fn read_idx(path: &Path) -> Result<Idx> {
     let n = dims
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| bad("dimensions overflow".into()))?;
+        .ok_or_else(|| "dimensions overflow".to_string())?;
     let have = bytes.len() - header;
     if have != n {
-        return Err(bad(format!(
+        return Err(format!(
             "header promises {n} bytes of data ({dims:?}) but the file has {have}: {}",
             if have < n {
                 "truncated"
             } else {
                 "trailing garbage"
             }
-        )));
+        ));
     }
     Ok(Idx {
         dims,

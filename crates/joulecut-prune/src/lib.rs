@@ -59,8 +59,8 @@ pub use pruner::{PruneStep, Pruner, prune_varmap, varmap_tensors};
 pub use report::{SparsityReport, TensorSparsity};
 pub use schedule::Schedule;
 pub use sensitivity::{
-    LayerSensitivity, SensitivityConfig, SensitivityPoint, SensitivityReport, sensitivity_tensors,
-    sensitivity_varmap,
+    LayerSensitivity, SensitivityConfig, SensitivityPoint, SensitivityReport, sensitivity_probes,
+    sensitivity_tensors, sensitivity_varmap,
 };
 pub use sparse::{CsrMatrix, SparseLinear, simd_level};
 pub use tensor::F32Tensor;

@@ -168,6 +168,19 @@ fn plan(
     Ok((names, sparsities))
 }
 
+/// The evaluations a sweep of `tensors` makes after the unpruned baseline, in order: each layer
+/// at each sparsity. Lets a caller name what its `eval` callback is evaluating (progress).
+pub fn sensitivity_probes(
+    tensors: &BTreeMap<String, F32Tensor>,
+    cfg: &SensitivityConfig,
+) -> Result<Vec<(String, f64)>> {
+    let (names, sparsities) = plan(tensors, cfg)?;
+    Ok(names
+        .into_iter()
+        .flat_map(|n| sparsities.iter().map(move |&s| (n.clone(), s)))
+        .collect())
+}
+
 /// Sensitivity analysis over plain tensors; `eval` sees the whole model with one layer pruned.
 pub fn sensitivity_tensors<E, F>(
     tensors: &BTreeMap<String, F32Tensor>,

@@ -39,6 +39,17 @@ impl BertEncoder {
         calib: &TokenBatch,
         spec: &CalibratedSpec,
     ) -> Result<Vec<SublayerReport>> {
+        self.prune_calibrated_observed(calib, spec, &mut |_, _| {})
+    }
+
+    /// [`BertEncoder::prune_calibrated`], calling `on_layer(layers done, layers)` after each
+    /// encoder layer (progress: SparseGPT takes seconds per layer).
+    pub fn prune_calibrated_observed(
+        &mut self,
+        calib: &TokenBatch,
+        spec: &CalibratedSpec,
+        on_layer: &mut dyn FnMut(usize, usize),
+    ) -> Result<Vec<SublayerReport>> {
         let needs = spec.method.needs_calibration();
         if needs && calib.tokens() == 0 {
             return Err(Error::BadConfig {
@@ -56,6 +67,7 @@ impl BertEncoder {
         }
         let mut reports = Vec::new();
         let mut x_in = vec![0f32; t * h];
+        let n_layers = self.layers.len();
         for (i, layer) in self.layers.iter_mut().enumerate() {
             x_in.copy_from_slice(&ws.x[..t * h]);
             let mut stats: Vec<Option<InputStats>> = vec![None, None, None, None];
@@ -105,6 +117,7 @@ impl BertEncoder {
                 ws.x[..t * h].copy_from_slice(&x_in);
                 layer.forward(&mut ws, &calib.lengths, (eps, act), &mut |_, _, _| {});
             }
+            on_layer(i + 1, n_layers);
         }
         Ok(reports)
     }

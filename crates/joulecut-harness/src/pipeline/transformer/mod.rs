@@ -35,5 +35,5 @@ mod structured;
 
 pub use grids::{ChosenGrids, calibrated_grids};
 pub(crate) use prune::pack_if_smaller;
-pub use prune::{PrunedEncoder, PrunedWritten, prune_encoder};
+pub use prune::{PrunedEncoder, PrunedWritten, prune_encoder, prune_encoder_observed};
 pub use structured::{StructuredEncoder, UnitPrune, Units, prune_units};

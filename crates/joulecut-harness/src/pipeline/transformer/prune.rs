@@ -75,6 +75,16 @@ pub fn prune_encoder(
     calibration: &[String],
     spec: &CalibratedSpec,
 ) -> Result<PrunedEncoder> {
+    prune_encoder_observed(dir, calibration, spec, &mut |_, _| {})
+}
+
+/// [`prune_encoder`], calling `on_layer(layers done, layers)` after each encoder layer.
+pub fn prune_encoder_observed(
+    dir: &Path,
+    calibration: &[String],
+    spec: &CalibratedSpec,
+    on_layer: &mut dyn FnMut(usize, usize),
+) -> Result<PrunedEncoder> {
     spec.validate()?;
     let mut encoder = SentenceEncoder::load_with(dir, &Device::Cpu, Engine::Joulecut)?;
     let batch = encoder.token_batch(calibration)?;
@@ -82,7 +92,7 @@ pub fn prune_encoder(
         .native_mut()
         .expect("the joulecut engine was asked for");
     let reports = model
-        .prune_calibrated(&batch, spec)
+        .prune_calibrated_observed(&batch, spec, on_layer)
         .map_err(|e| Error::Calibration {
             path: dir.to_path_buf(),
             reason: e.to_string(),
