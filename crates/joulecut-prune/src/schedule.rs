@@ -91,6 +91,69 @@ impl Schedule {
         Ok(s)
     }
 
+    /// An AGP schedule over a part of a training run given in epochs: pruning starts at epoch
+    /// `from` and reaches the target at epoch `to` (fractional epochs are fine, `0.0` is the first
+    /// step), with `updates` mask updates in between. The step arithmetic is done here, from the
+    /// run's `steps_per_epoch`, so a library user never counts steps by hand.
+    ///
+    /// ```
+    /// use joulecut_prune::Schedule;
+    /// // 469 steps an epoch (60k samples, batch 128): prune over epochs 1 to 3, 20 updates
+    /// let s = Schedule::agp_epochs(0.0, 1.0..=3.0, 469, 20)?;
+    /// assert_eq!(s, Schedule::Agp { initial_sparsity: 0.0, start: 469, end: 1407, frequency: 47 });
+    /// # Ok::<(), joulecut_prune::Error>(())
+    /// ```
+    pub fn agp_epochs(
+        initial_sparsity: f64,
+        epochs: std::ops::RangeInclusive<f64>,
+        steps_per_epoch: usize,
+        updates: usize,
+    ) -> Result<Self> {
+        let (from, to) = (*epochs.start(), *epochs.end());
+        if !(from.is_finite() && to.is_finite() && 0.0 <= from && from <= to) {
+            return Err(Error::InvalidSchedule {
+                reason: format!("AGP epochs {from}..={to}: need 0 <= from <= to"),
+            });
+        }
+        if steps_per_epoch == 0 || updates == 0 {
+            return Err(Error::InvalidSchedule {
+                reason: "AGP over epochs needs at least one step per epoch and one update".into(),
+            });
+        }
+        let at = |e: f64| (e * steps_per_epoch as f64).round() as usize;
+        let (start, end) = (at(from), at(to));
+        Self::agp(
+            initial_sparsity,
+            start,
+            end,
+            (end - start).div_ceil(updates).max(1),
+        )
+    }
+
+    /// An AGP schedule over the fraction `from..=to` of a run of `total_steps` (e.g. `0.0..=0.5`:
+    /// the first half), with `updates` mask updates.
+    ///
+    /// ```
+    /// use joulecut_prune::Schedule;
+    /// let s = Schedule::agp_fraction(0.0, 0.0..=0.5, 1000, 10)?;
+    /// assert_eq!(s, Schedule::Agp { initial_sparsity: 0.0, start: 0, end: 500, frequency: 50 });
+    /// # Ok::<(), joulecut_prune::Error>(())
+    /// ```
+    pub fn agp_fraction(
+        initial_sparsity: f64,
+        part: std::ops::RangeInclusive<f64>,
+        total_steps: usize,
+        updates: usize,
+    ) -> Result<Self> {
+        let (from, to) = (*part.start(), *part.end());
+        if !(0.0 <= from && from <= to && to <= 1.0) {
+            return Err(Error::InvalidSchedule {
+                reason: format!("AGP fraction {from}..={to} of the run: need 0 <= from <= to <= 1"),
+            });
+        }
+        Self::agp_epochs(initial_sparsity, part, total_steps, updates)
+    }
+
     /// Checks the parameters.
     pub fn validate(&self) -> Result<()> {
         let bad = |reason: String| Err(Error::InvalidSchedule { reason });
@@ -230,6 +293,29 @@ impl Schedule {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn agp_in_epochs_and_fractions_refuse_what_makes_no_sense() {
+        let s = Schedule::agp_epochs(0.0, 0.5..=2.0, 100, 3).unwrap();
+        assert_eq!(s.sparsity_at(0.8, 0), 0.0);
+        assert_eq!(s.sparsity_at(0.8, 200), 0.8);
+        assert!(s.sparsity_at(0.8, 100) > 0.0 && s.sparsity_at(0.8, 100) < 0.8);
+        for (from, to) in [
+            (2.0, 1.0),
+            (f64::NAN, 1.0),
+            (-1.0, 1.0),
+            (0.0, f64::INFINITY),
+        ] {
+            assert!(Schedule::agp_epochs(0.0, from..=to, 100, 3).is_err());
+        }
+        assert!(Schedule::agp_epochs(0.0, 0.0..=1.0, 0, 3).is_err());
+        assert!(Schedule::agp_epochs(0.0, 0.0..=1.0, 100, 0).is_err());
+        assert!(Schedule::agp_fraction(0.0, 0.5..=1.5, 100, 3).is_err());
+        // an empty span prunes at once
+        let s = Schedule::agp_fraction(0.0, 0.5..=0.5, 100, 3).unwrap();
+        assert_eq!(s.sparsity_at(0.8, 50), 0.8);
+    }
+
     use super::*;
 
     #[test]
