@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 use joulecut::checkpoint::{Checkpoint, CheckpointWriter, HistoryEntry};
 use joulecut::distill::{self, HintPair, Hints, KdConfig, KdObjective, TeacherLogits};
-use joulecut::harness::{self, NoHook, OptimizerKind, TrainConfig};
+use joulecut::harness::{self, OptimizerKind, TrainConfig, Trainer};
 use joulecut::models::{DenseFactory, Model, ModelConfig, init_varmap};
 
 use super::error::bad_input;
@@ -292,17 +292,11 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
     // Kernel loading on a GPU goes into its own window, before the training one.
     let warmup = warm_up(&meter, &scfg, &splits, &tc, &dev)?;
     let (report, energy) = meter.measure("distill", || {
-        harness::train(
-            &student,
-            &vm,
-            &splits.train,
-            &splits.test,
-            &tc,
-            &mut objective,
-            &mut NoHook,
-            &mut progress,
-            &dev,
-        )
+        Trainer::new(&student, &vm, &tc)
+            .objective(&mut objective)
+            .observer(&mut progress)
+            .device(&dev)
+            .run(&splits.train, &splits.test)
     });
     let report = report?;
 

@@ -12,7 +12,7 @@ use clap::Args;
 use joulecut::checkpoint::{Checkpoint, CheckpointWriter, HistoryEntry};
 use joulecut::energy::Measurement;
 use joulecut::harness::pipeline::{dense_tensors, varmap_from_checkpoint};
-use joulecut::harness::{self, TrainConfig};
+use joulecut::harness::{self, TrainConfig, Trainer};
 use joulecut::models::Model;
 use joulecut::quant::Int8Config;
 
@@ -120,17 +120,12 @@ pub fn fine_tune(
     let model = Model::from_varmap(&cfg, &vm)?;
     let mut objective = harness::QatObjective::new(&cfg, &vm, *int8);
     let (report, energy) = meter()?.measure("qat", || {
-        harness::train(
-            &model,
-            &vm,
-            &splits.train,
-            &splits.test,
-            &tc,
-            &mut objective,
-            &mut keep,
-            &mut Progress::new(a.epochs, quiet_progress),
-            &dev,
-        )
+        Trainer::new(&model, &vm, &tc)
+            .objective(&mut objective)
+            .hook(&mut keep)
+            .observer(&mut Progress::new(a.epochs, quiet_progress))
+            .device(&dev)
+            .run(&splits.train, &splits.test)
     });
     let report = report?;
     // The accuracy that matters is the quantised model's: evaluate with the weights on the grid.

@@ -8,7 +8,7 @@ use joulecut::checkpoint::{Checkpoint, CheckpointWriter, HistoryEntry};
 use joulecut::harness::pipeline::{
     Indivisible, PrunePolicy, dense_tensors, prune_spec, varmap_from_checkpoint,
 };
-use joulecut::harness::{self, CrossEntropy, OptimizerKind, TrainConfig};
+use joulecut::harness::{self, OptimizerKind, TrainConfig, Trainer};
 use joulecut::models::{Model, ModelConfig, init_varmap};
 
 use super::error::bad_input;
@@ -174,17 +174,11 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
     // Kernel loading on a GPU goes into its own window, before the training one.
     let warmup = warm_up(&meter, &cfg, &splits, &tc, &dev)?;
     let (report, energy) = meter.measure("train", || {
-        harness::train(
-            &model,
-            &vm,
-            &splits.train,
-            &splits.test,
-            &tc,
-            &mut CrossEntropy,
-            &mut keep,
-            &mut progress,
-            &dev,
-        )
+        Trainer::new(&model, &vm, &tc)
+            .hook(&mut keep)
+            .observer(&mut progress)
+            .device(&dev)
+            .run(&splits.train, &splits.test)
     });
     let report = report?;
     writer.set_model_config(cfg.to_json());

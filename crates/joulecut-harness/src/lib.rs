@@ -3,7 +3,7 @@
 //!
 //! ```
 //! use candle_core::Device;
-//! use joulecut_harness::{CrossEntropy, NoHook, Silent, TrainConfig, data, train};
+//! use joulecut_harness::{TrainConfig, Trainer, data};
 //! use joulecut_models::{Model, ModelConfig, init_varmap};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let splits = data::synthetic(512, 128, 16, 3, 0);
@@ -11,7 +11,7 @@
 //! let vm = init_varmap(&cfg, 0, &Device::Cpu)?;
 //! let model = Model::from_varmap(&cfg, &vm)?;
 //! let tc = TrainConfig { epochs: 3, batch_size: 32, lr_schedule: joulecut_harness::LrSchedule::Constant, ..Default::default() };
-//! let report = train(&model, &vm, &splits.train, &splits.test, &tc, &mut CrossEntropy, &mut NoHook, &mut Silent, &Device::Cpu)?;
+//! let report = Trainer::new(&model, &vm, &tc).run(&splits.train, &splits.test)?;
 //! assert!(report.accuracy > 0.9);
 //! # Ok(()) }
 //! ```
@@ -27,6 +27,7 @@ pub mod pipeline;
 pub mod qat;
 pub mod recover;
 mod train;
+mod trainer;
 
 pub use error::{Error, Result};
 pub use eval::{EvalStats, LatencyStats, RepeatedEval, evaluate, evaluate_for, latency};
@@ -35,5 +36,6 @@ pub use qat::QatObjective;
 pub use train::{
     CrossEntropy, EpochStats, Event, LrSchedule, MAX_EPOCHS, NoHook, Objective, Observer,
     OptimizerKind, Silent, StepHook, TrainConfig, TrainReport, WARMUP_STEPS, Warmup, cross_entropy,
-    train, warm_up,
+    warm_up,
 };
+pub use trainer::Trainer;

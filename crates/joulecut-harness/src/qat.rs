@@ -1,4 +1,4 @@
-//! Quantization-aware training as a [`train`](crate::train) objective.
+//! Quantization-aware training as a [`Trainer`](crate::Trainer) objective.
 //!
 //! Every weight tensor (linear matrices and conv kernels; never biases) is fake-quantised with the
 //! same int8 grid the checkpoint conversion will use, with a straight-through gradient, so the
@@ -6,7 +6,7 @@
 //! `VarMap`'s weights with the same [`Int8Config`] gives the real int8 checkpoint.
 //!
 //! ```no_run
-//! # use joulecut_harness::{NoHook, QatObjective, Silent, TrainConfig, data, train};
+//! # use joulecut_harness::{QatObjective, TrainConfig, Trainer, data};
 //! # use joulecut_models::{Model, ModelConfig, init_varmap};
 //! # use candle_core::Device;
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -16,7 +16,7 @@
 //! let splits = data::load_fashion_mnist(None)?;
 //! let mut qat = QatObjective::new(&cfg, &vm, joulecut_quant::Int8Config::default());
 //! let tc = TrainConfig { epochs: 1, lr: 1e-4, ..Default::default() };
-//! train(&model, &vm, &splits.train, &splits.test, &tc, &mut qat, &mut NoHook, &mut Silent, &Device::Cpu)?;
+//! Trainer::new(&model, &vm, &tc).objective(&mut qat).run(&splits.train, &splits.test)?;
 //! # Ok(()) }
 //! ```
 
@@ -95,7 +95,7 @@ impl Objective for QatObjective<'_> {
 mod tests {
     use super::*;
     use crate::data::synthetic;
-    use crate::{NoHook, Silent, TrainConfig, train};
+    use crate::{TrainConfig, Trainer};
     use candle_core::Device;
     use joulecut_models::init_varmap;
 
@@ -112,18 +112,10 @@ mod tests {
             ..Default::default()
         };
         let mut qat = QatObjective::new(&cfg, &vm, Int8Config::default());
-        let r = train(
-            &model,
-            &vm,
-            &splits.train,
-            &splits.test,
-            &tc,
-            &mut qat,
-            &mut NoHook,
-            &mut Silent,
-            &Device::Cpu,
-        )
-        .unwrap();
+        let r = Trainer::new(&model, &vm, &tc)
+            .objective(&mut qat)
+            .run(&splits.train, &splits.test)
+            .unwrap();
         // The synthetic classes are separable: a QAT model that learned anything beats chance.
         assert!(r.accuracy > 0.6, "accuracy {}", r.accuracy);
         // The model the checkpoint will hold — every weight on its int8 grid — keeps that accuracy.

@@ -331,9 +331,10 @@ fn optimizer(vm: &VarMap, cfg: &TrainConfig) -> candle_core::Result<StepFn> {
     })
 }
 
-/// Trains `model` (whose layers alias `vm`) on `train`, evaluating on `test`.
+/// Trains `model` (whose layers alias `vm`) on `train`, evaluating on `test`: the loop behind
+/// [`crate::Trainer`], which is how callers outside the harness set it up.
 #[allow(clippy::too_many_arguments)]
-pub fn train(
+pub(crate) fn train(
     model: &Model,
     vm: &VarMap,
     train: &Dataset,

@@ -4,7 +4,7 @@
 use candle_core::Device;
 use candle_nn::VarMap;
 use joulecut_distill::{HintPair, Hints, KdConfig, KdObjective, TeacherLogits};
-use joulecut_harness::{CrossEntropy, LrSchedule, NoHook, Silent, TrainConfig, data, train};
+use joulecut_harness::{LrSchedule, TrainConfig, Trainer, data};
 use joulecut_models::{Model, ModelConfig, init_varmap};
 use joulecut_testkit::varmap::snapshot;
 
@@ -21,18 +21,9 @@ fn setup() -> (data::Splits, ModelConfig, VarMap, ModelConfig) {
         lr: 3e-3,
         ..Default::default()
     };
-    train(
-        &teacher,
-        &tvm,
-        &splits.train,
-        &splits.test,
-        &tc,
-        &mut CrossEntropy,
-        &mut NoHook,
-        &mut Silent,
-        &Device::Cpu,
-    )
-    .unwrap();
+    Trainer::new(&teacher, &tvm, &tc)
+        .run(&splits.train, &splits.test)
+        .unwrap();
     (splits, tcfg, tvm, ModelConfig::parse("mlp:16-8-3").unwrap())
 }
 
@@ -58,18 +49,10 @@ fn cached_and_live_distillation_train_the_student_only() {
         let svm = init_varmap(&scfg, 0, &Device::Cpu).unwrap();
         let student = Model::from_varmap(&scfg, &svm).unwrap();
         let s_before = snapshot(&svm);
-        let r = train(
-            &student,
-            &svm,
-            &splits.train,
-            &splits.test,
-            &tc,
-            kd,
-            &mut NoHook,
-            &mut Silent,
-            &Device::Cpu,
-        )
-        .unwrap();
+        let r = Trainer::new(&student, &svm, &tc)
+            .objective(kd)
+            .run(&splits.train, &splits.test)
+            .unwrap();
         assert_ne!(snapshot(&svm), s_before, "student weights did not change");
         accs.push(r.accuracy);
         students.push(snapshot(&svm));
@@ -113,18 +96,10 @@ fn hints_train_projection_and_student() {
         lr_schedule: LrSchedule::Constant,
         ..Default::default()
     };
-    let r = train(
-        &student,
-        &svm,
-        &splits.train,
-        &splits.test,
-        &tc,
-        &mut kd,
-        &mut NoHook,
-        &mut Silent,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let r = Trainer::new(&student, &svm, &tc)
+        .objective(&mut kd)
+        .run(&splits.train, &splits.test)
+        .unwrap();
     // 3 classes: chance is 1/3. The hint term competes with the labels for 2 short epochs.
     assert!(r.accuracy > 0.4, "{}", r.accuracy);
     let proj_after = snapshot(&svm)

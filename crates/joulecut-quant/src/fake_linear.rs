@@ -92,7 +92,7 @@ impl Module for FakeQuantLinear {
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{DType, Device, Var};
+    use candle_core::{Device, Var};
     use candle_nn::Linear;
 
     use super::*;
