@@ -70,3 +70,91 @@ fn quiet_silences_progress_but_not_results() {
     assert!(r.status.success());
     assert!(String::from_utf8_lossy(&r.stdout).contains("fc1.weight"));
 }
+
+#[test]
+fn train_init_keeps_a_packed_file_packed() {
+    let dir = scratch().join("ux-keep");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let ok = |args: &[&str]| {
+        let r = joulecut().args(args).output().unwrap();
+        assert!(
+            r.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        String::from_utf8(r.stdout).unwrap()
+    };
+    ok(&[
+        "train",
+        "--model",
+        "mlp:784-64-10",
+        "--epochs",
+        "1",
+        "-o",
+        &p("d.safetensors"),
+        "-q",
+    ]);
+    // pruning alone says it did not measure accuracy, and how to fine-tune
+    let r = joulecut()
+        .args([
+            "prune",
+            &p("d.safetensors"),
+            "-o",
+            &p("s.safetensors"),
+            "--sparsity",
+            "0.9",
+            "--pack",
+        ])
+        .output()
+        .unwrap();
+    assert!(r.status.success());
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("accuracy was not measured") && err.contains("train --init"),
+        "{err}"
+    );
+    let out = ok(&[
+        "train",
+        "--init",
+        &p("s.safetensors"),
+        "--epochs",
+        "1",
+        "-o",
+        &p("t.safetensors"),
+    ]);
+    assert!(out.contains("in their --init encoding"), "{out}");
+    let encodings = |f: &str| {
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(&["inspect", &p(f), "--json"])).unwrap();
+        v["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["encoding"] == "sparse")
+            .count()
+    };
+    let packed = encodings("s.safetensors");
+    assert!(packed >= 1);
+    assert_eq!(
+        encodings("t.safetensors"),
+        packed,
+        "retraining unpacked the file"
+    );
+    assert!(
+        std::fs::metadata(p("t.safetensors")).unwrap().len()
+            < std::fs::metadata(p("d.safetensors")).unwrap().len() / 2
+    );
+    ok(&[
+        "train",
+        "--init",
+        &p("s.safetensors"),
+        "--epochs",
+        "1",
+        "-o",
+        &p("u.safetensors"),
+        "--keep-encoding",
+        "false",
+    ]);
+    assert_eq!(encodings("u.safetensors"), 0);
+}

@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use joulecut::checkpoint::{Checkpoint, CheckpointWriter, HistoryEntry};
+use joulecut::checkpoint::{Checkpoint, CheckpointWriter, HistoryEntry, TensorEncoding};
 use joulecut::harness::pipeline::{
-    Indivisible, PrunePolicy, dense_tensors, prune_spec, varmap_from_checkpoint,
+    Indivisible, PrunePolicy, encode, prune_spec, storage_steps_of, varmap_from_checkpoint,
+    varmap_params,
 };
 use joulecut::harness::{self, OptimizerKind, TrainConfig, Trainer};
 use joulecut::models::{Model, ModelConfig, init_varmap};
@@ -24,6 +25,11 @@ pub struct TrainArgs {
     /// Continue from a checkpoint (architecture from the file); zeros of a pruned checkpoint stay zero.
     #[arg(long, value_name = "FILE")]
     init: Option<PathBuf>,
+    /// With --init: write the retrained weights in the encoding they had in that file (packed
+    /// sparse, f16/bf16); `--keep-encoding false` writes dense f32. int8 is always written as f32
+    /// (re-quantize with `joulecut quantize`, or train for int8 with `quantize --qat`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    keep_encoding: bool,
     /// Output checkpoint (.safetensors), written atomically.
     #[arg(short, long, value_name = "OUT")]
     output: PathBuf,
@@ -186,10 +192,37 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         "train",
         serde_json::json!({"config": tc, "init": a.init, "data": splits.source, "accuracy": report.accuracy}),
     ));
-    for (n, t) in dense_tensors(&cfg, &vm)? {
+    // --init of a packed or half-precision file writes the retrained weights the same way
+    // (int8 is re-quantized by `joulecut quantize` or QAT, never silently)
+    let mut kept = 0usize;
+    for (n, shape, values) in varmap_params(&cfg, &vm)? {
+        let steps = match (&init, a.keep_encoding) {
+            (Some(ck), true) => storage_steps_of(ck, &n),
+            _ => Vec::new(),
+        };
+        kept += usize::from(!steps.is_empty());
+        let t = encode(&n, shape, &values, &steps)?;
         writer.insert(n, t);
     }
     let bytes = writer.write(&a.output, &[])?;
+    if let Some(ck) = &init {
+        let int8 = ck
+            .encodings()
+            .iter()
+            .filter(|(_, e)| {
+                matches!(e, TensorEncoding::Int8 { .. })
+                    || matches!(e, TensorEncoding::Sparse { values, .. } if values == "I8")
+            })
+            .count();
+        if int8 > 0 {
+            super::progress::note(
+                format_args!(
+                    "note: {int8} int8 tensors of --init were retrained and written as f32; re-quantize with `joulecut quantize --dtype int8` (or `--qat`)"
+                ),
+                a.json,
+            );
+        }
+    }
     if a.json {
         let mut out = serde_json::json!({
             "model": cfg.name(),
@@ -200,6 +233,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
             "train_seconds": report.train_seconds,
             "per_epoch": report.epochs,
             "bytes": bytes,
+            "kept_encoding": kept,
             "sparsity": keep.report(),
             "energy": energy,
             "config": tc,
@@ -208,15 +242,19 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         warmup.add_to_json(&mut out)?;
         print_json(&out)?;
     } else {
-        eprintln!(
-            "{}: test accuracy {:.4}, {:.0} train samples/s; wrote {} ({bytes} bytes)",
+        let kept_note = match kept {
+            0 => String::new(),
+            k => format!(", {k} tensors in their --init encoding"),
+        };
+        println!(
+            "{}: test accuracy {:.4}, {:.0} train samples/s; wrote {} ({bytes} bytes{kept_note})",
             cfg.name(),
             report.accuracy,
             report.samples_per_second,
             a.output.display()
         );
         warmup.eprint();
-        eprintln!("training energy: {}", energy_line(&energy));
+        println!("training energy: {}", energy_line(&energy));
     }
     Ok(ExitCode::SUCCESS)
 }

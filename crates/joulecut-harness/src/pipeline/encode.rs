@@ -37,6 +37,38 @@ pub fn pack_if_pays(shape: &[usize], values: &[f32], dtype: FloatType) -> Option
     (data_bytes(&packed) < dense_bytes).then_some(packed)
 }
 
+/// The storage steps that give a retrained weight the float encoding `name` had in `ck`: packed
+/// sparse (`[pack]`, then the values' half type if they were half) or dense f16/bf16. Empty for
+/// dense f32 and for int8, which is a quantization decision to take again after training
+/// (`joulecut quantize`, or QAT), not a storage detail to copy.
+pub fn storage_steps_of(ck: &joulecut_checkpoint::Checkpoint, name: &str) -> Vec<Step> {
+    let half = |dtype: &str| match dtype {
+        "F16" => Some(QuantTarget::F16),
+        "BF16" => Some(QuantTarget::Bf16),
+        _ => None,
+    };
+    let cast = |t: QuantTarget| Step::Quantize {
+        dtype: t,
+        granularity: Default::default(),
+        activations: None,
+    };
+    match ck.encodings().get(name) {
+        Some(joulecut_checkpoint::TensorEncoding::Sparse { values, .. }) if values != "I8" => {
+            std::iter::once(Step::Pack)
+                .chain(half(values).map(cast))
+                .collect()
+        }
+        Some(_) => Vec::new(),
+        None => ck
+            .stored_info(name)
+            .ok()
+            .and_then(|i| half(&i.dtype))
+            .map(cast)
+            .into_iter()
+            .collect(),
+    }
+}
+
 /// Applies the storage steps (pack, quantize) to one weight, in order. Tensors of rank < 2
 /// (biases) stay dense f32.
 pub fn encode(

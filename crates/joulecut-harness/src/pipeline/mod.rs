@@ -29,7 +29,7 @@ pub mod transformer;
 mod weights;
 
 pub use apply::{Applied, Context, ModelState, StepEnergy, TrainDefaults};
-pub use encode::{data_bytes, encode, int8_activations, pack_if_pays};
+pub use encode::{data_bytes, encode, int8_activations, pack_if_pays, storage_steps_of};
 pub use policy::{FittedSpec, Indivisible, PrunePolicy, spec as prune_spec};
 pub use quantize::{Int8Activations, QuantizeJob, pass_error, quantize_stream};
 pub use step::{QuantTarget, Step, kd_config};
