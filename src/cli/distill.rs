@@ -344,7 +344,7 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
         warmup.add_to_json(&mut out)?;
         print_json(&out)?;
     } else {
-        eprintln!(
+        println!(
             "{} distilled from {} (test acc {:.4}): test accuracy {:.4}, {:.0} train samples/s; wrote {} ({bytes} bytes)",
             scfg.name(),
             teacher_name,
@@ -354,13 +354,13 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
             a.output.display()
         );
         if let Some(m) = &teacher_energy {
-            eprintln!(
+            println!(
                 "teacher logits ({logits_source}) energy: {}",
                 energy_line(m)
             );
         }
         warmup.eprint();
-        eprintln!("training energy: {}", energy_line(&energy));
+        println!("training energy: {}", energy_line(&energy));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -464,18 +464,18 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
             (Some(b), Some(c)) => format!(": held-out cosine {b:.4} -> {c:.4}"),
             _ => String::new(),
         };
-        eprintln!(
+        println!(
             "{} epoch(s) of {}{cos}; wrote {}",
             recovery.epochs_done(),
             cfg.epochs,
             a.output.display()
         );
-        eprintln!(
+        println!(
             "teacher outputs ({targets_source}): {}",
             energy_line(&targets_energy)
         );
         if let Some(d) = &break_even_desc {
-            eprintln!(
+            println!(
                 "compression {compression_joules:.0} J ({compression_provenance}); saves {:.2} J per 1,000 sentences; pays for itself after {d}",
                 break_even_json["saved_joules_per_1000"]
                     .as_f64()
