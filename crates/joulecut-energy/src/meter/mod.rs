@@ -57,7 +57,7 @@ pub use child::{ChildStatus, CommandOutcome};
 pub use config::{
     DEFAULT_MAX_DOMAIN_WATTS, DEFAULT_POWERCAP_ROOT, MeterConfig, SyncHook, parse_watts,
 };
-pub use host::detect_hypervisor;
+pub use host::{cpu_model, detect_hypervisor, hostname};
 pub use window::Window;
 
 /// A window of at least this many update periods is long enough to trust ([`Meter::min_window`]).
