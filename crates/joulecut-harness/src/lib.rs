@@ -22,6 +22,7 @@ pub mod bench;
 pub mod data;
 mod error;
 mod eval;
+mod host;
 mod kd;
 pub mod pipeline;
 pub mod qat;
@@ -30,6 +31,7 @@ mod train;
 
 pub use error::{Error, Result};
 pub use eval::{EvalStats, LatencyStats, RepeatedEval, evaluate, evaluate_for, latency};
+pub use host::{Host, RunStamp};
 pub use joulecut_models::{Fallback, Kernel, RealKernels, Route};
 pub use qat::QatObjective;
 pub use train::{
