@@ -12,6 +12,7 @@ mod decompress;
 mod distill;
 mod distill_encoder;
 mod energy;
+mod energy_csv;
 pub mod error;
 mod eval;
 mod eval_embeddings;

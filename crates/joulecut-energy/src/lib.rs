@@ -11,7 +11,8 @@
 //! * [`Measurement`] serialises to the `energy` object of joulecut's JSON: `joules`, `provenance`
 //!   (`measured` | `estimated` | `mixed`), `wall_seconds`, `cpu_seconds`, `domains` (`name`,
 //!   `joules`, `provenance`, `source`, `flags`), `flags`, `baseline`, `net_joules`, `carbon`.
-//! * [`Meter::run_command`] meters a child process (estimate from its `wait4` rusage).
+//! * [`Meter::run_command`] meters a child process (estimate from its `wait4` rusage);
+//!   [`Meter::run_command_every`] also reports each interval, like `perf stat -I`.
 //! * [`Provenance`] (per domain) and [`TotalProvenance`] are the provenance words, typed: their
 //!   `Display` and `FromStr` spell exactly what the JSON says; [`Measurement::provenance`] reads it.
 //! * [`break_even()`] ([`BreakEven`]): after how many inferences a compressed model has paid back
@@ -54,7 +55,7 @@ pub use break_even::{BreakEven, break_even};
 pub use error::{Error, Result};
 pub use measurement::{Baseline, Carbon, DomainEnergy, GridIntensity, Measurement, QualityFlag};
 pub use meter::{
-    ChildStatus, CommandOutcome, DEFAULT_MAX_DOMAIN_WATTS, DEFAULT_POWERCAP_ROOT,
+    ChildStatus, CommandOutcome, DEFAULT_MAX_DOMAIN_WATTS, DEFAULT_POWERCAP_ROOT, Interval,
     MIN_WINDOW_PERIODS, Meter, MeterConfig, ProbeReport, STALL_PERIODS, SyncHook, Window,
     cpu_model, detect_hypervisor, hostname, parse_watts,
 };
