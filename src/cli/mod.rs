@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_transformer;
+mod card;
 mod compare;
 mod decompress;
 mod distill;

@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod card;
 pub mod data;
 mod error;
 mod eval;
