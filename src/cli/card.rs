@@ -55,3 +55,61 @@ pub fn write(args: CardArgs, w: Written<'_>) -> anyhow::Result<()> {
     eprintln!("energy card: {}, {}", json.display(), md.display());
     Ok(())
 }
+
+/// Runs a command's `work` inside one metered window and, when it has written `output`, writes
+/// the card with that window's energy. A failing command returns its error before any card is
+/// written. Quality comes from what the command recorded in the model's history (`accuracy`),
+/// else it is "not measured" with `how_to_measure`.
+pub fn metered(
+    args: CardArgs,
+    command: &str,
+    input: &Path,
+    output: Option<&Path>,
+    device: &str,
+    how_to_measure: &str,
+    work: impl FnOnce() -> anyhow::Result<std::process::ExitCode>,
+) -> anyhow::Result<std::process::ExitCode> {
+    let meter = super::output::meter()?;
+    let window = meter.window(command);
+    let code = work()?;
+    let energy = window.finish();
+    let Some(output) = output.filter(|o| o.exists()) else {
+        return Ok(code);
+    };
+    let bytes_before = joulecut::checkpoint::Source::open(input)
+        .map(|s| s.file_bytes())
+        .with_context(|| format!("read the size of {}", input.display()))?;
+    let quality = recorded_quality(output, how_to_measure);
+    write(
+        args,
+        Written {
+            command,
+            input,
+            output,
+            bytes_before,
+            quality,
+            energy: &energy,
+            meter: &meter,
+            device,
+        },
+    )?;
+    Ok(code)
+}
+
+/// The test accuracy the command recorded in the newest history entry of `output`, if any.
+fn recorded_quality(output: &Path, how_to_measure: &str) -> Quality {
+    let accuracy = joulecut::checkpoint::Source::open(output)
+        .ok()
+        .and_then(|s| s.shards().first()?.checkpoint.history().ok())
+        .and_then(|h| h.last()?.params.get("accuracy")?.as_f64());
+    let mut q = Quality::default();
+    match accuracy {
+        Some(a) => q.measured.push(joulecut::harness::card::Figure {
+            name: "test_accuracy".into(),
+            value: a,
+            note: "measured by the command on the test set after training".into(),
+        }),
+        None => q.not_measured.push(how_to_measure.to_string()),
+    }
+    q
+}
