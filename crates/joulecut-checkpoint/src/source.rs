@@ -434,11 +434,13 @@ impl Source {
                 if name.starts_with('.') {
                     continue;
                 }
+                // the input's own energy card describes the input, not what is made from it
+                let card = rel.as_os_str().is_empty() && CARD_FILES.contains(&name.as_str());
                 let r = rel.join(&name);
                 if p.is_dir() {
                     stack.push(r);
                 } else if p.is_file()
-                    && !(rel.as_os_str().is_empty() && CARD_FILES.contains(&name.as_str()))
+                    && !card
                     && !name.ends_with(".safetensors.index.json")
                     && !OTHER_WEIGHTS.iter().any(|x| name.ends_with(x))
                 {
