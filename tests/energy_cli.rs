@@ -205,3 +205,109 @@ fn fake_powercap_root_is_measured() {
     assert_eq!(v["energy"]["domains"][0]["source"], "rapl-powercap");
     assert_eq!(v["probes"][0]["name"], "rapl-powercap");
 }
+
+fn csv_records(path: &std::path::Path) -> (csv::StringRecord, Vec<csv::StringRecord>) {
+    let mut rd = csv::Reader::from_path(path).unwrap();
+    let header = rd.headers().unwrap().clone();
+    let rows: Vec<csv::StringRecord> = rd.records().map(|r| r.unwrap()).collect();
+    for r in &rows {
+        assert_eq!(r.len(), header.len(), "{r:?}");
+    }
+    (header, rows)
+}
+
+#[test]
+fn csv_append_writes_the_header_once_and_a_record_per_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("energy.csv");
+    for code in ["0", "3"] {
+        let out = energy()
+            .arg("--csv")
+            .arg(&f)
+            .args(["--append", "--", "sh", "-c", &format!("exit {code}")])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code.parse().unwrap()));
+    }
+    let text = std::fs::read_to_string(&f).unwrap();
+    assert_eq!(text.matches("timestamp,run_id").count(), 1, "{text}");
+    let (header, rows) = csv_records(&f);
+    assert_eq!(rows.len(), 2, "{text}");
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    assert_eq!(&rows[0][col("exit_code")], "0");
+    assert_eq!(&rows[1][col("exit_code")], "3");
+    assert_eq!(&rows[1][col("command")], "sh -c exit 3");
+    assert_ne!(rows[0][col("run_id")], rows[1][col("run_id")]);
+    for r in &rows {
+        assert_eq!(&r[col("row")], "total");
+        assert!(r[col("timestamp")].ends_with('Z'));
+        assert_eq!(&r[col("provenance")], "estimated");
+        assert_eq!(&r[col("cpu_provenance")], "estimated");
+        // no GPU here: absent, not 0 J
+        assert_eq!(&r[col("gpu_joules")], "");
+        assert!(r[col("sources")].contains("cpu: estimated by cpu-time x 10 W/core"));
+    }
+
+    // a file that is not ours is refused before the command runs
+    let foreign = dir.path().join("other.csv");
+    std::fs::write(&foreign, "a,b\n1,2\n").unwrap();
+    let marker = dir.path().join("ran");
+    let out = energy()
+        .arg("--csv")
+        .arg(&foreign)
+        .arg("--append")
+        .arg("--")
+        .arg("touch")
+        .arg(&marker)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hint:"));
+    assert!(!marker.exists());
+    assert_eq!(std::fs::read_to_string(&foreign).unwrap(), "a,b\n1,2\n");
+}
+
+#[test]
+fn interval_mode_prints_a_line_per_interval_and_records_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("intervals.csv");
+    let out = energy()
+        .args(["--interval", "300ms", "--csv"])
+        .arg(&f)
+        .args(["--", "sleep", "0.8"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    // `   0.300 s      0.000 J  estimated  cpu 0.000 J (estimated), memory ...`
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains(" s ") && l.contains(" J  estimated  cpu "))
+        .collect();
+    assert!(!lines.is_empty(), "{err}");
+    // the totals follow, and say what the estimate leaves out
+    assert!(
+        err.contains("joulecut energy: `sleep 0.8` exited with 0"),
+        "{err}"
+    );
+    assert!(err.contains("excludes idle power"), "{err}");
+    assert!(!err.contains("cpu cpu-time"), "{err}");
+    let (header, rows) = csv_records(&f);
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    let intervals: Vec<_> = rows
+        .iter()
+        .filter(|r| &r[col("row")] == "interval")
+        .collect();
+    assert!(!intervals.is_empty());
+    assert_eq!(intervals.len(), lines.len());
+    for (i, r) in intervals.iter().enumerate() {
+        assert_eq!(r[col("interval")], i.to_string());
+    }
+    assert_eq!(&rows.last().unwrap()[col("row")], "total");
+
+    let bad = energy()
+        .args(["--interval", "0s", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}

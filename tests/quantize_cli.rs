@@ -419,3 +419,94 @@ fn int8_activation_grid_is_recorded_and_honoured() {
         "int8 only",
     );
 }
+
+#[test]
+fn quantize_writes_an_energy_card_beside_the_output() {
+    let o = out("card");
+    let (card_json, card_md) = (o.with_extension("energy.json"), o.with_extension("card.md"));
+    let _ = std::fs::remove_file(&card_json);
+    let _ = std::fs::remove_file(&card_md);
+    json(&[
+        "quantize",
+        input().to_str().unwrap(),
+        "-o",
+        o.to_str().unwrap(),
+        "--dtype",
+        "int8",
+        "--json",
+    ]);
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&card_json).unwrap()).unwrap();
+    assert_eq!(card["schema_version"], 1);
+    assert_eq!(card["command"], "quantize");
+    // what was done: the file's own history, the quantize step last
+    let history = card["history"].as_array().unwrap();
+    assert_eq!(history.last().unwrap()["command"], "quantize");
+    assert_eq!(history.last().unwrap()["params"]["dtype"], "int8");
+    // the compression's joules carry their provenance (no counter here: estimated, by a model)
+    let e = &card["compression_energy"];
+    assert_eq!(e["provenance"], "estimated");
+    assert!(e["joules"].as_f64().unwrap() > 0.0);
+    assert!(
+        e["sources"]
+            .as_str()
+            .unwrap()
+            .contains("cpu: estimated by cpu-time x"),
+        "{e}"
+    );
+    assert_eq!(e["domains"]["gpu"], serde_json::Value::Null);
+    // quality: measured where measured, else said so
+    let q = &card["quality"];
+    assert_eq!(q["measured"][0]["name"], "weight_rel_l2_max");
+    assert!(q["measured"][0]["value"].as_f64().unwrap() < INT8_REL_L2);
+    assert!(
+        q["not_measured"][0]
+            .as_str()
+            .unwrap()
+            .contains("joulecut eval")
+    );
+    assert!(card["size"]["ratio"].as_f64().unwrap() < 0.3);
+    assert_eq!(card["break_even"], serde_json::Value::Null);
+    assert!(
+        card["break_even_note"]
+            .as_str()
+            .unwrap()
+            .starts_with("not measured")
+    );
+    assert!(!card["host"]["hostname"].as_str().unwrap().is_empty());
+    let md = std::fs::read_to_string(&card_md).unwrap();
+    assert!(
+        md.contains("## Energy of the compression") && md.contains("estimated"),
+        "{md}"
+    );
+
+    // --no-card writes none and removes the stale one
+    let r = joulecut()
+        .args([
+            "quantize",
+            input().to_str().unwrap(),
+            "-o",
+            o.to_str().unwrap(),
+        ])
+        .args(["--dtype", "f16", "--no-card"])
+        .output()
+        .unwrap();
+    assert!(r.status.success());
+    assert!(!card_json.exists() && !card_md.exists());
+}
+
+#[test]
+fn a_failing_quantize_leaves_no_card() {
+    let bad = scratch().join("quant-card-bad.safetensors");
+    std::fs::write(&bad, b"not a checkpoint").unwrap();
+    let o = out("card-failed");
+    let r = joulecut()
+        .args(["quantize", bad.to_str().unwrap(), "-o", o.to_str().unwrap()])
+        .args(["--dtype", "int8"])
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(2));
+    assert!(!o.exists());
+    assert!(!o.with_extension("energy.json").exists());
+    assert!(!o.with_extension("card.md").exists());
+}

@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use joulecut::harness::bench::{
-    Host, Report, RunOptions, RunResult, SuiteConfig, TransformerSuite, run_suite,
+    Host, Report, RunOptions, RunResult, RunStamp, SuiteConfig, TransformerSuite, run_suite,
 };
 
 use super::error::bad_input;
@@ -58,6 +58,10 @@ pub struct BenchArgs {
     /// Dataset directory (default: $JOULECUT_DATA or /usr/share/datasets/fashion-mnist).
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
+    /// The run id recorded in the report and on each row [default: generated, e.g.
+    /// 20261207T095212Z-3fa2c1d0; env JOULECUT_RUN_ID]. Give every shard of a sweep the same one.
+    #[arg(long, value_name = "ID")]
+    run_id: Option<String>,
     /// Print the report as one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -90,27 +94,29 @@ enum ReportCmd {
 const TRANSFORMER: &str = "transformer";
 
 pub(super) fn host(dev: &str, m: &joulecut::energy::Meter) -> Host {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    Host {
-        cpu,
-        cores: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default(),
-        device: dev.to_string(),
-        hypervisor: joulecut::energy::detect_hypervisor(),
-        probes: serde_json::to_value(m.probes()).unwrap_or_default(),
-        skipped_probes: serde_json::to_value(m.skipped()).unwrap_or_default(),
-        joulecut: env!("CARGO_PKG_VERSION").to_string(),
+    Host::detect(dev, m)
+}
+
+/// The run id: `--run-id`, else `$JOULECUT_RUN_ID`, else none (a fresh one is generated). Give
+/// every shard of a sweep the same one (e.g. `--run-id $SLURM_ARRAY_JOB_ID`) and the merged
+/// report keeps it.
+pub(super) fn run_id(given: Option<&str>) -> anyhow::Result<Option<String>> {
+    let id = given
+        .map(str::to_string)
+        .or_else(|| std::env::var("JOULECUT_RUN_ID").ok());
+    match id {
+        Some(id)
+            if id.is_empty()
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.:+".contains(c)) =>
+        {
+            Err(bad_input(
+                format!("bad run id {id:?}"),
+                "a run id is letters, digits and - _ . : + (e.g. --run-id sweep-42)",
+            ))
+        }
+        id => Ok(id),
     }
 }
 
@@ -155,6 +161,7 @@ fn run_transformer(a: &BenchArgs, suite: TransformerSuite) -> anyhow::Result<Exi
         model: a.model.as_deref(),
         min_cosine: a.min_cosine,
         out: &a.out,
+        run_id: run_id(a.run_id.as_deref())?,
         json: a.json,
     })
 }
@@ -227,6 +234,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     let shard = a.shard.as_deref().map(super::shard::parse).transpose()?;
+    let run_id = run_id(a.run_id.as_deref())?;
     let dev = device(&a.device)?;
     let splits = joulecut::harness::data::load_fashion_mnist(a.data.as_deref())?;
     let m = meter_on(&dev)?;
@@ -242,14 +250,18 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         shard,
         device: dev,
     };
-    let t0 = Instant::now();
-    let results = run_suite(&suite, &splits, &m, &opts, &mut |line| eprintln!("{line}"))?;
-    let seconds = t0.elapsed().as_secs_f64();
     let h = host(&a.device, &m);
+    let stamp = RunStamp::new(&h, run_id.as_deref());
+    let t0 = Instant::now();
+    let mut results = run_suite(&suite, &splits, &m, &opts, &mut |line| eprintln!("{line}"))?;
+    let seconds = t0.elapsed().as_secs_f64();
+    for r in &mut results {
+        r.stamp = Some(stamp.clone());
+    }
     if shard.is_some() {
         // A shard may lack the baseline rows its variants are compared with: store raw results;
         // `joulecut report merge` builds the report.
-        let v = serde_json::json!({"shard": a.shard, "suite": suite, "host": h, "seconds": seconds, "results": results, "max_accuracy_drop": max_drop});
+        let v = serde_json::json!({"shard": a.shard, "run": stamp, "suite": suite, "host": h, "seconds": seconds, "results": results, "max_accuracy_drop": max_drop});
         std::fs::create_dir_all(&a.out)?;
         let path = a.out.join("shard.json");
         let text = serde_json::to_string_pretty(&v)?;

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use joulecut::harness::bench::{
-    TransformerOptions, TransformerReport, TransformerSuite, run_transformer_suite,
+    RunStamp, TransformerOptions, TransformerReport, TransformerSuite, run_transformer_suite,
 };
 
 use super::error::bad_input;
@@ -22,6 +22,7 @@ pub struct TransformerArgs<'a> {
     pub model: Option<&'a Path>,
     pub min_cosine: Option<f64>,
     pub out: &'a Path,
+    pub run_id: Option<String>,
     pub json: bool,
 }
 
@@ -64,6 +65,8 @@ pub fn run(a: TransformerArgs<'_>) -> anyhow::Result<ExitCode> {
         })?,
     };
     let m = meter()?;
+    let host = super::bench::host("cpu", &m);
+    let stamp = RunStamp::new(&host, a.run_id.as_deref());
     let opts = TransformerOptions {
         model,
         out_dir: a.out.to_path_buf(),
@@ -71,13 +74,7 @@ pub fn run(a: TransformerArgs<'_>) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
     let run = run_transformer_suite(&a.suite, &opts, &m, &mut |line| eprintln!("{line}"))?;
     let seconds = t0.elapsed().as_secs_f64();
-    let report = TransformerReport::build(
-        a.suite,
-        super::bench::host("cpu", &m),
-        min_cosine,
-        seconds,
-        run,
-    );
+    let report = TransformerReport::build(a.suite, host, min_cosine, seconds, run).with_run(stamp);
     report
         .write(a.out)
         .with_context(|| format!("write reports to {}", a.out.display()))?;

@@ -85,12 +85,35 @@ pub struct DistillArgs {
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub(super) json: bool,
+    #[command(flatten)]
+    pub(super) card: super::card::CardArgs,
 }
 
 /// Batch size of the teacher's forward passes when caching and evaluating.
 const TEACHER_BATCH: usize = 1000;
 
 pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
+    let Some(teacher) = a.teacher.first().cloned() else {
+        return distill(a);
+    };
+    let (card, output, device) = (a.card, a.output.clone(), a.device.clone());
+    let how = if teacher.is_dir() {
+        "embedding cosine against the teacher: run `joulecut eval-embeddings TEACHER OUT --sentences FILE`"
+    } else {
+        "test accuracy: run `joulecut eval OUT`"
+    };
+    super::card::metered(
+        card,
+        "distill",
+        &teacher,
+        Some(&output),
+        &device,
+        how,
+        || distill(a),
+    )
+}
+
+fn distill(a: DistillArgs) -> anyhow::Result<ExitCode> {
     if a.teacher.len() == 1 && a.teacher[0].is_dir() {
         return super::distill_encoder::run(a);
     }

@@ -1,13 +1,17 @@
-//! `joulecut energy [--json] -- CMD [ARGS...]`: runs a command and meters it.
+//! `joulecut energy [--json] [--interval 1s] [--csv FILE [--append]] -- CMD [ARGS...]`: runs a
+//! command and meters it.
 //!
 //! The report (wall time, joules by domain with provenance, average power, skipped probes with
 //! reasons) goes to stderr like `time`/`perf stat`, leaving the command's stdout alone. With
 //! `--json`, stdout holds exactly one JSON object and the command's stdout is sent to stderr.
+//! `--interval` adds one stderr line per interval while the command runs (like `perf stat -I`);
+//! `--csv` writes a record per interval and one for the whole command (`energy_csv.rs`).
 //! The exit code is the command's (128 + signal when a signal killed it).
 
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::AsFd;
+use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
@@ -15,6 +19,7 @@ use anyhow::Context;
 use clap::Args;
 use joulecut::energy::{GridIntensity, Measurement, Meter, MeterConfig, parse_watts};
 
+use super::energy_csv::EnergyCsv;
 use super::error::bad_input;
 use super::output::print_json;
 
@@ -44,6 +49,18 @@ pub struct EnergyArgs {
     /// The grid region of the intensity (e.g. "DE").
     #[arg(long, value_name = "REGION", requires = "grid_intensity")]
     grid_region: Option<String>,
+    /// Report every DURATION while the command runs (`1s`, `500ms`, `2.5s`; a bare number is
+    /// seconds): one line per interval on stderr with its joules by domain and provenance, like
+    /// `perf stat -I`; the totals follow at the end.
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
+    interval: Option<Duration>,
+    /// Write a CSV record per interval and one for the whole command (timestamp, run id, host,
+    /// CPU model, joules by CPU/memory/GPU with provenance, kWh) to FILE, replaced atomically.
+    #[arg(long, value_name = "FILE")]
+    csv: Option<PathBuf>,
+    /// With --csv: add the records to FILE (the header only when it is empty), one write each.
+    #[arg(long, requires = "csv")]
+    append: bool,
     /// The command to meter, and its arguments (put them after `--`).
     #[arg(
         trailing_var_arg = true,
@@ -55,6 +72,30 @@ pub struct EnergyArgs {
 
 const USAGE_HINT: &str =
     "usage: joulecut energy [--json] -- CMD [ARGS...], e.g. joulecut energy -- sleep 1";
+
+/// `1s`, `500ms`, `2.5s`, `1m` or a bare number of seconds; at least 10 ms.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (t, 1.0)
+    };
+    let secs = num
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .map(|x| x * scale)
+        .filter(|x| x.is_finite() && (0.01..=86_400.0).contains(x))
+        .ok_or_else(|| {
+            format!("`{s}` is not a duration from 10ms to 24h (e.g. 1s, 500ms, 2.5s, 1m)")
+        })?;
+    Ok(Duration::from_secs_f64(secs))
+}
 
 /// Runs `joulecut energy`.
 pub fn run(args: EnergyArgs) -> anyhow::Result<ExitCode> {
@@ -115,14 +156,41 @@ pub fn run(args: EnergyArgs) -> anyhow::Result<ExitCode> {
         .chain(rest)
         .map(|a| a.to_string_lossy().into_owned())
         .collect::<Vec<_>>();
-    let outcome = meter
-        .run_command(&label.join(" "), &mut cmd)
-        .with_context(|| format!("meter `{}`", label.join(" ")))?;
+    let command = label.join(" ");
+    let mut csv = args
+        .csv
+        .as_deref()
+        .map(|p| EnergyCsv::open(p, args.append, &command))
+        .transpose()?;
+    let mut intervals: Vec<serde_json::Value> = Vec::new();
+    let mut csv_error: Option<anyhow::Error> = None;
+    let outcome = match args.interval {
+        Some(period) => meter.run_command_every(&command, &mut cmd, period, &mut |i| {
+            interval_line(i);
+            intervals.push(serde_json::json!({
+                "index": i.index,
+                "start_seconds": i.start.as_secs_f64(),
+                "energy": i.measurement,
+            }));
+            if let (Some(c), None) = (csv.as_mut(), csv_error.as_ref()) {
+                csv_error = c.add(Some(i.index), i.start, None, &i.measurement).err();
+            }
+        }),
+        None => meter.run_command(&command, &mut cmd),
+    }
+    .with_context(|| format!("meter `{command}`"))?;
     let mut m = outcome.measurement;
     if let Some(g) = grid {
         m = m.with_carbon(g);
     }
     let code = outcome.status.shell_code();
+    if let Some(mut c) = csv {
+        if let Some(e) = csv_error {
+            return Err(e);
+        }
+        c.add(None, Duration::ZERO, outcome.status.code, &m)?;
+        c.finish()?;
+    }
 
     if args.json {
         let report = meter.report();
@@ -131,12 +199,13 @@ pub fn run(args: EnergyArgs) -> anyhow::Result<ExitCode> {
             "exit_code": outcome.status.code,
             "signal": outcome.status.signal,
             "energy": m,
+            "intervals": args.interval.map(|_| intervals),
             "probes": report.probes,
             "skipped": report.skipped,
             "hypervisor": report.hypervisor,
         }))?;
     } else {
-        print_human(&meter, &label.join(" "), &outcome.status, &m);
+        print_human(&meter, &command, &outcome.status, &m);
     }
     Ok(ExitCode::from(code))
 }
@@ -173,7 +242,7 @@ fn print_human(
     for d in &m.domains {
         let _ = writeln!(
             e,
-            "    {:<12} {:>10.3} J  {:<10} {}",
+            "    {:<12} {:>10.3} J  {} by {}",
             d.name,
             d.joules.to_joules().0,
             name(&d.provenance),
@@ -216,6 +285,9 @@ fn print_human(
         let flags: Vec<String> = m.flags.iter().map(name).collect();
         let _ = writeln!(e, "  flags          {}", flags.join(", "));
     }
+    if let Some(note) = estimate_note(m, meter.report().hypervisor.as_deref()) {
+        let _ = writeln!(e, "  note           {note}");
+    }
     for (i, s) in meter.skipped().iter().enumerate() {
         let head = if i == 0 {
             "  skipped        "
@@ -224,4 +296,48 @@ fn print_human(
         };
         let _ = writeln!(e, "{head}{}: {}", s.probe, s.message);
     }
+}
+
+/// What "estimated" means here, where the report says it: the estimate follows the command's CPU
+/// time (and resident memory) and leaves out idle power, so a command that waits shows almost
+/// nothing. `None` when nothing was estimated.
+fn estimate_note(m: &Measurement, hypervisor: Option<&str>) -> Option<String> {
+    let estimated = m
+        .domains
+        .iter()
+        .any(|d| d.provenance == joulecut::energy::Provenance::Estimated);
+    estimated.then(|| {
+        let host = match hypervisor {
+            Some(h) => format!("this virtual machine ({h}) exposes no energy counter"),
+            None => "no energy counter could be read for it".to_string(),
+        };
+        format!(
+            "estimated: {host}, so the estimate tracks the command's CPU time (and resident memory) and excludes idle power; a command that mostly waits (`sleep 1`) shows almost nothing. Measured joules need RAPL or NVML (see skipped)."
+        )
+    })
+}
+
+/// One line per interval on stderr, like `perf stat -I`: the time at its end, its joules with
+/// provenance, and each domain's.
+fn interval_line(i: &joulecut::energy::Interval) {
+    let m = &i.measurement;
+    let domains: Vec<String> = m
+        .domains
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {:.3} J ({})",
+                d.name,
+                d.joules.to_joules().0,
+                name(&d.provenance)
+            )
+        })
+        .collect();
+    eprintln!(
+        "{:>10.3} s {:>10.3} J  {:<9}  {}",
+        (i.start + m.wall).as_secs_f64(),
+        m.total().0,
+        name(&m.provenance),
+        domains.join(", ")
+    );
 }

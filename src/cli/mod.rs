@@ -7,12 +7,14 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_transformer;
+mod card;
 mod compare;
 mod completions;
 mod decompress;
 mod distill;
 mod distill_encoder;
 mod energy;
+mod energy_csv;
 pub mod error;
 mod eval;
 mod eval_embeddings;

@@ -197,9 +197,11 @@ pub fn energy_line(m: &joulecut::energy::Measurement) -> String {
         .map(|d| {
             d.iter()
                 .map(|d| {
+                    // `cpu: estimated by cpu-time x 10 W/core`, not `cpu cpu-time x ...`
                     format!(
-                        "{} {}",
+                        "{}: {} by {}",
                         d["name"].as_str().unwrap_or("?"),
+                        d["provenance"].as_str().unwrap_or("?"),
                         d["source"].as_str().unwrap_or("?")
                     )
                 })

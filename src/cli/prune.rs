@@ -85,6 +85,8 @@ pub struct PruneArgs {
     /// Write one .safetensors file even when the input is sharded or a directory.
     #[arg(long)]
     single_file: bool,
+    #[command(flatten)]
+    card: super::card::CardArgs,
     /// Fraction of weights (rows, channels) to remove, in [0, 1). Implied by --nm.
     #[arg(long, allow_negative_numbers = true)]
     sparsity: Option<f64>,
@@ -354,6 +356,19 @@ fn run_structured(
 }
 
 pub fn run(a: PruneArgs) -> anyhow::Result<ExitCode> {
+    let (card, input, output) = (a.card, a.input.clone(), a.output.clone());
+    super::card::metered(
+        card,
+        "prune",
+        &input,
+        output.as_deref(),
+        "cpu",
+        "test accuracy (pruning alone can lose much of it): run `joulecut eval OUT`, and fine-tune with `joulecut train --init OUT`",
+        || run_pruning(a),
+    )
+}
+
+fn run_pruning(a: PruneArgs) -> anyhow::Result<ExitCode> {
     use super::prune_structured::Units;
     match a.granularity {
         Some(GranularityArg::Heads) => return run_structured(&a, Units::Heads),

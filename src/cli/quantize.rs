@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use joulecut::checkpoint::{FloatType, HistoryEntry, Selection, Source, TensorRef, check_output};
+use joulecut::harness::card::{Figure, Quality};
 use joulecut::harness::pipeline::{Int8Activations, QuantizeJob, quantize_stream};
 use joulecut::quant::{
     ActivationGrid, Calibration, DEFAULT_PERCENTILE, Int8Config, ScaleGranularity, Symmetry, Target,
@@ -113,6 +114,8 @@ pub struct QuantizeArgs {
     json: bool,
     #[command(flatten)]
     qat: super::qat::QatArgs,
+    #[command(flatten)]
+    card: super::card::CardArgs,
 }
 
 fn int8_config(a: &QuantizeArgs) -> anyhow::Result<Int8Config> {
@@ -162,6 +165,9 @@ fn int8_config(a: &QuantizeArgs) -> anyhow::Result<Int8Config> {
 
 pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
     let cfg = int8_config(&a)?;
+    // The whole compression, QAT included, is the card's energy.
+    let meter = super::output::meter()?;
+    let window = meter.window("quantize");
     let input = Source::open(&a.input)?;
     check_output(&input, &a.output, a.single_file)?;
     let bytes_before = input.file_bytes();
@@ -288,6 +294,20 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let bytes_after = written.bytes;
     let ratio = bytes_after as f64 / bytes_before.max(1) as f64;
+    let energy = window.finish();
+    super::card::write(
+        a.card,
+        super::card::Written {
+            command: "quantize",
+            input: &a.input,
+            output: &a.output,
+            bytes_before,
+            quality: quality(&rows, qat.as_ref()),
+            energy: &energy,
+            meter: &meter,
+            device: "cpu",
+        },
+    )?;
     if a.json {
         print_json(&serde_json::json!({
             "input": a.input,
@@ -363,4 +383,34 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What quantize measured: the weights' error against the originals, and the QAT accuracy.
+fn quality(rows: &[serde_json::Value], qat: Option<&super::qat::QatOutcome>) -> Quality {
+    let mut q = Quality::default();
+    if let Some(max) = rows
+        .iter()
+        .filter_map(|r| r["rel_l2"].as_f64())
+        .reduce(f64::max)
+    {
+        q.measured.push(Figure {
+            name: "weight_rel_l2_max".into(),
+            value: max,
+            note: format!(
+                "largest relative L2 error of a quantized tensor against the original, over {} tensors",
+                rows.len()
+            ),
+        });
+    }
+    match qat {
+        Some(o) => q.measured.push(Figure {
+            name: "test_accuracy".into(),
+            value: o.accuracy,
+            note: "after QAT, on the int8 grid, on the test set".into(),
+        }),
+        None => q.not_measured.push(
+            "task quality (accuracy or embedding cosine): run `joulecut eval OUT` or `joulecut eval-embeddings IN OUT`".into(),
+        ),
+    }
+    q
 }

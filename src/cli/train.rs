@@ -76,9 +76,32 @@ pub struct TrainArgs {
     /// Print one JSON object on stdout.
     #[arg(long)]
     json: bool,
+    /// With --init.
+    #[command(flatten)]
+    card: super::card::CardArgs,
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
+    // `--init` continues a (compressed) checkpoint: its output is a compressed model and gets a
+    // card; training from scratch makes a baseline, which has nothing to compare against.
+    match a.init.clone() {
+        Some(init) => {
+            let (card, output, device) = (a.card, a.output.clone(), a.device.clone());
+            super::card::metered(
+                card,
+                "train",
+                &init,
+                Some(&output),
+                &device,
+                "test accuracy: run `joulecut eval OUT`",
+                || train(a),
+            )
+        }
+        None => train(a),
+    }
+}
+
+fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
     let optimizer = match a.optimizer.as_str() {
         "adam" => OptimizerKind::Adam,
         "adamw" => OptimizerKind::AdamW,

@@ -37,7 +37,7 @@ pub use meta::HistoryEntry;
 pub use precomputed::Precomputed;
 pub use read::{Checkpoint, StoredInfo, dtype_size};
 pub use select::{Selection, SelectionError};
-pub use source::{DEFAULT_INDEX, Index, Shard, Source};
+pub use source::{CARD_FILES, DEFAULT_INDEX, Index, Shard, Source};
 pub use stream::{
     Decode, EntrySpec, Plan, Produced, StreamOptions, TensorRef, Transform, Written, check_output,
     stream,

@@ -40,6 +40,10 @@ const OTHER_WEIGHTS: &[&str] = &[
     ".ot",
 ];
 
+/// The energy card of a model directory (`energy.json`, `CARD.md` at its top level): never
+/// copied as sidecars into a model made from it.
+pub const CARD_FILES: &[&str] = &["energy.json", "CARD.md"];
+
 /// One shard of a [`Source`].
 #[derive(Debug)]
 pub struct Shard {
@@ -417,7 +421,8 @@ impl Source {
     }
 
     /// Sidecar files of a directory input (relative paths, recursively): everything except the
-    /// shards, the index, hidden entries and other weight formats. Empty for other inputs.
+    /// shards, the index, hidden entries, other weight formats and the input's own energy card
+    /// ([`CARD_FILES`]: it describes the input, not what is made from it). Empty for other inputs.
     pub fn sidecars(&self) -> Result<Vec<PathBuf>> {
         let (true, Some(dir)) = (self.is_dir, &self.dir) else {
             return Ok(Vec::new());
@@ -429,10 +434,13 @@ impl Source {
                 if name.starts_with('.') {
                     continue;
                 }
+                // the input's own energy card describes the input, not what is made from it
+                let card = rel.as_os_str().is_empty() && CARD_FILES.contains(&name.as_str());
                 let r = rel.join(&name);
                 if p.is_dir() {
                     stack.push(r);
                 } else if p.is_file()
+                    && !card
                     && !name.ends_with(".safetensors.index.json")
                     && !OTHER_WEIGHTS.iter().any(|x| name.ends_with(x))
                 {

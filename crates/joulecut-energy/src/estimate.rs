@@ -76,9 +76,10 @@ impl EstimateModel {
         format!("cpu-time x {} W/core", self.watts_per_core.0)
     }
 
-    /// The `source` of the `memory` domain; `peak` for a child's peak RSS.
+    /// The `source` of the `memory` domain: `rss x ...`, `rss (peak) x ...` for a child's peak
+    /// resident set (one name, the statistic in parentheses).
     pub fn memory_source(&self, peak: bool) -> String {
-        let rss = if peak { "peak-rss" } else { "rss" };
+        let rss = if peak { "rss (peak)" } else { "rss" };
         format!("{rss} x {} W/GiB x wall-time", self.memory_watts_per_gib.0)
     }
 }
@@ -148,7 +149,8 @@ mod tests {
             MicroJoules(1_000_000)
         );
         assert_eq!(m.cpu_source(), "cpu-time x 12.5 W/core");
-        assert_eq!(m.memory_source(true), "peak-rss x 0.5 W/GiB x wall-time");
+        assert_eq!(m.memory_source(true), "rss (peak) x 0.5 W/GiB x wall-time");
+        assert_eq!(m.memory_source(false), "rss x 0.5 W/GiB x wall-time");
     }
 
     #[test]

@@ -11,11 +11,14 @@
 //! * [`Measurement`] serialises to the `energy` object of joulecut's JSON: `joules`, `provenance`
 //!   (`measured` | `estimated` | `mixed`), `wall_seconds`, `cpu_seconds`, `domains` (`name`,
 //!   `joules`, `provenance`, `source`, `flags`), `flags`, `baseline`, `net_joules`, `carbon`.
-//! * [`Meter::run_command`] meters a child process (estimate from its `wait4` rusage).
+//! * [`Meter::run_command`] meters a child process (estimate from its `wait4` rusage);
+//!   [`Meter::run_command_every`] also reports each interval, like `perf stat -I`.
 //! * [`Provenance`] (per domain) and [`TotalProvenance`] are the provenance words, typed: their
 //!   `Display` and `FromStr` spell exactly what the JSON says; [`Measurement::provenance`] reads it.
 //! * [`break_even()`] ([`BreakEven`]): after how many inferences a compressed model has paid back
 //!   the joules its compression cost.
+//! * [`DomainSplit`]: joules by kind of hardware (CPU, memory, GPU) with their provenance;
+//!   [`UtcTime`] and [`new_run_id`] stamp a run; [`hostname`] and [`cpu_model`] name the host.
 //!
 //! See `README.md` for the estimate model, its constants and the provenance rules.
 //!
@@ -44,18 +47,22 @@ pub mod perf;
 pub mod powercap;
 mod probe;
 mod provenance;
+mod split;
+mod stamp;
 mod units;
 
 pub use break_even::{BreakEven, break_even};
 pub use error::{Error, Result};
 pub use measurement::{Baseline, Carbon, DomainEnergy, GridIntensity, Measurement, QualityFlag};
 pub use meter::{
-    ChildStatus, CommandOutcome, DEFAULT_MAX_DOMAIN_WATTS, DEFAULT_POWERCAP_ROOT,
+    ChildStatus, CommandOutcome, DEFAULT_MAX_DOMAIN_WATTS, DEFAULT_POWERCAP_ROOT, Interval,
     MIN_WINDOW_PERIODS, Meter, MeterConfig, ProbeReport, STALL_PERIODS, SyncHook, Window,
-    detect_hypervisor, parse_watts,
+    cpu_model, detect_hypervisor, hostname, parse_watts,
 };
 pub use probe::{
     DomainInfo, FsReader, Probe, ProbeInfo, ProbeSkip, Reading, SysfsReader, Unavailable,
 };
 pub use provenance::{ParseProvenanceError, Provenance, TotalProvenance};
+pub use split::{DomainKind, DomainSplit, JOULES_PER_KWH, KindEnergy, kwh};
+pub use stamp::{UtcTime, new_run_id};
 pub use units::{Joules, MicroJoules, Watts};

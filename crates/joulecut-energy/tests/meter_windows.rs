@@ -143,7 +143,7 @@ fn child_process_exit_code_and_cpu_time() {
             .domain("memory")
             .unwrap()
             .source
-            .starts_with("peak-rss")
+            .starts_with("rss (peak) x")
     );
 
     let killed = meter.run_argv(&["sh", "-c", "kill -9 $$"]).unwrap();
@@ -192,4 +192,51 @@ fn env_overrides_are_validated() {
     let c = MeterConfig::from_env().unwrap();
     assert_eq!(c.estimate.watts_per_core.0, 4.5);
     unsafe { std::env::remove_var("JOULECUT_CPU_WATTS_PER_CORE") };
+}
+
+#[test]
+fn a_command_metered_by_interval_adds_up_to_its_total() {
+    let meter = estimate_meter();
+    let mut intervals = Vec::new();
+    let out = meter
+        .run_command_every(
+            "busy",
+            std::process::Command::new("sh").args([
+                "-c",
+                "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; sleep 0.2",
+            ]),
+            std::time::Duration::from_millis(50),
+            &mut |i| intervals.push(i.clone()),
+        )
+        .unwrap();
+    assert_eq!(out.status.code, Some(0));
+    // at least the tail; numbered in order, each labelled and estimated like the total
+    assert!(!intervals.is_empty());
+    for (n, i) in intervals.iter().enumerate() {
+        assert_eq!(i.index, n);
+        assert_eq!(i.measurement.label, format!("busy/interval-{n}"));
+        assert_eq!(i.measurement.provenance, TotalProvenance::Estimated);
+        assert!(
+            i.measurement
+                .domain("memory")
+                .unwrap()
+                .source
+                .starts_with("rss x")
+        );
+    }
+    // the tail takes what wait4 saw beyond /proc, so the CPU times add up (to /proc's clock
+    // ticks: it rounds each reading down to 1/CLK_TCK, never up)
+    const TICK_SLACK: std::time::Duration = std::time::Duration::from_millis(20);
+    let cpu: std::time::Duration = intervals.iter().map(|i| i.measurement.cpu).sum();
+    assert!(
+        cpu >= out.measurement.cpu,
+        "{cpu:?} vs {:?}",
+        out.measurement.cpu
+    );
+    assert!(
+        cpu <= out.measurement.cpu + TICK_SLACK,
+        "{cpu:?} vs {:?}",
+        out.measurement.cpu
+    );
+    assert!(out.measurement.cpu > std::time::Duration::ZERO);
 }

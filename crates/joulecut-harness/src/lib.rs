@@ -19,9 +19,11 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod card;
 pub mod data;
 mod error;
 mod eval;
+mod host;
 mod kd;
 pub mod pipeline;
 pub mod qat;
@@ -31,6 +33,7 @@ mod trainer;
 
 pub use error::{Error, Result};
 pub use eval::{EvalStats, LatencyStats, RepeatedEval, evaluate, evaluate_for, latency};
+pub use host::{Host, RunStamp};
 pub use joulecut_models::{Fallback, Kernel, RealKernels, Route};
 pub use qat::QatObjective;
 pub use train::{

@@ -48,6 +48,7 @@ fn tiny_suite_writes_a_consistent_report() {
     let results = run_suite(&suite, &data, &meter, &opts, &mut |_| {}).unwrap();
     assert_eq!(results.len(), 1 + suite.variants.len());
     let host = joulecut_harness::bench::Host {
+        hostname: "test".into(),
         cpu: "test".into(),
         cores: 1,
         kernel: "test".into(),

@@ -44,6 +44,7 @@ fn sentences(n: usize, seed: u64) -> String {
 
 fn host() -> Host {
     Host {
+        hostname: "test".into(),
         cpu: "test".into(),
         cores: 1,
         kernel: String::new(),

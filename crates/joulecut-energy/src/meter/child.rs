@@ -8,6 +8,7 @@ use std::process::Command;
 use serde::Serialize;
 
 use super::Meter;
+use super::edges::Snapshot;
 use crate::error::{Error, Result};
 use crate::estimate;
 use crate::measurement::Measurement;
@@ -48,38 +49,27 @@ impl Meter {
         }
         // The child is reaped; std's handle only closes its pipes now.
         drop(child);
+        Ok(self.finish_command(label, &a, &ru, status))
+    }
+
+    /// The outcome of a reaped child: measured domains since `a`, the estimate from its `wait4`
+    /// rusage (CPU time and peak RSS), and its status.
+    pub(super) fn finish_command(
+        &self,
+        label: &str,
+        a: &Snapshot,
+        ru: &libc::rusage,
+        status: libc::c_int,
+    ) -> CommandOutcome {
         let b = self.edge();
         let wall = b.at.saturating_duration_since(a.at);
-        let cpu = estimate::rusage_cpu(&ru);
-        let mut domains = self.measured_domains(&a, &b, wall);
-        self.estimated_domains(
-            cpu,
-            estimate::rusage_peak_rss(&ru),
-            true,
-            wall,
-            &mut domains,
-        );
-        let measurement = self.assemble(label.to_string(), wall, cpu, domains);
-        let status = if libc::WIFEXITED(status) {
-            ChildStatus {
-                code: Some(libc::WEXITSTATUS(status)),
-                signal: None,
-            }
-        } else if libc::WIFSIGNALED(status) {
-            ChildStatus {
-                code: None,
-                signal: Some(libc::WTERMSIG(status)),
-            }
-        } else {
-            ChildStatus {
-                code: None,
-                signal: None,
-            }
-        };
-        Ok(CommandOutcome {
-            status,
-            measurement,
-        })
+        let cpu = estimate::rusage_cpu(ru);
+        let mut domains = self.measured_domains(a, &b, wall);
+        self.estimated_domains(cpu, estimate::rusage_peak_rss(ru), true, wall, &mut domains);
+        CommandOutcome {
+            status: ChildStatus::decode(status),
+            measurement: self.assemble(label.to_string(), wall, cpu, domains),
+        }
     }
 
     /// Convenience: [`Meter::run_command`] for a program and its arguments.
@@ -91,12 +81,12 @@ impl Meter {
 }
 
 /// Ignores SIGINT/SIGQUIT for its lifetime (restores the previous handlers on drop).
-struct IgnoreInterrupts {
+pub(super) struct IgnoreInterrupts {
     prev: [(libc::c_int, libc::sighandler_t); 2],
 }
 
 impl IgnoreInterrupts {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let mut prev = [
             (libc::SIGINT, libc::SIG_DFL),
             (libc::SIGQUIT, libc::SIG_DFL),
@@ -130,6 +120,26 @@ pub struct ChildStatus {
 }
 
 impl ChildStatus {
+    /// A `wait4` status.
+    fn decode(status: libc::c_int) -> ChildStatus {
+        if libc::WIFEXITED(status) {
+            ChildStatus {
+                code: Some(libc::WEXITSTATUS(status)),
+                signal: None,
+            }
+        } else if libc::WIFSIGNALED(status) {
+            ChildStatus {
+                code: None,
+                signal: Some(libc::WTERMSIG(status)),
+            }
+        } else {
+            ChildStatus {
+                code: None,
+                signal: None,
+            }
+        }
+    }
+
     /// The code a shell would report: the exit code, or 128 + signal.
     pub fn shell_code(&self) -> u8 {
         match (self.code, self.signal) {

@@ -1,5 +1,30 @@
-//! Host detection: is this a virtual machine, and which hypervisor. A VM is why RAPL and NVML are
-//! missing, so [`Meter::auto`](super::Meter::auto) reports such skips as `virtualised`.
+//! Host detection: is this a virtual machine, and which hypervisor (a VM is why RAPL and NVML are
+//! missing, so [`Meter::auto`](super::Meter::auto) reports such skips as `virtualised`); the host
+//! name and CPU model that reports and energy cards record beside every joule figure.
+
+/// The host name (`/proc/sys/kernel/hostname`, else `$HOSTNAME`), `unknown` when neither is set.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// The CPU model (`model name` in `/proc/cpuinfo`), else the architecture (`aarch64`).
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
 
 /// Detects a hypervisor: the `hypervisor` CPU flag, named by DMI when possible.
 pub fn detect_hypervisor() -> Option<String> {

@@ -30,7 +30,8 @@
 //!
 //! Submodules, one concern each: `config` (settings and `JOULECUT_*` overrides), `host`
 //! (hypervisor detection), `auto` (probe selection), `guard` (wrap guard thread), `edges`
-//! (snapshots and their differences), `window` (RAII windows), `child` (metering a command).
+//! (snapshots and their differences), `window` (RAII windows), `child` (metering a command),
+//! `interval` (a command interval by interval).
 
 mod auto;
 mod child;
@@ -38,6 +39,7 @@ mod config;
 mod edges;
 mod guard;
 mod host;
+mod interval;
 mod window;
 
 use std::collections::BTreeSet;
@@ -57,7 +59,8 @@ pub use child::{ChildStatus, CommandOutcome};
 pub use config::{
     DEFAULT_MAX_DOMAIN_WATTS, DEFAULT_POWERCAP_ROOT, MeterConfig, SyncHook, parse_watts,
 };
-pub use host::detect_hypervisor;
+pub use host::{cpu_model, detect_hypervisor, hostname};
+pub use interval::Interval;
 pub use window::Window;
 
 /// A window of at least this many update periods is long enough to trust ([`Meter::min_window`]).

@@ -46,7 +46,7 @@ pub(crate) fn never_if_nominal(b: Option<BreakEven>, saving: Saving) -> Option<B
 
 /// The provenance of a variant's compression steps together; `None` when it had none. `Err`
 /// names the first step whose energy object has no readable provenance.
-fn steps_provenance(
+pub(super) fn steps_provenance(
     steps: &[StepRecord],
 ) -> std::result::Result<Option<TotalProvenance>, (usize, String)> {
     let mut all: Option<TotalProvenance> = None;
@@ -79,16 +79,15 @@ pub(super) fn median_break_even(g: &[&Row]) -> Option<BreakEven> {
 /// The CSV fields `saved_joules_per_1000,break_even_<items>,break_even_provenance`: plain
 /// numbers (the count rounded up to whole items), an empty count for *never*, all three empty
 /// without a break-even (the baseline).
-pub(super) fn csv_cells(b: Option<&BreakEven>) -> String {
+pub(super) fn csv_cells(b: Option<&BreakEven>) -> [String; 3] {
     match b {
-        None => ",,".to_string(),
-        Some(b) => format!(
-            "{:.6},{},{}",
-            b.saved_joules_per_1000,
+        None => Default::default(),
+        Some(b) => [
+            format!("{:.6}", b.saved_joules_per_1000),
             b.break_even_items
                 .map_or(String::new(), |n| format!("{:.0}", n.ceil())),
-            b.provenance
-        ),
+            b.provenance.to_string(),
+        ],
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod baseline;
 mod break_even;
+mod columns;
 mod config;
 mod files;
 mod report;
@@ -14,9 +15,11 @@ mod runner;
 mod svg;
 mod transformer;
 
+pub use crate::host::{Host, RunStamp};
 pub use baseline::RunOptions;
+pub use columns::EnergyColumns;
 pub use config::{BaselineConfig, EvalConfig, SuiteConfig, VariantConfig};
-pub use report::{Host, Recommendation, Report, Row, SCHEMA_VERSION, Summary};
+pub use report::{Recommendation, Report, Row, SCHEMA_VERSION, Summary};
 pub use result::{LayerRoute, RunResult, Saving, StepRecord};
 pub use runner::run_suite;
 pub use svg::{pareto, pareto_front};

@@ -7,34 +7,16 @@ use std::path::Path;
 use joulecut_energy::BreakEven;
 use serde::{Deserialize, Serialize};
 
-use super::break_even::{csv_cells, md_cells, median_break_even, row_break_even};
+use super::break_even::{csv_cells, md_cells, median_break_even, row_break_even, steps_provenance};
+use super::columns::{EnergyColumns, STAMP_HEADER, csv_text, stamp_cells};
 use super::config::SuiteConfig;
 use super::result::{RunResult, Saving};
+use crate::host::{Host, RunStamp};
 use crate::{Error, Result};
 
-/// Version of the `report.json` schema.
-pub const SCHEMA_VERSION: u32 = 1;
-
-/// Where the numbers were taken.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Host {
-    /// CPU model name.
-    pub cpu: String,
-    /// Logical CPUs.
-    pub cores: usize,
-    /// Kernel release.
-    pub kernel: String,
-    /// Device the suite ran on.
-    pub device: String,
-    /// Hypervisor, if virtualised.
-    pub hypervisor: Option<String>,
-    /// Energy probes in use (measured sources).
-    pub probes: serde_json::Value,
-    /// Probes skipped, with reasons.
-    pub skipped_probes: serde_json::Value,
-    /// joulecut version.
-    pub joulecut: String,
-}
+/// Version of the `report.json` schema. 2: the run's stamp (`run`, `shards`), `host.hostname`,
+/// each row's `stamp` and `energy_totals`; report.csv's stamp and energy columns.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// One row of the table: a run plus figures relative to its baseline (same model and seed).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,6 +40,9 @@ pub struct Row {
     /// (`break_even_items`, `null` = never). `None` on baseline rows.
     #[serde(default)]
     pub break_even: Option<BreakEven>,
+    /// The inference window by kind of hardware, kWh, and the compression's provenance.
+    #[serde(default)]
+    pub energy_totals: EnergyColumns,
 }
 
 /// Median and range over seeds of one (model, variant).
@@ -121,6 +106,13 @@ pub struct Recommendation {
 pub struct Report {
     /// Schema version.
     pub schema_version: u32,
+    /// This report's run: id, start (RFC 3339 UTC), host name and CPU model. For merged shards:
+    /// their common run id (a fresh one when they differ), the earliest start, every host.
+    #[serde(default)]
+    pub run: RunStamp,
+    /// The stamps of the merged shards' runs, each listed once (empty for a single run).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<RunStamp>,
     /// The suite config as run.
     pub suite: SuiteConfig,
     /// Accuracy budget used for the recommendation (points).
@@ -158,7 +150,9 @@ fn range(v: &[f64]) -> [f64; 3] {
 }
 
 impl Report {
-    /// Builds a report from raw results (of one run or merged shards).
+    /// Builds a report from raw results (of one run or merged shards). The report's run stamp
+    /// comes from the results' ([`RunStamp::merged`]); results without one get a fresh stamp
+    /// of this build on `host`.
     pub fn build(
         suite: SuiteConfig,
         host: Host,
@@ -189,6 +183,11 @@ impl Report {
                 } else {
                     row_break_even(b, r)?
                 },
+                energy_totals: EnergyColumns::of(
+                    &r.inference_energy,
+                    r.compression_joules,
+                    steps_provenance(&r.compression_energy).ok().flatten(),
+                ),
             });
         }
         // Suite order: models, then baseline and variants as configured.
@@ -291,8 +290,20 @@ impl Report {
                 },
             });
         }
+        let mut shards: Vec<RunStamp> = Vec::new();
+        for s in runs.iter().filter_map(|r| r.stamp.as_ref()) {
+            if !shards.contains(s) {
+                shards.push(s.clone());
+            }
+        }
+        let run = RunStamp::merged(&shards).unwrap_or_else(|| RunStamp::new(&host, None));
+        if shards.len() < 2 {
+            shards.clear();
+        }
         Ok(Report {
             schema_version: SCHEMA_VERSION,
+            run,
+            shards,
             suite,
             max_accuracy_drop: max_drop,
             host,
@@ -315,39 +326,74 @@ impl Report {
         })
     }
 
-    /// One line per run.
+    /// One record per run, through the `csv` crate (a variant name with a comma or a quote is
+    /// quoted). Columns keep their place across schema versions: the stamp and energy columns of
+    /// schema 2 come after the break-even ones.
     pub fn csv(&self) -> String {
-        let mut s = String::from(
-            "model,seed,variant,accuracy,accuracy_delta_pt,bytes,size_ratio,params,nonzero_params,weight_sparsity,samples_per_second,speed_ratio,latency_b1_us,latency_ratio,inference_joules_per_10k,energy_reduction,provenance,compression_joules,baseline_training_joules,saving,saved_joules_per_1000,break_even_samples,break_even_provenance\n",
-        );
-        for r in &self.rows {
-            let x = &r.run;
-            s += &format!(
-                "{},{},{},{:.4},{:.2},{},{:.4},{},{},{:.4},{:.0},{:.3},{:.1},{:.3},{:.4},{:.3},{},{:.2},{:.2},{},{}\n",
-                x.model,
-                x.seed,
-                x.variant,
-                x.accuracy,
-                r.accuracy_delta_pt,
-                x.bytes,
-                r.size_ratio,
-                x.params,
-                x.nonzero_params,
-                x.weight_sparsity,
-                x.samples_per_second,
-                r.speed_ratio,
-                x.latency_b1_us,
-                r.latency_ratio,
-                x.inference_joules_per_10k,
-                r.energy_reduction,
-                x.provenance,
-                x.compression_joules,
-                x.baseline_training_joules,
-                x.saving,
-                csv_cells(r.break_even.as_ref())
-            );
-        }
-        s
+        let mut header = vec![
+            "model",
+            "seed",
+            "variant",
+            "accuracy",
+            "accuracy_delta_pt",
+            "bytes",
+            "size_ratio",
+            "params",
+            "nonzero_params",
+            "weight_sparsity",
+            "samples_per_second",
+            "speed_ratio",
+            "latency_b1_us",
+            "latency_ratio",
+            "inference_joules_per_10k",
+            "energy_reduction",
+            "provenance",
+            "compression_joules",
+            "baseline_training_joules",
+            "saving",
+            "saved_joules_per_1000",
+            "break_even_samples",
+            "break_even_provenance",
+        ];
+        header.extend(STAMP_HEADER);
+        header.extend(EnergyColumns::HEADER);
+        let rows: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|r| {
+                let x = &r.run;
+                let mut c = vec![
+                    x.model.clone(),
+                    x.seed.to_string(),
+                    x.variant.clone(),
+                    format!("{:.4}", x.accuracy),
+                    format!("{:.2}", r.accuracy_delta_pt),
+                    x.bytes.to_string(),
+                    format!("{:.4}", r.size_ratio),
+                    x.params.to_string(),
+                    x.nonzero_params.to_string(),
+                    format!("{:.4}", x.weight_sparsity),
+                    format!("{:.0}", x.samples_per_second),
+                    format!("{:.3}", r.speed_ratio),
+                    format!("{:.1}", x.latency_b1_us),
+                    format!("{:.3}", r.latency_ratio),
+                    format!("{:.4}", x.inference_joules_per_10k),
+                    format!("{:.3}", r.energy_reduction),
+                    x.provenance.to_string(),
+                    format!("{:.2}", x.compression_joules),
+                    format!("{:.2}", x.baseline_training_joules),
+                    x.saving.to_string(),
+                ];
+                c.extend(csv_cells(r.break_even.as_ref()));
+                c.extend(stamp_cells(
+                    x.stamp.as_ref().unwrap_or(&self.run),
+                    x.seconds,
+                ));
+                c.extend(r.energy_totals.cells());
+                c
+            })
+            .collect();
+        csv_text(&header, &rows)
     }
 
     /// The table a person reads.

@@ -5,6 +5,7 @@ use joulecut_energy::TotalProvenance;
 use joulecut_models::{LayerPath, ModelConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::host::RunStamp;
 use crate::pipeline::Plan;
 
 /// Which kind of saving a variant is.
@@ -124,4 +125,8 @@ pub struct RunResult {
     pub file: String,
     /// Wall seconds this run took (training + compression + evaluation).
     pub seconds: f64,
+    /// The run (process) that produced this result: after `joulecut report merge`, each row
+    /// keeps its shard's run id, start and host. Absent in results written before schema 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<RunStamp>,
 }

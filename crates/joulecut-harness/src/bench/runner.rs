@@ -282,6 +282,7 @@ impl Run<'_> {
             config: cfg.clone(),
             file: path.display().to_string(),
             seconds: self.t0.elapsed().as_secs_f64(),
+            stamp: None,
         };
         if v.is_none() {
             r.compression_energy = vec![StepRecord {

@@ -72,11 +72,13 @@ fn run(seed: u64, variant: &str, j10k: f64, steps: Vec<StepRecord>) -> RunResult
         config: ModelConfig::parse("mlp:4-3-2").unwrap(),
         file: format!("{variant}-s{seed}.safetensors"),
         seconds: 1.0,
+        stamp: None,
     }
 }
 
 fn host() -> Host {
     Host {
+        hostname: "test".into(),
         cpu: "test".into(),
         cores: 1,
         kernel: "test".into(),
@@ -175,7 +177,7 @@ fn csv_has_plain_numbers_and_an_empty_count_for_never() {
     assert_eq!(header[..3], ["model", "seed", "variant"]);
     assert_eq!(header[19], "saving");
     assert_eq!(
-        header[20..],
+        header[20..23],
         [
             "saved_joules_per_1000",
             "break_even_samples",
@@ -186,7 +188,7 @@ fn csv_has_plain_numbers_and_an_empty_count_for_never() {
         csv.lines()
             .map(|l| l.split(',').map(String::from).collect::<Vec<_>>())
             .find(|c| c[2] == variant && c[1] == seed)
-            .unwrap()[20..]
+            .unwrap()[20..23]
             .to_vec()
     };
     assert_eq!(cells("baseline", "1"), ["", "", ""]);
@@ -240,4 +242,143 @@ fn a_compression_step_without_provenance_is_refused() {
         msg.contains("mlp:4-3-2 seed 1 `ft`") && msg.contains("finetune"),
         "{msg}"
     );
+}
+
+#[test]
+fn csv_quotes_a_variant_name_with_a_comma_and_a_quote() {
+    // The acceptance case of report.csv: a name that a hand-written CSV would split.
+    let name = r#"fp16, "half""#;
+    let suite_text = SUITE.replace(
+        r#""name": "fp16""#,
+        &format!(r#""name": {}"#, serde_json::to_string(name).unwrap()),
+    );
+    let suite = SuiteConfig::parse(&suite_text, "test").unwrap();
+    let mut rs = runs();
+    for r in &mut rs {
+        if r.variant == "fp16" {
+            r.variant = name.to_string();
+        }
+    }
+    let report = Report::build(suite, host(), 0.5, 1.0, rs).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    report.write(dir.path()).unwrap();
+    let mut rd = csv::Reader::from_path(dir.path().join("report.csv")).unwrap();
+    let header = rd.headers().unwrap().clone();
+    assert_eq!(header.len(), 23 + 5 + 14);
+    let records: Vec<csv::StringRecord> = rd.records().map(|r| r.unwrap()).collect();
+    assert_eq!(records.len(), report.rows.len());
+    for r in &records {
+        assert_eq!(r.len(), header.len(), "{r:?}");
+    }
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    let half: Vec<&csv::StringRecord> = records
+        .iter()
+        .filter(|r| &r[col("variant")] == name && &r[col("seed")] == "1")
+        .collect();
+    assert_eq!(half.len(), 1, "the name reads back intact");
+    let r = half[0];
+    assert_eq!(&r[col("model")], "mlp:4-3-2");
+    assert_eq!(&r[col("saving")], "real");
+    // the stamp and energy columns of schema 2
+    assert_eq!(&r[col("run_id")], report.run.run_id);
+    assert_eq!(&r[col("hostname")], "test");
+    assert!(r[col("timestamp")].ends_with('Z'), "{r:?}");
+    assert_eq!(&r[col("duration_seconds")], "1.000");
+    assert_eq!(&r[col("inference_window_joules")], "25.000000");
+    assert_eq!(&r[col("compression_provenance")], "");
+    let ft = records
+        .iter()
+        .find(|r| &r[col("variant")] == "ft" && &r[col("seed")] == "1")
+        .unwrap();
+    assert_eq!(&ft[col("compression_provenance")], "measured");
+    let kwh: f64 = ft[col("compression_kwh")].parse().unwrap();
+    assert!(close(kwh, 30.0 / 3.6e6), "{kwh}");
+}
+
+#[test]
+fn energy_columns_split_the_inference_window_by_hardware() {
+    let mut rs = runs();
+    rs[1].inference_energy = json!({"joules": 5.0, "wall_seconds": 2.0, "provenance": "mixed",
+    "domains": [
+        {"name": "cpu-package-0", "joules": 4.0, "provenance": "measured", "source": "rapl-powercap"},
+        {"name": "memory", "joules": 1.0, "provenance": "estimated", "source": "rss x 0.375 W/GiB x wall-time"}
+    ]});
+    let suite = SuiteConfig::parse(SUITE, "test").unwrap();
+    let report = Report::build(suite, host(), 0.5, 1.0, rs).unwrap();
+    let row = report
+        .rows
+        .iter()
+        .find(|r| r.run.variant == "int8" && r.run.seed == 1)
+        .unwrap();
+    let e = &row.energy_totals;
+    assert_eq!(e.inference_domains.cpu.unwrap().joules, 4.0);
+    assert_eq!(
+        e.inference_domains.memory.unwrap().provenance,
+        TotalProvenance::Estimated
+    );
+    assert_eq!(
+        e.inference_domains.gpu, None,
+        "an unmetered kind is absent, not 0 J"
+    );
+    assert!(close(e.inference_kwh.unwrap(), 5.0 / 3.6e6));
+    assert_eq!(
+        e.inference_sources,
+        "cpu-package-0: measured by rapl-powercap; memory: estimated by rss x 0.375 W/GiB x wall-time"
+    );
+    let csv = report.csv();
+    let mut rd = csv::Reader::from_reader(csv.as_bytes());
+    let header = rd.headers().unwrap().clone();
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    let rec = rd
+        .records()
+        .map(|r| r.unwrap())
+        .find(|r| &r[col("variant")] == "int8" && &r[col("seed")] == "1")
+        .unwrap();
+    assert_eq!(&rec[col("inference_cpu_joules")], "4.000000");
+    assert_eq!(&rec[col("inference_cpu_provenance")], "measured");
+    assert_eq!(&rec[col("inference_gpu_joules")], "");
+    // the report's own stamp (no row stamps here) is fresh and single
+    assert!(report.shards.is_empty());
+    assert!(!report.run.run_id.is_empty());
+}
+
+#[test]
+fn merged_shards_keep_each_rows_stamp() {
+    let stamp = |id: &str, host: &str, t: &str| crate::host::RunStamp {
+        run_id: id.into(),
+        timestamp: t.into(),
+        hostname: host.into(),
+        cpu: "EPYC".into(),
+    };
+    let mut rs = runs();
+    for (i, r) in rs.iter_mut().enumerate() {
+        r.stamp = Some(if i % 2 == 0 {
+            stamp("shard-a", "node1", "2026-12-07T10:00:00.000Z")
+        } else {
+            stamp("shard-b", "node2", "2026-12-07T09:00:00.000Z")
+        });
+    }
+    let suite = SuiteConfig::parse(SUITE, "test").unwrap();
+    let report = Report::build(suite.clone(), host(), 0.5, 1.0, rs.clone()).unwrap();
+    assert_eq!(report.shards.len(), 2);
+    assert!(!["shard-a", "shard-b"].contains(&report.run.run_id.as_str()));
+    assert_eq!(report.run.timestamp, "2026-12-07T09:00:00.000Z");
+    assert_eq!(report.run.hostname, "node1 + node2");
+    let csv = report.csv();
+    let mut rd = csv::Reader::from_reader(csv.as_bytes());
+    let header = rd.headers().unwrap().clone();
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    let ids: std::collections::BTreeSet<String> = rd
+        .records()
+        .map(|r| r.unwrap()[col("run_id")].to_string())
+        .collect();
+    assert_eq!(ids.into_iter().collect::<Vec<_>>(), ["shard-a", "shard-b"]);
+    // one shared id (`--run-id` on every shard) is the merged report's
+    for r in &mut rs {
+        r.stamp.as_mut().unwrap().run_id = "sweep".into();
+    }
+    let report = Report::build(suite, host(), 0.5, 1.0, rs).unwrap();
+    assert_eq!(report.run.run_id, "sweep");
+    let back: Report = serde_json::from_value(serde_json::to_value(&report).unwrap()).unwrap();
+    assert_eq!(back, report);
 }

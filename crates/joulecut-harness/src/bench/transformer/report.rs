@@ -12,12 +12,15 @@ use super::result::TransformerResult;
 use super::runner::{TextSummary, TransformerRun};
 use crate::Result;
 use crate::bench::break_even::{csv_cells, md_cells, never_if_nominal};
+use crate::bench::columns::{EnergyColumns, STAMP_HEADER, csv_text, stamp_cells};
 use crate::bench::report::human;
 use crate::bench::svg::{Budget, Chart, Point, Series, render};
 use crate::bench::{Host, Saving};
+use crate::host::RunStamp;
 
-/// Version of the transformer `report.json` schema.
-pub const TRANSFORMER_SCHEMA_VERSION: u32 = 1;
+/// Version of the transformer `report.json` schema. 2: the run's stamp (`run`),
+/// `host.hostname`, each row's `energy_totals`; report.csv's stamp and energy columns.
+pub const TRANSFORMER_SCHEMA_VERSION: u32 = 2;
 
 /// One row: a result plus figures relative to the baseline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +39,9 @@ pub struct TransformerRow {
     /// (`break_even_items`, `null` = never). `None` on the baseline row.
     #[serde(default)]
     pub break_even: Option<BreakEven>,
+    /// The inference window by kind of hardware, kWh, and the compression's provenance.
+    #[serde(default)]
+    pub energy_totals: EnergyColumns,
 }
 
 /// The recommendation.
@@ -56,6 +62,9 @@ pub struct TransformerRecommendation {
 pub struct TransformerReport {
     /// Schema version.
     pub schema_version: u32,
+    /// This report's run: id, start (RFC 3339 UTC), host name and CPU model.
+    #[serde(default)]
+    pub run: RunStamp,
     /// The suite config as run.
     pub suite: TransformerSuite,
     /// The model directory.
@@ -75,7 +84,8 @@ pub struct TransformerReport {
 }
 
 impl TransformerReport {
-    /// Builds the report of a run (its first result is the baseline).
+    /// Builds the report of a run (its first result is the baseline), stamped with a fresh run
+    /// id and the time of this call; [`TransformerReport::with_run`] sets a given stamp.
     pub fn build(
         suite: TransformerSuite,
         host: Host,
@@ -93,12 +103,21 @@ impl TransformerReport {
                 speed_ratio: r.sentences_per_second / b.sentences_per_second,
                 energy_reduction: b.joules_per_1000 / r.joules_per_1000,
                 break_even: (i > 0).then(|| row_break_even(&b, &r)).flatten(),
+                energy_totals: EnergyColumns::of(
+                    &r.inference_energy,
+                    r.compression_joules,
+                    r.compression
+                        .iter()
+                        .map(|c| c.provenance)
+                        .reduce(TotalProvenance::combine),
+                ),
                 run: r,
             })
             .collect();
         let recommendation = recommend(&rows, &b, min_cosine);
         TransformerReport {
             schema_version: TRANSFORMER_SCHEMA_VERSION,
+            run: RunStamp::new(&host, None),
             suite,
             model: run.model.display().to_string(),
             min_cosine,
@@ -108,6 +127,12 @@ impl TransformerReport {
             rows,
             recommendation,
         }
+    }
+
+    /// The same report stamped `run` (e.g. with the run id the user gave and the start time).
+    pub fn with_run(mut self, run: RunStamp) -> TransformerReport {
+        self.run = run;
+        self
     }
 
     /// Writes `report.json`, `report.csv`, `report.md` and `pareto.svg` into `dir` (atomically each).
@@ -126,36 +151,65 @@ impl TransformerReport {
         )
     }
 
-    /// One line per row.
+    /// One record per row, through the `csv` crate (a variant name with a comma or a quote is
+    /// quoted). Columns keep their place across schema versions: the stamp and energy columns of
+    /// schema 2 come after the break-even ones.
     pub fn csv(&self) -> String {
-        let mut s = String::from(
-            "variant,cosine_mean,cosine_min,neighbour_agreement,weight_sparsity,bytes,size_ratio,sentences_per_second,speed_ratio,joules_per_1000,energy_reduction,provenance,kernels,saving,compression_seconds,compression_joules,saved_joules_per_1000,break_even_sentences,break_even_provenance\n",
-        );
-        for r in &self.rows {
-            let x = &r.run;
-            s += &format!(
-                "{},{:.6},{:.6},{},{:.4},{},{:.4},{:.1},{:.3},{:.4},{:.3},{},{},{},{:.2},{:.2},{}\n",
-                x.variant,
-                x.cosine_mean,
-                x.cosine_min,
-                x.neighbour_agreement
-                    .map_or(String::new(), |a| format!("{a:.4}")),
-                x.weight_sparsity,
-                x.bytes,
-                r.size_ratio,
-                x.sentences_per_second,
-                r.speed_ratio,
-                x.joules_per_1000,
-                r.energy_reduction,
-                x.provenance,
-                kernels(x).replace(", ", " "),
-                x.saving,
-                x.compression_seconds,
-                x.compression_joules,
-                csv_cells(r.break_even.as_ref())
-            );
-        }
-        s
+        let mut header = vec![
+            "variant",
+            "cosine_mean",
+            "cosine_min",
+            "neighbour_agreement",
+            "weight_sparsity",
+            "bytes",
+            "size_ratio",
+            "sentences_per_second",
+            "speed_ratio",
+            "joules_per_1000",
+            "energy_reduction",
+            "provenance",
+            "kernels",
+            "saving",
+            "compression_seconds",
+            "compression_joules",
+            "saved_joules_per_1000",
+            "break_even_sentences",
+            "break_even_provenance",
+        ];
+        header.extend(STAMP_HEADER);
+        header.extend(EnergyColumns::HEADER);
+        let rows: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|r| {
+                let x = &r.run;
+                let mut c = vec![
+                    x.variant.clone(),
+                    format!("{:.6}", x.cosine_mean),
+                    format!("{:.6}", x.cosine_min),
+                    x.neighbour_agreement
+                        .map_or(String::new(), |a| format!("{a:.4}")),
+                    format!("{:.4}", x.weight_sparsity),
+                    x.bytes.to_string(),
+                    format!("{:.4}", r.size_ratio),
+                    format!("{:.1}", x.sentences_per_second),
+                    format!("{:.3}", r.speed_ratio),
+                    format!("{:.4}", x.joules_per_1000),
+                    format!("{:.3}", r.energy_reduction),
+                    x.provenance.to_string(),
+                    // one field either way; spaces keep it unquoted for `cut -d,` users
+                    kernels(x).replace(", ", " "),
+                    x.saving.to_string(),
+                    format!("{:.2}", x.compression_seconds),
+                    format!("{:.2}", x.compression_joules),
+                ];
+                c.extend(csv_cells(r.break_even.as_ref()));
+                c.extend(stamp_cells(&self.run, x.seconds));
+                c.extend(r.energy_totals.cells());
+                c
+            })
+            .collect();
+        csv_text(&header, &rows)
     }
 
     /// The table a person reads.
