@@ -32,7 +32,13 @@ pub struct BenchArgs {
     #[arg(long)]
     print_config: bool,
     /// Output directory for the reports and checkpoints.
-    #[arg(long, default_value = "bench-out", value_name = "DIR")]
+    #[arg(
+        short = 'o',
+        long = "output",
+        visible_alias = "out",
+        default_value = "bench-out",
+        value_name = "DIR"
+    )]
     out: PathBuf,
     /// Baseline cache shared by runs and shards (default: OUT/cache).
     #[arg(long, value_name = "DIR")]
@@ -82,7 +88,12 @@ enum ReportCmd {
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
         /// Where to write the merged report.
-        #[arg(long, value_name = "DIR")]
+        #[arg(
+            short = 'o',
+            long = "output",
+            visible_alias = "out",
+            value_name = "DIR"
+        )]
         out: PathBuf,
         /// Print the merged report as JSON on stdout.
         #[arg(long)]
@@ -269,7 +280,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
             std::io::Write::write_all(f, text.as_bytes())
         })?;
         eprintln!(
-            "wrote {} ({} runs); merge the shards with `joulecut report merge DIR... --out DIR`",
+            "wrote {} ({} runs); merge the shards with `joulecut report merge DIR... -o DIR`",
             path.display(),
             results.len()
         );
@@ -294,7 +305,7 @@ pub fn run_report(a: ReportArgs) -> anyhow::Result<ExitCode> {
         let text = joulecut::checkpoint::input::read_to_string(p.as_ref()).map_err(|e| {
             bad_input(
                 format!("cannot read {}: {e}", p.display()),
-                "give the --out directories of `joulecut bench --shard I/N` runs",
+                "give the -o/--output directories of `joulecut bench --shard I/N` runs",
             )
         })?;
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {

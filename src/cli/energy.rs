@@ -29,12 +29,21 @@ pub struct EnergyArgs {
     /// Print one JSON object on stdout (the command's own stdout then goes to stderr).
     #[arg(long)]
     json: bool,
-    /// Watts per busy core for the CPU-time estimate [default 10, env JOULECUT_CPU_WATTS_PER_CORE].
-    #[arg(long, value_name = "W")]
+    /// Watts per busy core for the CPU-time estimate.
+    #[arg(
+        long,
+        value_name = "W",
+        env = "JOULECUT_CPU_WATTS_PER_CORE",
+        default_value = "10"
+    )]
     cpu_watts_per_core: Option<String>,
-    /// Watts per GiB resident for the memory estimate [default 0.375, env
-    /// JOULECUT_MEMORY_WATTS_PER_GIB].
-    #[arg(long, value_name = "W")]
+    /// Watts per GiB resident for the memory estimate.
+    #[arg(
+        long,
+        value_name = "W",
+        env = "JOULECUT_MEMORY_WATTS_PER_GIB",
+        default_value = "0.375"
+    )]
     memory_watts_per_gib: Option<String>,
     /// Measure idle power for SECONDS first, and report net energy next to gross.
     #[arg(long, value_name = "SECONDS")]

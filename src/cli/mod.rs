@@ -18,6 +18,7 @@ mod energy_csv;
 pub mod error;
 mod eval;
 mod eval_embeddings;
+mod examples;
 mod inspect;
 pub mod output;
 mod progress;
@@ -45,30 +46,43 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Train a model on Fashion-MNIST (or continue from a checkpoint) and save it as safetensors.
+    #[command(after_long_help = examples::TRAIN)]
     Train(train::TrainArgs),
     /// Benchmark compression techniques: accuracy vs joules report and Pareto chart.
+    #[command(after_long_help = examples::BENCH)]
     Bench(bench::BenchArgs),
     /// Work with bench reports (merge the shards of a sweep).
+    #[command(after_long_help = examples::REPORT)]
     Report(bench::ReportArgs),
     /// Evaluate a checkpoint on the test set: accuracy, throughput, latency, energy.
+    #[command(after_long_help = examples::EVAL)]
     Eval(eval::EvalArgs),
     /// Compare a BERT-family sentence encoder with its compressed copy: embedding cosine, joules.
+    #[command(after_long_help = examples::EVAL_EMBEDDINGS)]
     EvalEmbeddings(eval_embeddings::EvalEmbeddingsArgs),
     /// List a checkpoint's tensors: dtype, shape, encoding, bytes, non-zero fraction.
+    #[command(after_long_help = examples::INSPECT)]
     Inspect(inspect::InspectArgs),
     /// Prune a checkpoint: unstructured, rows, channels or N:M; compact, pack, sensitivity sweep.
+    #[command(after_long_help = examples::PRUNE)]
     Prune(prune::PruneArgs),
     /// Distil a teacher checkpoint into a smaller student (Hinton KD, cached teacher logits).
+    #[command(after_long_help = examples::DISTILL)]
     Distill(Box<distill::DistillArgs>),
     /// Quantize a checkpoint: int8 (per tensor/channel, calibrated) or fp16/bf16 storage.
+    #[command(after_long_help = examples::QUANTIZE)]
     Quantize(quantize::QuantizeArgs),
     /// Turn any joulecut checkpoint back into a plain dense safetensors file.
+    #[command(after_long_help = examples::DECOMPRESS)]
     Decompress(decompress::DecompressArgs),
     /// Per-tensor fidelity of a checkpoint vs another (rel. L2, max abs, cosine, SNR) and totals.
+    #[command(after_long_help = examples::COMPARE)]
     Compare(compare::CompareArgs),
     /// Run a command and meter its energy: wall time, joules by domain with provenance, power.
+    #[command(after_long_help = examples::ENERGY)]
     Energy(energy::EnergyArgs),
     /// Write text sets for transformers (WordNet glosses: calibration, evaluation, corpus).
+    #[command(after_long_help = examples::TEXT)]
     Text(text::TextArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     Completions(completions::CompletionsArgs),

@@ -31,7 +31,12 @@ enum TextCommand {
 #[derive(Debug, Args)]
 struct WordnetArgs {
     /// Output directory (must not exist, or be empty; written atomically).
-    #[arg(long, value_name = "DIR")]
+    #[arg(
+        short = 'o',
+        long = "output",
+        visible_alias = "out",
+        value_name = "DIR"
+    )]
     out: PathBuf,
     /// The WordNet database directory (data.noun, data.verb, data.adj, data.adv).
     #[arg(long, value_name = "DIR", default_value = joulecut::embed::wordnet::DEFAULT_DIR)]

@@ -32,8 +32,33 @@ pub fn read(path: &Path) -> std::io::Result<Vec<u8>> {
             std::io::ErrorKind::InvalidInput,
             format!("it is {kind}, not a regular file"),
         )),
-        None => std::fs::read(path),
+        None => read_whole(path),
     }
+}
+
+/// The file's bytes, its buffer reserved fallibly: a file larger than the memory left is an
+/// `OutOfMemory` error naming the size, not an abort.
+fn read_whole(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let mut buf = Vec::new();
+    reserve(&mut buf, usize::try_from(len).unwrap_or(usize::MAX))?;
+    f.read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// `buf.try_reserve_exact(n)`, as an I/O error that says how much memory was asked for.
+pub fn reserve<T>(buf: &mut Vec<T>, n: usize) -> std::io::Result<()> {
+    buf.try_reserve_exact(n).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::OutOfMemory,
+            format!(
+                "cannot allocate {} bytes of memory for it",
+                n.saturating_mul(std::mem::size_of::<T>())
+            ),
+        )
+    })
 }
 
 /// [`read`] as UTF-8 text.
@@ -88,5 +113,19 @@ mod tests {
         std::fs::write(&f, b"x").unwrap();
         assert_eq!(not_regular(&f), None);
         assert_eq!(not_regular(&dir.path().join("missing")), None);
+    }
+
+    #[test]
+    fn an_impossible_allocation_is_an_error_not_an_abort() {
+        let mut v: Vec<u64> = Vec::new();
+        let e = reserve(&mut v, usize::MAX / 4).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::OutOfMemory);
+        assert!(e.to_string().contains("cannot allocate"), "{e}");
+        reserve(&mut v, 16).unwrap();
+        assert!(v.capacity() >= 16);
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("x");
+        std::fs::write(&f, b"bytes").unwrap();
+        assert_eq!(read(&f).unwrap(), b"bytes");
     }
 }

@@ -118,6 +118,8 @@ fn inflate_bounded(raw: &[u8]) -> std::result::Result<Vec<u8>, String> {
         .try_fold(1usize, |a, d| a.checked_mul(d))
         .filter(|&n| n <= MAX_IDX_BYTES)
         .ok_or_else(|| format!("the header promises more than {MAX_IDX_BYTES} bytes of data"))?;
+    joulecut_checkpoint::input::reserve(&mut out, n + 1)
+        .map_err(|e| format!("the header promises {n} bytes of data: {e}"))?;
     d.take(n as u64 + 1)
         .read_to_end(&mut out)
         .map_err(damaged)?;
