@@ -15,6 +15,8 @@ mod energy;
 pub mod error;
 mod eval;
 mod eval_embeddings;
+mod export;
+mod import;
 mod inspect;
 pub mod output;
 mod prune;
@@ -56,6 +58,10 @@ enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Turn any joulecut checkpoint back into a plain dense safetensors file.
     Decompress(decompress::DecompressArgs),
+    /// Write a checkpoint in a format other runtimes load (compressed-tensors).
+    Export(export::ExportArgs),
+    /// Read a compressed-tensors model directory into joulecut's encodings.
+    Import(import::ImportArgs),
     /// Per-tensor fidelity of a checkpoint vs another (rel. L2, max abs, cosine, SNR) and totals.
     Compare(compare::CompareArgs),
     /// Run a command and meter its energy: wall time, joules by domain with provenance, power.
@@ -78,6 +84,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Prune(a) => prune::run(a),
         Command::Quantize(a) => quantize::run(a),
         Command::Decompress(a) => decompress::run(a),
+        Command::Export(a) => export::run(a),
+        Command::Import(a) => import::run(a),
         Command::Compare(a) => compare::run(a),
         Command::Text(a) => text::run(a),
     }

@@ -197,7 +197,7 @@ fn choose_layout(
                     encoding: "sparse".into(),
                     format: "sparse-24-bitmask",
                     reason: format!("it is not 2:4 sparse ({why})"),
-                    can: "export with --sparse-format bitmask (any sparsity pattern), or prune with --granularity 2:4".into(),
+                    can: "export with --sparse-format bitmask (any sparsity pattern), or prune with --nm 2:4".into(),
                 });
             }
             return Ok(Some(SparseLayout::Bitmask));
