@@ -22,7 +22,7 @@ pub const SPARSE_24_BITMASK: &str = "sparse-24-bitmask";
 /// How sparse weights are laid out in a compressed-tensors checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SparseLayout {
-    /// `sparse-bitmask`: `W.shape`, `W.compressed`, `W.bitmask`, `W.row_offsets`.
+    /// `sparse-bitmask`: `M.shape`, `M.compressed`, `M.bitmask`, `M.row_offsets` (`M`: the module).
     Bitmask,
     /// `sparse-24-bitmask`: `M.shape`, `M.compressed` `[rows, cols/2]`, `M.bitmask`.
     TwoFour,

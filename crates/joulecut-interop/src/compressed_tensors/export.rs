@@ -223,13 +223,10 @@ fn scale_entries(name: &str, per_channel: bool, rows: usize, zp: bool, v: &mut V
     }
 }
 
-/// The stored names of a sparse weight: `W.part` for bitmask, `M.part` for 2:4 (the reference's
-/// `Sparse24BitMaskTensor.dict` strips `.weight`).
-fn sparse_prefix(name: &str, layout: SparseLayout) -> &str {
-    match layout {
-        SparseLayout::Bitmask => name,
-        SparseLayout::TwoFour => name.strip_suffix(".weight").unwrap_or(name),
-    }
+/// The prefix of a sparse weight's stored names: its module (`fc1` for `fc1.weight`), as the
+/// reference's `BaseSparseCompressor.compress` strips `.weight` before naming the parts.
+fn sparse_prefix(name: &str) -> &str {
+    name.strip_suffix(".weight").unwrap_or(name)
 }
 
 impl Transform for Export {
@@ -261,7 +258,7 @@ impl Transform for Export {
                 let layout = self
                     .layout
                     .expect("a layout is chosen when weights are sparse");
-                let p = sparse_prefix(name, layout);
+                let p = sparse_prefix(name);
                 let mask = vec![*rows, cols.div_ceil(8)];
                 match layout {
                     SparseLayout::Bitmask => {

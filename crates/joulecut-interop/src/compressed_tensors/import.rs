@@ -384,10 +384,12 @@ fn survey(
     let mut consumed = BTreeSet::new();
     for &n in &names {
         let sparse = match (layout, n.strip_suffix(".compressed")) {
-            (Some(SparseLayout::Bitmask), Some(w)) => Some((w.to_string(), w.to_string(), true)),
-            (Some(SparseLayout::TwoFour), Some(m)) => {
-                Some((format!("{m}.weight"), m.to_string(), false))
-            }
+            // Both layouts name the parts after the module (`fc1.compressed`).
+            (Some(l), Some(m)) => Some((
+                format!("{m}.weight"),
+                m.to_string(),
+                l == SparseLayout::Bitmask,
+            )),
             _ => None,
         };
         let (weight, sp) = match sparse {

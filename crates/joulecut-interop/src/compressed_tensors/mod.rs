@@ -6,8 +6,11 @@
 //! |---|---|
 //! | dense F32/F16/BF16 | `W` unchanged |
 //! | `int8`, per channel (axis 0) / per tensor | `W` I8, `W_scale` F32 `[out, 1]` / `[1]`, `W_zero_point` I8 (asymmetric only) |
-//! | `sparse`, bitmask layout | `W.shape` I64 `[2]`, `W.compressed`, `W.bitmask` U8 `[rows, ceil(cols/8)]`, `W.row_offsets` I64 `[rows]` |
-//! | `sparse`, 2:4 layout | `M.shape` I64 `[2, 1]`, `M.compressed` `[rows, cols/2]`, `M.bitmask` (`M` = `W` without `.weight`) |
+//! | `sparse`, bitmask layout | `M.shape` I64 `[2]`, `M.compressed` `[nnz]`, `M.bitmask` U8 `[rows, ceil(cols/8)]`, `M.row_offsets` I64 `[rows]` |
+//! | `sparse`, 2:4 layout | `M.shape` I64 `[2, 1]`, `M.compressed` `[rows, cols/2]`, `M.bitmask` U8 `[rows, ceil(cols/8)]` |
+//!
+//! `W` is the weight's name (`fc1.weight`), `M` its module (`fc1`); sparse int8 values add
+//! `W_scale`.
 //!
 //! ```no_run
 //! use joulecut_interop::compressed_tensors::{SparseFormat, export, import};
