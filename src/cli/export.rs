@@ -1,5 +1,6 @@
 //! `joulecut export`: a joulecut checkpoint in a format other runtimes load (docs/INTEROP.md).
-//! `compressed-tensors` writes a model directory that vLLM and Hugging Face `transformers` read.
+//! `compressed-tensors` writes a model directory that vLLM and Hugging Face `transformers` read;
+//! `onnx` one `.onnx` file (MLPs and LeNet-5; int8 as QDQ) for ONNX Runtime and tract.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +16,8 @@ use super::output::{human_bytes, print_json};
 pub enum ExportFormat {
     /// compressed-tensors model directory (vLLM, Hugging Face transformers).
     CompressedTensors,
+    /// One ONNX file (ONNX Runtime, tract): MLPs and LeNet-5, int8 weights as QDQ.
+    Onnx,
 }
 
 /// `--sparse-format`.
@@ -34,7 +37,7 @@ pub enum SparseFormatArg {
 pub struct ExportArgs {
     /// Input checkpoint: a .safetensors file, a sharded checkpoint's index.json, or a model directory.
     input: PathBuf,
-    /// Output: a new (or empty) directory.
+    /// Output: a new (or empty) directory for compressed-tensors, a file for onnx.
     #[arg(short, long)]
     output: PathBuf,
     /// Target format.
@@ -54,7 +57,9 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
         SparseFormatArg::Bitmask => SparseFormat::Bitmask,
         SparseFormatArg::TwoFour => SparseFormat::TwoFour,
     };
-    let ExportFormat::CompressedTensors = a.format;
+    if a.format == ExportFormat::Onnx {
+        return run_onnx(&a);
+    }
     let e = compressed_tensors::export(&a.input, &a.output, sparse).with_context(|| {
         format!(
             "export {} to {} as compressed-tensors",
@@ -91,6 +96,46 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
                 e.padded
             );
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_onnx(a: &ExportArgs) -> anyhow::Result<ExitCode> {
+    if a.sparse_format != SparseFormatArg::Auto {
+        return Err(super::error::bad_input(
+            "--sparse-format applies to --format compressed-tensors",
+            "ONNX export writes no sparse layouts; drop --sparse-format",
+        ));
+    }
+    let e = joulecut::interop::onnx::export(&a.input, &a.output).with_context(|| {
+        format!(
+            "export {} to {} as ONNX",
+            a.input.display(),
+            a.output.display()
+        )
+    })?;
+    if a.json {
+        print_json(&serde_json::json!({
+            "input": a.input,
+            "output": e.path,
+            "format": "onnx",
+            "arch": e.arch,
+            "opset": joulecut::interop::onnx::OPSET,
+            "input_name": joulecut::interop::onnx::INPUT,
+            "output_name": joulecut::interop::onnx::OUTPUT,
+            "nodes": e.nodes,
+            "bytes": e.bytes,
+            "int8": e.int8,
+        }))?;
+    } else {
+        println!(
+            "{} ({} nodes, {} int8 weights as QDQ): {} written to {}",
+            e.arch,
+            e.nodes,
+            e.int8.len(),
+            human_bytes(e.bytes),
+            e.path.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
