@@ -35,6 +35,9 @@ pub struct Imported {
     pub sparse_layout: Option<SparseLayout>,
 }
 
+/// Scales as f32, the channel axis they imply, and the zero-points.
+type Scales = (Vec<f32>, Option<usize>, Option<Vec<i32>>);
+
 /// The stored entries of one imported weight.
 #[derive(Debug, Clone)]
 struct Parts {
@@ -104,11 +107,7 @@ impl Import<'_> {
     }
 
     /// The scales of `p` as f32 and the channel axis they imply for `rows` output channels.
-    fn scales(
-        &self,
-        p: &Parts,
-        rows: usize,
-    ) -> Result<(Vec<f32>, Option<usize>, Option<Vec<i32>>)> {
+    fn scales(&self, p: &Parts, rows: usize) -> Result<Scales> {
         let sname = p
             .scale
             .as_ref()
