@@ -17,6 +17,8 @@ pub use joulecut_embed as embed;
 pub use joulecut_energy as energy;
 /// Datasets, training and evaluation loops.
 pub use joulecut_harness as harness;
+/// Interop: compressed-tensors export and import.
+pub use joulecut_interop as interop;
 /// Reference architectures that rebuild from checkpoint metadata.
 pub use joulecut_models as models;
 /// Fast CPU kernels for training: conv2d, pooling, linear, cross-entropy, fused optimisers.

@@ -95,6 +95,12 @@ pub fn classify(err: &anyhow::Error) -> Report {
                 hint: e.hint(),
             };
         }
+        if let Some(e) = cause.downcast_ref::<joulecut::interop::Error>() {
+            return Report {
+                code: if e.is_bad_input() { 2 } else { 1 },
+                hint: e.hint(),
+            };
+        }
         if let Some(e) = cause.downcast_ref::<joulecut::energy::Error>() {
             return Report {
                 code: if e.is_bad_input() { 2 } else { 1 },

@@ -55,3 +55,11 @@ pub const ENERGY: &str = "Examples:
 
 pub const TEXT: &str = "Examples:
   joulecut text wordnet -o text    # calib.txt, eval.txt, corpus.txt";
+
+pub const EXPORT: &str = "Examples:
+  joulecut export int8.safetensors -o int8-ct --format compressed-tensors
+  joulecut export MiniLM-int8/ -o MiniLM-int8-ct --format compressed-tensors   # loads in transformers
+  joulecut export int8.safetensors -o int8.onnx --format onnx                   # QDQ, runs in ONNX Runtime";
+
+pub const IMPORT: &str = "Examples:
+  joulecut import MiniLM-int8-ct -o MiniLM-int8/";

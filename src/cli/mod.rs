@@ -19,6 +19,8 @@ pub mod error;
 mod eval;
 mod eval_embeddings;
 mod examples;
+mod export;
+mod import;
 mod inspect;
 pub mod output;
 mod progress;
@@ -75,6 +77,12 @@ enum Command {
     /// Turn any joulecut checkpoint back into a plain dense safetensors file.
     #[command(after_long_help = examples::DECOMPRESS)]
     Decompress(decompress::DecompressArgs),
+    /// Write a checkpoint in a format other runtimes load (compressed-tensors, ONNX).
+    #[command(after_long_help = examples::EXPORT)]
+    Export(export::ExportArgs),
+    /// Read a compressed-tensors model directory into joulecut's encodings.
+    #[command(after_long_help = examples::IMPORT)]
+    Import(import::ImportArgs),
     /// Per-tensor fidelity of a checkpoint vs another (rel. L2, max abs, cosine, SNR) and totals.
     #[command(after_long_help = examples::COMPARE)]
     Compare(compare::CompareArgs),
@@ -103,6 +111,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Prune(a) => prune::run(a),
         Command::Quantize(a) => quantize::run(a),
         Command::Decompress(a) => decompress::run(a),
+        Command::Export(a) => export::run(a),
+        Command::Import(a) => import::run(a),
         Command::Compare(a) => compare::run(a),
         Command::Text(a) => text::run(a),
         Command::Completions(a) => completions::run(a),

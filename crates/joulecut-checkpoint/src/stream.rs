@@ -70,6 +70,18 @@ pub enum Plan {
         /// The tensor's encoding in the output.
         encoding: Option<TensorEncoding>,
     },
+    /// Replaced, like [`Plan::Replace`], by the entries of a logical tensor with another name:
+    /// a pass that reads another format's layout (`fc1.weight.compressed` + `fc1.weight.bitmask`
+    /// becomes `fc1.weight` with its `:bitmap` and `:values`), so the encoding is recorded under
+    /// `name`.
+    ReplaceAs {
+        /// The logical name in the output.
+        name: String,
+        /// The entries [`Transform::produce`] fills, in order.
+        entries: Vec<EntrySpec>,
+        /// The tensor's encoding in the output.
+        encoding: Option<TensorEncoding>,
+    },
     /// Left out of the output (a pass that removes layers).
     Drop,
 }
@@ -316,12 +328,14 @@ pub fn stream<T: Transform>(
                 .iter()
                 .map(|s| EntrySpec::new(s.name.clone(), s.dtype.clone(), s.shape.clone()))
                 .collect(),
-            Plan::Replace { entries, .. } => entries.clone(),
+            Plan::Replace { entries, .. } | Plan::ReplaceAs { entries, .. } => entries.clone(),
             Plan::Drop => Vec::new(),
         };
         let output: usize = match &plan {
             Plan::Keep | Plan::Drop => 0,
-            Plan::Replace { .. } => entries.iter().map(EntrySpec::byte_len).sum(),
+            Plan::Replace { .. } | Plan::ReplaceAs { .. } => {
+                entries.iter().map(EntrySpec::byte_len).sum()
+            }
         };
         let f = if as_dir { shard } else { 0 };
         files[f].items.push(Item {
@@ -458,13 +472,20 @@ fn header_of(f: &OutFile<'_>, opts: &StreamOptions) -> Result<(Vec<u8>, usize)> 
     let mut h = serde_json::Map::new();
     let mut off = 0usize;
     for it in &f.items {
-        let e = match &it.plan {
-            Plan::Keep => it.t.encoding().cloned(),
-            Plan::Replace { encoding, .. } => encoding.clone(),
-            Plan::Drop => None,
+        let (name, e) = match &it.plan {
+            Plan::Keep => (it.t.name, it.t.encoding().cloned()),
+            Plan::Replace { encoding, .. } => (it.t.name, encoding.clone()),
+            Plan::ReplaceAs { name, encoding, .. } => (name.as_str(), encoding.clone()),
+            Plan::Drop => (it.t.name, None),
         };
         if let Some(e) = e {
-            enc.insert(it.t.name.to_string(), e);
+            if enc.get(name).is_some() {
+                return Err(Error::BadTensor {
+                    name: name.to_string(),
+                    reason: "two input tensors are written under this name".into(),
+                });
+            }
+            enc.insert(name.to_string(), e);
         }
         for e in &it.entries {
             let end = off + e.byte_len();
@@ -568,7 +589,7 @@ fn write_file<T: Transform>(
                     let it = &f.items[i];
                     match &it.plan {
                         Plan::Keep | Plan::Drop => Ok(Done::Keep(i)),
-                        Plan::Replace { .. } => {
+                        Plan::Replace { .. } | Plan::ReplaceAs { .. } => {
                             let (parts, r) = t.produce(&it.t, &it.entries)?;
                             check_sizes(&it.entries, &parts)?;
                             for s in it.t.stored()? {
