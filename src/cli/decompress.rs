@@ -17,7 +17,7 @@ pub struct DecompressArgs {
     /// Input checkpoint: a .safetensors file, a sharded checkpoint's index.json, or a directory.
     input: PathBuf,
     /// Output checkpoint (dense): a file, or a directory for sharded input.
-    #[arg(short, long)]
+    #[arg(short, long, value_name = "OUT")]
     output: PathBuf,
     /// Write one .safetensors file even when the input is sharded or a directory.
     #[arg(long)]

@@ -38,7 +38,7 @@ pub struct ExportArgs {
     /// Input checkpoint: a .safetensors file, a sharded checkpoint's index.json, or a model directory.
     input: PathBuf,
     /// Output: a new (or empty) directory for compressed-tensors, a file for onnx.
-    #[arg(short, long)]
+    #[arg(short, long, value_name = "OUT")]
     output: PathBuf,
     /// Target format.
     #[arg(long, value_enum)]

@@ -16,7 +16,7 @@ pub struct ImportArgs {
     /// A compressed-tensors model directory (safetensors files + config.json).
     input: PathBuf,
     /// Output: a directory (sidecar files copied), or one file when it ends in .safetensors.
-    #[arg(short, long)]
+    #[arg(short, long, value_name = "OUT")]
     output: PathBuf,
     /// Print one JSON object on stdout.
     #[arg(long)]

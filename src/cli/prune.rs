@@ -80,7 +80,7 @@ pub struct PruneArgs {
     input: PathBuf,
     /// Output checkpoint (never the input; written atomically): a file, or a directory (same
     /// shards, index, sidecar files) for a sharded or directory input.
-    #[arg(short, long, required_unless_present = "sensitivity")]
+    #[arg(short, long, value_name = "OUT", required_unless_present = "sensitivity")]
     output: Option<PathBuf>,
     /// Write one .safetensors file even when the input is sharded or a directory.
     #[arg(long)]
@@ -127,7 +127,7 @@ pub struct PruneArgs {
     #[arg(long, default_value_t = 2000)]
     eval_samples: usize,
     /// Fashion-MNIST directory for --sensitivity (default: $JOULECUT_DATA or the system dataset).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
     /// How weights are ranked: `magnitude` (|W|, no data), `wanda` (|W|·‖x‖ per output row) or
     /// `sparsegpt` (second order, with updates of the kept weights). wanda and sparsegpt prune a

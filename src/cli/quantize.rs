@@ -67,7 +67,7 @@ pub struct QuantizeArgs {
     /// directory (joulecut or foreign, F32/F16/BF16).
     input: PathBuf,
     /// Output checkpoint: a file, or a directory (same shards, index, sidecars) for sharded input.
-    #[arg(short, long)]
+    #[arg(short, long, value_name = "OUT")]
     output: PathBuf,
     /// Write one .safetensors file even when the input is sharded or a directory.
     #[arg(long)]
@@ -104,10 +104,10 @@ pub struct QuantizeArgs {
     activation_error: f64,
     /// Quantize only tensors matching this glob (repeatable; default: weights of rank ≥ 2, no
     /// embeddings/norms/classifier heads).
-    #[arg(long)]
+    #[arg(long, value_name = "GLOB")]
     include: Vec<String>,
     /// Never quantize tensors matching this glob (repeatable).
-    #[arg(long)]
+    #[arg(long, value_name = "GLOB")]
     exclude: Vec<String>,
     /// Print one JSON object on stdout.
     #[arg(long)]
