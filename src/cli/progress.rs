@@ -1,7 +1,7 @@
 //! Progress on stderr, one home for every command: bars with an ETA for phases longer than a
-//! second (epochs, teacher logits and outputs, QAT, the sensitivity sweep), drawn only on a
-//! terminal, and per-epoch lines; `-q/--quiet` (global) silences all of it. Results go to stdout
-//! and are never affected.
+//! second (epochs, teacher logits and outputs, QAT, the sensitivity sweep, calibrated pruning; a
+//! spinner for grid calibration), drawn only on a terminal, and per-epoch lines; `-q/--quiet`
+//! (global) silences all of it. Results go to stdout and are never affected.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +36,20 @@ pub fn bar(what: &str, total: u64, unit: &str, also_hide: bool) -> ProgressBar {
         .progress_chars("=> "),
     );
     pb.set_prefix(what.to_string());
+    pb
+}
+
+/// A spinner with the elapsed time for a phase with nothing to count; hidden as [`bar`] is.
+pub fn spinner(what: &str) -> ProgressBar {
+    if quiet() || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("a valid template"),
+    );
+    pb.set_message(what.to_string());
+    pb.enable_steady_tick(std::time::Duration::from_millis(200));
     pb
 }
 

@@ -36,5 +36,13 @@ pub fn choose(
         ));
     }
     let sentences = read_sentences(calibration).map_err(embed_err)?;
-    Ok(calibrated_grids(input, &sentences, policy)?)
+    // one pass of the calibration text through the model, every grid's error per layer: no
+    // natural unit to count, so a spinner with the elapsed time
+    let spinner = super::progress::spinner(&format!(
+        "calibrating activation grids on {} sentences",
+        sentences.len()
+    ));
+    let chosen = calibrated_grids(input, &sentences, policy);
+    spinner.finish_and_clear();
+    Ok(chosen?)
 }
