@@ -186,7 +186,7 @@ fn malformed_safetensors_files() {
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("out.safetensors");
     let files = malformed_files();
-    assert!(files.len() >= 29);
+    assert!(files.len() >= 32);
     for (name, bytes) in files {
         let p = dir.join(format!("{name}.safetensors"));
         std::fs::write(&p, &bytes).unwrap();
