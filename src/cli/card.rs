@@ -6,7 +6,6 @@ use std::path::Path;
 
 use anyhow::Context;
 use clap::Args;
-use joulecut::energy::{Measurement, Meter};
 use joulecut::harness::Host;
 use joulecut::harness::card::{CardFacts, EnergyCard, Quality};
 
@@ -19,39 +18,19 @@ pub struct CardArgs {
     pub no_card: bool,
 }
 
-/// What a command measured about the model it wrote.
-pub struct Written<'a> {
-    pub command: &'a str,
-    pub input: &'a Path,
-    pub output: &'a Path,
-    pub bytes_before: u64,
-    pub quality: Quality,
-    pub energy: &'a Measurement,
-    pub meter: &'a Meter,
-    pub device: &'a str,
-}
-
 /// Writes the card of a model that has been written (or removes a stale one with `--no-card`);
 /// says where on stderr.
-pub fn write(args: CardArgs, w: Written<'_>) -> anyhow::Result<()> {
+pub fn write(args: CardArgs, facts: CardFacts<'_>) -> anyhow::Result<()> {
+    let output = facts.output;
     if args.no_card {
-        return EnergyCard::remove_stale(w.output)
-            .with_context(|| format!("remove the stale energy card of {}", w.output.display()));
+        return EnergyCard::remove_stale(output)
+            .with_context(|| format!("remove the stale energy card of {}", output.display()));
     }
-    let card = EnergyCard::build(CardFacts {
-        command: w.command,
-        input: w.input,
-        output: w.output,
-        bytes_before: w.bytes_before,
-        quality: w.quality,
-        energy: w.energy,
-        break_even: None,
-        host: Host::detect(w.device, w.meter),
-    })
-    .with_context(|| format!("build the energy card of {}", w.output.display()))?;
+    let card = EnergyCard::build(facts)
+        .with_context(|| format!("build the energy card of {}", output.display()))?;
     let (json, md) = card
-        .write(w.output)
-        .with_context(|| format!("write the energy card of {}", w.output.display()))?;
+        .write(output)
+        .with_context(|| format!("write the energy card of {}", output.display()))?;
     eprintln!("energy card: {}, {}", json.display(), md.display());
     Ok(())
 }
@@ -82,15 +61,15 @@ pub fn metered(
     let quality = recorded_quality(output, how_to_measure);
     write(
         args,
-        Written {
+        CardFacts {
             command,
             input,
             output,
             bytes_before,
             quality,
             energy: &energy,
-            meter: &meter,
-            device,
+            break_even: None,
+            host: Host::detect(device, &meter),
         },
     )?;
     Ok(code)

@@ -297,15 +297,15 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
     let energy = window.finish();
     super::card::write(
         a.card,
-        super::card::Written {
+        joulecut::harness::card::CardFacts {
             command: "quantize",
             input: &a.input,
             output: &a.output,
             bytes_before,
             quality: quality(&rows, qat.as_ref()),
             energy: &energy,
-            meter: &meter,
-            device: "cpu",
+            break_even: None,
+            host: joulecut::harness::Host::detect("cpu", &meter),
         },
     )?;
     if a.json {
