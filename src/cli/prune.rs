@@ -80,7 +80,12 @@ pub struct PruneArgs {
     input: PathBuf,
     /// Output checkpoint (never the input; written atomically): a file, or a directory (same
     /// shards, index, sidecar files) for a sharded or directory input.
-    #[arg(short, long, value_name = "OUT", required_unless_present = "sensitivity")]
+    #[arg(
+        short,
+        long,
+        value_name = "OUT",
+        required_unless_present = "sensitivity"
+    )]
     output: Option<PathBuf>,
     /// Write one .safetensors file even when the input is sharded or a directory.
     #[arg(long)]
