@@ -158,3 +158,25 @@ fn train_init_keeps_a_packed_file_packed() {
     ]);
     assert_eq!(encodings("u.safetensors"), 0);
 }
+
+#[test]
+fn no_card_without_init_is_refused_not_ignored() {
+    let out = scratch().join("ux-nocard.safetensors");
+    let r = joulecut()
+        .args([
+            "train",
+            "--model",
+            "mlp:784-16-10",
+            "--epochs",
+            "1",
+            "--no-card",
+            "-o",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{err}");
+    assert!(err.contains("--no-card") && err.contains("hint:"), "{err}");
+    assert!(!out.exists());
+}

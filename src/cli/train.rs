@@ -76,7 +76,7 @@ pub struct TrainArgs {
     /// Print one JSON object on stdout.
     #[arg(long)]
     json: bool,
-    /// With --init.
+    /// Energy card of the output (with --init only).
     #[command(flatten)]
     card: super::card::CardArgs,
 }
@@ -97,6 +97,11 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
                 || train(a),
             )
         }
+        // a flag that would do nothing is refused rather than ignored
+        None if a.card.no_card => Err(bad_input(
+            "--no-card applies to `train --init` only",
+            "training from scratch writes no energy card (a baseline has nothing to compare against); drop --no-card",
+        )),
         None => train(a),
     }
 }

@@ -53,8 +53,9 @@ impl FakeQuantLinear {
         }
     }
 
-    /// Also fake-quantize the input rows on the asymmetric per-row 8-bit grid (what the int8
-    /// kernel does at run time), so training sees the activation error too.
+    /// Also fake-quantize the input rows on the asymmetric per-row 8-bit grid (the int8 kernel's
+    /// `s8` grid; files quantized with the default `u6` grid round activations more coarsely at
+    /// run time), so training sees the activation error too.
     pub fn with_activations(mut self, on: bool) -> Self {
         self.activations = on;
         self
