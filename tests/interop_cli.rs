@@ -297,6 +297,7 @@ fn write_int8(path: &Path, name: &str, shape: Vec<usize>, axis: Option<usize>) {
             zero_points: None,
             axis,
             orig_dtype: FloatType::F32,
+            in_scales: None,
         }),
     );
     w.insert(

@@ -88,8 +88,20 @@ fn tract_logits(onnx: &Path, x: &[f32], features: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Exports with F32 activations: the graph is joulecut's decoded model (the default,
+/// `--activations grid`, also quantizes int8 layers' inputs; tests/interop_onnx_fashion.rs).
 fn export(src: &Path, out: &Path) -> serde_json::Value {
-    json(&["export", s(src), "-o", s(out), "--format", "onnx", "--json"])
+    json(&[
+        "export",
+        s(src),
+        "-o",
+        s(out),
+        "--format",
+        "onnx",
+        "--activations",
+        "f32",
+        "--json",
+    ])
 }
 
 #[test]

@@ -510,3 +510,53 @@ fn a_failing_quantize_leaves_no_card() {
     assert!(!o.with_extension("energy.json").exists());
     assert!(!o.with_extension("card.md").exists());
 }
+
+/// f16 and bf16 files keep their 16-bit weights for single rows (`half` layers, a `real` saving at
+/// `--batch-size 1`); batches run an f32 copy, which `eval` calls `nominal`. Accuracy is the f32
+/// model's within 0.05 pt.
+#[test]
+fn f16_and_bf16_files_read_their_16_bit_weights_at_batch_1() {
+    let (src, _) = trained_mlp(1);
+    let eval = |file: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            file.to_str().unwrap(),
+            "--latency-iters",
+            "20",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        json(&args)
+    };
+    let base = eval(src, &[]);
+    for dtype in ["f16", "bf16"] {
+        let out = scratch().join(format!("half-eval-{dtype}.safetensors"));
+        json(&[
+            "quantize",
+            src.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--dtype",
+            dtype,
+            "--json",
+        ]);
+        let one = eval(&out, &["--batch-size", "1"]);
+        assert_eq!(one["saving"], "real", "{dtype}: {one}");
+        let layers = one["layers"].as_array().unwrap();
+        assert!(
+            layers.iter().all(|l| l["path"] == "half"),
+            "{dtype}: {layers:?}"
+        );
+        let many = eval(&out, &[]);
+        assert_eq!(many["saving"], "nominal", "{dtype}");
+        let (a, b) = (
+            many["accuracy"].as_f64().unwrap(),
+            base["accuracy"].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() <= 0.0005, "{dtype}: accuracy {a} vs f32 {b}");
+        assert_eq!(
+            one["accuracy"], many["accuracy"],
+            "{dtype}: batch 1 and batches agree"
+        );
+    }
+}

@@ -104,13 +104,13 @@ fn sparsegpt_keeps_the_quality_the_issue_asks_for_and_beats_wanda() {
     );
 }
 
-#[test]
-fn calibrated_int8_runs_on_the_int8_kernels_within_the_cosine_budget() {
-    let m = minilm();
-    let out = scratch().join("minilm-int8-calibrated");
+/// `quantize MiniLM --dtype int8 --calibration calib.txt [extra] --json` into `tag`: the output
+/// directory and the JSON.
+fn quantize_calibrated(tag: &str, extra: &[&str]) -> (PathBuf, serde_json::Value) {
+    let (m, c) = (minilm(), calib());
+    let out = scratch().join(tag);
     let _ = std::fs::remove_dir_all(&out);
-    let c = calib();
-    let q = json(&[
+    let mut args = vec![
         "quantize",
         s(&m),
         "-o",
@@ -120,15 +120,77 @@ fn calibrated_int8_runs_on_the_int8_kernels_within_the_cosine_budget() {
         "--calibration",
         s(&c),
         "--json",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let q = json(&args);
+    (out, q)
+}
+
+#[test]
+fn calibrated_int8_runs_on_the_int8_kernels_within_the_cosine_budget() {
+    let m = minilm();
+    let (out, q) = quantize_calibrated("minilm-int8-calibrated", &[]);
     let chosen = q["activation_grids"]["chosen"].as_object().unwrap();
     assert_eq!(chosen.len(), 36, "one grid per linear layer");
+    // smoothing is what lets most layers run on the narrower, faster rows at this budget
+    let narrow = chosen.values().filter(|g| *g != "s8").count();
+    assert!(narrow >= 30, "{narrow} of 36 layers on u7/u6: {chosen:?}");
+    let smoothed = q["activation_grids"]["smoothed"].as_array().unwrap();
+    assert!(smoothed.len() >= 30, "{} layers smoothed", smoothed.len());
+    let header = safetensors_header(&out.join("model.safetensors"));
+    let in_scales = header
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| k.ends_with(".weight:in_scale"))
+        .count();
+    assert_eq!(
+        in_scales,
+        smoothed.len(),
+        "one stored `:in_scale` per smoothed layer"
+    );
     let v = eval_embeddings(&m, &out, &[]);
     assert_eq!(v["saving"], "real");
     assert_eq!(v["compressed"]["kernels"]["int8"], 36);
     let c = mean_cosine(&v);
     assert!(c >= 0.998, "int8 mean cosine {c}");
     assert!(v["neighbour_agreement"]["mean"].as_f64().unwrap() > 0.9);
+    // the smoothed file decodes to the original weights within the int8 grid's error
+    let plain = scratch().join("minilm-int8-calibrated-decoded");
+    let _ = std::fs::remove_dir_all(&plain);
+    json(&["decompress", s(&out), "-o", s(&plain), "--json"]);
+    let d = eval_embeddings(&m, &plain, &[]);
+    assert!(
+        mean_cosine(&d) > 0.9995,
+        "decoded weights: {}",
+        mean_cosine(&d)
+    );
+}
+
+/// `--no-smoothing` chooses grids without input scales, and writes none.
+#[test]
+fn calibrated_int8_without_smoothing_stores_no_input_scales() {
+    let (out, q) = quantize_calibrated("minilm-int8-unsmoothed", &["--no-smoothing"]);
+    assert_eq!(
+        q["activation_grids"]["smoothed"].as_array().unwrap().len(),
+        0
+    );
+    let header = safetensors_header(&out.join("model.safetensors"));
+    assert!(
+        !header
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|k| k.ends_with(":in_scale")),
+        "no input scales without smoothing"
+    );
+}
+
+/// The JSON header of a safetensors file.
+fn safetensors_header(path: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    serde_json::from_slice(&bytes[8..8 + n]).unwrap()
 }
 
 #[test]

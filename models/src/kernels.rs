@@ -272,6 +272,7 @@ mod tests {
             zero_points: None,
             axis: None,
             orig_dtype: FloatType::F32,
+            in_scales: None,
         })
     }
 
@@ -390,6 +391,88 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// f16 and bf16 linear weights stay 16-bit for single rows (`LayerPath::Half`) and the model
+    /// computes what the same weights widened to f32 compute, at batch 1 and in batches; convs
+    /// (LeNet-5) are decoded as before.
+    #[test]
+    fn half_precision_linear_layers_read_their_weights_as_stored() {
+        use joulecut_checkpoint::FloatType;
+        for (cfg, width) in [
+            (
+                crate::ModelConfig::parse("mlp:784-300-100-10").unwrap(),
+                784,
+            ),
+            (crate::ModelConfig::lenet5(), 784),
+        ] {
+            let dir =
+                std::env::temp_dir().join(format!("jc-half-{}-{}", cfg.name(), std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut rng = joulecut_testkit::Lcg32::new(5);
+            let params: Vec<(String, Vec<usize>, Vec<f32>)> = cfg
+                .param_shapes()
+                .into_iter()
+                .map(|(n, shape)| {
+                    let len: usize = shape.iter().product();
+                    let v = (0..len).map(|_| (rng.next_f32() - 0.5) * 0.2).collect();
+                    (n, shape, v)
+                })
+                .collect();
+            for dtype in [FloatType::F16, FloatType::BF16] {
+                let write = |half: bool, file: &str| {
+                    let mut w = joulecut_checkpoint::CheckpointWriter::new();
+                    w.set_model_config(cfg.to_json());
+                    for (n, shape, v) in &params {
+                        let d = DenseTensor::from_f32(shape.clone(), v);
+                        // the f32 file holds the 16-bit values widened: the same numbers
+                        let d = DenseTensor {
+                            dtype,
+                            bytes: dtype.encode(&d.to_f32()),
+                            shape: shape.clone(),
+                        };
+                        let d = if half {
+                            d
+                        } else {
+                            DenseTensor::from_f32(shape.clone(), &d.to_f32())
+                        };
+                        w.insert(n, TensorData::Dense(d));
+                    }
+                    let path = dir.join(file);
+                    w.write(&path, &[]).unwrap();
+                    let ck = Checkpoint::open(&path).unwrap();
+                    Model::load(&ck, &cfg, &Device::Cpu, &RealKernels::default()).unwrap()
+                };
+                let (half, wide) = (
+                    write(true, "half.safetensors"),
+                    write(false, "wide.safetensors"),
+                );
+                let fc_paths: Vec<LayerPath> = half
+                    .layers()
+                    .filter(|l| l.name.starts_with("fc"))
+                    .map(|l| l.path)
+                    .collect();
+                assert!(
+                    fc_paths.iter().all(|p| *p == LayerPath::Half),
+                    "{fc_paths:?}"
+                );
+                assert!(wide.layers().all(|l| l.path == LayerPath::Dense));
+                for batch in [1, 5] {
+                    let x = Tensor::randn(0f32, 1., (batch, width), &Device::Cpu).unwrap();
+                    let a = half.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+                    let b = wide.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+                    for (ra, rb) in a.iter().zip(&b) {
+                        for (va, vb) in ra.iter().zip(rb) {
+                            assert!(
+                                (va - vb).abs() <= 1e-4 * (1.0 + vb.abs()),
+                                "{dtype} batch {batch}: {va} vs {vb}"
+                            );
+                        }
+                    }
+                }
+            }
+            std::fs::remove_dir_all(&dir).unwrap();
         }
     }
 

@@ -19,6 +19,9 @@ pub enum LayerPath {
     Int8,
     /// Sparse (CSR) kernels.
     Sparse,
+    /// f16/bf16 weights read as stored by the dense kernel at batch 1, widened in registers (CPU
+    /// linear layers): half the weight bytes per call. Batches run an f32 copy (nominal there).
+    Half,
 }
 
 /// A fully-connected or convolution layer as the model runs it.
@@ -30,6 +33,8 @@ pub struct Layer {
     module: Box<dyn Module + Send + Sync>,
     /// Dense linear weights, kept so the forward pass can fuse the following ReLU.
     dense: Option<(Tensor, Tensor)>,
+    /// The same weight in f16/bf16 as stored ([`LayerPath::Half`]), which single-row calls read.
+    half: Option<Tensor>,
     /// Dense conv weight, bias and padding, kept so the forward pass can fuse ReLU and pooling.
     conv: Option<(Tensor, Option<Tensor>, usize)>,
     /// The same layer with the following ReLU fused in (e.g. into an int8 GEMM's epilogue).
@@ -59,6 +64,7 @@ impl Layer {
             path,
             module,
             dense: None,
+            half: None,
             conv: None,
             fused_relu: None,
             fused_relu_pool: None,
@@ -102,6 +108,11 @@ impl Layer {
     pub fn forward_act(&self, x: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
         if let Some((w, b)) = &self.dense {
             if x.device().is_cpu() && x.rank() == 2 {
+                // one row is bound by reading the weights: read the 16-bit copy if there is one
+                let w = match &self.half {
+                    Some(h) if x.dim(0)? == 1 => h,
+                    _ => w,
+                };
                 return if relu {
                     joulecut_ops::linear_relu(x, w, b)
                 } else {
@@ -367,6 +378,9 @@ impl Model {
             };
             let layer = match custom {
                 Some(l) => l,
+                None if !is_conv && device.is_cpu() && half_dtype(&w).is_some() => {
+                    half_linear(base, wname, &w, bias, wshape)?
+                }
                 None => {
                     let path = if matches!(w, TensorData::Dense(_)) {
                         LayerPath::Dense
@@ -504,4 +518,42 @@ fn finite(name: &str, v: Vec<f32>) -> Result<Vec<f32>> {
         }));
     }
     Ok(v)
+}
+
+/// The candle dtype of a dense f16/bf16 weight, `None` for any other encoding.
+fn half_dtype(w: &TensorData) -> Option<candle_core::DType> {
+    match w {
+        TensorData::Dense(d) if d.dtype == joulecut_checkpoint::FloatType::F16 => {
+            Some(candle_core::DType::F16)
+        }
+        TensorData::Dense(d) if d.dtype == joulecut_checkpoint::FloatType::BF16 => {
+            Some(candle_core::DType::BF16)
+        }
+        _ => None,
+    }
+}
+
+/// A CPU linear layer keeping its f16/bf16 weight as stored ([`LayerPath::Half`]): joulecut-ops'
+/// dense kernel widens it as it reads, so a call streams half the bytes of the f32 layer.
+fn half_linear(
+    base: &str,
+    wname: &str,
+    w: &TensorData,
+    bias: Vec<f32>,
+    wshape: &[usize],
+) -> Result<Layer> {
+    let TensorData::Dense(d) = w else {
+        unreachable!("half_dtype checked a dense tensor")
+    };
+    let wide = finite(wname, w.to_f32())?;
+    let dtype = half_dtype(w).expect("checked by the caller");
+    let half = Tensor::from_raw_buffer(&d.bytes, dtype, wshape, &Device::Cpu)
+        .map_err(Error::candle("build weight"))?;
+    let wt = Tensor::from_vec(wide, wshape.to_vec(), &Device::Cpu)
+        .map_err(Error::candle("build weight"))?;
+    let bt =
+        Tensor::from_vec(bias, wshape[0], &Device::Cpu).map_err(Error::candle("build bias"))?;
+    let mut l = Layer::dense_linear(base, wt, Some(bt), LayerPath::Half);
+    l.half = Some(half);
+    Ok(l)
 }

@@ -1,6 +1,7 @@
 //! `joulecut export`: a joulecut checkpoint in a format other runtimes load (docs/INTEROP.md).
 //! `compressed-tensors` writes a model directory that vLLM and Hugging Face `transformers` read;
-//! `onnx` one `.onnx` file (MLPs and LeNet-5; int8 as QDQ) for ONNX Runtime and tract.
+//! `onnx` one `.onnx` file (MLPs, LeNet-5, BERT-family model directories; int8 as QDQ) for ONNX
+//! Runtime and tract.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use joulecut::interop::compressed_tensors::{self, SparseFormat};
+use joulecut::interop::onnx::{Activations, OnnxOptions};
 
 use super::output::{human_bytes, print_json};
 
@@ -16,7 +18,7 @@ use super::output::{human_bytes, print_json};
 pub enum ExportFormat {
     /// compressed-tensors model directory (vLLM, Hugging Face transformers).
     CompressedTensors,
-    /// One ONNX file (ONNX Runtime, tract): MLPs and LeNet-5, int8 weights as QDQ.
+    /// One ONNX file (ONNX Runtime, tract): MLPs, LeNet-5, BERT-family encoders; int8 weights as QDQ.
     Onnx,
 }
 
@@ -30,6 +32,15 @@ pub enum SparseFormatArg {
     /// sparse-24-bitmask (every sparse weight must be 2:4).
     #[value(name = "2:4")]
     TwoFour,
+}
+
+/// `--activations`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ActivationsArg {
+    /// Each int8 layer's input quantized on joulecut's run-time grid: what `joulecut eval` runs.
+    Grid,
+    /// Activations left in F32: joulecut's decoded model (int8 weights only).
+    F32,
 }
 
 /// Arguments of `joulecut export`.
@@ -46,6 +57,9 @@ pub struct ExportArgs {
     /// compressed-tensors: the layout of sparse weights.
     #[arg(long, value_enum, default_value = "auto")]
     sparse_format: SparseFormatArg,
+    /// onnx: what int8 layers' inputs are in the graph.
+    #[arg(long, value_enum, default_value = "grid")]
+    activations: ActivationsArg,
     /// Print one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -59,6 +73,12 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
     };
     if a.format == ExportFormat::Onnx {
         return run_onnx(&a);
+    }
+    if a.activations != ActivationsArg::Grid {
+        return Err(super::error::bad_input(
+            "--activations applies to --format onnx",
+            "compressed-tensors stores weights only; drop --activations",
+        ));
     }
     let e = compressed_tensors::export(&a.input, &a.output, sparse).with_context(|| {
         format!(
@@ -107,7 +127,13 @@ fn run_onnx(a: &ExportArgs) -> anyhow::Result<ExitCode> {
             "ONNX export writes no sparse layouts; drop --sparse-format",
         ));
     }
-    let e = joulecut::interop::onnx::export(&a.input, &a.output).with_context(|| {
+    let opts = OnnxOptions {
+        activations: match a.activations {
+            ActivationsArg::Grid => Activations::Grid,
+            ActivationsArg::F32 => Activations::Float,
+        },
+    };
+    let e = joulecut::interop::onnx::export(&a.input, &a.output, &opts).with_context(|| {
         format!(
             "export {} to {} as ONNX",
             a.input.display(),
@@ -121,18 +147,29 @@ fn run_onnx(a: &ExportArgs) -> anyhow::Result<ExitCode> {
             "format": "onnx",
             "arch": e.arch,
             "opset": joulecut::interop::onnx::OPSET,
-            "input_name": joulecut::interop::onnx::INPUT,
-            "output_name": joulecut::interop::onnx::OUTPUT,
+            "input_name": e.inputs[0],
+            "output_name": e.outputs[0],
+            "inputs": e.inputs,
+            "outputs": e.outputs,
             "nodes": e.nodes,
             "bytes": e.bytes,
             "int8": e.int8,
+            "activations": match a.activations {
+                ActivationsArg::Grid => "grid",
+                ActivationsArg::F32 => "f32",
+            },
+            "quantized_inputs": e.quantized_inputs.iter()
+                .map(|(m, g)| serde_json::json!({"module": m, "grid": g.as_str()}))
+                .collect::<Vec<_>>(),
+            "widened": e.widened,
         }))?;
     } else {
         println!(
-            "{} ({} nodes, {} int8 weights as QDQ): {} written to {}",
+            "{} ({} nodes, {} int8 weights as QDQ, {} int8 inputs on joulecut's grid): {} written to {}",
             e.arch,
             e.nodes,
             e.int8.len(),
+            e.quantized_inputs.len(),
             human_bytes(e.bytes),
             e.path.display()
         );

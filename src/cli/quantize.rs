@@ -95,13 +95,19 @@ pub struct QuantizeArgs {
     #[arg(long, value_parser = super::output::int8_activations_parser())]
     int8_activations: Option<ActivationGrid>,
     /// int8 on a transformer directory: calibration sentences (one per line); each linear layer
-    /// gets the fastest activation grid whose output error on them stays within
-    /// --activation-error (recorded per layer in `joulecut.int8_activations.layers`).
+    /// gets the fastest activation grid whose int8 product's output error on them stays within
+    /// --activation-error (recorded per layer in `joulecut.int8_activations.layers`), smoothed
+    /// SmoothQuant-style where that lowers the error (the weight's `:in_scale`).
     #[arg(long, value_name = "FILE")]
     calibration: Option<PathBuf>,
-    /// With --calibration: the largest relative output error a layer's activation grid may add.
+    /// With --calibration: the largest relative output error a layer's int8 product (weights and
+    /// activations) may have.
     #[arg(long, default_value_t = GridPolicy::default().max_error)]
     activation_error: f64,
+    /// With --calibration: never smooth (files for runtimes that cannot apply input scales, e.g.
+    /// a compressed-tensors export).
+    #[arg(long, requires = "calibration")]
+    no_smoothing: bool,
     /// Quantize only tensors matching this glob (repeatable; default: weights of rank ≥ 2, no
     /// embeddings/norms/classifier heads).
     #[arg(long, value_name = "GLOB")]
@@ -251,7 +257,9 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
             c,
             &GridPolicy {
                 max_error: a.activation_error,
+                smoothing: !a.no_smoothing,
             },
+            &cfg,
         )?),
         None => None,
     };
@@ -261,6 +269,7 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
             "file": a.calibration,
             "sentences": c.sentences,
             "max_error": a.activation_error,
+            "smoothing": !a.no_smoothing,
         });
     }
     let activations = match &chosen {
@@ -271,6 +280,10 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
         target,
         selection,
         activations,
+        in_scales: chosen
+            .as_ref()
+            .map(joulecut::harness::pipeline::transformer::ChosenGrids::weight_in_scales)
+            .unwrap_or_default(),
         history: HistoryEntry::new("quantize", params.clone()),
         single_file: a.single_file,
     };
@@ -326,6 +339,7 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
             })),
             "activation_grids": chosen.as_ref().map(|c| serde_json::json!({
                 "chosen": c.grids,
+                "smoothed": c.in_scales.keys().collect::<Vec<_>>(),
                 "errors": c.errors,
             })),
         }))?;
@@ -350,6 +364,13 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            if !c.in_scales.is_empty() {
+                println!(
+                    "smoothed (SmoothQuant-style input scales): {} of {} layers",
+                    c.in_scales.len(),
+                    c.grids.len()
+                );
+            }
         }
         for r in &rows {
             println!(

@@ -8,6 +8,7 @@ use std::path::Path;
 use joulecut::embed::read_sentences;
 use joulecut::harness::pipeline::transformer::{ChosenGrids, calibrated_grids};
 use joulecut::models::bert::GridPolicy;
+use joulecut::quant::Int8Config;
 
 use super::error::bad_input;
 use super::eval_embeddings::embed_err;
@@ -16,6 +17,7 @@ pub fn choose(
     input: &Path,
     calibration: &Path,
     policy: &GridPolicy,
+    weights: &Int8Config,
 ) -> anyhow::Result<ChosenGrids> {
     if !input.is_dir() {
         return Err(bad_input(
@@ -32,7 +34,7 @@ pub fn choose(
                 "--activation-error {} must be a positive number",
                 policy.max_error
             ),
-            "e.g. --activation-error 0.0002 (the default)",
+            "e.g. --activation-error 0.0003 (the default)",
         ));
     }
     let sentences = read_sentences(calibration).map_err(embed_err)?;
@@ -42,7 +44,7 @@ pub fn choose(
         "calibrating activation grids on {} sentences",
         sentences.len()
     ));
-    let chosen = calibrated_grids(input, &sentences, policy);
+    let chosen = calibrated_grids(input, &sentences, policy, weights);
     spinner.finish_and_clear();
     Ok(chosen?)
 }

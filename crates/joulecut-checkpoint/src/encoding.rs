@@ -11,7 +11,8 @@ use crate::tensor::{FloatType, SparseValues, TensorData};
 #[serde(tag = "encoding", rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum TensorEncoding {
-    /// I8 values under the logical name, `NAME:scale` F32, optional `NAME:zero_point` I32.
+    /// I8 values under the logical name, `NAME:scale` F32, optional `NAME:zero_point` I32,
+    /// optional `NAME:in_scale` F32 (per input column, see `Int8Tensor::in_scales`).
     Int8 {
         /// Channel axis of the scales; `None` = per tensor.
         axis: Option<usize>,
@@ -19,6 +20,9 @@ pub enum TensorEncoding {
         zero_point: bool,
         /// Float type before quantisation.
         dtype: FloatType,
+        /// Whether `NAME:in_scale` exists (smoothed weights); absent in files without it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        in_scale: bool,
     },
     /// `NAME:bitmap` U8 + `NAME:values` (float, or I8 with `NAME:scale` [+ `NAME:zero_point`]).
     Sparse {
@@ -50,11 +54,18 @@ impl TensorEncoding {
     pub fn stored_names(&self, name: &str) -> Vec<String> {
         let mut v = Vec::new();
         match self {
-            TensorEncoding::Int8 { zero_point, .. } => {
+            TensorEncoding::Int8 {
+                zero_point,
+                in_scale,
+                ..
+            } => {
                 v.push(name.to_string());
                 v.push(format!("{name}:scale"));
                 if *zero_point {
                     v.push(format!("{name}:zero_point"));
+                }
+                if *in_scale {
+                    v.push(format!("{name}:in_scale"));
                 }
             }
             TensorEncoding::Sparse {
@@ -81,6 +92,7 @@ impl TensorEncoding {
                 axis: q.axis,
                 zero_point: q.zero_points.is_some(),
                 dtype: q.orig_dtype,
+                in_scale: q.in_scales.is_some(),
             }),
             TensorData::Sparse(s) => Some(match &s.values {
                 SparseValues::Float { dtype, .. } => TensorEncoding::Sparse {

@@ -412,6 +412,7 @@ impl Checkpoint {
                 axis,
                 zero_point,
                 dtype,
+                in_scale,
             }) => {
                 let v = self.stored_info(name)?;
                 if v.dtype != "I8" {
@@ -428,6 +429,10 @@ impl Checkpoint {
                     *zero_point,
                     *dtype,
                 )?;
+                let q = Int8Tensor {
+                    in_scales: self.in_scales(name, *in_scale)?,
+                    ..q
+                };
                 q.validate(name, numel(&q.shape))?;
                 TensorData::Int8(q)
             }
@@ -524,19 +529,7 @@ impl Checkpoint {
         has_zp: bool,
         dtype: FloatType,
     ) -> Result<Int8Tensor> {
-        let si = self.stored_info(&format!("{name}:scale")).map_err(|_| {
-            bad_tensor(
-                name,
-                format!("int8 tensor has no scale (`{name}:scale` is missing)"),
-            )
-        })?;
-        if si.dtype != "F32" {
-            return Err(bad_tensor(
-                name,
-                format!("scale stored as {}, expected F32", si.dtype),
-            ));
-        }
-        let scales = f32s(self.stored_bytes(si));
+        let scales = self.f32_part(name, "scale", "scale")?;
         let zero_points = if has_zp {
             let zi = self.stored_info(&format!("{name}:zero_point"))?;
             if zi.dtype != "I32" {
@@ -561,7 +554,33 @@ impl Checkpoint {
             zero_points,
             axis,
             orig_dtype: dtype,
+            in_scales: None,
         })
+    }
+
+    /// `NAME:in_scale` when the encoding says it is stored.
+    pub(crate) fn in_scales(&self, name: &str, stored: bool) -> Result<Option<Vec<f32>>> {
+        if !stored {
+            return Ok(None);
+        }
+        self.f32_part(name, "in_scale", "input scales").map(Some)
+    }
+
+    /// The F32 part `NAME:part` of an int8 tensor (`what` names it in the error when missing).
+    fn f32_part(&self, name: &str, part: &str, what: &str) -> Result<Vec<f32>> {
+        let info = self.stored_info(&format!("{name}:{part}")).map_err(|_| {
+            bad_tensor(
+                name,
+                format!("int8 tensor has no {what} (`{name}:{part}` is missing)"),
+            )
+        })?;
+        if info.dtype != "F32" {
+            return Err(bad_tensor(
+                name,
+                format!("{part} stored as {}, expected F32", info.dtype),
+            ));
+        }
+        Ok(f32s(self.stored_bytes(info)))
     }
 }
 

@@ -12,10 +12,26 @@ pub struct Foreign {
 
 const PYTORCH_HINT: &str = "convert it in Python: `from safetensors.torch import save_file; save_file(torch.load(F), 'model.safetensors')`, or use the model's `model.safetensors` from the Hugging Face hub";
 
-/// The format of a file starting with `head`, if it is one joulecut knows it does not read.
-pub fn foreign(head: &[u8]) -> Option<Foreign> {
+/// Whether `file` opens like a safetensors file: an 8-byte header length that fits the file,
+/// then the header's `{`. Checked first, because a header length can begin with another format's
+/// magic bytes: 640, 896, 1152 or 1408 bytes start `80 02..05` (a pickle's), 35,615 `1f 8b`
+/// (gzip's).
+fn safetensors_like(file: &[u8]) -> bool {
+    let Some(len) = file.get(..8) else {
+        return false;
+    };
+    let n = u64::from_le_bytes(len.try_into().expect("8 bytes"));
+    n >= 2 && n <= (file.len() - 8) as u64 && file.get(8) == Some(&b'{')
+}
+
+/// The format of a file whose bytes are `file` (its first bytes decide; the length check needs
+/// the whole of it), if it is one joulecut knows it does not read.
+pub fn foreign(file: &[u8]) -> Option<Foreign> {
+    if safetensors_like(file) {
+        return None;
+    }
     let f = |name, hint| Some(Foreign { name, hint });
-    match head {
+    match file {
         [b'G', b'G', b'U', b'F', ..] => f(
             "a GGUF file (llama.cpp)",
             "joulecut reads safetensors; GGUF weights are already quantized for llama.cpp: compress the original safetensors checkpoint instead",
@@ -41,6 +57,23 @@ pub fn foreign(head: &[u8]) -> Option<Foreign> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A safetensors file whose header length happens to start with a pickle's or gzip's magic
+    /// bytes is still safetensors (found with a 1,152-byte header: `80 04 ...`).
+    #[test]
+    fn header_lengths_that_look_like_magic_are_safetensors() {
+        for n in [0x280u64, 0x380, 0x480, 0x580, 0x8b1f] {
+            let mut file = n.to_le_bytes().to_vec();
+            file.push(b'{');
+            file.resize(8 + n as usize, b' ');
+            assert_eq!(foreign(&file), None, "header length {n}");
+            // the same first bytes without a header behind them are the foreign format
+            assert!(
+                foreign(&file[..12]).is_some(),
+                "header length {n}, truncated"
+            );
+        }
+    }
 
     #[test]
     fn knows_the_usual_suspects_and_nothing_else() {

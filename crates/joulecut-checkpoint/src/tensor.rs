@@ -183,6 +183,11 @@ pub struct Int8Tensor {
     pub axis: Option<usize>,
     /// The float type the tensor had before quantisation (restored by `decompress`).
     pub orig_dtype: FloatType,
+    /// Dense 2-D weights only: one factor per input column multiplying the dequantised value,
+    /// `w[o, i] = scale[o] · (q[o, i] − zp) · in_scale[i]`. SmoothQuant-style smoothing stores the
+    /// weight as `W · diag(s)` on the int8 grid and `in_scale = 1/s`, so the kernel quantises the
+    /// input row `x ⊙ in_scale` (flatter across channels) and multiplies by `q` as usual.
+    pub in_scales: Option<Vec<f32>>,
 }
 
 /// The values of a packed sparse tensor.
@@ -282,6 +287,23 @@ impl Int8Tensor {
                 ));
             }
         }
+        if let Some(f) = &self.in_scales {
+            let [_, cols] = self.shape[..] else {
+                return bad(format!(
+                    "in_scale needs a 2-D weight, shape is {:?}",
+                    self.shape
+                ));
+            };
+            if f.len() != cols {
+                return bad(format!(
+                    "in_scale has {} entries, expected one per input column ({cols})",
+                    f.len()
+                ));
+            }
+            if let Some(v) = f.iter().find(|v| !v.is_finite() || **v <= 0.0) {
+                return bad(format!("in_scale {v} is not a finite positive number"));
+            }
+        }
         Ok(())
     }
 
@@ -299,7 +321,12 @@ impl Int8Tensor {
     fn dequant_at(&self, i: usize, q: i8, inner: usize, channels: usize) -> f32 {
         let c = (i / inner) % channels;
         let zp = self.zero_points.as_ref().map_or(0, |z| z[c]);
-        self.scales[c] * (q as i32 - zp) as f32
+        let v = self.scales[c] * (q as i32 - zp) as f32;
+        match &self.in_scales {
+            // validated: one factor per column of a 2-D tensor, so `i % len` is the column
+            Some(f) => v * f[i % f.len()],
+            None => v,
+        }
     }
 
     /// Dequantises a dense int8 tensor to f32 (the reference decoder).
@@ -408,6 +435,12 @@ impl SparseTensor {
             }
             SparseValues::Int8(q) => {
                 q.validate(name, nnz)?;
+                if q.in_scales.is_some() {
+                    return Err(Error::BadTensor {
+                        name: name.to_string(),
+                        reason: "packed sparse int8 values cannot carry input-column scales".into(),
+                    });
+                }
                 q.values.len()
             }
         };

@@ -1,6 +1,7 @@
 //! Random-access f32 views of a logical tensor straight from the mmap: any element range can be
 //! decoded into a caller's buffer, so passes over huge tensors run in parallel blocks without
-//! materialising the whole tensor (dense and int8 encodings; sparse tensors are decoded once).
+//! materialising the whole tensor (dense and int8 encodings; sparse tensors and int8 with input
+//! scales are decoded once).
 //!
 //! ```no_run
 //! # fn main() -> joulecut_checkpoint::Result<()> {
@@ -167,6 +168,7 @@ impl Checkpoint {
                 axis,
                 zero_point,
                 dtype,
+                in_scale: false,
             }) => {
                 let info = self.stored_info(name)?;
                 if info.dtype != "I8" {

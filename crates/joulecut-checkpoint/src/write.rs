@@ -269,6 +269,14 @@ fn push_scales<'a>(out: &mut Vec<Stored<'a>>, name: &str, q: &'a Int8Tensor) {
             bytes: Cow::Owned(zp.iter().flat_map(|s| s.to_le_bytes()).collect()),
         });
     }
+    if let Some(f) = &q.in_scales {
+        out.push(Stored {
+            name: format!("{name}:in_scale"),
+            dtype: "F32",
+            shape: vec![f.len()],
+            bytes: Cow::Owned(f.iter().flat_map(|s| s.to_le_bytes()).collect()),
+        });
+    }
 }
 
 fn st_name(d: safetensors::Dtype) -> &'static str {

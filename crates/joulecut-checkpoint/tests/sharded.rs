@@ -32,6 +32,7 @@ fn sharded(dir: &Path) {
             zero_points: None,
             axis: Some(0),
             orig_dtype: FloatType::BF16,
+            in_scales: None,
         }),
     );
     a.write(dir.join("m-1.safetensors"), &[]).unwrap();

@@ -112,7 +112,7 @@ pub(crate) fn routes(enc: &BertEncoder) -> Vec<(String, LinearKind)> {
 impl Weights {
     /// The per-layer activation grids `joulecut.int8_activations.layers` records (empty when
     /// absent).
-    pub(crate) fn layer_grids(&self) -> Result<BTreeMap<String, ActivationGrid>> {
+    pub fn layer_grids(&self) -> Result<BTreeMap<String, ActivationGrid>> {
         let key = joulecut_checkpoint::meta::INT8_ACTIVATIONS_LAYERS;
         let Some(text) = self.first_shard().metadata().get(key) else {
             return Ok(BTreeMap::new());
@@ -124,7 +124,7 @@ impl Weights {
     }
 
     /// The kernel settings the weights ask for (the first file's `joulecut.int8_activations`).
-    pub(crate) fn kernels(&self) -> Result<RealKernels> {
+    pub fn kernels(&self) -> Result<RealKernels> {
         RealKernels::for_checkpoint(self.first_shard()).map_err(|e| Error::BadConfig {
             path: self.path().to_path_buf(),
             reason: e.to_string(),

@@ -282,16 +282,24 @@ fn activation_grid_errors_order_and_choice() {
     let errors = enc
         .native()
         .unwrap()
-        .activation_grid_errors(&batch)
+        .activation_grid_errors(&batch, &joulecut_quant::Int8Config::default())
         .unwrap();
     assert_eq!(errors.len(), 4 * 2);
     for e in &errors {
         let v: Vec<f64> = e.errors.iter().map(|(_, x)| *x).collect();
         assert!(v[0] < v[1] && v[1] < v[2], "s8 < u7 < u6: {e:?}");
     }
-    let all_s8 = choose_grids(&errors, &GridPolicy { max_error: 0.0 });
+    let strict = GridPolicy {
+        max_error: 0.0,
+        smoothing: false,
+    };
+    let all_s8 = choose_grids(&errors, &strict);
     assert!(all_s8.values().all(|g| *g == ActivationGrid::S8));
     assert_eq!(all_s8.len(), 6 * 2);
-    let all_u6 = choose_grids(&errors, &GridPolicy { max_error: 1.0 });
+    let loose = GridPolicy {
+        max_error: 1.0,
+        smoothing: false,
+    };
+    let all_u6 = choose_grids(&errors, &loose);
     assert!(all_u6.values().all(|g| *g == ActivationGrid::U6));
 }

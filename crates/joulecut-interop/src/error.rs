@@ -13,6 +13,9 @@ pub enum Error {
     /// Reading or writing a checkpoint failed.
     #[error(transparent)]
     Checkpoint(#[from] joulecut_checkpoint::Error),
+    /// A BERT-family model directory does not load (config, weights, shapes).
+    #[error(transparent)]
+    Embed(#[from] joulecut_embed::Error),
     /// A tensor's encoding has no counterpart in the target format.
     #[error("tensor `{tensor}` ({encoding}): {format} cannot express it: {reason}")]
     Unsupported {
@@ -69,6 +72,7 @@ impl Error {
     pub fn is_bad_input(&self) -> bool {
         match self {
             Error::Checkpoint(e) => e.is_bad_input(),
+            Error::Embed(e) => e.is_bad_input(),
             Error::Unsupported { .. }
             | Error::BadInput { .. }
             | Error::BadPart { .. }
@@ -81,6 +85,7 @@ impl Error {
     pub fn hint(&self) -> Option<String> {
         match self {
             Error::Checkpoint(e) => e.hint(),
+            Error::Embed(e) => e.hint(),
             Error::Unsupported { can, .. } => Some(can.clone()),
             Error::BadInput { hint, .. } => Some(hint.clone()),
             Error::BadPart { .. } => Some(

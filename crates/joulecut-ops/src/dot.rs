@@ -12,6 +12,13 @@
 //! A general GEMM (the `gemm` crate) packs `W` (940 KB for the MLP's first layer) and `x` on
 //! every call; this kernel reads each operand where it lies, which is what an inference call with
 //! fixed weights and a training forward with fresh weights both want.
+//!
+//! `W` may also be stored as f16 or bf16 ([`WeightElem`]), widened in registers as it is loaded
+//! (`vcvtph2ps` for f16; bf16 16 at a time by unpacking with zeros, `x` permuted to match), so a
+//! half-precision model streams half the bytes and runs the same FMAs. That pays at batch 1, where a layer is bound by reading its
+//! weights (LeNet-300-100 on Zen 3: f16 14.1 µs, bf16 14.8 µs, f32 19.5 µs); from batch 4 the
+//! conversions cost more than the bytes save (f16 58 µs against f32 36 µs), so callers keep an
+//! f32 copy for batches.
 
 use crate::isa::Isa;
 use crate::storage::threads;
@@ -26,13 +33,119 @@ const NR: usize = 4;
 const KC: usize = 1024;
 /// Multiply-adds below which a product runs on the calling thread.
 const PAR_MACS: usize = 1 << 17;
+/// The same for a few rows (latency calls), where the split must wake a worker on every call. On
+/// the 2-vCPU VM that wake-up made LeNet-300-100's batch-1 latency bimodal from one process to the
+/// next: 12-15 µs when the worker was still spinning, 38-64 µs when it slept (about 5 futex calls
+/// and 5 `sched_yield`s per call), whatever the weights' file type; on one thread it is 18-25 µs
+/// every time, and the idle core is not kept spinning. Half a layer must pay for the wake-up.
+const LATENCY_PAR_MACS: usize = 1 << 20;
+
+/// A weight element the kernel reads: f32 as stored, or a 16-bit float widened on the fly.
+pub(crate) trait WeightElem: Copy + Send + Sync + 'static {
+    /// Zero, for padding a row's last partial vector.
+    const ZERO: Self;
+    /// The value as f32 (the portable loop).
+    fn to_f32(self) -> f32;
+
+    /// Eight consecutive elements as f32 lanes.
+    ///
+    /// # Safety
+    /// AVX2 and F16C; 8 elements readable at `p`. Inlined into the `target_feature` kernel.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> core::arch::x86_64::__m256;
+    /// Whether [`WeightElem::load16`] is cheaper than two [`WeightElem::load8`]s.
+    const PAIRED: bool = false;
+    /// Sixteen consecutive elements as two vectors, lanes in the order
+    /// `(0-3, 8-11)` and `(4-7, 12-15)`: what unpacking 16-bit halves with zeros gives, in one
+    /// integer µop each; the kernel permutes `x` to match (once per row, for 4 weight rows).
+    ///
+    /// # Safety
+    /// AVX2; 16 elements readable at `p`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16(p: *const Self) -> (core::arch::x86_64::__m256, core::arch::x86_64::__m256) {
+        // SAFETY: per the trait; the default is two plain loads permuted to the same order.
+        unsafe {
+            use core::arch::x86_64::*;
+            let (a, b) = (Self::load8(p), Self::load8(p.add(8)));
+            (
+                _mm256_permute2f128_ps::<0x20>(a, b),
+                _mm256_permute2f128_ps::<0x31>(a, b),
+            )
+        }
+    }
+}
+
+impl WeightElem for f32 {
+    const ZERO: Self = 0.0;
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> core::arch::x86_64::__m256 {
+        // SAFETY: per the trait.
+        unsafe { core::arch::x86_64::_mm256_loadu_ps(p) }
+    }
+}
+
+impl WeightElem for half::f16 {
+    const ZERO: Self = half::f16::ZERO;
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        half::f16::to_f32(self)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> core::arch::x86_64::__m256 {
+        use core::arch::x86_64::*;
+        // SAFETY: per the trait (16 bytes readable; F16C present).
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
+    }
+}
+
+impl WeightElem for half::bf16 {
+    const ZERO: Self = half::bf16::ZERO;
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        half::bf16::to_f32(self)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> core::arch::x86_64::__m256 {
+        use core::arch::x86_64::*;
+        // SAFETY: per the trait. bf16 is the top half of an f32: widen and shift by 16.
+        unsafe {
+            let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(h))
+        }
+    }
+    const PAIRED: bool = true;
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const Self) -> (core::arch::x86_64::__m256, core::arch::x86_64::__m256) {
+        use core::arch::x86_64::*;
+        // SAFETY: per the trait. Interleaving zeros below each bf16 gives its f32, per 128-bit lane.
+        unsafe {
+            let v = _mm256_loadu_si256(p as *const __m256i);
+            let z = _mm256_setzero_si256();
+            (
+                _mm256_castsi256_ps(_mm256_unpacklo_epi16(z, v)),
+                _mm256_castsi256_ps(_mm256_unpackhi_epi16(z, v)),
+            )
+        }
+    }
+}
 
 /// `y[r, j] = b[j] + Σ_k x[r, k] · w[j, k]` for `r < n`, then ReLU if asked.
 /// `x`: `[n, i]`, `w`: `[o, i]`, `b`: `[o]`, `y`: `[n, o]`, all row-major.
-pub(crate) fn xwt(
+pub(crate) fn xwt<W: WeightElem>(
     x: &[f32],
     n: usize,
-    w: &[f32],
+    w: &[W],
     (o, i): (usize, usize),
     b: &[f32],
     relu: bool,
@@ -51,10 +164,11 @@ pub(crate) fn xwt(
     }
     let isa = Isa::detected();
     let t = threads();
-    if n * o * i < PAR_MACS || t == 1 {
+    let few_rows = n < 2 * MR * t;
+    if n * o * i < PAR_MACS || t == 1 || (few_rows && n * o * i < LATENCY_PAR_MACS) {
         // SAFETY: y holds n rows of o columns.
         unsafe { block(isa, x, n, w, o, i, y.as_mut_ptr(), o, relu) };
-    } else if n >= 2 * MR * t {
+    } else if !few_rows {
         // Split the batch: each task streams all of `W` past its own rows.
         use rayon::prelude::*;
         let per = n.div_ceil(t).next_multiple_of(MR);
@@ -120,11 +234,11 @@ unsafe impl Sync for SendPtr {}
 /// # Safety
 /// `y` must be valid for `n` rows of stride `ys`, `o` columns each, and not aliased meanwhile.
 #[allow(clippy::too_many_arguments)]
-unsafe fn block(
+unsafe fn block<W: WeightElem>(
     isa: Isa,
     x: &[f32],
     n: usize,
-    w: &[f32],
+    w: &[W],
     o: usize,
     i: usize,
     y: *mut f32,
@@ -180,10 +294,10 @@ fn finish(y: &mut [f32], relu: bool) {
 /// The rows and outputs must be in bounds.
 #[inline]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile(
+unsafe fn tile<W: WeightElem>(
     isa: Isa,
     x: *const f32,
-    w: *const f32,
+    w: *const W,
     s: usize,
     kl: usize,
     (mr, nr): (usize, usize),
@@ -191,12 +305,12 @@ unsafe fn tile(
     ys: usize,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if isa.avx2_fma() {
+    if isa.avx2_fma() && isa.f16c() {
         macro_rules! go {
             ($($m:literal $n:literal),*) => {
                 match (mr, nr) {
-                    // SAFETY: AVX2 + FMA checked; bounds per the caller.
-                    $(($m, $n) => return unsafe { x86::tile::<$m, $n>(x, w, s, kl, y, ys) },)*
+                    // SAFETY: AVX2 + FMA + F16C checked; bounds per the caller.
+                    $(($m, $n) => return unsafe { x86::tile::<$m, $n, W>(x, w, s, kl, y, ys) },)*
                     _ => unreachable!("tile sizes are at most {MR} x {NR}"),
                 }
             };
@@ -210,7 +324,7 @@ unsafe fn tile(
             let mut acc = 0f32;
             for k in 0..kl {
                 // SAFETY: in bounds per the caller.
-                acc = unsafe { (*x.add(r * s + k)).mul_add(*w.add(j * s + k), acc) };
+                acc = unsafe { (*x.add(r * s + k)).mul_add((*w.add(j * s + k)).to_f32(), acc) };
             }
             // SAFETY: as above.
             unsafe { *y.add(r * ys + j) += acc };
@@ -221,6 +335,8 @@ unsafe fn tile(
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use core::arch::x86_64::*;
+
+    use super::WeightElem;
 
     /// Lanes of the last partial vector of a `k`-block (`kl % 8` of them) as a load mask.
     #[inline(always)]
@@ -245,13 +361,13 @@ mod x86 {
     }
 
     /// # Safety
-    /// AVX2 + FMA; `x` rows `0..R` and `w` rows `0..N` (stride `s`) hold `kl` floats each; `y`
-    /// rows `0..R` (stride `ys`) hold `N` floats each.
-    #[target_feature(enable = "avx2,fma")]
+    /// AVX2 + FMA + F16C; `x` rows `0..R` and `w` rows `0..N` (stride `s`) hold `kl` elements
+    /// each; `y` rows `0..R` (stride `ys`) hold `N` floats each.
+    #[target_feature(enable = "avx2,fma,f16c")]
     #[allow(clippy::needless_range_loop)] // index loops over const sizes unroll into registers
-    pub(super) unsafe fn tile<const R: usize, const N: usize>(
+    pub(super) unsafe fn tile<const R: usize, const N: usize, W: WeightElem>(
         x: *const f32,
-        w: *const f32,
+        w: *const W,
         s: usize,
         kl: usize,
         y: *mut f32,
@@ -263,13 +379,34 @@ mod x86 {
         // SAFETY (whole body): every load is at k < body ≤ kl inside its row, or masked to
         // k..kl; stores stay inside y's R × N entries.
         unsafe {
+            if W::PAIRED {
+                // 16 at a time, x permuted to the weights' lane order
+                while k + 16 <= body {
+                    let mut xl = [_mm256_setzero_ps(); R];
+                    let mut xh = [_mm256_setzero_ps(); R];
+                    for r in 0..R {
+                        let a = _mm256_loadu_ps(x.add(r * s + k));
+                        let b = _mm256_loadu_ps(x.add(r * s + k + 8));
+                        xl[r] = _mm256_permute2f128_ps::<0x20>(a, b);
+                        xh[r] = _mm256_permute2f128_ps::<0x31>(a, b);
+                    }
+                    for j in 0..N {
+                        let (wl, wh) = W::load16(w.add(j * s + k));
+                        for r in 0..R {
+                            acc[r][j] = _mm256_fmadd_ps(xl[r], wl, acc[r][j]);
+                            acc[r][j] = _mm256_fmadd_ps(xh[r], wh, acc[r][j]);
+                        }
+                    }
+                    k += 16;
+                }
+            }
             while k < body {
                 let mut xv = [_mm256_setzero_ps(); R];
                 for r in 0..R {
                     xv[r] = _mm256_loadu_ps(x.add(r * s + k));
                 }
                 for j in 0..N {
-                    let wv = _mm256_loadu_ps(w.add(j * s + k));
+                    let wv = W::load8(w.add(j * s + k));
                     for r in 0..R {
                         acc[r][j] = _mm256_fmadd_ps(xv[r], wv, acc[r][j]);
                     }
@@ -283,7 +420,10 @@ mod x86 {
                     xv[r] = _mm256_maskload_ps(x.add(r * s + k), m);
                 }
                 for j in 0..N {
-                    let wv = _mm256_maskload_ps(w.add(j * s + k), m);
+                    // the row's last elements, zero-padded to a whole vector
+                    let mut pad = [W::ZERO; 8];
+                    std::ptr::copy_nonoverlapping(w.add(j * s + k), pad.as_mut_ptr(), kl - k);
+                    let wv = W::load8(pad.as_ptr());
                     for r in 0..R {
                         acc[r][j] = _mm256_fmadd_ps(xv[r], wv, acc[r][j]);
                     }
@@ -335,6 +475,46 @@ mod tests {
         y
     }
 
+    /// f16 and bf16 weights give what their widened f32 values give (every tail length, tile
+    /// remainder and both threading paths).
+    #[test]
+    fn half_weights_match_their_widened_values() {
+        let mut lcg = joulecut_testkit::Lcg32::new(11);
+        let mut rnd = move || lcg.next_f32() - 0.5;
+        for &(n, o, i) in &[
+            (1, 300, 784),
+            (1, 10, 100),
+            (3, 7, 13),
+            (2, 1100, 600),
+            (256, 30, 77),
+            (5, 9, 1100),
+        ] {
+            let x: Vec<f32> = (0..n * i).map(|_| rnd()).collect();
+            let w: Vec<f32> = (0..o * i).map(|_| rnd()).collect();
+            let b: Vec<f32> = (0..o).map(|_| rnd()).collect();
+            let h: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+            let g: Vec<half::bf16> = w.iter().map(|&v| half::bf16::from_f32(v)).collect();
+            let wide_h: Vec<f32> = h.iter().map(|v| v.to_f32()).collect();
+            let wide_g: Vec<f32> = g.iter().map(|v| v.to_f32()).collect();
+            for relu in [false, true] {
+                let check = |got: &[f32], wide: &[f32], what: &str| {
+                    let want = reference(&x, n, wide, o, i, &b, relu);
+                    for (a, e) in got.iter().zip(&want) {
+                        assert!(
+                            (a - e).abs() <= 1e-4 * (1. + e.abs()),
+                            "{what} {n}x{o}x{i}: {a} vs {e}"
+                        );
+                    }
+                };
+                let mut y = vec![f32::NAN; n * o];
+                xwt(&x, n, &h, (o, i), &b, relu, &mut y);
+                check(&y, &wide_h, "f16");
+                xwt(&x, n, &g, (o, i), &b, relu, &mut y);
+                check(&y, &wide_g, "bf16");
+            }
+        }
+    }
+
     #[test]
     fn matches_reference_on_odd_shapes() {
         let mut lcg = joulecut_testkit::Lcg32::new(7);
@@ -350,7 +530,10 @@ mod tests {
             (6, 9, 1100),
             (9, 400, 1000),
             (3, 7, 0),
-            // Batches of 1-4 (latency): the outputs split over threads; odd widths and depths.
+            // Batches of 1-4 (latency): on the calling thread below LATENCY_PAR_MACS, the outputs
+            // split over threads above it; odd widths and depths.
+            (2, 1100, 600),
+            (1, 1401, 785),
             (1, 300, 784),
             (3, 10, 100),
             (4, 7, 13),

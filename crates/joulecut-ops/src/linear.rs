@@ -7,6 +7,7 @@
 //! 784x300 of the MLP's 266k weights). All three products are single `gemm`
 //! calls on the row-major buffers, no transposed copies.
 
+use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, bail};
 
 use crate::matmul::{MatRef, matmul_f32};
@@ -74,13 +75,28 @@ impl CustomOp3 for Linear {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (n, i, o) = dims(l1.dims(), l2.dims(), l3.dims())?;
-        let (x, w, b) = (
-            cpu_f32(s1, l1, self.name())?,
-            cpu_f32(s2, l2, self.name())?,
-            cpu_f32(s3, l3, self.name())?,
-        );
+        let (x, b) = (cpu_f32(s1, l1, self.name())?, cpu_f32(s3, l3, self.name())?);
         let mut y = vec![0f32; n * o];
-        crate::dot::xwt(x, n, w, (o, i), b, self.relu, &mut y);
+        // Weights may be stored in half precision (inference): the kernel widens them as it reads.
+        let Some((start, end)) = l2.contiguous_offsets() else {
+            bail!("{}: expected a contiguous weight", self.name())
+        };
+        match s2 {
+            CpuStorage::F32(w) => {
+                crate::dot::xwt(x, n, &w[start..end], (o, i), b, self.relu, &mut y)
+            }
+            CpuStorage::F16(w) => {
+                crate::dot::xwt(x, n, &w[start..end], (o, i), b, self.relu, &mut y)
+            }
+            CpuStorage::BF16(w) => {
+                crate::dot::xwt(x, n, &w[start..end], (o, i), b, self.relu, &mut y)
+            }
+            other => bail!(
+                "{}: weights must be f32, f16 or bf16, got {:?}",
+                self.name(),
+                other.dtype()
+            ),
+        }
         Ok((CpuStorage::F32(y), Shape::from((n, o))))
     }
 
@@ -143,7 +159,8 @@ impl CustomOp3 for Linear {
 
 fn apply(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
     if !crate::portable::fused_kernels_on(x.device()) {
-        return crate::portable::linear(x, w, b, relu);
+        // candle's matmul wants one dtype: half-precision weights are widened first
+        return crate::portable::linear(x, &w.to_dtype(candle_core::DType::F32)?, b, relu);
     }
     x.contiguous()?
         .apply_op3(&w.contiguous()?, &b.contiguous()?, Linear { relu })
@@ -151,7 +168,8 @@ fn apply(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
 
 /// `x·wᵀ + b` for `x` `[batch, in]`, `w` `[out, in]` (candle's and PyTorch's
 /// `Linear` layout) and `b` `[out]`; differentiable. f32; the fused kernel runs on the CPU, other
-/// devices use candle's matmul ([`crate::portable`]).
+/// devices use candle's matmul ([`crate::portable`]). On the CPU `w` may also be f16 or bf16
+/// (inference: no gradient for it), read as stored and widened in registers.
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     apply(x, w, b, false)
 }

@@ -28,6 +28,7 @@ pub fn quantize_dense(name: &str, t: &DenseTensor, cfg: &Int8Config) -> Result<I
     let values = t.to_f32();
     Ok(Int8Tensor {
         orig_dtype: t.dtype,
+        in_scales: None,
         ..quantize_tensor(name, &values, &t.shape, cfg)?
     })
 }
@@ -60,6 +61,7 @@ pub fn quantize_sparse(name: &str, t: &SparseTensor, cfg: &Int8Config) -> Result
         bitmap: t.bitmap.clone(),
         values: SparseValues::Int8(Int8Tensor {
             orig_dtype: dtype,
+            in_scales: None,
             ..q
         }),
     })

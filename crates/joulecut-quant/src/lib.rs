@@ -59,6 +59,6 @@ pub use scheme::{Int8Config, ScaleGranularity};
 pub use stats::ErrorStats;
 pub use stream::{Int8Bytes, quantize_values};
 pub use tensor::{
-    channel_params, check_finite, dequantize_sparse_values, quantize_sparse_values,
-    quantize_tensor, validate_int8, validate_params,
+    channel_params, check_finite, dequantize_sparse_values, quantize_smoothed,
+    quantize_sparse_values, quantize_tensor, validate_int8, validate_params,
 };

@@ -42,11 +42,14 @@ pub struct Int8Linear {
     requant: Requant,
     activations: ActivationQuant,
     kernel: Int8Kernel,
+    /// Per input column: the input is quantized as `x ⊙ in_scales` (smoothed weights, see
+    /// `Int8Tensor::in_scales`).
+    in_scales: Option<Vec<f32>>,
 }
 
 impl Int8Linear {
-    /// From an int8 weight `[out, in]` (per tensor or per output channel, `axis` `None` or `Some(0)`)
-    /// and an optional f32 bias of `out` values.
+    /// From an int8 weight `[out, in]` (per tensor or per output channel, `axis` `None` or `Some(0)`,
+    /// with or without input-column scales) and an optional f32 bias of `out` values.
     pub fn new(name: &str, weight: &Int8Tensor, bias: Option<&[f32]>) -> Result<Int8Linear> {
         Self::from_parts(
             name,
@@ -56,7 +59,36 @@ impl Int8Linear {
             weight.zero_points.as_deref(),
             weight.axis,
             bias,
-        )
+        )?
+        .with_input_scales(name, weight.in_scales.clone())
+    }
+
+    /// Multiplies each input column by `scales[i]` before quantizing it: the run-time half of
+    /// SmoothQuant-style smoothing, whose weights were quantized as `W · diag(1/scales)`.
+    /// `None` removes them.
+    pub fn with_input_scales(mut self, name: &str, scales: Option<Vec<f32>>) -> Result<Int8Linear> {
+        if let Some(f) = &scales {
+            if f.len() != self.in_features {
+                return Err(Error::BadShape {
+                    name: format!("{name} in_scale"),
+                    shape: vec![f.len()],
+                    reason: format!("expected [{}]", self.in_features),
+                });
+            }
+            if let Some(v) = f.iter().find(|v| !v.is_finite() || **v <= 0.0) {
+                return Err(Error::BadParams {
+                    name: name.to_string(),
+                    reason: format!("input scale {v} is not a finite positive number"),
+                });
+            }
+        }
+        self.in_scales = scales;
+        Ok(self)
+    }
+
+    /// The input-column scales, if the weights are smoothed.
+    pub fn input_scales(&self) -> Option<&[f32]> {
+        self.in_scales.as_deref()
     }
 
     /// From raw parts (the fields of a checkpoint's int8 tensor). `name` goes into errors.
@@ -107,6 +139,7 @@ impl Int8Linear {
             requant,
             activations: ActivationQuant::Dynamic,
             kernel: Int8Kernel::detect(),
+            in_scales: None,
         })
     }
 
@@ -192,7 +225,14 @@ impl Int8Linear {
         let mut out = Vec::with_capacity(q.len());
         for (n, row) in q.chunks_exact(k.max(1)).enumerate() {
             let (s, z) = self.requant.weight_grid(n);
-            out.extend(row.iter().map(|&v| (i32::from(v) - z) as f32 * s));
+            match &self.in_scales {
+                Some(f) => out.extend(
+                    row.iter()
+                        .zip(f)
+                        .map(|(&v, &c)| (i32::from(v) - z) as f32 * s * c),
+                ),
+                None => out.extend(row.iter().map(|&v| (i32::from(v) - z) as f32 * s)),
+            }
         }
         out
     }
@@ -224,6 +264,7 @@ impl Int8Linear {
                 x,
                 m,
                 self.activations,
+                self.in_scales.as_deref(),
                 &self.weights,
                 &self.requant,
                 &mut s.borrow_mut(),
@@ -343,6 +384,13 @@ impl Int8Conv2d {
             });
         }
         validate_int8(name, weight, numel(shape))?;
+        if weight.in_scales.is_some() {
+            return Err(Error::BadShape {
+                name: name.to_string(),
+                shape: shape.clone(),
+                reason: "input-column scales apply to Linear weights only".into(),
+            });
+        }
         if let Some(b) = bias {
             if b.len() != out_c {
                 return Err(Error::BadShape {

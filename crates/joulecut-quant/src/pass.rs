@@ -9,10 +9,12 @@
 //! fn quantize_pass() -> impl Transform {
 //!     // Every float tensor the default policy selects (weights of rank >= 2) becomes int8.
 //!     let selection = Selection::new(&[], &[]).unwrap();
-//!     QuantizePass { target: Target::Int8(Int8Config::default()), selection }
+//!     QuantizePass { target: Target::Int8(Int8Config::default()), selection, in_scales: Default::default() }
 //! }
 //! let _pass = quantize_pass();
 //! ```
+
+use std::collections::BTreeMap;
 
 use joulecut_checkpoint::{
     EntrySpec, FloatType, Plan, Selection, TensorData, TensorEncoding, TensorRef, Transform, numel,
@@ -25,6 +27,7 @@ use crate::interop::{cast_data, quantize_data};
 use crate::scheme::{Int8Config, channel_axis};
 use crate::stats::ErrorStats;
 use crate::stream::quantize_values;
+use crate::tensor::quantize_smoothed;
 
 /// An error of a streaming pass: a quantization error, or a checkpoint error (reading, writing,
 /// bad input files).
@@ -56,6 +59,9 @@ pub struct QuantizePass {
     pub target: Target,
     /// Which tensors are selected.
     pub selection: Selection,
+    /// int8 only: dense 2-D weights to store smoothed (tensor name → input scales, one per input
+    /// column; see [`quantize_smoothed`]), e.g. from a transformer's calibration.
+    pub in_scales: BTreeMap<String, Vec<f32>>,
 }
 
 /// One quantized tensor, as reported by [`QuantizePass`].
@@ -89,6 +95,13 @@ fn is_int8(e: Option<&TensorEncoding>) -> bool {
 }
 
 impl QuantizePass {
+    /// Packed tensors, and smoothed ones (small 2-D weights), are produced in memory; dense ones
+    /// stream.
+    fn in_memory(&self, enc: Option<&TensorEncoding>, name: &str) -> bool {
+        enc.is_some()
+            || (matches!(self.target, Target::Int8(_)) && self.in_scales.contains_key(name))
+    }
+
     /// The in-memory conversion (sparse tensors): the result and its stored parts.
     #[allow(clippy::type_complexity)]
     fn convert_in_memory(
@@ -104,9 +117,25 @@ impl QuantizePass {
         PassError,
     > {
         let data = t.checkpoint.get(t.name)?;
-        let out = match self.target {
-            Target::Int8(cfg) => quantize_data(t.name, &data, &cfg)?,
-            Target::Half(to) => cast_data(t.name, &data, to)?,
+        let smooth = self.in_scales.get(t.name);
+        let out = match (self.target, smooth, &data) {
+            (Target::Int8(cfg), Some(f), TensorData::Dense(d)) => {
+                let mut q = quantize_smoothed(t.name, &d.to_f32(), &d.shape, f, &cfg)?;
+                q.orig_dtype = d.dtype;
+                TensorData::Int8(q)
+            }
+            (Target::Int8(_), Some(_), other) => {
+                return Err(Error::BadParams {
+                    name: t.name.to_string(),
+                    reason: format!(
+                        "is stored as {} and cannot be smoothed (only dense weights can)",
+                        other.encoding_name()
+                    ),
+                }
+                .into());
+            }
+            (Target::Int8(cfg), None, _) => quantize_data(t.name, &data, &cfg)?,
+            (Target::Half(to), _, _) => cast_data(t.name, &data, to)?,
         };
         let (parts, enc) = joulecut_checkpoint::encode_tensor(t.name, &out)?;
         Ok((data, out, parts, enc))
@@ -148,6 +177,7 @@ impl Transform for QuantizePass {
             }
             _ => {}
         }
+        // packed tensors' parts are known once converted; a dense one's (smoothed too) from its shape
         if enc.is_some() {
             let (_, _, parts, encoding) = self.convert_in_memory(t)?;
             return Ok(Plan::Replace {
@@ -174,12 +204,22 @@ impl Transform for QuantizePass {
                         vec![c],
                     ));
                 }
+                // in the order `encode_tensor` writes a smoothed tensor's parts
+                let in_scale = self.in_scales.contains_key(t.name);
+                if in_scale {
+                    entries.push(EntrySpec::new(
+                        format!("{}:in_scale", t.name),
+                        "F32",
+                        vec![shape.last().copied().unwrap_or(0)],
+                    ));
+                }
                 Plan::Replace {
                     entries,
                     encoding: Some(TensorEncoding::Int8 {
                         axis,
                         zero_point,
                         dtype: orig,
+                        in_scale,
                     }),
                 }
             }
@@ -207,7 +247,7 @@ impl Transform for QuantizePass {
             bytes_after,
             stats,
         };
-        if enc.is_some() {
+        if self.in_memory(enc, t.name) {
             let (before, after, parts, _) = self.convert_in_memory(t)?;
             let (a, b) = (before.to_f32(), after.to_f32());
             let mut st = ErrorStats::default();

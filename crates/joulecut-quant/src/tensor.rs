@@ -182,6 +182,45 @@ pub fn quantize_tensor(
     quantize_masked(name, values, shape, None, cfg)
 }
 
+/// Quantizes a dense 2-D weight `[out, in]` smoothed: the stored values are `W · diag(1/in_scales)`
+/// on the int8 grid per `cfg`, and `in_scales` is recorded, so the tensor decodes back to `W`
+/// (within the grid's error) and its layer multiplies each input column by `in_scales` before
+/// quantizing it (`Int8Tensor::in_scales`).
+///
+/// Errors: those of [`quantize_tensor`], a weight that is not 2-D, or input scales that are not one
+/// finite positive number per column.
+pub fn quantize_smoothed(
+    name: &str,
+    values: &[f32],
+    shape: &[usize],
+    in_scales: &[f32],
+    cfg: &Int8Config,
+) -> Result<Int8Tensor> {
+    let [_, cols] = shape[..] else {
+        return Err(Error::BadShape {
+            name: name.to_string(),
+            shape: shape.to_vec(),
+            reason: "only a 2-D weight [out, in] can be smoothed".into(),
+        });
+    };
+    if in_scales.len() != cols || in_scales.iter().any(|f| !f.is_finite() || *f <= 0.0) {
+        return Err(Error::BadParams {
+            name: name.to_string(),
+            reason: format!(
+                "smoothing needs {cols} finite positive input scales, got {}",
+                in_scales.len()
+            ),
+        });
+    }
+    let scaled: Vec<f32> = values
+        .chunks_exact(cols.max(1))
+        .flat_map(|row| row.iter().zip(in_scales).map(|(w, f)| w / f))
+        .collect();
+    let mut q = quantize_tensor(name, &scaled, shape, cfg)?;
+    q.in_scales = Some(in_scales.to_vec());
+    Ok(q)
+}
+
 /// Like [`quantize_tensor`], but only the elements whose flat index is listed in `positions` are
 /// given (`values[j]` is element `positions[j]`); the others are exact zeros that are not stored. This
 /// is how the non-zeros of a pruned, packed tensor are quantized: the grid always contains 0.0, and
@@ -267,6 +306,7 @@ fn quantize_masked(
         axis,
         // The input is f32; callers that quantized another float type record it instead.
         orig_dtype: FloatType::F32,
+        in_scales: None,
     })
 }
 

@@ -84,6 +84,73 @@ fn int8_linear_is_close_to_f32() {
     }
 }
 
+/// Smoothed weights (`in_scales`): the layer decodes to the smoothed tensor's weights, its forward
+/// pass multiplies the input columns by the factors before quantizing them, and on an input with an
+/// outlier channel that beats the plain layer on 7-bit rows.
+#[test]
+fn smoothed_int8_linear_quantizes_scaled_inputs() {
+    let (batch, inp, out) = (33usize, 64usize, 24usize);
+    let w = values(inp * out, 11, 0.1);
+    let mut x = values(batch * inp, 12, 1.0);
+    for r in 0..batch {
+        x[r * inp + 5] *= 60.0; // one outlier channel, as after a transformer's LayerNorm
+    }
+    // SmoothQuant's factors at α = 0.5, stored inverted as the input scales
+    let col_max = |v: &[f32], rows: usize| -> Vec<f32> {
+        (0..inp)
+            .map(|j| (0..rows).map(|r| v[r * inp + j].abs()).fold(0f32, f32::max))
+            .collect()
+    };
+    let (xm, wm) = (col_max(&x, batch), col_max(&w, out));
+    let in_scales: Vec<f32> = xm.iter().zip(&wm).map(|(a, b)| (b / a).sqrt()).collect();
+    let cfg = Int8Config::default();
+    let q = joulecut_quant::quantize_smoothed("fc", &w, &[out, inp], &in_scales, &cfg).unwrap();
+    assert_eq!(q.in_scales.as_deref(), Some(&in_scales[..]));
+    let xt = Tensor::from_vec(x.clone(), (batch, inp), &Device::Cpu).unwrap();
+    let wt = Tensor::from_vec(w.clone(), (out, inp), &Device::Cpu).unwrap();
+    let want = xt.matmul(&wt.t().unwrap()).unwrap();
+    let plain = Int8Linear::from_f32("fc", &w, out, inp, None, &cfg).unwrap();
+    for kernel in Int8Kernel::available() {
+        let smoothed = Int8Linear::new("fc", &q, None).unwrap().with_kernel(kernel);
+        assert_eq!(smoothed.input_scales(), Some(&in_scales[..]));
+        for (a, b) in smoothed.dequantized_weight().iter().zip(q.dequantize()) {
+            assert!((a - b).abs() <= 1e-6 * b.abs().max(1e-3), "{a} vs {b}");
+        }
+        let u7 = joulecut_quant::ActivationQuant::DynamicU7;
+        let e_smooth = rel_l2(
+            &want,
+            &smoothed
+                .clone()
+                .with_activation_quant(u7)
+                .forward(&xt)
+                .unwrap(),
+        );
+        let e_plain = rel_l2(
+            &want,
+            &plain
+                .clone()
+                .with_kernel(kernel)
+                .with_activation_quant(u7)
+                .forward(&xt)
+                .unwrap(),
+        );
+        assert!(
+            e_smooth < e_plain / 2.0,
+            "{kernel}: smoothed {e_smooth} vs plain {e_plain}"
+        );
+    }
+    // the factors must fit the layer
+    assert!(
+        Int8Linear::new("fc", &q, None)
+            .unwrap()
+            .with_input_scales("fc", Some(vec![1.0; inp + 1]))
+            .is_err()
+    );
+    assert!(
+        joulecut_quant::quantize_smoothed("fc", &w, &[out, inp], &vec![0.0; inp], &cfg).is_err()
+    );
+}
+
 #[test]
 fn int8_linear_static_input_grid() {
     let (batch, inp, out) = (16, 64, 8);

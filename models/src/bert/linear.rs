@@ -322,6 +322,20 @@ fn stack_int8(name: &str, ws: &[&TensorData]) -> Result<Int8Tensor> {
         }
         orig = Some(t.orig_dtype);
     }
+    // One product quantizes one input row: its parts must agree on how that row is smoothed.
+    let in_scales = match ws[0] {
+        TensorData::Int8(t) => t.in_scales.clone(),
+        _ => None,
+    };
+    if ws
+        .iter()
+        .any(|w| !matches!(w, TensorData::Int8(t) if t.in_scales == in_scales))
+    {
+        return Err(layer_err(
+            name,
+            "the fused parts carry different input scales (smoothing); quantize them together",
+        ));
+    }
     let out = scales.len();
     let inp = ws[0].shape()[1];
     Ok(Int8Tensor {
@@ -331,6 +345,7 @@ fn stack_int8(name: &str, ws: &[&TensorData]) -> Result<Int8Tensor> {
         zero_points: any_zero.then_some(zeros),
         axis: Some(0),
         orig_dtype: orig.expect("at least one part"),
+        in_scales,
     })
 }
 

@@ -20,6 +20,7 @@ mod importance;
 mod layer;
 mod linear;
 mod load;
+mod smooth;
 mod structured;
 #[cfg(test)]
 mod structured_tests;
@@ -29,7 +30,9 @@ mod trainable_tests;
 
 pub use calibrate::SublayerReport;
 pub use compact::NamedTensor;
-pub use grids::{GridErrors, GridPolicy, choose_grids};
+pub use grids::{
+    GridErrors, GridPolicy, ProductChoice, SmoothedErrors, choose_grids, choose_in_scales,
+};
 pub use importance::{UnitImportance, UnitStats, keep_top, magnitude_importance};
 pub use layer::{EncoderLayer, Sublayer};
 pub use linear::{LinearKind, LinearOp};

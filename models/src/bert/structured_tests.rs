@@ -430,6 +430,7 @@ fn bad_requests_are_errors_that_change_nothing() {
         zero_points: None,
         axis: None,
         orig_dtype: FloatType::F32,
+        in_scales: None,
     };
     mem.insert(name.into(), TensorData::Int8(q));
     let mut e = BertEncoder::load(cfg(), &Mem(mem), &RealKernels::default()).unwrap();

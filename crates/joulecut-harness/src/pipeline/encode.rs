@@ -19,7 +19,9 @@ pub fn data_bytes(t: &TensorData) -> usize {
                     SparseValues::Int8(q) => q.values.len() + 4 * q.scales.len(),
                 }
         }
-        TensorData::Int8(q) => q.values.len() + 4 * q.scales.len(),
+        TensorData::Int8(q) => {
+            q.values.len() + 4 * (q.scales.len() + q.in_scales.as_ref().map_or(0, Vec::len))
+        }
         _ => 0,
     }
 }

@@ -54,6 +54,9 @@ pub struct QuantizeJob {
     pub selection: Selection,
     /// The activation grids int8 layers record (ignored for f16/bf16 targets).
     pub activations: Int8Activations,
+    /// int8 only: weights stored smoothed (tensor name → input scales), e.g.
+    /// [`super::transformer::ChosenGrids::weight_in_scales`].
+    pub in_scales: BTreeMap<String, Vec<f32>>,
     /// Appended to the output's `joulecut.history`.
     pub history: HistoryEntry,
     /// One `.safetensors` file even when the input is sharded or a directory.
@@ -85,6 +88,7 @@ pub fn quantize_stream(
     let pass = QuantizePass {
         target: job.target,
         selection: job.selection.clone(),
+        in_scales: job.in_scales.clone(),
     };
     stream(src, out, &opts, &pass).map_err(pass_error)
 }

@@ -116,8 +116,20 @@ fn survey(t: &TensorRef<'_>, enc: &TensorEncoding) -> Result<Kind> {
     };
     match enc {
         TensorEncoding::Int8 {
-            axis, zero_point, ..
+            axis,
+            zero_point,
+            in_scale,
+            ..
         } => {
+            if *in_scale {
+                return Err(unsupported(
+                    name,
+                    format!("{what} with input scales (smoothed)"),
+                    "compressed-tensors has no per-input-column factor; quantize with \
+                     `--no-smoothing` for this export, or export to ONNX, which multiplies the \
+                     input by them",
+                ));
+            }
             let per_channel = check_axis(axis)?;
             if *zero_point {
                 let TensorData::Int8(q) = t.checkpoint.get(name)? else {

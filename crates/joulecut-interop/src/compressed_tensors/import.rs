@@ -196,6 +196,7 @@ impl Import<'_> {
                 zero_points,
                 axis,
                 orig_dtype: p.dtype,
+                in_scales: None,
             }));
         };
         let shape = self.sparse_shape(s)?;
@@ -244,6 +245,7 @@ impl Import<'_> {
                 zero_points,
                 axis,
                 orig_dtype: p.dtype,
+                in_scales: None,
             })
         } else {
             let dtype = float_type(&cinfo.dtype)
@@ -293,6 +295,7 @@ impl Import<'_> {
                     axis,
                     zero_point: p.zero_point.is_some(),
                     dtype: p.dtype,
+                    in_scale: false,
                 }
             }
             Some(s) => {

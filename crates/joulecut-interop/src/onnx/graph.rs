@@ -12,12 +12,24 @@ use super::proto::{
 pub(crate) struct Graph {
     pub nodes: Vec<NodeProto>,
     pub initializers: Vec<TensorProto>,
+    inputs: Vec<ValueInfoProto>,
+    outputs: Vec<ValueInfoProto>,
 }
 
 /// A node attribute.
 pub(crate) enum Attr {
     Int(i64),
     Ints(Vec<i64>),
+    Float(f32),
+}
+
+/// One dimension of a graph input or output.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Dim {
+    /// A named dynamic axis (`batch`, `sequence`).
+    Dynamic(&'static str),
+    /// A fixed size.
+    Fixed(usize),
 }
 
 impl Graph {
@@ -38,7 +50,25 @@ impl Graph {
         self.init(name, DataType::Float, dims, raw);
     }
 
-    /// Adds a node; returns its (first) output's name.
+    /// Adds an INT64 initializer.
+    pub fn init_i64(&mut self, name: &str, dims: &[usize], values: &[i64]) {
+        let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.init(name, DataType::Int64, dims, raw);
+    }
+
+    /// Adds an F32 scalar initializer; returns its name.
+    pub fn scalar_f32(&mut self, name: &str, v: f32) -> String {
+        self.init_f32(name, &[], &[v]);
+        name.to_string()
+    }
+
+    /// Adds an F64 scalar initializer; returns its name.
+    pub fn scalar_f64(&mut self, name: &str, v: f64) -> String {
+        self.init(name, DataType::Double, &[], v.to_le_bytes().to_vec());
+        name.to_string()
+    }
+
+    /// Adds a node whose output is `{name}_out`; returns that name.
     pub fn node(
         &mut self,
         op: &str,
@@ -46,32 +76,27 @@ impl Graph {
         inputs: &[&str],
         attrs: Vec<(&str, Attr)>,
     ) -> String {
-        let output = format!("{name}_out");
+        self.node_to(op, name, inputs, attrs, &format!("{name}_out"))
+    }
+
+    /// Adds a node writing `output`; returns `output`.
+    pub fn node_to(
+        &mut self,
+        op: &str,
+        name: &str,
+        inputs: &[&str],
+        attrs: Vec<(&str, Attr)>,
+        output: &str,
+    ) -> String {
         self.nodes.push(NodeProto {
             op_type: Some(op.into()),
             name: Some(name.into()),
             input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![output.clone()],
-            attribute: attrs
-                .into_iter()
-                .map(|(n, a)| match a {
-                    Attr::Int(i) => AttributeProto {
-                        name: Some(n.into()),
-                        r#type: Some(AttributeType::Int as i32),
-                        i: Some(i),
-                        ..Default::default()
-                    },
-                    Attr::Ints(v) => AttributeProto {
-                        name: Some(n.into()),
-                        r#type: Some(AttributeType::Ints as i32),
-                        ints: v,
-                        ..Default::default()
-                    },
-                })
-                .collect(),
+            output: vec![output.to_string()],
+            attribute: attrs.into_iter().map(|(n, a)| attribute(n, a)).collect(),
             ..Default::default()
         });
-        output
+        output.to_string()
     }
 
     /// Renames the output of the last node (the graph's output).
@@ -81,35 +106,67 @@ impl Graph {
         }
     }
 
-    /// The graph with one F32 input `[batch, features]` and one F32 output `[batch, classes]`.
-    pub fn finish(self, input: &str, features: usize, output: &str, classes: usize) -> GraphProto {
+    /// Declares a graph input.
+    pub fn input(&mut self, name: &str, dtype: DataType, dims: &[Dim]) {
+        self.inputs.push(value_info(name, dtype, dims));
+    }
+
+    /// Declares a graph output.
+    pub fn output(&mut self, name: &str, dtype: DataType, dims: &[Dim]) {
+        self.outputs.push(value_info(name, dtype, dims));
+    }
+
+    /// The graph with the declared inputs and outputs.
+    pub fn finish(self) -> GraphProto {
         GraphProto {
             name: Some("joulecut".into()),
             node: self.nodes,
             initializer: self.initializers,
-            input: vec![value_info(input, features)],
-            output: vec![value_info(output, classes)],
+            input: self.inputs,
+            output: self.outputs,
             ..Default::default()
         }
     }
 }
 
-/// A float tensor `[batch, n]` with a symbolic batch dimension.
-fn value_info(name: &str, n: usize) -> ValueInfoProto {
-    let dim = |v: dimension::Value| Dimension {
-        value: Some(v),
+fn attribute(name: &str, a: Attr) -> AttributeProto {
+    let mut p = AttributeProto {
+        name: Some(name.into()),
+        ..Default::default()
+    };
+    match a {
+        Attr::Int(i) => {
+            p.r#type = Some(AttributeType::Int as i32);
+            p.i = Some(i);
+        }
+        Attr::Ints(v) => {
+            p.r#type = Some(AttributeType::Ints as i32);
+            p.ints = v;
+        }
+        Attr::Float(f) => {
+            p.r#type = Some(AttributeType::Float as i32);
+            p.f = Some(f);
+        }
+    }
+    p
+}
+
+/// A tensor of `dtype` and shape `dims`.
+fn value_info(name: &str, dtype: DataType, dims: &[Dim]) -> ValueInfoProto {
+    let dim = |d: &Dim| Dimension {
+        value: Some(match *d {
+            Dim::Dynamic(n) => dimension::Value::DimParam(n.into()),
+            Dim::Fixed(n) => dimension::Value::DimValue(n as i64),
+        }),
         ..Default::default()
     };
     ValueInfoProto {
         name: Some(name.into()),
         r#type: Some(TypeProto {
             value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: Some(DataType::Float as i32),
+                elem_type: Some(dtype as i32),
                 shape: Some(TensorShapeProto {
-                    dim: vec![
-                        dim(dimension::Value::DimParam("batch".into())),
-                        dim(dimension::Value::DimValue(n as i64)),
-                    ],
+                    dim: dims.iter().map(dim).collect(),
                 }),
             })),
             ..Default::default()

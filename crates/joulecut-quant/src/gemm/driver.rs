@@ -17,6 +17,11 @@ use super::sink::{F32Sink, I32Sink, SharedPtr, TileSink};
 use super::x86;
 use super::{PANEL_N, portable};
 
+thread_local! {
+    /// One smoothed input row of [`quantize_gemm_requant`], reused across calls.
+    static SMOOTHED_ROW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
 /// Runs one task with an already [`effective`] kernel.
 #[inline]
 fn exec<S: TileSink>(
@@ -151,8 +156,9 @@ impl F32Out for [MaybeUninit<f32>] {
     }
 }
 
-/// Quantizes f32 rows `x` (`[m, w.k()]`) per `mode` and multiplies them by `w` with the fused
-/// requantisation, writing every element of `out[m, n]`. Each rayon task quantizes its own rows and
+/// Quantizes f32 rows `x` (`[m, w.k()]`) per `mode` (each row first multiplied by `smooth`, one
+/// factor per column, when given) and multiplies them by `w` with the fused requantisation,
+/// writing every element of `out[m, n]`. Each rayon task quantizes its own rows and
 /// runs them through every panel, so there is one parallel pass per layer; `scratch` holds the int8
 /// rows (reused across calls, no allocation once it is large enough).
 ///
@@ -164,6 +170,7 @@ pub fn quantize_gemm_requant<O: F32Out + ?Sized>(
     x: &[f32],
     m: usize,
     mode: ActivationQuant,
+    smooth: Option<&[f32]>,
     w: &PackedWeights,
     rq: &Requant,
     scratch: &mut QuantizedRows,
@@ -171,6 +178,7 @@ pub fn quantize_gemm_requant<O: F32Out + ?Sized>(
 ) {
     let out = out.as_uninit();
     assert_eq!(x.len(), m * w.k, "activation length");
+    assert!(smooth.is_none_or(|f| f.len() == w.k), "smoothing width");
     assert_eq!(out.len(), m * w.n, "output length");
     assert_eq!(rq.scales.len(), w.n_pad, "epilogue width");
     let stride = w.k_pad;
@@ -190,12 +198,22 @@ pub fn quantize_gemm_requant<O: F32Out + ?Sized>(
     let per = rows_per_task(m, w);
     let body = |(((xs, q), ((sc, zp), sm)), o): TaskChunk<'_>| {
         let rows = sc.len();
-        for (i, (row, d)) in xs
-            .chunks_exact(w.k)
-            .zip(q.chunks_exact_mut(stride))
-            .enumerate()
-        {
-            (sc[i], zp[i], sm[i]) = act::quantize_one(row, d, mode, need_sums);
+        let rows_in = xs.chunks_exact(w.k).zip(q.chunks_exact_mut(stride));
+        match smooth {
+            None => {
+                for (i, (row, d)) in rows_in.enumerate() {
+                    (sc[i], zp[i], sm[i]) = act::quantize_one(row, d, mode, need_sums);
+                }
+            }
+            // Smoothing costs one multiply per element, into a row reused per thread.
+            Some(f) => SMOOTHED_ROW.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                for (i, (row, d)) in rows_in.enumerate() {
+                    buf.clear();
+                    buf.extend(row.iter().zip(f).map(|(x, c)| x * c));
+                    (sc[i], zp[i], sm[i]) = act::quantize_one(&buf, d, mode, need_sums);
+                }
+            }),
         }
         let sink = F32Sink {
             out: SharedPtr(o.as_mut_ptr().cast::<f32>()),

@@ -140,6 +140,7 @@ fn fused_quantize_gemm_requant_equals_the_separate_steps() {
                         &x,
                         m,
                         mode,
+                        None,
                         &packed,
                         &rq,
                         &mut scratch,

@@ -282,6 +282,7 @@ impl<'a> Builder<'a> {
             ..Int8Config::default()
         };
         let mut params = serde_json::json!({"dtype": dtype.to_string(), "input": input});
+        let mut in_scales = BTreeMap::new();
         let (target, acts) = match dtype {
             QuantTarget::Int8 => {
                 let choice = activations.unwrap_or(GridChoice::Calibrated);
@@ -290,11 +291,14 @@ impl<'a> Builder<'a> {
                     None => {
                         let policy = GridPolicy {
                             max_error: max_error.unwrap_or(GridPolicy::default().max_error),
+                            ..GridPolicy::default()
                         };
-                        let chosen = calibrated_grids(input, self.calibration, &policy)?;
+                        let chosen = calibrated_grids(input, self.calibration, &policy, &cfg)?;
                         params["calibration"] = serde_json::json!({
                             "sentences": chosen.sentences, "max_error": policy.max_error,
+                            "smoothed": chosen.in_scales.len(),
                         });
+                        in_scales = chosen.weight_in_scales();
                         Int8Activations::PerLayer(chosen.grids)
                     }
                 };
@@ -314,6 +318,7 @@ impl<'a> Builder<'a> {
             target,
             selection: Selection::default(),
             activations: acts,
+            in_scales,
             history: HistoryEntry::new("quantize", params),
             single_file: false,
         };

@@ -13,8 +13,8 @@
 //!   (ranked by magnitude or on the calibration sentences) and compacts the layers
 //!   ([`StructuredEncoder`]); its [`StructuredEncoder::write`] writes the smaller tensors with
 //!   `config.json` rewritten to record what is gone.
-//! - [`calibrated_grids`] chooses each int8 layer's activation grid from its output error on the
-//!   calibration sentences; [`super::quantize_stream`] records the choice
+//! - [`calibrated_grids`] chooses each int8 layer's activation grid (and smoothing) from its
+//!   output error on the calibration sentences; [`super::quantize_stream`] records the choice
 //!   ([`super::Int8Activations::PerLayer`]).
 //!
 //! ```no_run
@@ -24,8 +24,8 @@
 //! let calib = joulecut_embed::read_sentences("calib.txt".as_ref())?;
 //! let pruned = prune_encoder("minilm".as_ref(), &calib, &CalibratedSpec::new(Method::SparseGpt, 0.5))?;
 //! pruned.write("minilm-sparsegpt50".as_ref(), true)?;
-//! let grids = calibrated_grids("minilm".as_ref(), &calib, &Default::default())?;
-//! println!("{} layers get their own grid", grids.grids.len());
+//! let grids = calibrated_grids("minilm".as_ref(), &calib, &Default::default(), &Default::default())?;
+//! println!("{} layers get their own grid, {} are smoothed", grids.grids.len(), grids.in_scales.len());
 //! # Ok(()) }
 //! ```
 
