@@ -1,4 +1,5 @@
-//! `--device` on every command that computes: train, eval, distill and bench. A CPU-only build (no
+//! `--device` on every command that computes: train, eval, distill, bench (both suite kinds) and
+//! eval-embeddings. A CPU-only build (no
 //! `cuda` feature) refuses `cuda` with exit code 2 and a hint to rebuild, before touching files; an
 //! unknown device is bad input everywhere.
 
@@ -27,6 +28,22 @@ fn commands(dir: &std::path::Path) -> Vec<Vec<String>> {
             out("d.safetensors"),
         ],
         vec!["bench".into(), "--out".into(), out("bench")],
+        vec![
+            "bench".into(),
+            "--suite".into(),
+            "transformer".into(),
+            "--model".into(),
+            out("missing-model"),
+            "--out".into(),
+            out("bench-transformer"),
+        ],
+        vec![
+            "eval-embeddings".into(),
+            out("missing-a"),
+            out("missing-b"),
+            "--sentences".into(),
+            out("missing.txt"),
+        ],
     ]
 }
 

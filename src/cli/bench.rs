@@ -154,7 +154,6 @@ fn mlp_only_option(a: &BenchArgs) -> Option<&'static str> {
         (a.cache.is_some(), "--cache"),
         (a.data.is_some(), "--data"),
         (a.max_accuracy_drop.is_some(), "--max-accuracy-drop"),
-        (a.device != "cpu", "--device"),
     ]
     .into_iter()
     .find_map(|(given, name)| given.then_some(name))
@@ -164,7 +163,7 @@ fn run_transformer(a: &BenchArgs, suite: TransformerSuite) -> anyhow::Result<Exi
     if let Some(opt) = mlp_only_option(a) {
         return Err(bad_input(
             format!("{opt} does not apply to a transformer suite"),
-            "transformer suites run on the CPU in one process; their budget is --min-cosine",
+            "transformer suites run in one process; their budget is --min-cosine",
         ));
     }
     super::bench_transformer::run(super::bench_transformer::TransformerArgs {
@@ -174,6 +173,7 @@ fn run_transformer(a: &BenchArgs, suite: TransformerSuite) -> anyhow::Result<Exi
         out: &a.out,
         run_id: run_id(a.run_id.as_deref())?,
         json: a.json,
+        device: &a.device,
     })
 }
 

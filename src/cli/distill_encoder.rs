@@ -19,7 +19,7 @@ use joulecut::models::bert::{StudentSpec, TrainableEncoder};
 
 use super::distill::DistillArgs;
 use super::error::bad_input;
-use super::eval_embeddings::{Run, run_model};
+use super::eval_embeddings::run_model;
 use super::output::{energy_line, meter, print_json};
 use super::progress;
 
@@ -419,10 +419,8 @@ pub fn run(a: DistillArgs) -> anyhow::Result<ExitCode> {
         let t = run_model(&meter, "embed-teacher", &teacher, s, &cfg)?;
         let st = run_model(&meter, "embed-student", &written, s, &cfg)?;
         after = joulecut::embed::CosineSummary::of(&t.embeddings, &st.embeddings).map(|c| c.mean);
-        let n = s.len().max(1) as f64;
-        let per_1000 = |r: &Run| r.energy.total().0 / n * 1000.0;
-        let (tj, sj) = (per_1000(&t), per_1000(&st));
-        let (ts, ss) = (n / t.seconds.max(1e-9), n / st.seconds.max(1e-9));
+        let (tj, sj) = (t.joules_per_1000(), st.joules_per_1000());
+        let (ts, ss) = (t.sentences_per_second(), st.sentences_per_second());
         let (tm, sm) = (&t.energy, &st.energy);
         let inference_provenance = tm.provenance().combine(sm.provenance());
         let be = break_even(

@@ -9,7 +9,8 @@ use candle_transformers::models::bert::{BertModel, Config};
 use tokenizers::{PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use joulecut_models::bert::{
-    BertConfig, BertEncoder, LinearKind, TensorSource, TokenBatch, Workspace,
+    BertConfig, BertEncoder, LinearKind, PortableEncoder, PortableKind, Precision, TensorSource,
+    TokenBatch, Workspace,
 };
 
 use crate::config::read_config;
@@ -36,6 +37,22 @@ pub enum Engine {
     /// candle-transformers' BERT with every weight decoded to f32 (any device; the reference
     /// the joulecut engine is checked against).
     Candle,
+    /// joulecut's BERT in candle tensor ops, for any device (the GPU's engine): dense products in
+    /// f32, f16 or bf16, int8 weights through candle's quantized matmul as stored, structurally
+    /// pruned layers at their smaller sizes.
+    Portable,
+}
+
+impl Engine {
+    /// The engine [`SentenceEncoder::load`] picks: joulecut's kernels on the CPU, the portable
+    /// engine elsewhere.
+    pub fn for_device(device: &Device) -> Engine {
+        if device.is_cpu() {
+            Engine::Joulecut
+        } else {
+            Engine::Portable
+        }
+    }
 }
 
 impl std::str::FromStr for Engine {
@@ -44,7 +61,10 @@ impl std::str::FromStr for Engine {
         match s {
             "joulecut" => Ok(Engine::Joulecut),
             "candle" => Ok(Engine::Candle),
-            other => Err(format!("unknown engine `{other}` (joulecut, candle)")),
+            "portable" => Ok(Engine::Portable),
+            other => Err(format!(
+                "unknown engine `{other}` (joulecut, candle, portable)"
+            )),
         }
     }
 }
@@ -54,6 +74,7 @@ impl std::fmt::Display for Engine {
         f.write_str(match self {
             Engine::Joulecut => "joulecut",
             Engine::Candle => "candle",
+            Engine::Portable => "portable",
         })
     }
 }
@@ -66,6 +87,7 @@ enum Net {
         workspace: Mutex<Workspace>,
     },
     Candle(BertModel),
+    Portable(PortableEncoder),
 }
 
 impl Default for EncodeConfig {
@@ -162,23 +184,36 @@ fn load_tokenizer(path: &Path, config: &Config) -> Result<Tokenizer> {
 
 impl SentenceEncoder {
     /// Loads a model directory on `device`: on the CPU with joulecut's kernels, elsewhere with
-    /// candle-transformers' ([`SentenceEncoder::load_with`] picks).
+    /// the portable engine in the precision the weights are stored in.
     pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
-        let engine = if device.is_cpu() {
-            Engine::Joulecut
-        } else {
-            Engine::Candle
-        };
-        Self::load_with(dir, device, engine)
+        Self::load_with(dir, device, Engine::for_device(device))
     }
 
-    /// Loads a model directory with the given engine ([`Engine::Joulecut`] runs on the CPU only).
+    /// Loads a model directory with the given engine ([`Engine::Joulecut`] runs on the CPU only;
+    /// [`Engine::Portable`] computes in the precision the weights are stored in).
     pub fn load_with(dir: impl AsRef<Path>, device: &Device, engine: Engine) -> Result<Self> {
+        Self::load_opts(dir, device, engine, None)
+    }
+
+    /// [`SentenceEncoder::load_with`], with the portable engine's precision chosen (`None`: as
+    /// stored). A precision for another engine is refused.
+    pub fn load_opts(
+        dir: impl AsRef<Path>,
+        device: &Device,
+        engine: Engine,
+        precision: Option<Precision>,
+    ) -> Result<Self> {
         if engine == Engine::Joulecut && !device.is_cpu() {
             return Err(Error::BadSetting(
-                "joulecut's transformer kernels run on the CPU; use the candle engine on a GPU"
+                "joulecut's transformer kernels run on the CPU; use the portable engine on a GPU"
                     .into(),
             ));
+        }
+        if let (Some(p), false) = (precision, engine == Engine::Portable) {
+            return Err(Error::BadSetting(format!(
+                "a {p} precision is the portable engine's setting; the {engine} engine computes \
+                 in f32 (or as the weights are stored)"
+            )));
         }
         let dir = dir.as_ref().to_path_buf();
         if !dir.is_dir() {
@@ -218,6 +253,22 @@ impl SentenceEncoder {
                         .take_problem()
                         .unwrap_or_else(|| Error::candle("build the BERT model")(e))
                 })?)
+            }
+            Engine::Portable => {
+                let src = crate::native::Prefixed {
+                    weights: &weights,
+                    prefix,
+                };
+                let precision =
+                    precision.unwrap_or_else(|| crate::native::stored_precision(&src));
+                let model = PortableEncoder::load(
+                    crate::native::bert_config(&config),
+                    &src,
+                    device,
+                    precision,
+                )
+                .map_err(|e| crate::native::model_err(&weights, prefix, e))?;
+                Net::Portable(model)
             }
         };
         Ok(SentenceEncoder {
@@ -262,15 +313,56 @@ impl SentenceEncoder {
         match self.net {
             Net::Joulecut { .. } => Engine::Joulecut,
             Net::Candle(_) => Engine::Candle,
+            Net::Portable(_) => Engine::Portable,
         }
     }
 
-    /// The kernel behind each linear layer (module names without `.weight`), in order; on the
-    /// candle engine every layer is dense f32.
+    /// The precision of the portable engine's dense products (`None` on the other engines).
+    pub fn precision(&self) -> Option<Precision> {
+        match &self.net {
+            Net::Portable(m) => Some(m.precision()),
+            _ => None,
+        }
+    }
+
+    /// The kernel behind each linear layer (module names without `.weight`), in order, on
+    /// joulecut's engine; on the others see [`SentenceEncoder::kernels`].
     pub fn routes(&self) -> Vec<(String, LinearKind)> {
         match &self.net {
             Net::Joulecut { model, .. } => crate::native::routes(model),
+            Net::Candle(_) | Net::Portable(_) => Vec::new(),
+        }
+    }
+
+    /// What runs each linear layer, by name as reports print it: `dense-f32`, `int8`, `sparse`
+    /// (joulecut's kernels); `dense-f16`, `dense-bf16`, `int8-q8_0`, `decoded-f32`, ... (the
+    /// portable engine). Empty on the candle engine, where every layer is dense f32.
+    pub fn kernels(&self) -> Vec<(String, String)> {
+        match &self.net {
+            Net::Joulecut { model, .. } => crate::native::routes(model)
+                .into_iter()
+                .map(|(m, k)| {
+                    let name = match k {
+                        LinearKind::Dense => "dense-f32",
+                        LinearKind::Int8 => "int8",
+                        LinearKind::Sparse => "sparse",
+                    };
+                    (m, name.to_string())
+                })
+                .collect(),
             Net::Candle(_) => Vec::new(),
+            Net::Portable(m) => m
+                .routes()
+                .iter()
+                .map(|(name, k)| {
+                    let kernel = match k {
+                        PortableKind::Dense => format!("dense-{}", m.precision()),
+                        PortableKind::Int8Q8_0 => "int8-q8_0".to_string(),
+                        PortableKind::Decoded => format!("decoded-{}", m.precision()),
+                    };
+                    (name.clone(), kernel)
+                })
+                .collect(),
         }
     }
 
@@ -294,24 +386,24 @@ impl SentenceEncoder {
     /// heads or FFN neurons). Otherwise the saving is `nominal`: a smaller file, the same dense
     /// compute.
     pub fn saves_compute_against(&self, original: &SentenceEncoder) -> bool {
-        self.routes().iter().any(|(_, k)| *k != LinearKind::Dense)
+        self.kernels().iter().any(|(_, k)| kernel_saves_compute(k))
             || self.linear_params() < original.linear_params()
     }
 
-    /// The joulecut encoder itself (`None` on the candle engine), for calibrated compression.
+    /// The joulecut encoder itself (`None` on the other engines), for calibrated compression.
     pub fn native(&self) -> Option<&BertEncoder> {
         match &self.net {
             Net::Joulecut { model, .. } => Some(model),
-            Net::Candle(_) => None,
+            _ => None,
         }
     }
 
-    /// The joulecut encoder, mutable (`None` on the candle engine): calibrated compression changes
+    /// The joulecut encoder, mutable (`None` on the other engines): calibrated compression changes
     /// its weights in place.
     pub fn native_mut(&mut self) -> Option<&mut BertEncoder> {
         match &mut self.net {
             Net::Joulecut { model, .. } => Some(model),
-            Net::Candle(_) => None,
+            _ => None,
         }
     }
 
@@ -370,23 +462,32 @@ impl SentenceEncoder {
     }
 
     fn forward(&self, enc: &[tokenizers::Encoding]) -> Result<Vec<Vec<f32>>> {
-        let model = match &self.net {
-            Net::Candle(m) => m,
-            Net::Joulecut { model, workspace } => {
-                let mut b = TokenBatch::default();
-                for e in enc {
-                    let n = e.get_attention_mask().iter().filter(|&&m| m != 0).count();
-                    b.push(&e.get_ids()[..n], &e.get_type_ids()[..n]);
-                }
-                let mut ws = workspace.lock().unwrap_or_else(|p| p.into_inner());
-                let pooled = model.encode(&b, &mut ws).map_err(|e| Error::BadConfig {
-                    path: self.dir.join("config.json"),
-                    reason: e.to_string(),
-                })?;
-                let h = self.config.hidden_size;
-                return Ok(pooled.chunks_exact(h).map(<[f32]>::to_vec).collect());
+        let unpadded = || {
+            let mut b = TokenBatch::default();
+            for e in enc {
+                let n = e.get_attention_mask().iter().filter(|&&m| m != 0).count();
+                b.push(&e.get_ids()[..n], &e.get_type_ids()[..n]);
             }
+            b
         };
+        let h = self.config.hidden_size;
+        let pooled = match &self.net {
+            Net::Candle(m) => return self.forward_candle(m, enc),
+            Net::Joulecut { model, workspace } => {
+                let mut ws = workspace.lock().unwrap_or_else(|p| p.into_inner());
+                model.encode(&unpadded(), &mut ws)
+            }
+            Net::Portable(model) => model.encode(&unpadded()),
+        };
+        let pooled = pooled.map_err(|e| crate::native::run_err(&self.dir.join("config.json"), e))?;
+        Ok(pooled.chunks_exact(h).map(<[f32]>::to_vec).collect())
+    }
+
+    fn forward_candle(
+        &self,
+        model: &BertModel,
+        enc: &[tokenizers::Encoding],
+    ) -> Result<Vec<Vec<f32>>> {
         let dev = &model.device;
         let stack = |f: fn(&tokenizers::Encoding) -> &[u32], what: &str| -> Result<Tensor> {
             let rows = enc
@@ -405,6 +506,12 @@ impl SentenceEncoder {
         let pooled = mean_pool(&hidden, &mask).map_err(Error::candle("mean-pool"))?;
         pooled.to_vec2().map_err(Error::candle("read embeddings"))
     }
+}
+
+/// Whether a kernel named by [`SentenceEncoder::kernels`] computes differently from the dense
+/// f32 baseline (a compressed kernel, or dense products in half precision).
+pub fn kernel_saves_compute(kernel: &str) -> bool {
+    !matches!(kernel, "dense-f32" | "decoded-f32")
 }
 
 /// Mean of the token states over the attention mask: `hidden` `[batch, seq, dim]`, `mask`

@@ -41,8 +41,8 @@ pub use config::{
     SUPPORTED_MODEL_TYPES, check_structured_weights, check_weights, is_encoder_tensor,
     parse_config, read_config,
 };
-pub use encoder::{EncodeConfig, Engine, SentenceEncoder, mean_pool};
+pub use encoder::{EncodeConfig, Engine, SentenceEncoder, kernel_saves_compute, mean_pool};
 pub use error::{Error, Result};
-pub use joulecut_models::bert::LinearKind;
+pub use joulecut_models::bert::{LinearKind, Precision};
 pub use structure::{INTERMEDIATE_SIZES, PRUNED_HEADS, Structure};
 pub use weights::{INDEX_FILE, WEIGHTS_FILE, Weights};

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use candle_transformers::models::bert::{Config, HiddenAct};
-use joulecut_checkpoint::TensorData;
+use joulecut_checkpoint::{FloatType, TensorData};
 use joulecut_models::RealKernels;
 use joulecut_models::bert::{
-    Activation, BertConfig, BertEncoder, LinearKind, Sublayer, TensorSource,
+    Activation, BertConfig, BertEncoder, LinearKind, Precision, Sublayer, TensorSource,
 };
 use joulecut_quant::ActivationGrid;
 
@@ -71,8 +71,34 @@ pub(crate) fn load(weights: &Weights, prefix: &str, config: &Config) -> Result<B
     Ok(enc)
 }
 
+/// The precision the portable engine runs a model in when none is asked for: that of the
+/// stored dense weights of the first layer's query (f16 and bf16 files compute in half
+/// precision; anything else in f32).
+pub(crate) fn stored_precision(src: &Prefixed<'_>) -> Precision {
+    match src.tensor(&format!("{}.weight", Sublayer::Qkv.modules(0)[0])) {
+        Ok(TensorData::Dense(d)) => match d.dtype {
+            FloatType::F16 => Precision::F16,
+            FloatType::BF16 => Precision::BF16,
+            _ => Precision::F32,
+        },
+        _ => Precision::F32,
+    }
+}
+
+/// A models error from a forward pass: device (candle) failures stay internal errors, anything
+/// else is the model's configuration at `path`.
+pub(crate) fn run_err(path: &std::path::Path, e: joulecut_models::Error) -> Error {
+    match e {
+        joulecut_models::Error::Candle { action, source } => Error::Candle { action, source },
+        other => Error::BadConfig {
+            path: path.to_path_buf(),
+            reason: other.to_string(),
+        },
+    }
+}
+
 /// Names the file in a models error, keeping the shape and missing-tensor cases typed.
-fn model_err(weights: &Weights, prefix: &str, e: joulecut_models::Error) -> Error {
+pub(crate) fn model_err(weights: &Weights, prefix: &str, e: joulecut_models::Error) -> Error {
     let path = weights.path().to_path_buf();
     match e {
         joulecut_models::Error::MissingTensor { name } => Error::MissingTensor {
@@ -90,6 +116,7 @@ fn model_err(weights: &Weights, prefix: &str, e: joulecut_models::Error) -> Erro
             found,
         },
         joulecut_models::Error::Checkpoint(c) => Error::Checkpoint(c),
+        joulecut_models::Error::Candle { action, source } => Error::Candle { action, source },
         other => Error::BadConfig {
             path,
             reason: other.to_string(),

@@ -137,6 +137,7 @@ fn transformer_suite_reports_every_variant_through_its_kernels() {
     let opts = TransformerOptions {
         model: s.model.clone(),
         out_dir: s.out.clone(),
+        device: candle_core::Device::Cpu,
     };
     let run = run_transformer_suite(&suite, &opts, &meter, &mut |_| {}).unwrap();
     let report = TransformerReport::build(suite.clone(), host(), MIN_COSINE, 1.0, run);
@@ -344,6 +345,7 @@ fn bad_input_writes_nothing() {
     let bad_model = TransformerOptions {
         model: s.model.join("missing"),
         out_dir: s.out.clone(),
+        device: candle_core::Device::Cpu,
     };
     let e = run_transformer_suite(&suite, &bad_model, &meter, &mut |_| {}).unwrap_err();
     assert!(e.is_bad_input(), "{e}");
@@ -354,6 +356,7 @@ fn bad_input_writes_nothing() {
     let opts = TransformerOptions {
         model: s.model.clone(),
         out_dir: s.out.clone(),
+        device: candle_core::Device::Cpu,
     };
     let e = run_transformer_suite(&suite, &opts, &meter, &mut |_| {}).unwrap_err();
     assert!(e.is_bad_input(), "{e}");
@@ -402,6 +405,7 @@ fn structured_and_recovered_variants_are_real_and_pay_the_teacher_once() {
     let opts = TransformerOptions {
         model: s.model.clone(),
         out_dir: s.out.clone(),
+        device: candle_core::Device::Cpu,
     };
 
     // a layer the model does not have: refused before anything is written

@@ -20,6 +20,7 @@ mod importance;
 mod layer;
 mod linear;
 mod load;
+mod portable;
 mod smooth;
 mod structured;
 #[cfg(test)]
@@ -37,6 +38,7 @@ pub use importance::{UnitImportance, UnitStats, keep_top, magnitude_importance};
 pub use layer::{EncoderLayer, Sublayer};
 pub use linear::{LinearKind, LinearOp};
 pub use load::TensorSource;
+pub use portable::{PortableEncoder, PortableKind, Precision};
 pub use structured::{StructuredReport, StructuredSpec, UnitScore};
 pub use trainable::{NamedValues, PaddedBatch, StudentOutput, StudentSpec, TrainableEncoder};
 

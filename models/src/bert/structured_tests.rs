@@ -46,7 +46,11 @@ pub(super) fn cfg() -> BertConfig {
 
 /// Random weights (std ~ 1/sqrt(fan_in)) by HF name; `edit` may change them before loading.
 pub(super) fn tensors(seed: u64) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
-    let c = cfg();
+    tensors_for(&cfg(), seed)
+}
+
+/// [`tensors`] for another configuration.
+pub(super) fn tensors_for(c: &BertConfig, seed: u64) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
     let (h, i) = (c.hidden, c.intermediate);
     let mut rng = XorShift64::new(seed);
     let mut t = BTreeMap::new();
@@ -68,7 +72,7 @@ pub(super) fn tensors(seed: u64) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
     );
     put(
         "embeddings.token_type_embeddings.weight".into(),
-        vec![2, h],
+        vec![c.type_vocab, h],
         0.5,
         &mut rng,
     );

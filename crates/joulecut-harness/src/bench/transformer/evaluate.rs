@@ -7,7 +7,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use candle_core::Device;
-use joulecut_embed::{EncodeConfig, Engine, LinearKind, SentenceEncoder};
+use joulecut_embed::{EncodeConfig, SentenceEncoder, kernel_saves_compute};
+use joulecut_models::bert::TensorSource;
 use joulecut_energy::{Measurement, Meter};
 
 use super::config::EmbedEvalConfig;
@@ -44,12 +45,10 @@ impl Embedded {
         m
     }
 
-    /// Whether the model runs differently from `base`: an int8 or sparse kernel runs some layer,
-    /// or its layers are physically smaller.
+    /// Whether the model runs differently from `base`: a compressed kernel (or dense products in
+    /// half precision) runs some layer, or its layers are physically smaller.
     pub fn real_against(&self, base: &Embedded) -> bool {
-        self.layers
-            .iter()
-            .any(|l| l.kernel != kernel_name(LinearKind::Dense))
+        self.layers.iter().any(|l| kernel_saves_compute(&l.kernel))
             || self.linear_params < base.linear_params
     }
 
@@ -59,42 +58,31 @@ impl Embedded {
     }
 }
 
-/// The name reports give a kernel (as `joulecut eval-embeddings` does).
-pub(super) fn kernel_name(k: LinearKind) -> &'static str {
-    match k {
-        LinearKind::Dense => "dense-f32",
-        LinearKind::Int8 => "int8",
-        LinearKind::Sparse => "sparse",
-    }
-}
-
-/// Loads `dir` on joulecut's kernels and embeds `sentences`: one warm-up batch outside the window
-/// (first-touch allocation is not the model's cost), then at least `cfg.repeats` passes, more until
-/// the window spans the meter's shortest trustworthy window.
+/// Loads `dir` on `device` (joulecut's kernels on the CPU, the portable engine elsewhere) and
+/// embeds `sentences`: one warm-up batch outside the window (first-touch allocation is not the
+/// model's cost), then at least `cfg.repeats` passes, more until the window spans the meter's
+/// shortest trustworthy window.
 pub(super) fn embed(
     dir: &Path,
     sentences: &[String],
     cfg: &EmbedEvalConfig,
     meter: &Meter,
     label: &str,
+    device: &Device,
 ) -> Result<Embedded> {
-    let enc = SentenceEncoder::load_with(dir, &Device::Cpu, Engine::Joulecut)?;
+    let enc = SentenceEncoder::load(dir, device)?;
     let layers: Vec<LayerKernel> = enc
-        .routes()
+        .kernels()
         .into_iter()
-        .map(|(name, k)| LayerKernel {
-            name,
-            kernel: kernel_name(k).to_string(),
-        })
+        .map(|(name, kernel)| LayerKernel { name, kernel })
         .collect();
-    let (zeros, total) = enc
-        .native()
-        .expect("the joulecut engine was asked for")
-        .linear_weights()
-        .iter()
-        .fold((0usize, 0usize), |(z, t), (_, _, v)| {
-            (z + v.iter().filter(|x| **x == 0.0).count(), t + v.len())
-        });
+    let src = enc.tensors();
+    let (mut zeros, mut total) = (0usize, 0usize);
+    for l in &layers {
+        let w = src.tensor(&format!("{}.weight", l.name))?.to_f32();
+        zeros += w.iter().filter(|x| **x == 0.0).count();
+        total += w.len();
+    }
     let ecfg = EncodeConfig {
         batch_size: cfg.batch_size,
     };

@@ -14,7 +14,11 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let suite = TransformerSuite::builtin();
 //! let meter = joulecut_energy::Meter::auto(joulecut_energy::MeterConfig::default())?;
-//! let opts = TransformerOptions { model: "all-MiniLM-L6-v2".into(), out_dir: "bench-transformer".into() };
+//! let opts = TransformerOptions {
+//!     model: "all-MiniLM-L6-v2".into(),
+//!     out_dir: "bench-transformer".into(),
+//!     device: candle_core::Device::Cpu,
+//! };
 //! let run = run_transformer_suite(&suite, &opts, &meter, &mut |line| eprintln!("{line}"))?;
 //! for r in &run.results {
 //!     println!("{}: mean cosine {:.5}, {:.2} J/1000 sentences, {}", r.variant, r.cosine_mean, r.joules_per_1000, r.saving);

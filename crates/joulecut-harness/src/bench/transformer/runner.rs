@@ -24,6 +24,10 @@ pub struct TransformerOptions {
     /// Output directory: `text/` (the sentence files the commands name), `models/` (one
     /// directory per variant; an earlier run's are replaced), and the reports.
     pub out_dir: PathBuf,
+    /// Where the baseline and the variants are evaluated: joulecut's kernels on the CPU, the
+    /// portable engine (f16/bf16 computed as stored, int8 as Q8_0) on a GPU. Compression and
+    /// recovery run on the CPU either way.
+    pub device: candle_core::Device,
 }
 
 /// The sentences a run used.
@@ -218,7 +222,7 @@ pub fn run_transformer_suite(
         eval.len()
     ));
     let t0 = Instant::now();
-    let base = embed(&opts.model, eval, &suite.eval, meter, "baseline")?;
+    let base = embed(&opts.model, eval, &suite.eval, meter, "baseline", &opts.device)?;
     let mut results = vec![row(
         &base,
         &base,
@@ -240,7 +244,7 @@ pub fn run_transformer_suite(
         log(&format!("[{}/{total}] {}", i + 2, v.name));
         let t0 = Instant::now();
         let (dir, costs, commands) = builder.build(v, log)?;
-        let e = embed(&dir, eval, &suite.eval, meter, &v.name)?;
+        let e = embed(&dir, eval, &suite.eval, meter, &v.name, &opts.device)?;
         results.push(row(&base, &e, Some(v), (&dir, costs, commands), suite, t0)?);
         log_row(log, results.last().expect("pushed"));
     }
