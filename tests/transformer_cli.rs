@@ -155,6 +155,27 @@ fn calibrated_int8_runs_on_the_int8_kernels_within_the_cosine_budget() {
     let c = mean_cosine(&v);
     assert!(c >= 0.998, "int8 mean cosine {c}");
     assert!(v["neighbour_agreement"]["mean"].as_f64().unwrap() > 0.9);
+    // the GPU's engine (here on the CPU) runs the same integers as Q8_0, smoothing included
+    let short = short_eval(64);
+    let p = json(&[
+        "eval-embeddings",
+        s(&m),
+        s(&out),
+        "--sentences",
+        s(&short),
+        "--batch1-sentences",
+        "0",
+        "--engine",
+        "portable",
+        "--orig-engine",
+        "joulecut",
+        "--json",
+    ]);
+    assert_eq!(p["compressed"]["engine"], "portable");
+    assert_eq!(p["compressed"]["kernels"]["int8-q8_0"], 36);
+    assert_eq!(p["saving"], "real");
+    let c = mean_cosine(&p);
+    assert!(c >= 0.998, "int8 as Q8_0: mean cosine {c}");
     // the smoothed file decodes to the original weights within the int8 grid's error
     let plain = scratch().join("minilm-int8-calibrated-decoded");
     let _ = std::fs::remove_dir_all(&plain);

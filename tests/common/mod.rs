@@ -159,3 +159,14 @@ pub fn safetensors_bytes(header: &str, data: &[u8]) -> Vec<u8> {
     b.extend_from_slice(data);
     b
 }
+
+/// The first `n` evaluation glosses in their own file (for the slower engines' checks).
+pub fn short_eval(n: usize) -> PathBuf {
+    let path = scratch().join(format!("eval-first-{n}.txt"));
+    if !path.is_file() {
+        let text = std::fs::read_to_string(wordnet_split().join("eval.txt")).unwrap();
+        let lines: Vec<&str> = text.lines().take(n).collect();
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    }
+    path
+}

@@ -204,13 +204,13 @@ impl SentenceEncoder {
         precision: Option<Precision>,
     ) -> Result<Self> {
         if engine == Engine::Joulecut && !device.is_cpu() {
-            return Err(Error::BadSetting(
+            return Err(Error::WrongEngine(
                 "joulecut's transformer kernels run on the CPU; use the portable engine on a GPU"
                     .into(),
             ));
         }
         if let (Some(p), false) = (precision, engine == Engine::Portable) {
-            return Err(Error::BadSetting(format!(
+            return Err(Error::WrongEngine(format!(
                 "a {p} precision is the portable engine's setting; the {engine} engine computes \
                  in f32 (or as the weights are stored)"
             )));

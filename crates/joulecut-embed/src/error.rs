@@ -163,6 +163,9 @@ pub enum Error {
     /// A setting is out of range.
     #[error("{0}")]
     BadSetting(String),
+    /// The engine asked for cannot do what was asked (a device, a precision).
+    #[error("{0}")]
+    WrongEngine(String),
     /// A candle operation failed while running the model.
     #[error("{action}")]
     Candle {
@@ -227,6 +230,9 @@ impl Error {
                 "run it on joulecut's engine (--engine joulecut, the default), which loads the smaller layers".into()
             }
             Error::BadSetting(_) => "e.g. --batch-size 32".into(),
+            Error::WrongEngine(_) => "joulecut's kernels run on the CPU in f32 (or as stored); \
+                `--engine portable` runs on any device and takes --precision f32|f16|bf16"
+                .into(),
             Error::Candle { .. } => return None,
         })
     }
