@@ -52,6 +52,9 @@ pub struct EvalEmbeddingsArgs {
     /// bf16 (default: as its weights are stored). The original runs as stored.
     #[arg(long)]
     precision: Option<Precision>,
+    /// The same for the original model (portable engine only; default: as stored).
+    #[arg(long)]
+    orig_precision: Option<Precision>,
     /// Also time both models at each of these batch sizes (comma-separated, e.g. 1,32,256):
     /// sentences/s and joules per 1,000 sentences, each in its own energy window.
     #[arg(long, value_delimiter = ',', value_name = "SIZES")]
@@ -247,8 +250,9 @@ pub fn run(a: EvalEmbeddingsArgs) -> anyhow::Result<ExitCode> {
     // apart, never inside a model's figures.
     let warm = Instant::now();
     let (loaded, warmup_energy) = meter.measure("warmup", || -> anyhow::Result<_> {
-        let orig = SentenceEncoder::load_with(&a.orig_dir, &orig_dev, orig_engine)
-            .map_err(embed_err)?;
+        let orig =
+            SentenceEncoder::load_opts(&a.orig_dir, &orig_dev, orig_engine, a.orig_precision)
+                .map_err(embed_err)?;
         let comp = SentenceEncoder::load_opts(&a.compressed_dir, &dev, engine, a.precision)
             .map_err(embed_err)?;
         let first = &sentences[..a.batch_size.min(sentences.len())];

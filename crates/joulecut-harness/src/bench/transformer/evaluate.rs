@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use candle_core::Device;
-use joulecut_embed::{EncodeConfig, SentenceEncoder, kernel_saves_compute};
+use joulecut_embed::{EncodeConfig, Engine, Precision, SentenceEncoder, kernel_saves_compute};
 use joulecut_models::bert::TensorSource;
 use joulecut_energy::{Measurement, Meter};
 
@@ -58,8 +58,8 @@ impl Embedded {
     }
 }
 
-/// Loads `dir` on `device` (joulecut's kernels on the CPU, the portable engine elsewhere) and
-/// embeds `sentences`: one warm-up batch outside the window (first-touch allocation is not the
+/// Loads `dir` on `device` (joulecut's kernels on the CPU, the portable engine elsewhere: the
+/// baseline in f32 whatever its storage, a variant as stored) and embeds `sentences`: one warm-up batch outside the window (first-touch allocation is not the
 /// model's cost), then at least `cfg.repeats` passes, more until the window spans the meter's
 /// shortest trustworthy window.
 pub(super) fn embed(
@@ -69,8 +69,11 @@ pub(super) fn embed(
     meter: &Meter,
     label: &str,
     device: &Device,
+    baseline: bool,
 ) -> Result<Embedded> {
-    let enc = SentenceEncoder::load(dir, device)?;
+    let engine = Engine::for_device(device);
+    let precision = (baseline && engine == Engine::Portable).then_some(Precision::F32);
+    let enc = SentenceEncoder::load_opts(dir, device, engine, precision)?;
     let layers: Vec<LayerKernel> = enc
         .kernels()
         .into_iter()

@@ -222,7 +222,7 @@ pub fn run_transformer_suite(
         eval.len()
     ));
     let t0 = Instant::now();
-    let base = embed(&opts.model, eval, &suite.eval, meter, "baseline", &opts.device)?;
+    let base = embed(&opts.model, eval, &suite.eval, meter, "baseline", &opts.device, true)?;
     let mut results = vec![row(
         &base,
         &base,
@@ -244,7 +244,7 @@ pub fn run_transformer_suite(
         log(&format!("[{}/{total}] {}", i + 2, v.name));
         let t0 = Instant::now();
         let (dir, costs, commands) = builder.build(v, log)?;
-        let e = embed(&dir, eval, &suite.eval, meter, &v.name, &opts.device)?;
+        let e = embed(&dir, eval, &suite.eval, meter, &v.name, &opts.device, false)?;
         results.push(row(&base, &e, Some(v), (&dir, costs, commands), suite, t0)?);
         log_row(log, results.last().expect("pushed"));
     }
