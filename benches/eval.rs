@@ -1,5 +1,6 @@
 //! End to end: the forward pass of LeNet-300-100 on the CPU at batch 1 and 256, for every storage
-//! encoding — dense f32, f16, int8 and 90 % packed sparse. Each checkpoint is written the way
+//! encoding — dense f32, f16, int8 and 90 % packed sparse — and of LeNet-5 in f32 and int8 (the
+//! int8 convolutions against the f32 ones). Each checkpoint is written the way
 //! `joulecut bench` writes its variants (the pipeline's typed storage steps through
 //! `pipeline::encode`, the int8 activation grid in the metadata) and loaded the way `joulecut eval`
 //! loads one (`Model::load` with `RealKernels::for_checkpoint`), so each encoding runs its real
@@ -20,24 +21,27 @@ use joulecut::harness::{RealKernels, data};
 use joulecut::models::{Model, ModelConfig, init_varmap};
 use joulecut::prune::{Granularity, Scope};
 
-const ARCH: &str = "lenet-300-100";
 const BATCHES: [usize; 2] = [1, 256];
 /// The sparse variant's global sparsity over the weights.
 const SPARSITY: f64 = 0.9;
 
-/// The encodings, by bench name: whether the weights are pruned first, and the storage steps.
-fn encodings() -> Vec<(&'static str, bool, Vec<Step>)> {
+/// The encodings of `arch`, by bench name: whether the weights are pruned first, and the storage
+/// steps.
+fn encodings(arch: &str) -> Vec<(&'static str, bool, Vec<Step>)> {
     let quantize = |dtype| Step::Quantize {
         dtype,
         granularity: Default::default(),
         activations: None,
     };
-    vec![
+    let mut all = vec![
         ("f32", false, vec![]),
-        ("f16", false, vec![quantize(QuantTarget::F16)]),
         ("int8", false, vec![quantize(QuantTarget::Int8)]),
-        ("sparse90", true, vec![Step::Pack]),
-    ]
+    ];
+    if arch == "lenet-300-100" {
+        all.push(("f16", false, vec![quantize(QuantTarget::F16)]));
+        all.push(("sparse90", true, vec![Step::Pack]));
+    }
+    all
 }
 
 /// Writes `cfg`'s initial weights (pruned to [`SPARSITY`] when `prune`) with the `storage` steps
@@ -65,28 +69,30 @@ fn model(cfg: &ModelConfig, prune: bool, storage: &[Step], path: &Path) -> Model
 
 fn bench(c: &mut Criterion) {
     joulecut::ops::tune_allocator();
-    let cfg = ModelConfig::parse(ARCH).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let max = *BATCHES.iter().max().unwrap();
-    let splits = data::synthetic(max, 1, cfg.input_dim(), cfg.classes(), 0);
-    let (xs, _) = splits.train.tensors(&Device::Cpu).unwrap();
-    let mut g = c.benchmark_group(format!("cpu/eval/{ARCH}"));
-    for (name, prune, storage) in encodings() {
-        let m = model(
-            &cfg,
-            prune,
-            &storage,
-            &dir.path().join(format!("{name}.safetensors")),
-        );
-        for batch in BATCHES {
-            let x: Tensor = xs.narrow(0, 0, batch).unwrap().contiguous().unwrap();
-            g.throughput(Throughput::Elements(batch as u64));
-            g.bench_with_input(BenchmarkId::new(name, format!("b{batch}")), &x, |b, x| {
-                b.iter(|| black_box(m.forward(x).unwrap()))
-            });
+    for arch in ["lenet-300-100", "lenet5"] {
+        let cfg = ModelConfig::parse(arch).unwrap();
+        let max = *BATCHES.iter().max().unwrap();
+        let splits = data::synthetic(max, 1, cfg.input_dim(), cfg.classes(), 0);
+        let (xs, _) = splits.train.tensors(&Device::Cpu).unwrap();
+        let mut g = c.benchmark_group(format!("cpu/eval/{arch}"));
+        for (name, prune, storage) in encodings(arch) {
+            let m = model(
+                &cfg,
+                prune,
+                &storage,
+                &dir.path().join(format!("{arch}-{name}.safetensors")),
+            );
+            for batch in BATCHES {
+                let x: Tensor = xs.narrow(0, 0, batch).unwrap().contiguous().unwrap();
+                g.throughput(Throughput::Elements(batch as u64));
+                g.bench_with_input(BenchmarkId::new(name, format!("b{batch}")), &x, |b, x| {
+                    b.iter(|| black_box(m.forward(x).unwrap()))
+                });
+            }
         }
+        g.finish();
     }
-    g.finish();
 }
 
 /// Criterion's generated entry point (the macro writes an undocumented `pub fn`).

@@ -401,13 +401,7 @@ fn half_precisions_run_as_such_within_the_budget() {
 #[test]
 fn engine_and_precision_mismatches_are_bad_input() {
     let (m, short) = (minilm(), short_eval(48));
-    let base = [
-        "eval-embeddings",
-        s(&m),
-        s(&m),
-        "--sentences",
-        s(&short),
-    ];
+    let base = ["eval-embeddings", s(&m), s(&m), "--sentences", s(&short)];
     // a precision is the portable engine's setting
     let r = joulecut()
         .args(base)
@@ -416,7 +410,11 @@ fn engine_and_precision_mismatches_are_bad_input() {
         .unwrap();
     assert_bad_input(&r, "portable engine");
     // batch sizes of zero, in the sweep too
-    let r = joulecut().args(base).args(["--sweep", "1,0"]).output().unwrap();
+    let r = joulecut()
+        .args(base)
+        .args(["--sweep", "1,0"])
+        .output()
+        .unwrap();
     assert_bad_input(&r, "at least 1");
     let r = joulecut()
         .args(base)

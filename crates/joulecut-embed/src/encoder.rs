@@ -259,8 +259,7 @@ impl SentenceEncoder {
                     weights: &weights,
                     prefix,
                 };
-                let precision =
-                    precision.unwrap_or_else(|| crate::native::stored_precision(&src));
+                let precision = precision.unwrap_or_else(|| crate::native::stored_precision(&src));
                 let model = PortableEncoder::load(
                     crate::native::bert_config(&config),
                     &src,
@@ -479,7 +478,8 @@ impl SentenceEncoder {
             }
             Net::Portable(model) => model.encode(&unpadded()),
         };
-        let pooled = pooled.map_err(|e| crate::native::run_err(&self.dir.join("config.json"), e))?;
+        let pooled =
+            pooled.map_err(|e| crate::native::run_err(&self.dir.join("config.json"), e))?;
         Ok(pooled.chunks_exact(h).map(<[f32]>::to_vec).collect())
     }
 

@@ -324,3 +324,35 @@ fn fake_quant_rows_matches_tensor_op_path_shape() {
         .unwrap();
     assert!(rel_l2(&y, &y64) < 1e-3);
 }
+
+/// A batch split across threads (several images per task, and several tasks) gives each image
+/// exactly what it gets alone: the grids are per image, and the parallel im2col and layout must
+/// not mix images up.
+#[test]
+fn int8_conv_batches_equal_their_images_one_at_a_time() {
+    let (c, h, o, k, pad) = (3usize, 12usize, 8usize, 3usize, 1usize);
+    let n = 40;
+    let w = values(o * c * k * k, 21, 0.3);
+    let b = values(o, 22, 0.1);
+    let layer = Int8Conv2d::from_f32(
+        "conv",
+        &w,
+        [o, c, k, k],
+        Some(&b),
+        pad,
+        1,
+        &Int8Config::default(),
+    )
+    .unwrap()
+    .with_relu(true);
+    let x = values(n * c * h * h, 23, 1.0);
+    for pool in [1usize, 2] {
+        let l = layer.clone().with_pool(pool);
+        let batch = l.forward_slice(&x, n, h, h);
+        let per = batch.len() / n;
+        for i in 0..n {
+            let one = l.forward_slice(&x[i * c * h * h..(i + 1) * c * h * h], 1, h, h);
+            assert_eq!(one, batch[i * per..(i + 1) * per], "image {i}, pool {pool}");
+        }
+    }
+}

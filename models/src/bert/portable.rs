@@ -234,8 +234,8 @@ impl Loader<'_> {
         };
         let (op, kind) = match int8 {
             Some((blocks, in_scales)) => {
-                let storage = QStorage::from_data(blocks.into(), self.device, GgmlDType::Q8_0)
-                    .map_err(&e)?;
+                let storage =
+                    QStorage::from_data(blocks.into(), self.device, GgmlDType::Q8_0).map_err(&e)?;
                 let q = QTensor::new(storage, (r, inp)).map_err(&e)?;
                 let in_mul = in_scales
                     .map(|s| Tensor::from_vec(s, inp, self.device))
@@ -285,7 +285,11 @@ impl PortableEncoder {
             dtype: precision.dtype(),
             routes: Vec::new(),
         };
-        let word = l.tensor("embeddings.word_embeddings.weight", &[cfg.vocab, h], DType::F32)?;
+        let word = l.tensor(
+            "embeddings.word_embeddings.weight",
+            &[cfg.vocab, h],
+            DType::F32,
+        )?;
         let position = l.tensor(
             "embeddings.position_embeddings.weight",
             &[cfg.max_positions, h],

@@ -25,7 +25,12 @@ fn wide() -> BertConfig {
 fn dense(t: &Raw) -> Mem {
     Mem(t
         .iter()
-        .map(|(n, (s, v))| (n.clone(), TensorData::Dense(DenseTensor::from_f32(s.clone(), v))))
+        .map(|(n, (s, v))| {
+            (
+                n.clone(),
+                TensorData::Dense(DenseTensor::from_f32(s.clone(), v)),
+            )
+        })
         .collect())
 }
 
@@ -70,7 +75,11 @@ fn min_cosine(a: &[f32], b: &[f32], width: usize) -> f64 {
     a.chunks(width)
         .zip(b.chunks(width))
         .map(|(x, y)| {
-            let dot: f64 = x.iter().zip(y).map(|(p, q)| (*p as f64) * (*q as f64)).sum();
+            let dot: f64 = x
+                .iter()
+                .zip(y)
+                .map(|(p, q)| (*p as f64) * (*q as f64))
+                .sum();
             let nx: f64 = x.iter().map(|p| (*p as f64).powi(2)).sum::<f64>().sqrt();
             let ny: f64 = y.iter().map(|p| (*p as f64).powi(2)).sum::<f64>().sqrt();
             dot / (nx * ny)
@@ -81,7 +90,9 @@ fn min_cosine(a: &[f32], b: &[f32], width: usize) -> f64 {
 #[test]
 fn f32_equals_joulecut_kernels() {
     let t = tensors(11);
-    let want = load(&t).encode(&batch(), &mut Workspace::default()).unwrap();
+    let want = load(&t)
+        .encode(&batch(), &mut Workspace::default())
+        .unwrap();
     let enc = PortableEncoder::load(cfg(), &dense(&t), &Device::Cpu, Precision::F32).unwrap();
     assert!(enc.routes().iter().all(|(_, k)| *k == PortableKind::Dense));
     let got = enc.encode(&batch()).unwrap();
@@ -90,7 +101,10 @@ fn f32_equals_joulecut_kernels() {
         .zip(&want)
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
-    assert!(d < 1e-4, "portable f32 differs from joulecut's kernels by {d}");
+    assert!(
+        d < 1e-4,
+        "portable f32 differs from joulecut's kernels by {d}"
+    );
 }
 
 #[test]

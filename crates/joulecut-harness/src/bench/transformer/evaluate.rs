@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use candle_core::Device;
 use joulecut_embed::{EncodeConfig, Engine, Precision, SentenceEncoder, kernel_saves_compute};
-use joulecut_models::bert::TensorSource;
 use joulecut_energy::{Measurement, Meter};
+use joulecut_models::bert::TensorSource;
 
 use super::config::EmbedEvalConfig;
 use super::result::LayerKernel;

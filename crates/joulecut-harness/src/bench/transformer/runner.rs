@@ -222,7 +222,15 @@ pub fn run_transformer_suite(
         eval.len()
     ));
     let t0 = Instant::now();
-    let base = embed(&opts.model, eval, &suite.eval, meter, "baseline", &opts.device, true)?;
+    let base = embed(
+        &opts.model,
+        eval,
+        &suite.eval,
+        meter,
+        "baseline",
+        &opts.device,
+        true,
+    )?;
     let mut results = vec![row(
         &base,
         &base,
