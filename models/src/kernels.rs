@@ -184,8 +184,8 @@ impl RealKernels {
     }
 }
 
-/// `cpu`, `cuda:N` or `metal:N`.
-fn device_name(d: &Device) -> String {
+/// `cpu`, `cuda:N` or `metal:N`: a device as reports name it.
+pub fn device_name(d: &Device) -> String {
     match d.location() {
         candle_core::DeviceLocation::Cpu => "cpu".into(),
         candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),

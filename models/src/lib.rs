@@ -27,5 +27,5 @@ mod model;
 pub use config::{ARCH_NAMES, CONV_POOL, MAX_PARAMS, MAX_WIDTH, ModelConfig};
 pub use error::{Error, Result};
 pub use init::{Rng, init_varmap, load_into_varmap};
-pub use kernels::{Fallback, Kernel, RealKernels, Route};
+pub use kernels::{Fallback, Kernel, RealKernels, Route, device_name};
 pub use model::{DenseFactory, Layer, LayerFactory, LayerPath, Model};

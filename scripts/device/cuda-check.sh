@@ -33,21 +33,7 @@ SEED=${JOULECUT_CHECK_SEED:-1}
 # run (LeNet-300-100 only) follows: e.g. JOULECUT_CHECK_MODEL=lenet5 JOULECUT_CHECK_BENCH=0.
 MODEL=${JOULECUT_CHECK_MODEL:-lenet-300-100}
 BENCH=${JOULECUT_CHECK_BENCH:-1}
-failed=()
-
-step() { printf '\n=== %s (%s)\n' "$*" "$(date -u +%T)"; }
-# run NAME CMD...: stdout to $REP/NAME.json, stderr to the log; records failures, keeps going.
-run() {
-  local name=$1
-  shift
-  local t0=$SECONDS
-  if "$@" >"$REP/$name.json"; then
-    echo "[$name] ok in $((SECONDS - t0)) s"
-  else
-    echo "[$name] FAILED (exit $?) after $((SECONDS - t0)) s: $*"
-    failed+=("$name")
-  fi
-}
+source "$ROOT/scripts/device/steps.sh"
 
 step "unpack"
 (cd "$DIST" && sha256sum -c SHA256SUMS) || { echo "dist-cuda/ is damaged or incomplete"; exit 1; }

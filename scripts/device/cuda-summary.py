@@ -8,19 +8,13 @@
 Usage: cuda-summary.py REPORTS_DIR > summary.json   (exit 1 when a check fails)
 """
 
-import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from summary_common import failed_steps, finish, gpu_measured, load  # noqa: E402
+
 TOL_PT = 0.3
-
-
-def load(d: Path, name: str):
-    p = d / f"{name}.json"
-    try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        return {"error": f"{p.name}: {e}"}
 
 
 def energy(e):
@@ -39,16 +33,6 @@ def energy(e):
     }
 
 
-def gpu_measured(e) -> bool:
-    """Whether some GPU domain of a Measurement was read from NVML as measured energy."""
-    if not isinstance(e, dict):
-        return False
-    return any(
-        str(d.get("source", "")).startswith("nvml") and d.get("provenance") == "measured"
-        for d in e.get("domains", [])
-    )
-
-
 def pt(a, b):
     if a is None or b is None:
         return None
@@ -58,9 +42,7 @@ def pt(a, b):
 def main() -> int:
     d = Path(sys.argv[1])
     out = {"checks": {}, "failed_steps": []}
-    f = d / "failed.txt"
-    if f.exists():
-        out["failed_steps"] = [l for l in f.read_text().split() if l]
+    out["failed_steps"] = failed_steps(d)
 
     train = {dev: load(d, f"train-{dev}") for dev in ("cuda", "cpu")}
     out["train"] = {
@@ -143,11 +125,7 @@ def main() -> int:
             (r.get("inference_joules_per_10k") or 0) > 0 for r in rows
         )
 
-    ok = all(v for k, v in c.items() if isinstance(v, bool)) and not out["failed_steps"]
-    out["pass"] = ok
-    json.dump(out, sys.stdout, indent=2)
-    print()
-    return 0 if ok else 1
+    return finish(out)
 
 
 if __name__ == "__main__":

@@ -30,21 +30,7 @@ exec > >(tee -a "$OUT/transformer-log.txt") 2>&1
 DIST=$ROOT/dist-minilm
 SWEEP=${JOULECUT_CHECK_SWEEP:-1,32,256}
 BENCH=${JOULECUT_CHECK_BENCH:-1}
-failed=()
-
-step() { printf '\n=== %s (%s)\n' "$*" "$(date -u +%T)"; }
-# run NAME CMD...: stdout to $REP/NAME.json, stderr to the log; records failures, keeps going.
-run() {
-  local name=$1
-  shift
-  local t0=$SECONDS
-  if "$@" >"$REP/$name.json"; then
-    echo "[$name] ok in $((SECONDS - t0)) s"
-  else
-    echo "[$name] FAILED (exit $?) after $((SECONDS - t0)) s: $*"
-    failed+=("$name")
-  fi
-}
+source "$ROOT/scripts/device/steps.sh"
 
 step "unpack"
 (cd "$DIST" && sha256sum --quiet -c SHA256SUMS) || { echo "dist-minilm/ is damaged or incomplete"; exit 1; }

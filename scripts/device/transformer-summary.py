@@ -13,31 +13,17 @@
 Usage: transformer-summary.py REPORTS_DIR > transformer-summary.json   (exit 1 when a check fails)
 """
 
-import json
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from summary_common import failed_steps, finish, gpu_measured, load  # noqa: E402
 
 MIN_F32 = 0.99999
 MIN_HALF = 0.9995
 MIN_INT8 = 0.998
 HALF_SPEEDUP = 1.5
 LAYERS = 36
-
-
-def load(d: Path, name: str):
-    p = d / f"{name}.json"
-    try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        return {"error": f"{p.name}: {e}"}
-
-
-def gpu_measured(e) -> bool:
-    """Whether some domain of a Measurement was read from NVML as measured energy."""
-    return isinstance(e, dict) and any(
-        str(d.get("source", "")).startswith("nvml") and d.get("provenance") == "measured"
-        for d in e.get("domains", [])
-    )
 
 
 def zero_measured(e):
@@ -86,9 +72,7 @@ def side_summary(s):
 def main() -> int:
     d = Path(sys.argv[1])
     out = {"checks": {}, "failed_steps": [], "eval": {}}
-    f = d / "failed.txt"
-    if f.exists():
-        out["failed_steps"] = [l for l in f.read_text().split() if l]
+    out["failed_steps"] = failed_steps(d)
     c = out["checks"]
     gpu_windows, zeros = [], []
 
@@ -186,11 +170,7 @@ def main() -> int:
             r.get("saving") == "real" for r in rows if r.get("variant") != "baseline"
         )
 
-    ok = all(v for k, v in c.items() if isinstance(v, bool)) and not out["failed_steps"]
-    out["pass"] = ok
-    json.dump(out, sys.stdout, indent=2)
-    print()
-    return 0 if ok else 1
+    return finish(out)
 
 
 if __name__ == "__main__":

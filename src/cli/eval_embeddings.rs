@@ -13,6 +13,7 @@ use joulecut::embed::{
     read_sentences,
 };
 use joulecut::energy::{Measurement, Meter};
+use joulecut::models::device_name;
 
 use super::error::bad_input;
 use super::output::{device, energy_line, human_bytes, meter_on, print_json};
@@ -214,15 +215,6 @@ fn sweep(
         out.push((name.to_string(), points));
     }
     Ok(out)
-}
-
-/// Where a device's work is described in reports (`cpu`, `cuda:0`).
-fn device_name(dev: &Device) -> String {
-    match dev.location() {
-        candle_core::DeviceLocation::Cpu => "cpu".into(),
-        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
-        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
-    }
 }
 
 pub fn run(a: EvalEmbeddingsArgs) -> anyhow::Result<ExitCode> {

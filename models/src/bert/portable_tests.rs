@@ -7,7 +7,7 @@ use candle_core::Device;
 use joulecut_checkpoint::{DenseTensor, TensorData};
 use joulecut_quant::{Int8Config, quantize_tensor};
 
-use super::super::structured_tests::{Mem, batch, cfg, load, tensors, tensors_for};
+use super::super::structured_tests::{Mem, batch, cfg, dense_mem, load, tensors, tensors_for};
 use super::super::{BertConfig, Workspace};
 use super::{PortableEncoder, PortableKind, Precision, q8_0_blocks};
 
@@ -22,21 +22,9 @@ fn wide() -> BertConfig {
     }
 }
 
-fn dense(t: &Raw) -> Mem {
-    Mem(t
-        .iter()
-        .map(|(n, (s, v))| {
-            (
-                n.clone(),
-                TensorData::Dense(DenseTensor::from_f32(s.clone(), v)),
-            )
-        })
-        .collect())
-}
-
 /// Every encoder weight int8 per output channel (`smooth`: with per-input factors too).
 fn int8(t: &Raw, smooth: bool) -> Mem {
-    let mut m = dense(t);
+    let mut m = dense_mem(t);
     for (n, (s, v)) in t {
         if n.starts_with("encoder.") && n.ends_with(".weight") && s.len() == 2 {
             let q = if smooth {
@@ -93,7 +81,7 @@ fn f32_equals_joulecut_kernels() {
     let want = load(&t)
         .encode(&batch(), &mut Workspace::default())
         .unwrap();
-    let enc = PortableEncoder::load(cfg(), &dense(&t), &Device::Cpu, Precision::F32).unwrap();
+    let enc = PortableEncoder::load(cfg(), &dense_mem(&t), &Device::Cpu, Precision::F32).unwrap();
     assert!(enc.routes().iter().all(|(_, k)| *k == PortableKind::Dense));
     let got = enc.encode(&batch()).unwrap();
     let d = got
@@ -168,7 +156,7 @@ fn int8_that_q8_0_cannot_hold_is_decoded_and_says_so() {
 #[test]
 fn half_precisions_stay_close_to_f32() {
     let c = wide();
-    let m = dense(&tensors_for(&c, 9));
+    let m = dense_mem(&tensors_for(&c, 9));
     let f32s = encode(c, &m, Precision::F32);
     for (p, bound) in [(Precision::F16, 0.9999), (Precision::BF16, 0.999)] {
         let got = encode(c, &m, p);

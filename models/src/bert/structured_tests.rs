@@ -110,8 +110,9 @@ pub(super) fn tensors_for(c: &BertConfig, seed: u64) -> BTreeMap<String, (Vec<us
     out
 }
 
-pub(super) fn load(t: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> BertEncoder {
-    let mem = Mem(t
+/// The tensors as dense f32 checkpoint tensors.
+pub(super) fn dense_mem(t: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> Mem {
+    Mem(t
         .iter()
         .map(|(n, (s, v))| {
             (
@@ -119,8 +120,11 @@ pub(super) fn load(t: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> BertEncoder 
                 TensorData::Dense(DenseTensor::from_f32(s.clone(), v)),
             )
         })
-        .collect());
-    BertEncoder::load(cfg(), &mem, &RealKernels::default()).unwrap()
+        .collect())
+}
+
+pub(super) fn load(t: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> BertEncoder {
+    BertEncoder::load(cfg(), &dense_mem(t), &RealKernels::default()).unwrap()
 }
 
 pub(super) fn batch() -> TokenBatch {

@@ -1,31 +1,16 @@
 //! The trainable encoder against the inference engine (same embeddings, padding or not) and the
 //! distillation loss's gradient through the whole encoder against finite differences.
 
-use std::collections::BTreeMap;
-
 use candle_core::{Device, Tensor};
-use joulecut_checkpoint::{DenseTensor, TensorData};
 use joulecut_distill::{EmbeddingLoss, embedding_loss};
 
-use super::structured_tests::{Mem, batch, cfg, load, tensors};
+use super::structured_tests::{batch, cfg, dense_mem, load, tensors};
 use super::{PaddedBatch, StudentSpec, TrainableEncoder, Workspace};
-
-fn mem(t: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> Mem {
-    Mem(t
-        .iter()
-        .map(|(n, (s, v))| {
-            (
-                n.clone(),
-                TensorData::Dense(DenseTensor::from_f32(s.clone(), v)),
-            )
-        })
-        .collect())
-}
 
 fn student(seed: u64) -> TrainableEncoder {
     TrainableEncoder::load(
         cfg(),
-        &mem(&tensors(seed)),
+        &dense_mem(&tensors(seed)),
         &StudentSpec::default(),
         &Device::Cpu,
     )
@@ -125,7 +110,7 @@ fn trained_embeddings_get_gradients_and_are_exported() {
         train_embeddings: true,
         ..StudentSpec::default()
     };
-    let s = TrainableEncoder::load(cfg(), &mem(&tensors(5)), &spec, &Device::Cpu).unwrap();
+    let s = TrainableEncoder::load(cfg(), &dense_mem(&tensors(5)), &spec, &Device::Cpu).unwrap();
     let pb = PaddedBatch::new(&batch(), &Device::Cpu).unwrap();
     let out = s.forward(&pb, &[]).unwrap();
     let grads = out
