@@ -218,10 +218,16 @@ fn sweep(
 }
 
 pub fn run(a: EvalEmbeddingsArgs) -> anyhow::Result<ExitCode> {
-    if a.batch_size == 0 || a.sweep.contains(&0) {
+    if a.batch_size == 0 {
         return Err(bad_input(
-            "batch sizes must be at least 1",
-            "e.g. --batch-size 32 --sweep 1,32,256",
+            "--batch-size must be at least 1",
+            "e.g. --batch-size 32",
+        ));
+    }
+    if a.sweep.contains(&0) {
+        return Err(bad_input(
+            "--sweep batch sizes must be at least 1",
+            "e.g. --sweep 1,32,256",
         ));
     }
     let dev = device(&a.device)?;
