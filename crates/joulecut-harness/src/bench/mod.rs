@@ -24,8 +24,8 @@ pub use result::{LayerRoute, RunResult, Saving, StepRecord};
 pub use runner::run_suite;
 pub use svg::{pareto, pareto_front};
 pub use transformer::{
-    EmbedEvalConfig, GridChoice, LayerKernel, StepCost, SuiteKind, TRANSFORMER_SCHEMA_VERSION,
-    TextConfig, TextSummary, TransformerOptions, TransformerRecommendation, TransformerReport,
-    TransformerResult, TransformerRow, TransformerRun, TransformerStep, TransformerSuite,
-    TransformerVariant, run_transformer_suite,
+    DeviceWarmup, EmbedEvalConfig, GridChoice, LayerKernel, StepCost, SuiteKind,
+    TRANSFORMER_SCHEMA_VERSION, TextConfig, TextSummary, TransformerOptions,
+    TransformerRecommendation, TransformerReport, TransformerResult, TransformerRow,
+    TransformerRun, TransformerStep, TransformerSuite, TransformerVariant, run_transformer_suite,
 };

@@ -43,4 +43,6 @@ pub use report::{
     TRANSFORMER_SCHEMA_VERSION, TransformerRecommendation, TransformerReport, TransformerRow,
 };
 pub use result::{LayerKernel, StepCost, TransformerResult};
-pub use runner::{TextSummary, TransformerOptions, TransformerRun, run_transformer_suite};
+pub use runner::{
+    DeviceWarmup, TextSummary, TransformerOptions, TransformerRun, run_transformer_suite,
+};

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::TransformerSuite;
 use super::result::TransformerResult;
-use super::runner::{TextSummary, TransformerRun};
+use super::runner::{DeviceWarmup, TextSummary, TransformerRun};
 use crate::Result;
 use crate::bench::break_even::{csv_cells, md_cells, never_if_nominal};
 use crate::bench::columns::{EnergyColumns, STAMP_HEADER, csv_text, stamp_cells};
@@ -79,6 +79,9 @@ pub struct TransformerReport {
     pub seconds: f64,
     /// The baseline and every variant, in suite order.
     pub rows: Vec<TransformerRow>,
+    /// The device's warm-up, metered apart (GPU runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<DeviceWarmup>,
     /// What to use.
     pub recommendation: TransformerRecommendation,
 }
@@ -125,6 +128,7 @@ impl TransformerReport {
             text: run.text,
             seconds,
             rows,
+            warmup: run.warmup,
             recommendation,
         }
     }
@@ -244,6 +248,14 @@ impl TransformerReport {
             .any(|r| r.run.provenance.to_string().contains("estimated"))
         {
             s += "**Energy is estimated**, not measured: no energy counter could be read on this host (see `host.skipped_probes` in report.json); the estimate model is named in each row's `inference_energy.domains[].source`. Ratios between variants are meaningful; absolute joules are a model.\n\n";
+        }
+        if let Some(w) = &self.warmup {
+            s += &format!(
+                "Device warm-up (loading the baseline and a first batch; in no row's figures): {:.1} s, {:.1} J ({}).\n\n",
+                w.seconds,
+                w.energy["joules"].as_f64().unwrap_or(f64::NAN),
+                w.energy["provenance"].as_str().unwrap_or("unknown")
+            );
         }
         s += &format!(
             "**Recommendation** (mean cosine ≥ {}): {}\n\n",

@@ -75,6 +75,43 @@ pub struct TransformerRun {
     pub text: TextSummary,
     /// The baseline first, then each variant in suite order.
     pub results: Vec<TransformerResult>,
+    /// The device's start-up (context, libraries, first kernels), metered before the baseline
+    /// and in no row's figures; `None` on the CPU, where nothing needs warming.
+    pub warmup: Option<DeviceWarmup>,
+}
+
+/// One metered warm-up window: the baseline loaded onto the device and one batch embedded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceWarmup {
+    /// Wall seconds.
+    pub seconds: f64,
+    /// The window (the DESIGN `energy` object).
+    pub energy: serde_json::Value,
+}
+
+/// Loads the baseline on a GPU and embeds one batch inside its own window, so that the device's
+/// start-up lands in no variant's figures; nothing on the CPU.
+fn warm_up(
+    opts: &TransformerOptions,
+    eval: &[String],
+    batch_size: usize,
+    meter: &Meter,
+) -> Result<Option<DeviceWarmup>> {
+    if opts.device.is_cpu() {
+        return Ok(None);
+    }
+    let t = Instant::now();
+    let (res, energy) = meter.measure("warmup", || -> Result<()> {
+        let enc = joulecut_embed::SentenceEncoder::load(&opts.model, &opts.device)?;
+        let cfg = joulecut_embed::EncodeConfig { batch_size };
+        enc.encode(&eval[..batch_size.min(eval.len())], &cfg)?;
+        Ok(())
+    });
+    res?;
+    Ok(Some(DeviceWarmup {
+        seconds: t.elapsed().as_secs_f64(),
+        energy: serde_json::to_value(&energy).unwrap_or_default(),
+    }))
 }
 
 /// Reads the text (nothing is written yet: bad input leaves no trace).
@@ -221,6 +258,7 @@ pub fn run_transformer_suite(
         calib.len(),
         eval.len()
     ));
+    let warmup = warm_up(opts, eval, suite.eval.batch_size, meter)?;
     let t0 = Instant::now();
     let base = embed(
         &opts.model,
@@ -260,6 +298,7 @@ pub fn run_transformer_suite(
         model: opts.model.clone(),
         text: summary,
         results,
+        warmup,
     })
 }
 

@@ -94,6 +94,10 @@ fn report() -> TransformerReport {
             ),
             result("free", 20.0, Vec::new()),
         ],
+        warmup: Some(DeviceWarmup {
+            seconds: 2.5,
+            energy: json!({"joules": 310.0, "provenance": "measured"}),
+        }),
     };
     let host = Host {
         hostname: "test".into(),
@@ -184,4 +188,17 @@ fn csv_and_markdown_show_the_break_even() {
         line("free")
     );
     assert!(md.contains("| compression J | saved J/1000 | break-even |"));
+}
+
+#[test]
+fn a_device_warm_up_is_reported_apart_from_every_row() {
+    let r = report();
+    let v = serde_json::to_value(&r).unwrap();
+    assert_eq!(v["warmup"]["seconds"], 2.5);
+    assert_eq!(v["warmup"]["energy"]["joules"], 310.0);
+    // in no row: the baseline's joules are its own
+    assert_eq!(v["rows"][0]["joules_per_1000"], 40.0);
+    let md = r.markdown();
+    assert!(md.contains("Device warm-up"), "{md}");
+    assert!(md.contains("310.0 J"), "{md}");
 }
