@@ -82,15 +82,4 @@ else
   touch "$REP/bench-skipped"
 fi
 
-step "summary"
-printf '%s\n' "${failed[@]}" >"$REP/failed.txt"
-python3 "$ROOT/scripts/device/cuda-summary.py" "$REP" >"$OUT/summary.json"
-status=$?
-cat "$OUT/summary.json"
-tar -C "$WORK" -czf "$OUT/reports.tar.gz" reports
-rm -rf "$WORK"
-if ((${#failed[@]})); then
-  echo "failed steps: ${failed[*]}"
-  exit 1
-fi
-exit $status
+finish cuda-summary.py ""

@@ -72,15 +72,4 @@ else
   touch "$REP/bench-skipped"
 fi
 
-step "summary"
-printf '%s\n' "${failed[@]}" >"$REP/failed.txt"
-python3 "$ROOT/scripts/device/transformer-summary.py" "$REP" >"$OUT/transformer-summary.json"
-status=$?
-cat "$OUT/transformer-summary.json"
-tar -C "$WORK" -czf "$OUT/transformer-reports.tar.gz" reports
-rm -rf "$WORK"
-if ((${#failed[@]})); then
-  echo "failed steps: ${failed[*]}"
-  exit 1
-fi
-exit $status
+finish transformer-summary.py "transformer-"
