@@ -157,21 +157,7 @@ fn calibrated_int8_runs_on_the_int8_kernels_within_the_cosine_budget() {
     assert!(c >= 0.998, "int8 mean cosine {c}");
     assert!(v["neighbour_agreement"]["mean"].as_f64().unwrap() > 0.9);
     // the GPU's engine (here on the CPU) runs the same integers as Q8_0, smoothing included
-    let short = short_eval(64);
-    let p = json(&[
-        "eval-embeddings",
-        s(&m),
-        s(&out),
-        "--sentences",
-        s(&short),
-        "--batch1-sentences",
-        "0",
-        "--engine",
-        "portable",
-        "--orig-engine",
-        "joulecut",
-        "--json",
-    ]);
+    let p = portable(&out, 64, &[]);
     assert_eq!(p["compressed"]["engine"], "portable");
     assert_eq!(p["compressed"]["kernels"]["int8-q8_0"], 36);
     assert_eq!(p["saving"], "real");
@@ -336,13 +322,14 @@ fn distillation_brings_a_layer_dropped_minilm_back() {
 // checked on the CPU against joulecut's own kernels: f32 equal, half precisions within the GPU
 // issue's budget and counted as real, the batch-size sweep, and the refusals.
 
-/// `eval-embeddings MINILM MINILM` on 48 glosses, the compressed side on the portable engine.
-fn portable(extra: &[&str]) -> serde_json::Value {
-    let (m, short) = (minilm(), short_eval(48));
+/// `eval-embeddings MINILM COMPRESSED` on the first `n` glosses, the compressed side on the
+/// portable engine, the original on joulecut's.
+fn portable(compressed: &Path, n: usize, extra: &[&str]) -> serde_json::Value {
+    let (m, short) = (minilm(), short_eval(n));
     let mut args = vec![
         "eval-embeddings",
         s(&m),
-        s(&m),
+        s(compressed),
         "--sentences",
         s(&short),
         "--batch1-sentences",
@@ -359,7 +346,7 @@ fn portable(extra: &[&str]) -> serde_json::Value {
 
 #[test]
 fn f32_on_the_portable_engine_equals_joulecuts_kernels() {
-    let v = portable(&["--sweep", "1,8"]);
+    let v = portable(&minilm(), 48, &["--sweep", "1,8"]);
     assert_eq!(v["compressed"]["engine"], "portable");
     assert_eq!(v["compressed"]["precision"], "f32");
     assert_eq!(v["original"]["engine"], "joulecut");
@@ -388,7 +375,7 @@ fn f32_on_the_portable_engine_equals_joulecuts_kernels() {
 #[test]
 fn half_precisions_run_as_such_within_the_budget() {
     for (p, bound) in [("bf16", 0.9995), ("f16", 0.9999)] {
-        let v = portable(&["--precision", p]);
+        let v = portable(&minilm(), 48, &["--precision", p]);
         assert_eq!(v["compressed"]["precision"], p);
         assert_eq!(v["compressed"]["kernels"][format!("dense-{p}")], 36, "{p}");
         // a different kernel runs the products: a real saving where half precision is fast

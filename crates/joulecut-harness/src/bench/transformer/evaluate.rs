@@ -79,13 +79,27 @@ pub(super) fn embed(
         .into_iter()
         .map(|(name, kernel)| LayerKernel { name, kernel })
         .collect();
-    let src = enc.tensors();
-    let (mut zeros, mut total) = (0usize, 0usize);
-    for l in &layers {
-        let w = src.tensor(&format!("{}.weight", l.name))?.to_f32();
-        zeros += w.iter().filter(|x| **x == 0.0).count();
-        total += w.len();
-    }
+    let count = |w: &[f32]| (w.iter().filter(|x| **x == 0.0).count(), w.len());
+    // joulecut's engine holds the weights as its kernels see them; the portable engine keeps
+    // them on the device, so they are decoded once more from the file
+    let counts: Vec<(usize, usize)> = match enc.native() {
+        Some(n) => n
+            .linear_weights()
+            .iter()
+            .map(|(_, _, v)| count(v))
+            .collect(),
+        None => {
+            let src = enc.tensors();
+            let mut c = Vec::with_capacity(layers.len());
+            for l in &layers {
+                c.push(count(&src.tensor(&format!("{}.weight", l.name))?.to_f32()));
+            }
+            c
+        }
+    };
+    let (zeros, total) = counts
+        .iter()
+        .fold((0, 0), |(z, t), (cz, ct)| (z + cz, t + ct));
     let ecfg = EncodeConfig {
         batch_size: cfg.batch_size,
     };
