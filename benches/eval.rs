@@ -1,5 +1,6 @@
 //! End to end: the forward pass of LeNet-300-100 on the CPU at batch 1 and 256, for every storage
-//! encoding — dense f32, f16, int8 and 90 % packed sparse — and of LeNet-5 in f32 and int8 (the
+//! encoding — dense f32, f16, int8, 90 % packed sparse and 2:4 (stored dense; the 2:4 kernel runs
+//! batch 1) — and of LeNet-5 in f32 and int8 (the
 //! int8 convolutions against the f32 ones). Each checkpoint is written the way
 //! `joulecut bench` writes its variants (the pipeline's typed storage steps through
 //! `pipeline::encode`, the int8 activation grid in the metadata) and loaded the way `joulecut eval`
@@ -21,36 +22,44 @@ use joulecut::harness::{RealKernels, data};
 use joulecut::models::{Model, ModelConfig, init_varmap};
 use joulecut::prune::{Granularity, Scope};
 
-const BATCHES: [usize; 2] = [1, 256];
+const BATCHES: [usize; 5] = [1, 2, 4, 8, 256];
 /// The sparse variant's global sparsity over the weights.
 const SPARSITY: f64 = 0.9;
 
-/// The encodings of `arch`, by bench name: whether the weights are pruned first, and the storage
-/// steps.
-fn encodings(arch: &str) -> Vec<(&'static str, bool, Vec<Step>)> {
+/// How a variant's weights are pruned first: none, 90 % unstructured (global), or 2:4.
+type Pruning = Option<(f64, Granularity)>;
+
+/// The encodings of `arch`, by bench name: how the weights are pruned first, and the storage steps.
+fn encodings(arch: &str) -> Vec<(&'static str, Pruning, Vec<Step>)> {
     let quantize = |dtype| Step::Quantize {
         dtype,
         granularity: Default::default(),
         activations: None,
     };
     let mut all = vec![
-        ("f32", false, vec![]),
-        ("int8", false, vec![quantize(QuantTarget::Int8)]),
+        ("f32", None, vec![]),
+        ("int8", None, vec![quantize(QuantTarget::Int8)]),
     ];
     if arch == "lenet-300-100" {
-        all.push(("f16", false, vec![quantize(QuantTarget::F16)]));
-        all.push(("sparse90", true, vec![Step::Pack]));
+        let unstructured = Some((SPARSITY, Granularity::Unstructured));
+        all.push(("f16", None, vec![quantize(QuantTarget::F16)]));
+        all.push(("sparse90", unstructured, vec![Step::Pack]));
+        all.push(("nm24", Some((0.5, Granularity::Nm { n: 2, m: 4 })), vec![]));
     }
     all
 }
 
-/// Writes `cfg`'s initial weights (pruned to [`SPARSITY`] when `prune`) with the `storage` steps
-/// to `path`, and loads the file through the real kernels.
-fn model(cfg: &ModelConfig, prune: bool, storage: &[Step], path: &Path) -> Model {
+/// Writes `cfg`'s initial weights (pruned as `prune` says) with the `storage` steps to `path`, and
+/// loads the file through the real kernels.
+fn model(cfg: &ModelConfig, prune: Pruning, storage: &[Step], path: &Path) -> Model {
     let dev = Device::Cpu;
     let vm = init_varmap(cfg, 0, &dev).unwrap();
-    if prune {
-        let spec = prune_spec(SPARSITY, Granularity::Unstructured, Scope::Global);
+    if let Some((sparsity, granularity)) = prune {
+        let scope = match granularity {
+            Granularity::Nm { .. } => Scope::Layer,
+            _ => Scope::Global,
+        };
+        let spec = prune_spec(sparsity, granularity, scope);
         joulecut::prune::prune_varmap(&vm, &spec).unwrap();
     }
     let mut w = CheckpointWriter::new();

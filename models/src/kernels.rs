@@ -184,6 +184,44 @@ impl RealKernels {
     }
 }
 
+/// Packed weights sparser than this stay on the CSR kernel even when they fit 2:4.
+const TWO_FOUR_MIN_DENSITY: f64 = 0.25;
+
+/// A float linear weight (dense, or packed sparse) whose every group of 4 inputs keeps at most 2
+/// values: a dense f32 layer that runs small batches through the 2:4 kernel. `None` for any other.
+fn two_four_linear(name: &str, w: &TensorData, bias: Option<&[f32]>) -> Result<Option<Layer>> {
+    let float = match w {
+        TensorData::Dense(_) => true,
+        // Far sparser than 2:4, the CSR kernel touches fewer weights.
+        TensorData::Sparse(s) => {
+            let density = s.nnz() as f64 / s.shape.iter().product::<usize>().max(1) as f64;
+            matches!(s.values, SparseValues::Float { .. }) && density > TWO_FOUR_MIN_DENSITY
+        }
+        _ => false,
+    };
+    let shape = w.shape();
+    if !float || shape.len() != 2 || !shape[1].is_multiple_of(4) {
+        return Ok(None);
+    }
+    let (rows, cols) = (shape[0], shape[1]);
+    let dense = w.to_f32();
+    if !joulecut_prune::TwoFourMatrix::fits(rows, cols, &dense)
+        || dense.iter().any(|v| !v.is_finite())
+    {
+        return Ok(None);
+    }
+    let m = joulecut_prune::TwoFourMatrix::from_dense(rows, cols, &dense)
+        .map_err(|e| layer_err(name, e))?;
+    let bias = bias.map_or_else(|| vec![0.0; rows], <[f32]>::to_vec);
+    let wt = candle_core::Tensor::from_vec(dense, (rows, cols), &Device::Cpu)
+        .map_err(crate::Error::candle("build weight"))?;
+    let bt = candle_core::Tensor::from_vec(bias.clone(), rows, &Device::Cpu)
+        .map_err(crate::Error::candle("build bias"))?;
+    Ok(Some(
+        Layer::dense_linear(name, wt, Some(bt), LayerPath::TwoFour).with_two_four(m, bias),
+    ))
+}
+
 /// `cpu`, `cuda:N` or `metal:N`: a device as reports name it.
 pub fn device_name(d: &Device) -> String {
     match d.location() {
@@ -201,6 +239,11 @@ impl LayerFactory for RealKernels {
         bias: Option<&[f32]>,
         device: &Device,
     ) -> Result<Option<Layer>> {
+        if device.is_cpu()
+            && let Some(l) = two_four_linear(name, w, bias)?
+        {
+            return Ok(Some(l));
+        }
         // The integer and CSR kernels run on host memory; elsewhere `None` decodes to dense f32
         // on the device ([`RealKernels::fallbacks`] reports it).
         match self.route(w, false, device.is_cpu()) {
@@ -530,6 +573,74 @@ mod tests {
         assert!(
             e.contains("joulecut.int8_activations") && e.contains("u9"),
             "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Linear weights with at most 2 non-zeros in each group of 4 inputs (stored dense or packed)
+    /// run the 2:4 kernel for batches of 1-2 rows and their dense copy above; every batch size
+    /// computes what the dense model computes. A weight that breaks the pattern stays dense.
+    #[test]
+    fn two_four_linear_layers_run_their_kernel_at_small_batches() {
+        let cfg = crate::ModelConfig::parse("mlp:784-300-100-10").unwrap();
+        let dir = std::env::temp_dir().join(format!("jc-24-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut rng = joulecut_testkit::Lcg32::new(9);
+        let write = |file: &str, pack: bool, break_fc3: bool, rng: &mut joulecut_testkit::Lcg32| {
+            let mut w = joulecut_checkpoint::CheckpointWriter::new();
+            w.set_model_config(cfg.to_json());
+            for (n, shape) in cfg.param_shapes() {
+                let len: usize = shape.iter().product();
+                let mut v: Vec<f32> = (0..len).map(|_| (rng.next_f32() - 0.5) * 0.2).collect();
+                if shape.len() == 2 {
+                    for (g, group) in v.chunks_exact_mut(4).enumerate() {
+                        // two of the four zeroed, at positions that vary from group to group
+                        group[(g * 7) % 4] = 0.0;
+                        group[(g * 7 + 1) % 4] = 0.0;
+                    }
+                    if break_fc3 && n == "fc3.weight" {
+                        v[..4].fill(1.0);
+                    }
+                }
+                let t = if pack && shape.len() == 2 {
+                    TensorData::Sparse(SparseTensor::pack_f32(shape, &v, FloatType::F32))
+                } else {
+                    TensorData::Dense(DenseTensor::from_f32(shape, &v))
+                };
+                w.insert(n, t);
+            }
+            let path = dir.join(file);
+            w.write(&path, &[]).unwrap();
+            Checkpoint::open(&path).unwrap()
+        };
+        for pack in [false, true] {
+            let ck = write("w.safetensors", pack, false, &mut rng);
+            let fast = Model::load(&ck, &cfg, &Device::Cpu, &RealKernels::default()).unwrap();
+            let plain = Model::load(&ck, &cfg, &Device::Cpu, &crate::DenseFactory).unwrap();
+            assert!(
+                fast.layers().all(|l| l.path == LayerPath::TwoFour),
+                "{pack}"
+            );
+            assert!(fast.saves_compute(1) && fast.saves_compute(2) && !fast.saves_compute(3));
+            assert!(!plain.saves_compute(1));
+            for batch in [1, 2, 3, 64] {
+                let x = Tensor::randn(0f32, 1., (batch, 784), &Device::Cpu).unwrap();
+                let a = fast.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+                let b = plain.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+                for (va, vb) in a.iter().flatten().zip(b.iter().flatten()) {
+                    assert!(
+                        (va - vb).abs() <= 1e-4 * (1.0 + vb.abs()),
+                        "b{batch}: {va} vs {vb}"
+                    );
+                }
+            }
+        }
+        let ck = write("broken.safetensors", false, true, &mut rng);
+        let m = Model::load(&ck, &cfg, &Device::Cpu, &RealKernels::default()).unwrap();
+        let paths: Vec<_> = m.layers().map(|l| l.path).collect();
+        assert_eq!(
+            paths,
+            [LayerPath::TwoFour, LayerPath::TwoFour, LayerPath::Dense]
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -22,6 +22,10 @@ pub enum LayerPath {
     /// f16/bf16 weights read as stored by the dense kernel at batch 1, widened in registers (CPU
     /// linear layers): half the weight bytes per call. Batches run an f32 copy (nominal there).
     Half,
+    /// 2:4 weights (at most 2 non-zeros in each group of 4 inputs) run by joulecut-prune's 2:4
+    /// kernel for batches of up to `TwoFourMatrix::MAX_BATCH` rows: half the weight bytes and
+    /// multiply-adds per call. Larger batches run the dense f32 copy (nominal there).
+    TwoFour,
 }
 
 /// A fully-connected or convolution layer as the model runs it.
@@ -35,6 +39,8 @@ pub struct Layer {
     dense: Option<(Tensor, Tensor)>,
     /// The same weight in f16/bf16 as stored ([`LayerPath::Half`]), which single-row calls read.
     half: Option<Tensor>,
+    /// The same weight in 2:4 form ([`LayerPath::TwoFour`]), which small batches run.
+    two_four: Option<std::sync::Arc<(joulecut_prune::TwoFourMatrix, Vec<f32>)>>,
     /// Dense conv weight, bias and padding, kept so the forward pass can fuse ReLU and pooling.
     conv: Option<(Tensor, Option<Tensor>, usize)>,
     /// The same layer with the following ReLU fused in (e.g. into an int8 GEMM's epilogue).
@@ -65,6 +71,7 @@ impl Layer {
             module,
             dense: None,
             half: None,
+            two_four: None,
             conv: None,
             fused_relu: None,
             fused_relu_pool: None,
@@ -103,11 +110,23 @@ impl Layer {
         l
     }
 
+    /// Gives a dense linear layer the 2:4 form of its weight, which batches of up to
+    /// `TwoFourMatrix::MAX_BATCH` rows run instead.
+    pub fn with_two_four(mut self, m: joulecut_prune::TwoFourMatrix, bias: Vec<f32>) -> Self {
+        self.two_four = Some(std::sync::Arc::new((m, bias)));
+        self
+    }
+
     /// Runs the layer, then a ReLU when `relu`. Dense layers on CPU use joulecut-ops' fused
     /// `x·Wᵀ + b` (+ ReLU) kernel; layers given [`Layer::with_fused_relu`] run that variant.
     pub fn forward_act(&self, x: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
         if let Some((w, b)) = &self.dense {
             if x.device().is_cpu() && x.rank() == 2 {
+                if let Some(tf) = &self.two_four
+                    && x.dim(0)? <= joulecut_prune::TwoFourMatrix::MAX_BATCH
+                {
+                    return two_four_forward(&tf.0, x, &tf.1, relu);
+                }
                 // one row is bound by reading the weights: read the 16-bit copy if there is one
                 let w = match &self.half {
                     Some(h) if x.dim(0)? == 1 => h,
@@ -177,6 +196,35 @@ impl Layer {
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         self.module.forward(x)
     }
+}
+
+/// `x · Wᵀ + b` (+ ReLU) through the 2:4 kernel, for a CPU f32 `x` `[batch, in]`.
+fn two_four_forward(
+    m: &joulecut_prune::TwoFourMatrix,
+    x: &Tensor,
+    bias: &[f32],
+    relu: bool,
+) -> candle_core::Result<Tensor> {
+    use candle_core::{CpuStorage, Storage};
+    let x = x.to_dtype(candle_core::DType::F32)?.contiguous()?;
+    let batch = x.dim(0)?;
+    if x.dim(1)? != m.cols() {
+        candle_core::bail!(
+            "2:4 layer: input {:?} does not have {} features",
+            x.dims(),
+            m.cols()
+        )
+    }
+    let mut y = vec![0f32; batch * m.rows()];
+    {
+        let (storage, layout) = x.storage_and_layout();
+        let Storage::Cpu(CpuStorage::F32(v)) = &*storage else {
+            candle_core::bail!("2:4 layer: expected a CPU f32 tensor")
+        };
+        let (lo, hi) = layout.contiguous_offsets().expect("made contiguous above");
+        m.matmul_into(&v[lo..hi], batch, Some(bias), relu, &mut y);
+    }
+    Tensor::from_vec(y, (batch, m.rows()), &Device::Cpu)
 }
 
 struct DenseConv {
@@ -280,6 +328,19 @@ impl Model {
     /// All layers, input first.
     pub fn layers(&self) -> impl Iterator<Item = &Layer> {
         self.convs.iter().chain(self.fcs.iter())
+    }
+
+    /// Whether a call of `batch` rows runs some layer through a kernel that its compression
+    /// makes cheaper than the dense f32 one: int8 or sparse kernels at any batch, 16-bit weights
+    /// read as stored at batch 1, 2:4 weights up to `TwoFourMatrix::MAX_BATCH` rows. (A model
+    /// with physically smaller layers saves too; that is the caller's comparison to make.)
+    pub fn saves_compute(&self, batch: usize) -> bool {
+        self.layers().any(|l| match l.path {
+            LayerPath::Int8 | LayerPath::Sparse => true,
+            LayerPath::Half => batch == 1,
+            LayerPath::TwoFour => batch <= joulecut_prune::TwoFourMatrix::MAX_BATCH,
+            LayerPath::Dense | LayerPath::Decoded => false,
+        })
     }
 
     /// A model whose layers alias the `VarMap`'s variables (so optimiser updates are seen).

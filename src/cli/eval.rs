@@ -142,13 +142,15 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
         .layers()
         .map(|l| serde_json::json!({"name": l.name, "path": l.path}))
         .collect();
-    // 16-bit weights are read as stored by single-row calls only; batches run their f32 copy
-    let half = model.layers().any(|l| l.path == LayerPath::Half);
-    let real = model
-        .layers()
-        .any(|l| matches!(l.path, LayerPath::Int8 | LayerPath::Sparse))
-        || (half && a.batch_size == 1);
-    let nominal = model.layers().any(|l| l.path == LayerPath::Decoded) || half || nonzero < params;
+    // 16-bit and 2:4 weights run their own kernels for small batches only; larger ones run the
+    // f32 copy
+    let real = model.saves_compute(a.batch_size);
+    let nominal = model.layers().any(|l| {
+        matches!(
+            l.path,
+            LayerPath::Decoded | LayerPath::Half | LayerPath::TwoFour
+        )
+    }) || nonzero < params;
     let saving = if real {
         "real"
     } else if nominal {

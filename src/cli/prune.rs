@@ -576,6 +576,9 @@ fn run_pruning(a: PruneArgs) -> anyhow::Result<ExitCode> {
         || a.pack && layers.iter().any(|l| l["encoding"] == "sparse");
     let note = if real {
         "real: fewer bytes on disk and/or physically smaller layers"
+    } else if spec.granularity == (Granularity::Nm { n: 2, m: 4 }) {
+        "nominal on disk: zeros stored densely (same bytes); joulecut runs batches of 1-2 rows of \
+         a 2:4 linear layer through its 2:4 kernel, larger batches at dense speed"
     } else if spec.granularity.is_structured() {
         "nominal: zero rows stored densely (same bytes, same dense speed); add --compact for smaller layers"
     } else {

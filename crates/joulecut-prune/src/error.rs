@@ -83,6 +83,17 @@ pub enum Error {
         hint: String,
     },
 
+    /// A matrix given to the 2:4 kernel that is not 2:4 along its inputs.
+    #[error(
+        "a {rows}x{cols} matrix is not 2:4: its width must be a multiple of 4 with at most 2 non-zeros in every group of 4"
+    )]
+    NotTwoFour {
+        /// Output features.
+        rows: usize,
+        /// Input features.
+        cols: usize,
+    },
+
     /// A tensor whose shape or length does not match what it is used with.
     #[error("shape mismatch for `{name}`: expected {expected:?}, got {actual:?}")]
     ShapeMismatch {
@@ -193,6 +204,9 @@ impl Error {
             Error::InvalidNm { .. } => Some("use e.g. --nm 2:4 (keep 2 of every 4 weights)".into()),
             Error::NmIndivisible { name, .. } => {
                 Some(format!("exclude it (--exclude '{name}') or choose an M that divides its input dimension"))
+            }
+            Error::NotTwoFour { .. } => {
+                Some("prune it to the pattern first: `joulecut prune --nm 2:4`".into())
             }
             Error::Selection(e) => Some(e.hint()),
             Error::RankTooLow { name, .. } => Some(format!(

@@ -10,6 +10,8 @@
 //! * [`compact`]: structured compaction of a [`Chain`] of layers into physically smaller layers.
 //! * [`SparseLinear`]: a CSR linear layer (`candle_core::Module`) with runtime-dispatched SIMD kernels,
 //!   and [`CsrMatrix::matmul_reference`] as its oracle.
+//! * [`TwoFourMatrix`]: 2:4 weights as kept values and 2-bit positions, with a small-batch kernel
+//!   that reads only those.
 //! * [`sensitivity_tensors`] / [`sensitivity_varmap`]: per-layer accuracy-vs-sparsity sweeps.
 //! * [`prune_layer`] ([`magnitude`], [`wanda`], [`sparsegpt`]): activation-aware pruning of one linear
 //!   layer, unstructured or N:M, from the [`InputStats`] of its calibration inputs, reporting the
@@ -41,6 +43,7 @@ mod sensitivity;
 mod sparse;
 mod spmm;
 mod tensor;
+mod two_four;
 mod vocab;
 
 pub use calibrated::{
@@ -64,4 +67,5 @@ pub use sensitivity::{
 };
 pub use sparse::{CsrMatrix, SparseLinear, simd_level};
 pub use tensor::F32Tensor;
+pub use two_four::TwoFourMatrix;
 pub use vocab::{Criterion, Granularity, Scope, granularity_name};

@@ -234,11 +234,13 @@ impl CsrMatrix {
 
     /// One sample: `y[r] = Σ w[r, c] x[c]`, rows split over threads when `parallel`.
     fn gather_rows(&self, x: &[f32], bias: Option<&[f32]>, y: &mut [f32], parallel: bool) {
+        assert_eq!(x.len(), self.cols, "x must be one row of `cols`");
+        let isa = Isa::detected();
         let body = |r0: usize, ys: &mut [f32]| {
             for (i, yr) in ys.iter_mut().enumerate() {
                 let r = r0 + i;
                 let (a, b) = (self.row_ptr[r], self.row_ptr[r + 1]);
-                *yr = gather_dot(&self.values[a..b], &self.col_idx[a..b], x)
+                *yr = gather_dot(isa, &self.values[a..b], &self.col_idx[a..b], x)
                     + bias.map_or(0.0, |bias| bias[r]);
             }
         };
@@ -337,11 +339,23 @@ const TILE_MIN_BATCH: usize = 4;
 /// Multiply-adds below which threads cost more than they save.
 const PARALLEL_WORK: usize = 1 << 17;
 
-/// `Σ values[k] * x[cols[k]]`: scalar, four independent sums. On the project's AMD EPYC an AVX2
-/// `vgatherdps` version measured 2x slower, and interleaving values with indices (one 8-byte load
-/// per non-zero) 1.8x slower, so this stays plain.
+/// `Σ values[k] * x[cols[k]]`, scalar: on the project's AMD EPYC an AVX2 `vgatherdps` version
+/// measured 2x slower, and interleaving values with indices (one 8-byte load per non-zero) 1.8x
+/// slower. With AVX2 + FMA the loop is compiled for them (fused multiply-adds, eight sums,
+/// no bounds checks: 1.25x the plain loop on LeNet-300-100's first layer).
+///
+/// Every index in `cols` is below `x.len()` (a [`CsrMatrix`] checks its indices when it is built,
+/// and its callers pass rows of `cols` inputs).
 #[inline]
-fn gather_dot(values: &[f32], cols: &[u32], x: &[f32]) -> f32 {
+fn gather_dot(isa: Isa, values: &[f32], cols: &[u32], x: &[f32]) -> f32 {
+    debug_assert_eq!(values.len(), cols.len());
+    #[cfg(target_arch = "x86_64")]
+    if isa.avx2_fma() {
+        debug_assert!(cols.iter().all(|&c| (c as usize) < x.len()));
+        // SAFETY: FMA was detected; the indices are in bounds (above).
+        return unsafe { gather_dot_fma(values, cols, x) };
+    }
+    let _ = isa;
     let mut acc = [0.0f32; 4];
     let mut vc = values.chunks_exact(4);
     let mut cc = cols.chunks_exact(4);
@@ -355,6 +369,31 @@ fn gather_dot(values: &[f32], cols: &[u32], x: &[f32]) -> f32 {
         tail += v * x[*c as usize];
     }
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// # Safety
+/// FMA must be present, `values` and `cols` the same length, and every index below `x.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gather_dot_fma(values: &[f32], cols: &[u32], x: &[f32]) -> f32 {
+    let (vp, cp, xp) = (values.as_ptr(), cols.as_ptr(), x.as_ptr());
+    let n = values.len();
+    let mut acc = [0.0f32; 8];
+    let mut k = 0;
+    while k + 8 <= n {
+        for (l, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: k + l < n, and the index is in bounds (the caller's contract).
+            unsafe { *acc = (*vp.add(k + l)).mul_add(*xp.add(*cp.add(k + l) as usize), *acc) };
+        }
+        k += 8;
+    }
+    let mut tail = 0.0f32;
+    while k < n {
+        // SAFETY: as above.
+        unsafe { tail = (*vp.add(k)).mul_add(*xp.add(*cp.add(k) as usize), tail) };
+        k += 1;
+    }
+    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail
 }
 
 /// Which tile kernel this CPU runs (for reports and benchmarks): `avx512`, `avx2` or `portable`.

@@ -69,10 +69,20 @@ pub(super) fn median_break_even(g: &[&Row]) -> Option<BreakEven> {
         .iter()
         .map(|b| b.provenance)
         .reduce(TotalProvenance::combine)?;
-    BreakEven::from_saving(
+    let be = BreakEven::from_saving(
         median(each.iter().map(|b| b.compression_joules).collect()),
         median(each.iter().map(|b| b.saved_joules_per_1000).collect()),
         provenance,
+    );
+    // the medians make a new break-even: a nominal variant's must stay `never`, as each seed's is
+    let nominal = g.iter().any(|r| r.run.saving == Saving::Nominal);
+    never_if_nominal(
+        be,
+        if nominal {
+            Saving::Nominal
+        } else {
+            Saving::Real
+        },
     )
 }
 

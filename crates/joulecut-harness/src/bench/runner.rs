@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use joulecut_checkpoint::{Checkpoint, CheckpointWriter, HistoryEntry};
 use joulecut_energy::Meter;
-use joulecut_models::{LayerPath, Model};
+use joulecut_models::Model;
 
 use super::baseline::{Baseline, RunOptions, baseline, sanitize};
 use super::config::{SuiteConfig, VariantConfig};
@@ -242,10 +242,8 @@ impl Run<'_> {
         rates.sort_by(|a, b| a.total_cmp(b));
         stats.samples_per_second = rates[rates.len() / 2];
         let lat = latency(&m, &self.data.test, 1, ev.latency_iters, dev)?;
-        let real = m
-            .layers()
-            .any(|l| matches!(l.path, LayerPath::Int8 | LayerPath::Sparse))
-            || params < base.state.cfg.param_count();
+        // at the eval batch size, like the throughput and joules beside it
+        let real = m.saves_compute(ev.batch_size) || params < base.state.cfg.param_count();
         let saving = match (v, real) {
             (None, _) => Saving::Baseline,
             (Some(_), true) => Saving::Real,

@@ -382,3 +382,31 @@ fn merged_shards_keep_each_rows_stamp() {
     let back: Report = serde_json::from_value(serde_json::to_value(&report).unwrap()).unwrap();
     assert_eq!(back, report);
 }
+
+/// A nominal variant that measured fewer joules (noise: it runs the baseline's kernels) never
+/// pays back, in each seed's row and in the summary made from their medians.
+#[test]
+fn a_nominal_variant_never_breaks_even_in_rows_or_summary() {
+    let runs: Vec<RunResult> = runs()
+        .into_iter()
+        .map(|mut r| {
+            if r.variant == "fp16" {
+                r.saving = Saving::Nominal;
+                r.inference_joules_per_10k /= 2.0;
+                r.compression_joules = 1.0;
+            }
+            r
+        })
+        .collect();
+    let suite = SuiteConfig::parse(SUITE, "test").unwrap();
+    let r = Report::build(suite, host(), 0.5, 1.0, runs).unwrap();
+    for row in r.rows.iter().filter(|x| x.run.variant == "fp16") {
+        let b = row.break_even.unwrap();
+        assert!(b.saved_joules_per_1000 < 0.0 || b.break_even_items.is_none());
+    }
+    let s = r.summary.iter().find(|s| s.variant == "fp16").unwrap();
+    let b = s.break_even.unwrap();
+    assert!(b.saved_joules_per_1000 > 0.0, "{b:?}");
+    assert_eq!(b.break_even_items, None, "{b:?}");
+    assert!(r.markdown().contains("| never |"), "{}", r.markdown());
+}
