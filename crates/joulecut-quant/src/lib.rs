@@ -28,6 +28,7 @@ mod activation_grid;
 mod block;
 pub mod calibrate;
 pub mod cast;
+mod conv_direct;
 mod error;
 mod fake_linear;
 pub mod gemm;

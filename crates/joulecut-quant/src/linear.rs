@@ -19,6 +19,7 @@ use std::cell::RefCell;
 use candle_core::{DType, Device, Module, Storage, Tensor};
 use joulecut_checkpoint::{Int8Tensor, numel};
 
+use crate::conv_direct::{DirectConv, Padded};
 use crate::error::{Error, Result};
 use crate::gemm::{
     ActivationQuant, F32Out, Int8Kernel, PackedWeights, QuantizedRows, Requant, gemm_requant,
@@ -346,6 +347,8 @@ pub struct Int8Conv2d {
     kernel: Int8Kernel,
     /// `k × k` max pooling (stride `k`) fused into the output's layout change; 1 = none.
     pool: usize,
+    /// The weights laid out for the direct kernel (`crate::conv_direct`), where it applies.
+    direct: Option<DirectConv>,
 }
 
 thread_local! {
@@ -411,7 +414,11 @@ impl Int8Conv2d {
             false,
         )
         .map_err(|e| rename(e, name))?;
+        let direct = (stride == 1 && !requant.needs_row_sums())
+            .then(|| DirectConv::new(&weight.values, out_c, in_c, kh, kw))
+            .flatten();
         Ok(Int8Conv2d {
+            direct,
             in_channels: in_c,
             out_channels: out_c,
             kernel_size: (kh, kw),
@@ -531,6 +538,10 @@ impl Int8Conv2d {
             false,
             &mut qimg,
         );
+        #[cfg(target_arch = "x86_64")]
+        if let Some(out) = self.forward_direct(&qimg, n, h, w) {
+            return out;
+        }
         // Every byte of the im2col rows is written below (the padding columns by `image`), so
         // the reused buffer needs no clearing.
         im2col.resize(m * stride, 0);
@@ -622,6 +633,59 @@ impl Int8Conv2d {
             }
         }
         out
+    }
+}
+
+impl Int8Conv2d {
+    /// The direct kernel's forward pass (`crate::conv_direct`) over the quantized images, when it
+    /// applies: an AVX2-class kernel, stride 1, a narrow enough kernel, symmetric weights,
+    /// activation codes in `0..=127`, pooling 1 or 2.
+    #[cfg(target_arch = "x86_64")]
+    fn forward_direct(
+        &self,
+        qimg: &QuantizedRows,
+        n: usize,
+        h: usize,
+        w: usize,
+    ) -> Option<Vec<f32>> {
+        let d = self.direct.as_ref()?;
+        let (lo, hi) = self.activations.code_range();
+        let simd = matches!(self.kernel, Int8Kernel::Avx2 | Int8Kernel::Avx512Vnni);
+        if !simd || lo < 0 || hi > 127 || self.pool > 2 || self.stride != 1 {
+            return None;
+        }
+        let (c, (kh, _), pad) = (self.in_channels, self.kernel_size, self.padding);
+        let (oh, ow) = self.conv_size(h, w);
+        let (ph, pw) = (h + 2 * pad, w + 2 * pad);
+        debug_assert_eq!(ph, oh + kh - 1);
+        let stride = d.row_stride(pw, ow);
+        let mut padded = vec![0i8; c * ph * stride];
+        let per_img = self.out_channels * (oh / self.pool) * (ow / self.pool);
+        let mut out = vec![0f32; n * per_img];
+        for (b, dst) in out.chunks_exact_mut(per_img.max(1)).enumerate().take(n) {
+            let img = &qimg.data[b * c * h * w..(b + 1) * c * h * w];
+            // The zero-point is the code of 0.0: the padding, and the bytes past each row's end
+            // (read only for positions that are dropped or taps that are zero).
+            padded.fill(qimg.zeros[b] as i8);
+            for ci in 0..c {
+                for iy in 0..h {
+                    let at = (ci * ph + iy + pad) * stride + pad;
+                    padded[at..at + w].copy_from_slice(&img[(ci * h + iy) * w..][..w]);
+                }
+            }
+            let grid = (qimg.scales[b], qimg.zeros[b]);
+            let src = Padded {
+                data: &padded,
+                ph,
+                stride,
+            };
+            // SAFETY: both kernels imply AVX2 (`Int8Kernel::is_available`); the codes are in
+            // `lo..=hi` ⊂ `0..=127`; `padded` has the stride and rows `image` asks for.
+            unsafe {
+                d.image(&src, oh, ow, self.pool, grid, hi <= 63, &self.requant, dst);
+            }
+        }
+        Some(out)
     }
 }
 

@@ -356,3 +356,75 @@ fn int8_conv_batches_equal_their_images_one_at_a_time() {
         }
     }
 }
+
+/// The direct kernel (AVX2 machines, stride 1, `kw ≤ 8`, u7/u6 codes, symmetric weights) gives
+/// exactly what im2col + the portable GEMM give, bit for bit: odd sizes, 1-3 input channels,
+/// kernels 1×1 to 8×3, up to 17 output channels (partial groups of 8), padding 0-2, pooling 1
+/// and 2 (partial windows dropped), ReLU on and off, per-tensor and per-channel weights, and a
+/// static grid. Layers it does not take (signed codes, stride 2, 9-wide kernels) must agree too.
+#[test]
+fn the_direct_int8_conv_equals_im2col_bit_for_bit() {
+    use joulecut_quant::{ActivationQuant, Int8Kernel, QuantParams, ScaleGranularity};
+    let cases = [
+        // (c, h, w, o, kh, kw, pad, stride)
+        (1, 28, 28, 6, 5, 5, 2, 1),
+        (6, 14, 14, 16, 5, 5, 0, 1),
+        (2, 9, 13, 17, 3, 3, 1, 1),
+        (3, 7, 5, 1, 1, 1, 0, 1),
+        (1, 11, 10, 9, 8, 3, 2, 1),
+        (2, 10, 10, 4, 2, 7, 1, 1),
+        (1, 12, 12, 5, 3, 9, 4, 1),
+        (2, 12, 12, 5, 3, 3, 1, 2),
+    ];
+    let modes = [
+        ActivationQuant::DynamicU6,
+        ActivationQuant::DynamicU7,
+        ActivationQuant::Dynamic,
+        ActivationQuant::Static(QuantParams {
+            scale: 0.05,
+            zero_point: 40,
+            symmetry: joulecut_quant::Symmetry::Asymmetric,
+        }),
+    ];
+    let fast = Int8Kernel::available().into_iter().last().unwrap();
+    for (i, &(c, h, w, o, kh, kw, pad, stride)) in cases.iter().enumerate() {
+        let wt = values(o * c * kh * kw, 100 + i as u64, 0.4);
+        let b = values(o, 200 + i as u64, 0.2);
+        let n = 3;
+        let x = values(n * c * h * w, 300 + i as u64, 1.5);
+        for gran in [ScaleGranularity::Tensor, ScaleGranularity::Channel] {
+            let cfg = Int8Config {
+                granularity: gran,
+                ..Int8Config::default()
+            };
+            let base = Int8Conv2d::from_f32("c", &wt, [o, c, kh, kw], Some(&b), pad, stride, &cfg)
+                .unwrap();
+            for mode in modes {
+                for relu in [false, true] {
+                    for pool in [1, 2] {
+                        let l = base
+                            .clone()
+                            .with_activation_quant(mode)
+                            .with_relu(relu)
+                            .with_pool(pool);
+                        let want = l
+                            .clone()
+                            .with_kernel(Int8Kernel::Portable)
+                            .forward_slice(&x, n, h, w);
+                        let got = l.with_kernel(fast).forward_slice(&x, n, h, w);
+                        assert_eq!(got.len(), want.len());
+                        let bad = got.iter().zip(&want).position(|(a, b)| a != b);
+                        assert!(
+                            bad.is_none(),
+                            "case {i} {gran:?} {mode:?} relu {relu} pool {pool} kernel {fast:?}: \
+                             [{0}] {1} vs {2}",
+                            bad.unwrap_or(0),
+                            got[bad.unwrap_or(0)],
+                            want[bad.unwrap_or(0)]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

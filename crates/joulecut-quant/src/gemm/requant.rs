@@ -71,6 +71,11 @@ impl Requant {
         (self.scales[n], self.zeros.as_ref().map_or(0, |z| z[n]))
     }
 
+    /// Column `n`'s bias (0 without one).
+    pub fn bias(&self, n: usize) -> f32 {
+        self.bias[n]
+    }
+
     /// Whether the weights have non-zero zero-points (then the activations' row sums are needed).
     pub fn needs_row_sums(&self) -> bool {
         self.zeros.is_some()
