@@ -266,7 +266,11 @@ impl LayerFactory for RealKernels {
                     .map_err(|e| layer_err(name, e))?;
                 let l = joulecut_prune::SparseLinear::new(csr, bias.map(|b| b.to_vec()))
                     .map_err(|e| layer_err(name, e))?;
-                Ok(Some(Layer::new(name, LayerPath::Sparse, Box::new(l))))
+                // A following ReLU runs on the kernel's output, not as a separate candle op.
+                let relu = Box::new(l.clone().with_relu(true));
+                Ok(Some(
+                    Layer::new(name, LayerPath::Sparse, Box::new(l)).with_fused_relu(relu),
+                ))
             }
             Route::Dense | Route::Fallback(_) => Ok(None),
         }

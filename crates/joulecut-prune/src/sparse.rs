@@ -413,8 +413,11 @@ pub fn simd_level() -> &'static str {
 /// back).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SparseLinear {
-    weight: CsrMatrix,
+    /// Shared, so the ReLU-fused copy of a layer costs no second matrix.
+    weight: std::sync::Arc<CsrMatrix>,
     bias: Option<Vec<f32>>,
+    /// Apply `max(y, 0)` to the output (the following ReLU, fused).
+    relu: bool,
 }
 
 impl SparseLinear {
@@ -429,7 +432,17 @@ impl SparseLinear {
                 actual: vec![b.len()],
             });
         }
-        Ok(SparseLinear { weight, bias })
+        Ok(SparseLinear {
+            weight: std::sync::Arc::new(weight),
+            bias,
+            relu: false,
+        })
+    }
+
+    /// The same layer with the following ReLU applied to its output (or not).
+    pub fn with_relu(mut self, relu: bool) -> Self {
+        self.relu = relu;
+        self
     }
 
     /// A layer from candle tensors: the weight `[out, in]`'s non-zeros and the bias `[out]`.
@@ -475,6 +488,9 @@ impl SparseLinear {
         let mut y = vec![0.0; batch * self.weight.rows];
         self.weight
             .matmul_into(x, batch, self.bias.as_deref(), &mut y);
+        if self.relu {
+            y.iter_mut().for_each(|v| *v = v.max(0.0));
+        }
         y
     }
 }
@@ -517,6 +533,19 @@ impl Module for SparseLinear {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_relu_fused_layer_equals_the_layer_then_relu() {
+        let w = [1f32, 0., -2., 0., 0., 3., 0., -1., 0.5, 0., 0., 0.];
+        let m = CsrMatrix::from_dense(4, 3, &w).unwrap();
+        let l = SparseLinear::new(m, Some(vec![0.1, -0.2, 0.3, -0.4])).unwrap();
+        let x = [1f32, -2., 0.5, -1., 3., 2.];
+        let plain = l.forward_slice(&x, 2);
+        let fused = l.clone().with_relu(true).forward_slice(&x, 2);
+        let want: Vec<f32> = plain.iter().map(|v| v.max(0.0)).collect();
+        assert_eq!(fused, want);
+        assert!(plain.iter().any(|v| *v < 0.0), "{plain:?}");
+    }
 
     #[test]
     fn bitmap_round_trip() {
