@@ -206,7 +206,7 @@ fn two_four_linear(name: &str, w: &TensorData, bias: Option<&[f32]>) -> Result<O
         _ => false,
     };
     let shape = w.shape();
-    if !float || shape.len() != 2 || !shape[1].is_multiple_of(4) {
+    if !float || shape.len() != 2 || shape[1] % 4 != 0 {
         return Ok(None);
     }
     let (rows, cols) = (shape[0], shape[1]);

@@ -60,7 +60,7 @@ impl TwoFourMatrix {
     pub fn fits(rows: usize, cols: usize, dense: &[f32]) -> bool {
         rows > 0
             && cols > 0
-            && cols.is_multiple_of(4)
+            && cols % 4 == 0
             && dense.len() == rows * cols
             && dense
                 .chunks_exact(4)
