@@ -49,13 +49,7 @@ pub struct CsrMatrix {
 impl CsrMatrix {
     /// The non-zeros of a dense row-major `[rows, cols]` matrix.
     pub fn from_dense(rows: usize, cols: usize, dense: &[f32]) -> Result<Self> {
-        if dense.len() != rows * cols {
-            return Err(Error::ShapeMismatch {
-                name: "<dense>".into(),
-                expected: vec![rows, cols],
-                actual: vec![dense.len()],
-            });
-        }
+        check_dense_len(rows, cols, dense)?;
         check_cols(cols)?;
         let mut m = CsrMatrix {
             rows,
@@ -329,6 +323,18 @@ fn check_cols(cols: usize) -> Result<()> {
         return Err(Error::InvalidSparse {
             name: "<csr>".into(),
             reason: format!("{cols} columns exceed u32 indices"),
+        });
+    }
+    Ok(())
+}
+
+/// `dense` holds a row-major `[rows, cols]` matrix.
+pub(crate) fn check_dense_len(rows: usize, cols: usize, dense: &[f32]) -> Result<()> {
+    if dense.len() != rows * cols {
+        return Err(Error::ShapeMismatch {
+            name: "<dense>".into(),
+            expected: vec![rows, cols],
+            actual: vec![dense.len()],
         });
     }
     Ok(())

@@ -70,13 +70,7 @@ impl TwoFourMatrix {
     /// The 2:4 form of a dense row-major `[rows, cols]` matrix, or an error naming what breaks
     /// the pattern.
     pub fn from_dense(rows: usize, cols: usize, dense: &[f32]) -> Result<Self> {
-        if dense.len() != rows * cols {
-            return Err(Error::ShapeMismatch {
-                name: "<dense>".into(),
-                expected: vec![rows, cols],
-                actual: vec![dense.len()],
-            });
-        }
+        crate::sparse::check_dense_len(rows, cols, dense)?;
         if !Self::fits(rows, cols, dense) {
             return Err(Error::NotTwoFour { rows, cols });
         }
