@@ -205,6 +205,23 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
         );
         println!("params            {params} ({nonzero} non-zero)");
         println!("saving            {saving}");
+        let paths: Vec<String> = model
+            .layers()
+            .map(|l| {
+                let path = serde_json::to_value(l.path).unwrap_or_default();
+                format!("{} {}", l.name, path.as_str().unwrap_or("?"))
+            })
+            .collect();
+        println!("layers            {}", paths.join(", "));
+        let small_batch = model
+            .layers()
+            .any(|l| matches!(l.path, LayerPath::Half | LayerPath::TwoFour));
+        if small_batch && !real {
+            println!(
+                "note              half and two-four layers run their own kernels for single rows \
+                 (two-four: up to 2) and a dense f32 copy above: try --batch-size 1"
+            );
+        }
         let per_10k = if energy.below_resolution() {
             "J per 10k below the counter's resolution".to_string()
         } else {

@@ -27,6 +27,8 @@ use crate::storage::threads;
 const MR: usize = 3;
 /// Rows of `W` per micro-tile.
 const NR: usize = 4;
+/// Rows of `W` per micro-tile when `x` has one row.
+const NR1: usize = 8;
 /// Most `k` per block. Measured on Zen 3 (MLP, batch 256, 2 threads): one block for k = 784
 /// (1.22-1.28 ms) beat 2 blocks (1.38-1.41 ms) and 4 (1.36-1.50 ms): each block costs every tile
 /// a horizontal reduction and a read-modify-write of its outputs, more than L2 misses on `x` cost.
@@ -247,11 +249,14 @@ unsafe fn block<W: WeightElem>(
 ) {
     let blocks = i.div_ceil(KC);
     let kc = i.div_ceil(blocks).next_multiple_of(8);
+    // One row has one accumulator per weight row: eight of them, not four, keep both FMA pipes
+    // busy through the FMA latency (LeNet-300-100 at batch 1, Zen 3: see `NR1`).
+    let nr_step = if n == 1 { NR1 } else { NR };
     let mut k0 = 0;
     while k0 < i {
         let kl = kc.min(i - k0);
-        for j0 in (0..o).step_by(NR) {
-            let nr = NR.min(o - j0);
+        for j0 in (0..o).step_by(nr_step) {
+            let nr = nr_step.min(o - j0);
             for r0 in (0..n).step_by(MR) {
                 let mr = MR.min(n - r0);
                 // SAFETY: rows r0..r0+mr of x, rows j0..j0+nr of w, k0..k0+kl inside both; the
@@ -311,11 +316,11 @@ unsafe fn tile<W: WeightElem>(
                 match (mr, nr) {
                     // SAFETY: AVX2 + FMA + F16C checked; bounds per the caller.
                     $(($m, $n) => return unsafe { x86::tile::<$m, $n, W>(x, w, s, kl, y, ys) },)*
-                    _ => unreachable!("tile sizes are at most {MR} x {NR}"),
+                    _ => unreachable!("tile sizes are at most {MR} x {NR}, or 1 x {NR1}"),
                 }
             };
         }
-        go!(3 4, 3 3, 3 2, 3 1, 2 4, 2 3, 2 2, 2 1, 1 4, 1 3, 1 2, 1 1);
+        go!(3 4, 3 3, 3 2, 3 1, 2 4, 2 3, 2 2, 2 1, 1 8, 1 7, 1 6, 1 5, 1 4, 1 3, 1 2, 1 1);
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = isa;
@@ -430,17 +435,21 @@ mod x86 {
                 }
             }
             for r in 0..R {
-                let mut a4 = [_mm256_setzero_ps(); 4];
-                a4[..N].copy_from_slice(&acc[r]);
-                let sums = hsum4(a4);
-                let yr = y.add(r * ys);
-                if N == 4 {
-                    _mm_storeu_ps(yr, _mm_add_ps(_mm_loadu_ps(yr), sums));
-                } else {
-                    let mut tmp = [0f32; 4];
-                    _mm_storeu_ps(tmp.as_mut_ptr(), sums);
-                    for j in 0..N {
-                        *yr.add(j) += tmp[j];
+                // four weight rows' sums at a time
+                for j0 in (0..N).step_by(4) {
+                    let nn = (N - j0).min(4);
+                    let mut a4 = [_mm256_setzero_ps(); 4];
+                    a4[..nn].copy_from_slice(&acc[r][j0..j0 + nn]);
+                    let sums = hsum4(a4);
+                    let yr = y.add(r * ys + j0);
+                    if nn == 4 {
+                        _mm_storeu_ps(yr, _mm_add_ps(_mm_loadu_ps(yr), sums));
+                    } else {
+                        let mut tmp = [0f32; 4];
+                        _mm_storeu_ps(tmp.as_mut_ptr(), sums);
+                        for j in 0..nn {
+                            *yr.add(j) += tmp[j];
+                        }
                     }
                 }
             }
@@ -484,6 +493,7 @@ mod tests {
         for &(n, o, i) in &[
             (1, 300, 784),
             (1, 10, 100),
+            (1, 15, 37),
             (3, 7, 13),
             (2, 1100, 600),
             (256, 30, 77),
@@ -539,6 +549,10 @@ mod tests {
             (4, 7, 13),
             (2, 1, 1),
             (1, 301, 785),
+            // one row: 8 weight rows per tile, remainders of 1-7
+            (1, 14, 33),
+            (1, 15, 9),
+            (1, 8, 16),
             (4, 9000, 3),
         ] {
             let x: Vec<f32> = (0..n * i).map(|_| rnd()).collect();
