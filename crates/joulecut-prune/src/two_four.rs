@@ -28,6 +28,7 @@
 //! assert_eq!(y, [5.5, 5.0]);
 //! ```
 
+#[cfg(target_arch = "x86_64")]
 use joulecut_ops::Isa;
 
 use crate::{Error, Result};

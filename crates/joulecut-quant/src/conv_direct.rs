@@ -18,6 +18,9 @@
 //! non-decreasing (the scales are positive), so the result equals requantise-then-pool exactly,
 //! and `Int8Conv2d`'s tests hold the two paths to bit equality.
 
+// Only x86-64 runs the kernel; elsewhere the layout is built but never read.
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+
 use crate::gemm::Requant;
 
 /// Output channels computed together.
