@@ -19,7 +19,7 @@
 
 use crate::{Layer, LayerFactory, LayerPath, Model, Result};
 use candle_core::Device;
-use joulecut_checkpoint::{Checkpoint, SparseValues, TensorData};
+use joulecut_checkpoint::{Checkpoint, DenseTensor, SparseValues, TensorData};
 use joulecut_quant::ActivationGrid;
 use serde::Serialize;
 
@@ -32,7 +32,8 @@ pub struct RealKernels {
     /// The same bound for the fully-connected layers of MLP and CNN models ([`Model::load`]),
     /// whose small layers are cheap to run dense: LeNet-300-100's 41 %-dense second layer (90 %
     /// global pruning) made the whole model 1.2-1.3x faster at batch 1 dense than through the CSR
-    /// kernel. BERT-family encoders keep [`RealKernels::max_sparse_density`].
+    /// kernel. BERT-family encoders keep [`RealKernels::max_sparse_density`]. Packed 2:4 layers
+    /// above it run the 2:4 kernel for small batches; below it they stay on the CSR kernel.
     pub fc_max_sparse_density: f64,
     /// How int8 layers quantize their inputs at run time. The default is the grid's own
     /// ([`ActivationGrid::S8`], what a file without `joulecut.int8_activations` means);
@@ -190,23 +191,39 @@ impl RealKernels {
     }
 }
 
-/// Packed weights sparser than this stay on the CSR kernel even when they fit 2:4.
-const TWO_FOUR_MIN_DENSITY: f64 = 0.25;
+/// Whether a dense tensor's stored values keep at most 2 non-zeros in each run of 4, read from
+/// the bytes (zero: every bit but the sign clear), so that a trained dense layer is turned away at
+/// its first group instead of being decoded here and again by the dense path.
+fn stored_fits_two_four(d: &DenseTensor) -> bool {
+    let e = d.dtype.size();
+    let zero = |v: &[u8]| v[..e - 1].iter().all(|&b| b == 0) && v[e - 1] & 0x7f == 0;
+    d.bytes
+        .chunks_exact(4 * e)
+        .all(|g| g.chunks_exact(e).filter(|v| !zero(v)).count() <= 2)
+}
 
 /// A float linear weight (dense, or packed sparse) whose every group of 4 inputs keeps at most 2
-/// values: a dense f32 layer that runs small batches through the 2:4 kernel. `None` for any other.
-fn two_four_linear(name: &str, w: &TensorData, bias: Option<&[f32]>) -> Result<Option<Layer>> {
-    let float = match w {
-        TensorData::Dense(_) => true,
-        // Far sparser than 2:4, the CSR kernel touches fewer weights.
+/// values: a dense f32 layer that runs small batches through the 2:4 kernel. `None` for any other,
+/// and for packed weights sparse enough for the CSR kernel (`max_density`), which touches fewer.
+fn two_four_linear(
+    name: &str,
+    w: &TensorData,
+    bias: Option<&[f32]>,
+    max_density: f64,
+) -> Result<Option<Layer>> {
+    let shape = w.shape();
+    if shape.len() != 2 || shape[1] % 4 != 0 {
+        return Ok(None);
+    }
+    let candidate = match w {
+        TensorData::Dense(d) => stored_fits_two_four(d),
         TensorData::Sparse(s) => {
             let density = s.nnz() as f64 / s.shape.iter().product::<usize>().max(1) as f64;
-            matches!(s.values, SparseValues::Float { .. }) && density > TWO_FOUR_MIN_DENSITY
+            matches!(s.values, SparseValues::Float { .. }) && density > max_density
         }
         _ => false,
     };
-    let shape = w.shape();
-    if !float || shape.len() != 2 || shape[1] % 4 != 0 {
+    if !candidate {
         return Ok(None);
     }
     let (rows, cols) = (shape[0], shape[1]);
@@ -246,7 +263,7 @@ impl LayerFactory for RealKernels {
         device: &Device,
     ) -> Result<Option<Layer>> {
         if device.is_cpu()
-            && let Some(l) = two_four_linear(name, w, bias)?
+            && let Some(l) = two_four_linear(name, w, bias, self.fc_max_sparse_density)?
         {
             return Ok(Some(l));
         }
@@ -656,5 +673,22 @@ mod tests {
             [LayerPath::TwoFour, LayerPath::TwoFour, LayerPath::Dense]
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The byte-level pre-check agrees with the decoded values: signed zeros count as zeros, in
+    /// every float type, and a third non-zero in a group rules the tensor out.
+    #[test]
+    fn the_stored_pattern_check_reads_zeros_in_every_float_type() {
+        for dtype in [FloatType::F32, FloatType::F16, FloatType::BF16] {
+            let fits = [1.0f32, -0.0, 0.0, -2.0, 0.0, 0.0, 0.0, 0.0];
+            let breaks = [1.0f32, -0.0, 3.0, -2.0, 0.0, 0.0, 0.0, 0.0];
+            let dense = |v: &[f32]| DenseTensor {
+                dtype,
+                bytes: dtype.encode(v),
+                shape: vec![2, 4],
+            };
+            assert!(stored_fits_two_four(&dense(&fits)), "{dtype}");
+            assert!(!stored_fits_two_four(&dense(&breaks)), "{dtype}");
+        }
     }
 }

@@ -205,7 +205,6 @@ fn two_four_forward(
     bias: &[f32],
     relu: bool,
 ) -> candle_core::Result<Tensor> {
-    use candle_core::{CpuStorage, Storage};
     let x = x.to_dtype(candle_core::DType::F32)?.contiguous()?;
     let batch = x.dim(0)?;
     if x.dim(1)? != m.cols() {
@@ -216,14 +215,9 @@ fn two_four_forward(
         )
     }
     let mut y = vec![0f32; batch * m.rows()];
-    {
-        let (storage, layout) = x.storage_and_layout();
-        let Storage::Cpu(CpuStorage::F32(v)) = &*storage else {
-            candle_core::bail!("2:4 layer: expected a CPU f32 tensor")
-        };
-        let (lo, hi) = layout.contiguous_offsets().expect("made contiguous above");
-        m.matmul_into(&v[lo..hi], batch, Some(bias), relu, &mut y);
-    }
+    let xv = joulecut_ops::view(&x, "2:4 layer")?;
+    m.matmul_into(xv.as_slice(), batch, Some(bias), relu, &mut y);
+    drop(xv);
     Tensor::from_vec(y, (batch, m.rows()), &Device::Cpu)
 }
 

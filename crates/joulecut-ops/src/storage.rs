@@ -15,7 +15,7 @@ pub(crate) fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a
 }
 
 /// A read guard on a contiguous f32 CPU tensor.
-pub(crate) struct F32View<'a> {
+pub struct F32View<'a> {
     guard: StorageRef<'a>,
     start: usize,
     end: usize,
@@ -23,7 +23,7 @@ pub(crate) struct F32View<'a> {
 
 impl F32View<'_> {
     /// The tensor's elements, in row-major order.
-    pub(crate) fn as_slice(&self) -> &[f32] {
+    pub fn as_slice(&self) -> &[f32] {
         match &*self.guard {
             Storage::Cpu(CpuStorage::F32(v)) => &v[self.start..self.end],
             _ => unreachable!("checked in view()"),
@@ -31,8 +31,9 @@ impl F32View<'_> {
     }
 }
 
-/// Locks `t` (which must be contiguous, f32 and on the CPU) for reading.
-pub(crate) fn view<'a>(t: &'a Tensor, op: &str) -> Result<F32View<'a>> {
+/// Locks `t` (which must be contiguous, f32 and on the CPU) for reading; `op` names the caller
+/// in the error otherwise.
+pub fn view<'a>(t: &'a Tensor, op: &str) -> Result<F32View<'a>> {
     let (guard, layout) = t.storage_and_layout();
     let (start, end) = match layout.contiguous_offsets() {
         Some(r) => r,

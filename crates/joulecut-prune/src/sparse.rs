@@ -26,7 +26,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use candle_core::{CpuStorage, DType, Device, Module, Storage, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 use joulecut_ops::Isa;
 use rayon::prelude::*;
 
@@ -522,14 +522,7 @@ impl Module for SparseLinear {
         let batch = x.elem_count() / k.max(1);
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().expect("non-empty") = self.weight.rows;
-        let y = {
-            let (storage, layout) = x.storage_and_layout();
-            let Storage::Cpu(CpuStorage::F32(v)) = &*storage else {
-                candle_core::bail!("SparseLinear: expected a CPU f32 tensor")
-            };
-            let (a, b) = layout.contiguous_offsets().expect("made contiguous above");
-            self.forward_slice(&v[a..b], batch)
-        };
+        let y = self.forward_slice(joulecut_ops::view(&x, "SparseLinear")?.as_slice(), batch);
         Tensor::from_vec(y, out_dims, &Device::Cpu)?
             .to_dtype(dtype)?
             .to_device(&device)

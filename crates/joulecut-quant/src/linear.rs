@@ -16,7 +16,7 @@
 
 use std::cell::RefCell;
 
-use candle_core::{DType, Device, Module, Storage, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 use joulecut_checkpoint::{Int8Tensor, numel};
 
 use crate::conv_direct::{DirectConv, Padded};
@@ -302,15 +302,7 @@ fn with_cpu_f32<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Resu
     } else {
         x.to_dtype(DType::F32)?.contiguous()?
     };
-    let (storage, layout) = x.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        candle_core::bail!("expected CPU storage")
-    };
-    let data = cpu.as_slice::<f32>()?;
-    let (start, end) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::msg("not contiguous"))?;
-    Ok(f(&data[start..end]))
+    Ok(f(joulecut_ops::view(&x, "int8 layer")?.as_slice()))
 }
 
 impl Module for Int8Linear {
