@@ -1,5 +1,5 @@
 //! End to end: the forward pass of LeNet-300-100 on the CPU at batch 1 and 256, for every storage
-//! encoding — dense f32, f16, int8, 90 % packed sparse and 2:4 (stored dense; the 2:4 kernel runs
+//! encoding — dense f32, f16, bf16, int8, 90 % packed sparse and 2:4 (stored dense; the 2:4 kernel runs
 //! batch 1) — and of LeNet-5 in f32 and int8 (the
 //! int8 convolutions against the f32 ones). Each checkpoint is written the way
 //! `joulecut bench` writes its variants (the pipeline's typed storage steps through
@@ -43,6 +43,7 @@ fn encodings(arch: &str) -> Vec<(&'static str, Pruning, Vec<Step>)> {
     if arch == "lenet-300-100" {
         let unstructured = Some((SPARSITY, Granularity::Unstructured));
         all.push(("f16", None, vec![quantize(QuantTarget::F16)]));
+        all.push(("bf16", None, vec![quantize(QuantTarget::Bf16)]));
         all.push(("sparse90", unstructured, vec![Step::Pack]));
         all.push(("nm24", Some((0.5, Granularity::Nm { n: 2, m: 4 })), vec![]));
     }

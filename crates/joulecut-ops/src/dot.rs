@@ -47,8 +47,6 @@ const LATENCY_PAR_MACS: usize = 1 << 20;
 
 /// A weight element the kernel reads: f32 as stored, or a 16-bit float widened on the fly.
 pub(crate) trait WeightElem: Copy + Send + Sync + 'static {
-    /// Zero, for padding a row's last partial vector.
-    const ZERO: Self;
     /// The value as f32 (the portable loop).
     fn to_f32(self) -> f32;
 
@@ -58,30 +56,30 @@ pub(crate) trait WeightElem: Copy + Send + Sync + 'static {
     /// AVX2 and F16C; 8 elements readable at `p`. Inlined into the `target_feature` kernel.
     #[cfg(target_arch = "x86_64")]
     unsafe fn load8(p: *const Self) -> core::arch::x86_64::__m256;
+    /// The first `n < 8` elements at `p` as f32 lanes, the rest zero; reads nothing past them.
+    /// (A copy into a zeroed buffer compiled to a `memcpy` call, with every accumulator spilled
+    /// around it, once per weight row at the end of each block.)
+    ///
+    /// # Safety
+    /// AVX2 and F16C; `n` elements readable at `p`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load_tail(p: *const Self, n: usize) -> core::arch::x86_64::__m256;
     /// Whether [`WeightElem::load16`] is cheaper than two [`WeightElem::load8`]s.
     const PAIRED: bool = false;
-    /// Sixteen consecutive elements as two vectors, lanes in the order
-    /// `(0-3, 8-11)` and `(4-7, 12-15)`: what unpacking 16-bit halves with zeros gives, in one
-    /// integer µop each; the kernel permutes `x` to match (once per row, for 4 weight rows).
+    /// Sixteen consecutive elements as two vectors: the even-numbered ones and the odd-numbered
+    /// ones (what a shift and a mask give a bf16 pair, with no shuffle µop); the kernel splits
+    /// `x` to match.
     ///
     /// # Safety
     /// AVX2; 16 elements readable at `p`.
     #[cfg(target_arch = "x86_64")]
     unsafe fn load16(p: *const Self) -> (core::arch::x86_64::__m256, core::arch::x86_64::__m256) {
-        // SAFETY: per the trait; the default is two plain loads permuted to the same order.
-        unsafe {
-            use core::arch::x86_64::*;
-            let (a, b) = (Self::load8(p), Self::load8(p.add(8)));
-            (
-                _mm256_permute2f128_ps::<0x20>(a, b),
-                _mm256_permute2f128_ps::<0x31>(a, b),
-            )
-        }
+        // SAFETY: per the trait; the default is two plain loads split the same way.
+        unsafe { x86::split16(Self::load8(p), Self::load8(p.add(8))) }
     }
 }
 
 impl WeightElem for f32 {
-    const ZERO: Self = 0.0;
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self
@@ -93,10 +91,16 @@ impl WeightElem for f32 {
         // SAFETY: per the trait.
         unsafe { core::arch::x86_64::_mm256_loadu_ps(p) }
     }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load_tail(p: *const Self, n: usize) -> core::arch::x86_64::__m256 {
+        // SAFETY: per the trait; masked-off lanes are not read.
+        unsafe { core::arch::x86_64::_mm256_maskload_ps(p, x86::tail_mask(n)) }
+    }
 }
 
 impl WeightElem for half::f16 {
-    const ZERO: Self = half::f16::ZERO;
     #[inline(always)]
     fn to_f32(self) -> f32 {
         half::f16::to_f32(self)
@@ -109,10 +113,16 @@ impl WeightElem for half::f16 {
         // SAFETY: per the trait (16 bytes readable; F16C present).
         unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
     }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load_tail(p: *const Self, n: usize) -> core::arch::x86_64::__m256 {
+        // SAFETY: per the trait.
+        unsafe { core::arch::x86_64::_mm256_cvtph_ps(x86::tail16(p as *const u16, n)) }
+    }
 }
 
 impl WeightElem for half::bf16 {
-    const ZERO: Self = half::bf16::ZERO;
     #[inline(always)]
     fn to_f32(self) -> f32 {
         half::bf16::to_f32(self)
@@ -128,18 +138,34 @@ impl WeightElem for half::bf16 {
             _mm256_castsi256_ps(_mm256_slli_epi32::<16>(h))
         }
     }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load_tail(p: *const Self, n: usize) -> core::arch::x86_64::__m256 {
+        use core::arch::x86_64::*;
+        // SAFETY: per the trait.
+        unsafe {
+            let h = _mm256_cvtepu16_epi32(x86::tail16(p as *const u16, n));
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(h))
+        }
+    }
+    // Zen 3 runs vector shuffles on two of its four FP pipes, one of them an FMA pipe; the
+    // shift and the mask below leave both FMA pipes to the FMAs. Unpacking with zeros instead
+    // (two shuffles per 16) ran LeNet-300-100 at batch 1 in 15.8-16.1 µs against f16's 12.5-13.1.
     const PAIRED: bool = true;
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn load16(p: *const Self) -> (core::arch::x86_64::__m256, core::arch::x86_64::__m256) {
         use core::arch::x86_64::*;
-        // SAFETY: per the trait. Interleaving zeros below each bf16 gives its f32, per 128-bit lane.
+        // SAFETY: per the trait. Each 32-bit lane holds an (even, odd) pair of bf16s, the odd one
+        // on top: its f32 is the lane with the low half cleared, the even one's the lane shifted
+        // up by 16.
         unsafe {
             let v = _mm256_loadu_si256(p as *const __m256i);
-            let z = _mm256_setzero_si256();
+            let hi = _mm256_set1_epi32(0xFFFF_0000u32 as i32);
             (
-                _mm256_castsi256_ps(_mm256_unpacklo_epi16(z, v)),
-                _mm256_castsi256_ps(_mm256_unpackhi_epi16(z, v)),
+                _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v)),
+                _mm256_castsi256_ps(x86::and(v, hi)),
             )
         }
     }
@@ -255,25 +281,37 @@ unsafe fn block<W: WeightElem>(
     // One row has one accumulator per weight row: eight of them, not four, keep both FMA pipes
     // busy through the FMA latency (LeNet-300-100 at batch 1, Zen 3: see `NR1`).
     let nr_step = if n == 1 { NR1 } else { NR };
+    // A single row of `x` against paired (bf16) weights is split into even and odd elements once
+    // per block, here, rather than once per tile of weight rows.
+    let presplit =
+        n == 1 && W::PAIRED && cfg!(target_arch = "x86_64") && isa.avx2_fma() && isa.f16c();
+    let mut split = [std::mem::MaybeUninit::<f32>::uninit(); KC];
     let mut k0 = 0;
     while k0 < i {
         let kl = kc.min(i - k0);
+        let xs = if presplit {
+            split16_row(&x[k0..k0 + kl], &mut split[..kl]);
+            split.as_ptr().cast::<f32>()
+        } else {
+            x.as_ptr()
+        };
         for j0 in (0..o).step_by(nr_step) {
             let nr = nr_step.min(o - j0);
             for r0 in (0..n).step_by(MR) {
                 let mr = MR.min(n - r0);
-                // SAFETY: rows r0..r0+mr of x, rows j0..j0+nr of w, k0..k0+kl inside both; the
-                // output entries are inside y per the caller.
+                // SAFETY: rows r0..r0+mr of x (or the split row), rows j0..j0+nr of w,
+                // k0..k0+kl inside both; the output entries are inside y per the caller.
                 unsafe {
                     tile(
                         isa,
-                        x.as_ptr().add(r0 * i + k0),
+                        if presplit { xs } else { xs.add(r0 * i + k0) },
                         w.as_ptr().add(j0 * i + k0),
                         i,
                         kl,
                         (mr, nr),
                         y.add(r0 * ys + j0),
                         ys,
+                        presplit,
                     )
                 };
             }
@@ -289,6 +327,21 @@ unsafe fn block<W: WeightElem>(
     }
 }
 
+/// `out` = `x` with each whole 16-element chunk reordered as its 8 even elements, then its 8 odd
+/// ones (the lane order of [`WeightElem::load16`]); a last partial chunk is copied as it is.
+fn split16_row(x: &[f32], out: &mut [std::mem::MaybeUninit<f32>]) {
+    let whole = x.len() / 16 * 16;
+    for (c, o) in x[..whole].chunks_exact(16).zip(out.chunks_exact_mut(16)) {
+        for l in 0..8 {
+            o[l].write(c[2 * l]);
+            o[8 + l].write(c[2 * l + 1]);
+        }
+    }
+    for (o, v) in out[whole..].iter_mut().zip(&x[whole..]) {
+        o.write(*v);
+    }
+}
+
 fn finish(y: &mut [f32], relu: bool) {
     if relu {
         y.iter_mut().for_each(|v| *v = v.max(0.));
@@ -296,7 +349,8 @@ fn finish(y: &mut [f32], relu: bool) {
 }
 
 /// `y[r, j] += Σ_{k<kl} x[r·s + k] · w[j·s + k]` for `r < mr`, `j < nr` (`s` = row stride),
-/// with AVX2 + FMA when `isa` has them.
+/// with AVX2 + FMA when `isa` has them. `split`: `x` is one row already reordered by
+/// [`split16_row`] (paired weights on the x86 kernel only).
 ///
 /// # Safety
 /// The rows and outputs must be in bounds.
@@ -311,6 +365,7 @@ unsafe fn tile<W: WeightElem>(
     (mr, nr): (usize, usize),
     y: *mut f32,
     ys: usize,
+    split: bool,
 ) {
     #[cfg(target_arch = "x86_64")]
     if isa.avx2_fma() && isa.f16c() {
@@ -318,7 +373,7 @@ unsafe fn tile<W: WeightElem>(
             ($($m:literal $n:literal),*) => {
                 match (mr, nr) {
                     // SAFETY: AVX2 + FMA + F16C checked; bounds per the caller.
-                    $(($m, $n) => return unsafe { x86::tile::<$m, $n, W>(x, w, s, kl, y, ys) },)*
+                    $(($m, $n) => return unsafe { x86::tile::<$m, $n, W>(x, w, s, kl, y, ys, split) },)*
                     _ => unreachable!("tile sizes are at most {MR} x {NR}, or 1 x {NR1}"),
                 }
             };
@@ -327,6 +382,7 @@ unsafe fn tile<W: WeightElem>(
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = isa;
+    debug_assert!(!split, "only the x86 kernel reads a split row");
     for r in 0..mr {
         for j in 0..nr {
             let mut acc = 0f32;
@@ -346,14 +402,91 @@ mod x86 {
 
     use super::WeightElem;
 
+    /// `n < 8` 16-bit elements at `p` in the low lanes, the rest zero, reading only those `n`.
+    ///
+    /// # Safety
+    /// `n` elements readable at `p`.
+    #[inline(always)]
+    pub(super) unsafe fn tail16(p: *const u16, n: usize) -> __m128i {
+        // Shifted into two integers rather than copied into a buffer, which LLVM turns into a
+        // `memcpy` call.
+        let (mut lo, mut hi) = (0u64, 0u64);
+        for t in 0..n.min(8) {
+            // SAFETY: t < n, readable per the caller.
+            let v = u64::from(unsafe { p.add(t).read_unaligned() });
+            if t < 4 {
+                lo |= v << (16 * t);
+            } else {
+                hi |= v << (16 * (t - 4));
+            }
+        }
+        // SAFETY: plain register construction (SSE2 is baseline on x86_64).
+        unsafe { _mm_set_epi64x(hi as i64, lo as i64) }
+    }
+
     /// Lanes of the last partial vector of a `k`-block (`kl % 8` of them) as a load mask.
     #[inline(always)]
-    unsafe fn tail_mask(t: usize) -> __m256i {
+    pub(super) unsafe fn tail_mask(t: usize) -> __m256i {
         // SAFETY: plain register arithmetic.
         unsafe {
             let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
             _mm256_cmpgt_epi32(_mm256_set1_epi32(t as i32), idx)
         }
+    }
+
+    /// `acc += a · b`, always in the accumulator's own register (`vfmadd231ps`). In the paired
+    /// bf16 loop LLVM wrote the product into the unpacked weight's register (`vfmadd213ps`) and
+    /// moved it back, which cost so many registers that one of the 1 x 8 tile's accumulators
+    /// lived on the stack: a store-to-load round trip in its dependency chain every 16 `k`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn fma231(acc: &mut __m256, a: __m256, b: __m256) {
+        // SAFETY: a register-only FMA; the caller's target features include FMA.
+        unsafe {
+            core::arch::asm!(
+                "vfmadd231ps {acc}, {a}, {b}",
+                acc = inout(ymm_reg) *acc,
+                a = in(ymm_reg) a,
+                b = in(ymm_reg) b,
+                options(pure, nomem, nostack, preserves_flags),
+            )
+        };
+    }
+
+    /// `a & b` as `vpand`, which runs on any of Zen 3's four FP pipes. Written as the intrinsic,
+    /// LLVM turned the mask into a `vpblendw` with zero, a shuffle-pipe µop like the unpacking
+    /// this replaces.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn and(a: __m256i, b: __m256i) -> __m256i {
+        let out;
+        // SAFETY: a register-only AVX2 instruction; the caller's target features include AVX2.
+        unsafe {
+            core::arch::asm!(
+                "vpand {o}, {a}, {b}",
+                o = lateout(ymm_reg) out,
+                a = in(ymm_reg) a,
+                b = in(ymm_reg) b,
+                options(pure, nomem, nostack, preserves_flags),
+            )
+        };
+        out
+    }
+
+    /// The even-numbered and the odd-numbered lanes of the 16 in `(a, b)`, each in order.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn split16(a: __m256, b: __m256) -> (__m256, __m256) {
+        // Within each 128-bit half, evens then odds; then the halves regrouped.
+        let idx = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+        let (a, b) = (
+            _mm256_permutevar8x32_ps(a, idx),
+            _mm256_permutevar8x32_ps(b, idx),
+        );
+        (
+            _mm256_permute2f128_ps::<0x20>(a, b),
+            _mm256_permute2f128_ps::<0x31>(a, b),
+        )
     }
 
     /// The 4 horizontal sums of `a[0..4]` in one xmm (lane j = Σ a[j]).
@@ -380,6 +513,7 @@ mod x86 {
         kl: usize,
         y: *mut f32,
         ys: usize,
+        split: bool,
     ) {
         let mut acc = [[_mm256_setzero_ps(); N]; R];
         let body = kl / 8 * 8;
@@ -388,21 +522,20 @@ mod x86 {
         // k..kl; stores stay inside y's R × N entries.
         unsafe {
             if W::PAIRED {
-                // 16 at a time, x permuted to the weights' lane order
+                // 16 at a time, x split into even and odd elements like the weights
                 while k + 16 <= body {
-                    let mut xl = [_mm256_setzero_ps(); R];
-                    let mut xh = [_mm256_setzero_ps(); R];
+                    let mut xe = [_mm256_setzero_ps(); R];
+                    let mut xo = [_mm256_setzero_ps(); R];
                     for r in 0..R {
                         let a = _mm256_loadu_ps(x.add(r * s + k));
                         let b = _mm256_loadu_ps(x.add(r * s + k + 8));
-                        xl[r] = _mm256_permute2f128_ps::<0x20>(a, b);
-                        xh[r] = _mm256_permute2f128_ps::<0x31>(a, b);
+                        (xe[r], xo[r]) = if split { (a, b) } else { split16(a, b) };
                     }
                     for j in 0..N {
-                        let (wl, wh) = W::load16(w.add(j * s + k));
+                        let (we, wo) = W::load16(w.add(j * s + k));
                         for r in 0..R {
-                            acc[r][j] = _mm256_fmadd_ps(xl[r], wl, acc[r][j]);
-                            acc[r][j] = _mm256_fmadd_ps(xh[r], wh, acc[r][j]);
+                            fma231(&mut acc[r][j], xe[r], we);
+                            fma231(&mut acc[r][j], xo[r], wo);
                         }
                     }
                     k += 16;
@@ -429,9 +562,7 @@ mod x86 {
                 }
                 for j in 0..N {
                     // the row's last elements, zero-padded to a whole vector
-                    let mut pad = [W::ZERO; 8];
-                    std::ptr::copy_nonoverlapping(w.add(j * s + k), pad.as_mut_ptr(), kl - k);
-                    let wv = W::load8(pad.as_ptr());
+                    let wv = W::load_tail(w.add(j * s + k), kl - k);
                     for r in 0..R {
                         acc[r][j] = _mm256_fmadd_ps(xv[r], wv, acc[r][j]);
                     }
@@ -501,6 +632,8 @@ mod tests {
             (2, 1100, 600),
             (256, 30, 77),
             (5, 9, 1100),
+            (1, 9, 1100),
+            (1, 8, 48),
         ] {
             let x: Vec<f32> = (0..n * i).map(|_| rnd()).collect();
             let w: Vec<f32> = (0..o * i).map(|_| rnd()).collect();
