@@ -39,6 +39,7 @@ mod mask;
 mod pruner;
 mod report;
 mod schedule;
+mod sell;
 mod sensitivity;
 mod sparse;
 mod spmm;

@@ -2,7 +2,9 @@
 //! linear layer.
 //!
 //! `y = x · Wᵀ + b` with `W` `[out, in]` in CSR (row = output unit) and `x` `[batch, in]`:
-//! * batch < 4: each output is a gather-dot over the row's non-zeros (`x` stays in cache);
+//! * batch < 4: each sample through the SELL-8 copy of the rows (`sell.rs`: 8 rows per FMA, the
+//!   inputs gathered by scalar loads); a gather-dot per row where the columns exceed its `u16`
+//!   indices;
 //! * larger batches: the blocked kernel in `spmm.rs` (weights laid out once at construction
 //!   in interleaved groups of 4 rows and column blocks; `x` transposed tile by tile, T = 16 or 32
 //!   samples, into aligned per-thread scratch). It is compiled for AVX-512 and for AVX2+FMA and
@@ -30,6 +32,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use joulecut_ops::Isa;
 use rayon::prelude::*;
 
+use crate::sell::Sell;
 use crate::spmm::{self, Blocked, GROUP, Out};
 use crate::{Error, Result};
 
@@ -44,6 +47,8 @@ pub struct CsrMatrix {
     values: Vec<f32>,
     /// The same weights grouped and blocked for the tile kernel (built once, here).
     blocked: Blocked,
+    /// The same weights in SELL-8 for one sample at a time (`None` past 65,536 columns).
+    sell: Option<Sell>,
 }
 
 impl CsrMatrix {
@@ -58,6 +63,7 @@ impl CsrMatrix {
             col_idx: Vec::new(),
             values: Vec::new(),
             blocked: Blocked::default(),
+            sell: None,
         };
         m.row_ptr.push(0);
         for row in dense.chunks(cols.max(1)).take(rows) {
@@ -105,6 +111,7 @@ impl CsrMatrix {
             col_idx: Vec::new(),
             values: Vec::new(),
             blocked: Blocked::default(),
+            sell: None,
         };
         m.row_ptr.push(0);
         let mut next = values.iter();
@@ -134,7 +141,14 @@ impl CsrMatrix {
             &self.col_idx,
             &self.values,
         );
+        self.sell = Sell::new(self.cols, &self.row_ptr, &self.col_idx, &self.values);
         self
+    }
+
+    /// The one-sample layout, where the columns fit it.
+    #[cfg(test)]
+    pub(crate) fn sell(&self) -> Option<&Sell> {
+        self.sell.as_ref()
     }
 
     /// Rows (output units).
@@ -162,12 +176,14 @@ impl CsrMatrix {
         }
     }
 
-    /// Bytes held in memory: the CSR arrays and their blocked copy for the tile kernel.
+    /// Bytes held in memory: the CSR arrays, their blocked copy for the tile kernel and their
+    /// SELL-8 copy for single samples.
     pub fn memory_bytes(&self) -> usize {
         self.row_ptr.len() * size_of::<usize>()
             + self.col_idx.len() * 4
             + self.values.len() * 4
             + self.blocked.memory_bytes()
+            + self.sell.as_ref().map_or(0, Sell::memory_bytes)
     }
 
     /// The dense row-major matrix.
@@ -229,6 +245,10 @@ impl CsrMatrix {
     /// One sample: `y[r] = Σ w[r, c] x[c]`, rows split over threads when `parallel`.
     fn gather_rows(&self, x: &[f32], bias: Option<&[f32]>, y: &mut [f32], parallel: bool) {
         assert_eq!(x.len(), self.cols, "x must be one row of `cols`");
+        if let Some(sell) = &self.sell {
+            sell.matvec(x, bias, y, parallel);
+            return;
+        }
         let isa = Isa::detected();
         let body = |r0: usize, ys: &mut [f32]| {
             for (i, yr) in ys.iter_mut().enumerate() {
