@@ -104,13 +104,12 @@ impl Sell {
         let out = OutPtr(y.as_mut_ptr());
         // Slices s0..s1: each writes only the rows it holds, and every row is in one slice.
         let run = |s0: usize, s1: usize| {
-            let out = out;
             for s in s0..s1 {
                 let sums = self.slice(isa, s, x);
                 for (l, &r) in self.rows[s * C..].iter().take(C).enumerate() {
                     let r = r as usize;
                     // SAFETY: r < rows = y.len(), and no other slice holds row r.
-                    unsafe { *out.0.add(r) = sums[l] + bias.map_or(0.0, |b| b[r]) };
+                    unsafe { *out.at(r) = sums[l] + bias.map_or(0.0, |b| b[r]) };
                 }
             }
         };
@@ -148,6 +147,13 @@ impl Sell {
 
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
+
+impl OutPtr {
+    /// A method, so that closures capture the `Sync` wrapper rather than its raw pointer field.
+    fn at(&self, r: usize) -> *mut f32 {
+        self.0.wrapping_add(r)
+    }
+}
 // SAFETY: slices write disjoint rows (see `Sell::matvec`).
 unsafe impl Send for OutPtr {}
 // SAFETY: as above.
