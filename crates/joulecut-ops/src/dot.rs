@@ -17,9 +17,11 @@
 //! fixed weights and a training forward with fresh weights both want.
 //!
 //! `W` may also be stored as f16 or bf16 ([`WeightElem`]), widened in registers as it is loaded
-//! (`vcvtph2ps` for f16; bf16 16 at a time by unpacking with zeros, `x` permuted to match), so a
-//! half-precision model streams half the bytes and runs the same FMAs. That pays at batch 1, where a layer is bound by reading its
-//! weights (LeNet-300-100 on Zen 3: f16 14.1 µs, bf16 14.8 µs, f32 19.5 µs); from batch 4 the
+//! (`vcvtph2ps` for f16; bf16 16 at a time by a shift and a mask, which give the even and the odd
+//! elements, `x` split to match once per block), so a half-precision model streams half the bytes
+//! and runs the same FMAs. That pays at batch 1, where a layer is bound by reading its weights
+//! (LeNet-300-100 on Zen 3, criterion, three interleaved rounds: f16 13.7 / 18.7 / 11.7 µs, bf16
+//! 13.3 / 15.4 / 13.7 µs, f32 18.3 / 20.6 / 19.9 µs); from batch 4 the
 //! conversions cost more than the bytes save (f16 58 µs against f32 36 µs), so callers keep an
 //! f32 copy for batches.
 
