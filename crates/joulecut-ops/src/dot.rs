@@ -152,8 +152,9 @@ impl WeightElem for half::bf16 {
         }
     }
     // Zen 3 runs vector shuffles on two of its four FP pipes, one of them an FMA pipe; the
-    // shift and the mask below leave both FMA pipes to the FMAs. Unpacking with zeros instead
-    // (two shuffles per 16) ran LeNet-300-100 at batch 1 in 15.8-16.1 µs against f16's 12.5-13.1.
+    // shift and the mask below leave both FMA pipes to the FMAs. Unpacking with zeros (two
+    // shuffles per 16), with one sum spilled to the stack, ran LeNet-300-100 at batch 1 in
+    // 16.4-17.6 µs; this, with the sums in registers, 13.3-15.4 µs (f16 11.7-18.7 µs).
     const PAIRED: bool = true;
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
