@@ -258,6 +258,63 @@ dispatch!(
     (x: &mut [f32], y: &[f32], bias: Option<&[f32]>, ln: &LayerNorm<'_>)
 );
 
+dispatch!(
+    attend_isa,
+    attend_avx2,
+    attend_body,
+    (qkv: &[f32], ctx: &mut [f32], count: usize, dim: usize, scores: &mut [f32])
+);
+
+/// One sentence's multi-head attention: `ctx[t, h·d..(h+1)·d] = Σ_j softmax_j(q_t · k_j / √d) v_j`
+/// for `qkv` `[len, 3·count·dim]` (query, key and value blocks side by side), `ctx`
+/// `[len, count·dim]` (overwritten) and `scores` a scratch row of `len`. The scale, the softmax and
+/// the weighted sum are fused into one pass over each score row; compiled for AVX2 + FMA where the
+/// CPU has them (for the baseline x86-64 the dot products and sums ran 128 bits wide, and took
+/// 8.6 % of the int8 MiniLM's time). The same operations in the same order on every path.
+/// (Computing four keys' scores and four values' sums at a time, written in plain Rust, measured
+/// slower: 11.0 % of the int8 MiniLM's time against 7.8 %.)
+///
+/// # Panics
+/// When the buffers do not hold `len` rows.
+pub fn attend_sentence(
+    isa: Isa,
+    qkv: &[f32],
+    ctx: &mut [f32],
+    (count, dim): (usize, usize),
+    scores: &mut [f32],
+) {
+    let len = scores.len();
+    assert_eq!(
+        qkv.len(),
+        len * 3 * count * dim,
+        "attend_sentence: qkv rows"
+    );
+    assert_eq!(ctx.len(), len * count * dim, "attend_sentence: ctx rows");
+    attend_isa(isa, qkv, ctx, count, dim, scores);
+}
+
+#[inline(always)]
+fn attend_body(qkv: &[f32], ctx: &mut [f32], count: usize, dim: usize, scores: &mut [f32]) {
+    let (w, d) = (count * dim, dim);
+    let stride = 3 * w;
+    let scale = 1.0 / (d as f32).sqrt();
+    ctx.fill(0.0);
+    for h in 0..count {
+        let (qo, ko, vo) = (h * d, w + h * d, 2 * w + h * d);
+        for i in 0..scores.len() {
+            let q = &qkv[i * stride + qo..i * stride + qo + d];
+            for (j, sc) in scores.iter_mut().enumerate() {
+                *sc = dot(q, &qkv[j * stride + ko..j * stride + ko + d]) * scale;
+            }
+            softmax_body(scores);
+            let out = &mut ctx[i * w + h * d..i * w + h * d + d];
+            for (j, &p) in scores.iter().enumerate() {
+                axpy(out, p, &qkv[j * stride + vo..j * stride + vo + d]);
+            }
+        }
+    }
+}
+
 /// Rows per rayon task for `rows` rows of `width`: everything on this thread when small.
 pub(crate) fn rows_per_task(rows: usize, width: usize) -> usize {
     if rows * width < PAR_ELEMS || rayon::current_num_threads() <= 1 {

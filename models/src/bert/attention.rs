@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 
 use joulecut_ops::Isa;
-use joulecut_ops::rows::{axpy, dot, softmax_with};
+use joulecut_ops::rows::attend_sentence;
 
 /// Sizes of one attention product.
 #[derive(Debug, Clone, Copy)]
@@ -73,27 +73,10 @@ fn split(qkv: &[f32], ctx: &mut [f32], lengths: &[usize], heads: Heads, isa: Isa
 
 /// One sentence of `len` tokens.
 fn sentence(qkv: &[f32], ctx: &mut [f32], len: usize, heads: Heads, isa: Isa) {
-    let (w, d) = (heads.width(), heads.dim);
-    let stride = 3 * w;
-    let scale = 1.0 / (d as f32).sqrt();
-    ctx.fill(0.0);
     SCORES.with(|s| {
         let mut scores = s.borrow_mut();
         scores.resize(len, 0.0);
-        for h in 0..heads.count {
-            let (qo, ko, vo) = (h * d, w + h * d, 2 * w + h * d);
-            for i in 0..len {
-                let q = &qkv[i * stride + qo..i * stride + qo + d];
-                for (j, sc) in scores.iter_mut().enumerate() {
-                    *sc = dot(q, &qkv[j * stride + ko..j * stride + ko + d]) * scale;
-                }
-                softmax_with(isa, &mut scores);
-                let out = &mut ctx[i * w + h * d..i * w + h * d + d];
-                for (j, &p) in scores.iter().enumerate() {
-                    axpy(out, p, &qkv[j * stride + vo..j * stride + vo + d]);
-                }
-            }
-        }
+        attend_sentence(isa, qkv, ctx, (heads.count, heads.dim), &mut scores);
     });
 }
 
