@@ -1,6 +1,6 @@
-//! End to end: the forward pass of LeNet-300-100 on the CPU at batch 1 and 256, for every storage
-//! encoding — dense f32, f16, bf16, int8, 90 % packed sparse and 2:4 (stored dense; the 2:4 kernel runs
-//! batch 1) — and of LeNet-5 in f32 and int8 (the
+//! End to end: the forward pass of LeNet-300-100 on the CPU at batches 1, 2, 4, 8 and 256, for
+//! every storage encoding — dense f32, f16, bf16, int8, 90 % packed sparse and 2:4 (stored dense;
+//! the 2:4 kernel runs batches 1-2) — and of LeNet-5 in f32 and int8 (the
 //! int8 convolutions against the f32 ones). Each checkpoint is written the way
 //! `joulecut bench` writes its variants (the pipeline's typed storage steps through
 //! `pipeline::encode`, the int8 activation grid in the metadata) and loaded the way `joulecut eval`

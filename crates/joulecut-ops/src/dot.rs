@@ -286,8 +286,7 @@ unsafe fn block<W: WeightElem>(
     let nr_step = if n == 1 { NR1 } else { NR };
     // A single row of `x` against paired (bf16) weights is split into even and odd elements once
     // per block, here, rather than once per tile of weight rows.
-    let presplit =
-        n == 1 && W::PAIRED && cfg!(target_arch = "x86_64") && isa.avx2_fma() && isa.f16c();
+    let presplit = n == 1 && W::PAIRED && x86_tiles(isa);
     let mut split = [std::mem::MaybeUninit::<f32>::uninit(); KC];
     let mut k0 = 0;
     while k0 < i {
@@ -328,6 +327,11 @@ unsafe fn block<W: WeightElem>(
             finish(row, true);
         }
     }
+}
+
+/// Whether [`tile`] runs the x86 kernel (AVX2 + FMA + F16C) rather than the portable loop.
+fn x86_tiles(isa: Isa) -> bool {
+    cfg!(target_arch = "x86_64") && isa.avx2_fma() && isa.f16c()
 }
 
 /// `out` = `x` with each whole 16-element chunk reordered as its 8 even elements, then its 8 odd
@@ -371,7 +375,7 @@ unsafe fn tile<W: WeightElem>(
     split: bool,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if isa.avx2_fma() && isa.f16c() {
+    if x86_tiles(isa) {
         macro_rules! go {
             ($($m:literal $n:literal),*) => {
                 match (mr, nr) {

@@ -119,7 +119,7 @@ pub(crate) fn centred_sq(v: &[f32], mean: f32) -> f32 {
 
 /// Dot product of two equal-length slices with 8-lane accumulators.
 #[inline(always)]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0f32; LANES];
@@ -139,7 +139,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// `y += a · x`.
 #[inline(always)]
-pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     for (y, &x) in y.iter_mut().zip(x) {
         *y += a * x;
     }

@@ -22,8 +22,6 @@ use rayon::prelude::*;
 
 /// Rows per slice (the lanes of one AVX2 vector).
 const C: usize = 8;
-/// Steps below which the slices run on the calling thread.
-const PARALLEL_STEPS: usize = 1 << 14;
 
 /// The SELL-8 copy of a CSR matrix with at most 65,536 columns.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -95,7 +93,8 @@ impl Sell {
     }
 
     /// `y[r] = Σ_c w[r, c] · x[c] (+ b[r])` for one sample. `x` must have the matrix's columns
-    /// (every stored index is below its length), `y` its rows.
+    /// (every stored index is below its length), `y` its rows. `parallel`: split the slices over
+    /// rayon (the caller judges whether the work pays for it).
     pub(crate) fn matvec(&self, x: &[f32], bias: Option<&[f32]>, y: &mut [f32], parallel: bool) {
         debug_assert_eq!(y.len(), self.rows.len());
         debug_assert!(self.idx.iter().all(|&c| (c as usize) < x.len()));
@@ -113,7 +112,7 @@ impl Sell {
                 }
             }
         };
-        if parallel && self.ptr[slices] >= PARALLEL_STEPS {
+        if parallel {
             let per = slices.div_ceil(rayon::current_num_threads() * 4).max(1);
             (0..slices.div_ceil(per))
                 .into_par_iter()
