@@ -12,6 +12,7 @@ use super::kernel::{Int8Kernel, Signs, effective};
 use super::pack::PackedWeights;
 use super::plan::{Task, plan, rows_per_task};
 use super::requant::Requant;
+use super::residual::Corrected;
 use super::sink::{F32Sink, I32Sink, SharedPtr, TileSink};
 #[cfg(target_arch = "x86_64")]
 use super::x86;
@@ -22,9 +23,32 @@ thread_local! {
     static SMOOTHED_ROW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs one task with an already [`effective`] kernel.
+/// Runs one task with an already [`effective`] kernel, adding the weights' residual to its tiles.
 #[inline]
 fn exec<S: TileSink>(
+    kernel: Int8Kernel,
+    a: &[i8],
+    stride: usize,
+    w: &PackedWeights,
+    t: Task,
+    signs: Signs,
+    sink: &S,
+) {
+    // The oracle reads whole weights through `PackedWeights::get`; the others multiply the body.
+    if w.residual.is_empty() || kernel == Int8Kernel::Reference {
+        return exec_body(kernel, a, stride, w, t, signs, sink);
+    }
+    let corrected = Corrected {
+        inner: sink,
+        a,
+        stride,
+        residual: &w.residual,
+    };
+    exec_body(kernel, a, stride, w, t, signs, &corrected);
+}
+
+#[inline]
+fn exec_body<S: TileSink>(
     kernel: Int8Kernel,
     a: &[i8],
     stride: usize,

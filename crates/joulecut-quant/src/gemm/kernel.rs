@@ -108,10 +108,9 @@ impl std::str::FromStr for Int8Kernel {
 pub(crate) enum Signs {
     /// Any int8 value.
     Mixed,
-    /// Every value in `0..=127`.
+    /// Every value in `0..=127` (the AVX2 kernel pairs groups before widening; the VNNI kernel
+    /// needs no flip).
     NonNegative,
-    /// Every value in `0..=63` (the AVX2 kernel pairs groups before widening).
-    SixBit,
 }
 
 impl Signs {
@@ -124,31 +123,24 @@ impl Signs {
         {
             // SAFETY: AVX2 checked.
             let bits = unsafe { x86::or_all_avx2(a) };
-            // Bit 7 set: some value is negative. Otherwise the OR bounds every value from above
-            // and is at most 63 exactly when every value is.
+            // Bit 7 set: some value is negative.
             return if bits & 0x80 != 0 {
                 Signs::Mixed
             } else {
-                Signs::of_range(0, i32::from(bits))
+                Signs::NonNegative
             };
         }
         let _ = (kernel, a);
         Signs::Mixed
     }
 
-    /// The loop values in `lo..=hi` allow.
-    fn of_range(lo: i32, hi: i32) -> Signs {
-        match (lo >= 0, hi <= 63) {
-            (true, true) => Signs::SixBit,
-            (true, false) => Signs::NonNegative,
-            (false, _) => Signs::Mixed,
-        }
-    }
-
     /// What every value a `mode` produces is known to satisfy.
     pub(super) fn of_mode(mode: ActivationQuant) -> Signs {
-        let (lo, hi) = mode.code_range();
-        Signs::of_range(lo, hi)
+        if mode.code_range().0 >= 0 {
+            Signs::NonNegative
+        } else {
+            Signs::Mixed
+        }
     }
 }
 

@@ -10,7 +10,9 @@
 //!   flip) and the accumulators start at `-128 · Σ_k w[n, k]`, so the result is exact.
 //! * [`Int8Kernel::Avx2`]: `vpmaddubsw(|a|, sign(w, a))` + `vpmaddwd(·, 1)`. The pairwise i16 sums stay
 //!   below 2·128·127 = 32512, so nothing saturates — exact, provided no weight is -128 (packing
-//!   records that; such weights run on [`Int8Kernel::Portable`]).
+//!   records that; such weights run on [`Int8Kernel::Portable`]). Non-negative activations take a
+//!   paired loop that adds two pair sums in 16 bits; the rare weights that could overflow it sit in
+//!   a sparse residual whose products are added to each tile (residual.rs).
 //! * [`Int8Kernel::Portable`]: plain Rust over the packed layout (the compiler vectorises it).
 //! * [`Int8Kernel::Reference`]: the scalar triple loop, the tests' oracle ([`gemm_reference`]).
 //!
@@ -41,6 +43,7 @@ mod pack;
 mod plan;
 mod portable;
 mod requant;
+mod residual;
 mod sink;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! [`PackedWeights`]: int8 weights `[n, k]` packed once into the kernels' layout, panels of 16
 //! output columns × 4 consecutive `k` (one 64-byte, 64-byte-aligned block each), with the column
-//! sums the epilogue and the VNNI kernel need.
+//! sums the epilogue and the VNNI kernel need, and the [`Residual`] of weights the AVX2 paired loop
+//! cannot hold.
 //!
 //! ```
 //! use joulecut_quant::gemm::PackedWeights;
@@ -10,6 +11,7 @@
 //! assert_eq!(p.unpack(), w);
 //! ```
 
+use super::residual::Residual;
 use crate::error::{Error, Result};
 
 /// Output columns per packed panel.
@@ -25,7 +27,7 @@ pub const MAX_K: usize = 1 << 15;
 
 /// One `[16][4]` block of packed weights, aligned so that no kernel load of it (32 bytes for
 /// AVX2, 64 for AVX-512) straddles two cache lines: a split load costs a second load slot, and the
-/// AVX2 6-bit loop issues close to two loads per cycle.
+/// AVX2 paired loop issues close to two loads per cycle.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[repr(C, align(64))]
 pub(super) struct Block([i8; BLOCK]);
@@ -37,13 +39,16 @@ pub struct PackedWeights {
     pub(super) k: usize,
     pub(super) k_pad: usize,
     pub(super) n_pad: usize,
-    /// `[n_pad / 16][k_pad / 4][16][4]`, one 64-byte block per `[16][4]`.
+    /// The body, `[n_pad / 16][k_pad / 4][16][4]`, one 64-byte block per `[16][4]`: the weights
+    /// less those in `residual`.
     pub(super) data: Vec<Block>,
-    /// `Σ_k w[n, k]`, padded with zeros to `n_pad`.
+    /// The weights moved out of `data` (see [`Residual`]); the kernels add their products.
+    pub(super) residual: Residual,
+    /// `Σ_k w[n, k]` (all weights), padded with zeros to `n_pad`.
     pub(super) col_sums: Vec<i32>,
-    /// `-128 · col_sums`: the VNNI kernel's starting accumulators.
+    /// `-128 · Σ_k body[n, k]`: the VNNI kernel's starting accumulators (it multiplies the body).
     pub(super) vnni_init: Vec<i32>,
-    /// Whether some weight is -128 (the AVX2 kernel can't take those exactly).
+    /// Whether some body weight is -128 (the AVX2 signed loop can't take those exactly).
     pub(super) has_min: bool,
 }
 
@@ -63,28 +68,33 @@ impl PackedWeights {
         let k_pad = k.next_multiple_of(GROUP_K);
         let n_pad = n.next_multiple_of(PANEL_N);
         let kq = k_pad / GROUP_K;
+        let (body, residual) = Residual::split(w, n, k, n_pad);
         let mut data = vec![Block([0; BLOCK]); n_pad * k_pad / BLOCK];
-        for (col, row) in w.chunks_exact(k).enumerate() {
+        for (col, row) in body.chunks_exact(k).enumerate() {
             let (panel, c) = (col / PANEL_N, col % PANEL_N);
             for (kk, &v) in row.iter().enumerate() {
                 data[panel * kq + kk / GROUP_K].0[c * GROUP_K + kk % GROUP_K] = v;
             }
         }
-        let mut col_sums: Vec<i32> = w
-            .chunks_exact(k)
-            .map(|r| r.iter().map(|&v| i32::from(v)).sum())
-            .collect();
-        col_sums.resize(n_pad, 0);
-        let vnni_init = col_sums.iter().map(|s| -128 * s).collect();
+        let sums = |w: &[i8]| -> Vec<i32> {
+            let mut s: Vec<i32> = w
+                .chunks_exact(k)
+                .map(|r| r.iter().map(|&v| i32::from(v)).sum())
+                .collect();
+            s.resize(n_pad, 0);
+            s
+        };
+        let vnni_init = sums(&body).iter().map(|s| -128 * s).collect();
         Ok(PackedWeights {
             n,
             k,
             k_pad,
             n_pad,
             data,
-            col_sums,
+            residual,
+            col_sums: sums(w),
             vnni_init,
-            has_min: w.contains(&i8::MIN),
+            has_min: body.contains(&i8::MIN),
         })
     }
 
@@ -111,9 +121,16 @@ impl PackedWeights {
     /// The weight `w[col, kk]` (unpacked).
     pub fn get(&self, col: usize, kk: usize) -> i8 {
         let kq = self.k_pad / GROUP_K;
-        self.bytes_flat()[((col / PANEL_N) * kq + kk / GROUP_K) * BLOCK
+        let body = self.bytes_flat()[((col / PANEL_N) * kq + kk / GROUP_K) * BLOCK
             + (col % PANEL_N) * GROUP_K
-            + kk % GROUP_K]
+            + kk % GROUP_K];
+        // A weight is in the body or in the residual (the other holds 0).
+        body.wrapping_add(self.residual.get(col, kk))
+    }
+
+    /// Weights kept outside the packed body (see the module docs of `residual.rs`).
+    pub fn residual_len(&self) -> usize {
+        self.residual.len()
     }
 
     /// The weights back in `[n, k]` row-major order.

@@ -2,7 +2,8 @@
 
 use super::{BLOCK, GROUP_K, PANEL_N, PackedWeights, Task, TileSink};
 
-/// One row × one panel at a time, element by element through [`PackedWeights::get`].
+/// One row × one panel at a time, from each panel's whole weights read back through
+/// [`PackedWeights::get`] (body and residual alike).
 pub(super) fn reference_task<S: TileSink>(
     a: &[i8],
     stride: usize,
@@ -11,17 +12,23 @@ pub(super) fn reference_task<S: TileSink>(
     sink: &S,
 ) {
     let mut acc = [0i32; PANEL_N];
-    for r in t.r0..t.r1 {
-        for p in t.p0..t.p1 {
-            for (c, out) in acc.iter_mut().enumerate() {
-                let col = p * PANEL_N + c;
-                *out = if col < w.n {
-                    (0..w.k)
-                        .map(|kk| i32::from(a[r * stride + kk]) * i32::from(w.get(col, kk)))
-                        .sum()
-                } else {
-                    0
-                };
+    for p in t.p0..t.p1 {
+        let cols: Vec<Vec<i8>> = (0..PANEL_N)
+            .map(|c| p * PANEL_N + c)
+            .map(|col| {
+                (0..w.k)
+                    .map(|kk| if col < w.n { w.get(col, kk) } else { 0 })
+                    .collect()
+            })
+            .collect();
+        for r in t.r0..t.r1 {
+            let row = &a[r * stride..r * stride + w.k];
+            for (out, col) in acc.iter_mut().zip(&cols) {
+                *out = row
+                    .iter()
+                    .zip(col)
+                    .map(|(&x, &y)| i32::from(x) * i32::from(y))
+                    .sum();
             }
             sink.tile(r, 1, p * PANEL_N, PANEL_N, &acc);
         }
