@@ -43,7 +43,7 @@ pub struct PackedWeights {
     /// less those in `residual`.
     pub(super) data: Vec<Block>,
     /// The weights moved out of `data` (see [`Residual`]); the kernels add their products.
-    pub(super) residual: Residual,
+    pub(super) residual: Box<Residual>,
     /// `Σ_k w[n, k]` (all weights), padded with zeros to `n_pad`.
     pub(super) col_sums: Vec<i32>,
     /// `-128 · Σ_k body[n, k]`: the VNNI kernel's starting accumulators (it multiplies the body).
@@ -91,7 +91,7 @@ impl PackedWeights {
             k_pad,
             n_pad,
             data,
-            residual,
+            residual: Box::new(residual),
             col_sums: sums(w),
             vnni_init,
             has_min: body.contains(&i8::MIN),
