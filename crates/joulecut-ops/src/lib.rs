@@ -59,4 +59,4 @@ pub use loss::cross_entropy;
 pub use matmul::{MatRef, matmul_f32};
 pub use pool::max_pool2d;
 pub use rng::Rng;
-pub use storage::{F32View, view};
+pub use storage::{F32View, threads as pool_threads, view};

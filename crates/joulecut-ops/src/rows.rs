@@ -405,10 +405,11 @@ fn weighted_sum<'a, const FMA: bool, const D: usize>(
 
 /// Rows per rayon task for `rows` rows of `width`: everything on this thread when small.
 pub(crate) fn rows_per_task(rows: usize, width: usize) -> usize {
-    if rows * width < PAR_ELEMS || rayon::current_num_threads() <= 1 {
+    let threads = crate::storage::threads();
+    if rows * width < PAR_ELEMS || threads <= 1 {
         rows.max(1)
     } else {
-        rows.div_ceil(rayon::current_num_threads() * 4).max(1)
+        rows.div_ceil(threads * 4).max(1)
     }
 }
 

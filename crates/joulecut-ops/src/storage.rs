@@ -49,7 +49,7 @@ pub fn view<'a>(t: &'a Tensor, op: &str) -> Result<F32View<'a>> {
 /// Number of rayon worker threads gemm and our kernels may split work over: 1 when the caller
 /// already runs on a rayon worker (e.g. one row chunk of a batch split by the model), where a
 /// nested split would only add hand-offs between threads that are busy anyway.
-pub(crate) fn threads() -> usize {
+pub fn threads() -> usize {
     if rayon::current_thread_index().is_some() {
         return 1;
     }

@@ -47,7 +47,7 @@ pub(super) fn attention(qkv: &[f32], ctx: &mut [f32], lengths: &[usize], heads: 
 
 fn split(qkv: &[f32], ctx: &mut [f32], lengths: &[usize], heads: Heads, isa: Isa) {
     let tokens: usize = lengths.iter().sum();
-    if lengths.len() > 1 && tokens >= PAR_TOKENS {
+    if lengths.len() > 1 && tokens >= PAR_TOKENS && joulecut_ops::pool_threads() > 1 {
         let mid = lengths.len() / 2;
         let left: usize = lengths[..mid].iter().sum();
         let (q0, q1) = qkv.split_at(left * 3 * heads.width());

@@ -117,6 +117,7 @@ impl EncoderLayer {
             ctx,
             proj,
             ffn,
+            ..
         } = ws;
         let t: usize = lengths.iter().sum();
         let h = self.attention_output.out_features();

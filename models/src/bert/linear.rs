@@ -198,7 +198,7 @@ impl LinearOp {
                 assert_eq!(x.len(), m * k, "input rows");
                 assert_eq!(out.len(), m * n, "output rows");
                 let threads = if m * n * k >= PAR_MACS {
-                    rayon::current_num_threads()
+                    joulecut_ops::pool_threads()
                 } else {
                     1
                 };

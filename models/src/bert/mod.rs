@@ -42,7 +42,10 @@ pub use portable::{PortableEncoder, PortableKind, Precision};
 pub use structured::{StructuredReport, StructuredSpec, UnitScore};
 pub use trainable::{NamedValues, PaddedBatch, StudentOutput, StudentSpec, TrainableEncoder};
 
+use std::borrow::Cow;
+
 use joulecut_ops::rows::{LayerNorm, layer_norm};
+use rayon::prelude::*;
 
 /// The sizes and constants of a BERT encoder (Hugging Face `config.json` names in the docs).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -138,6 +141,8 @@ pub struct Workspace {
     pub(crate) ctx: Vec<f32>,
     pub(crate) proj: Vec<f32>,
     pub(crate) ffn: Vec<f32>,
+    /// One workspace per part of a batch [`BertEncoder::encode`] splits over threads.
+    parts: Vec<Workspace>,
 }
 
 /// Grows `v` to `n` elements (never shrinks), returning the first `n`.
@@ -296,11 +301,81 @@ impl BertEncoder {
     }
 
     /// Mean-pooled sentence embeddings, `[sentences, hidden]` row-major.
+    ///
+    /// A batch large enough is cut into one part per rayon thread (whole sentences, about equal
+    /// tokens), and each part runs the whole encoder on its own thread: the kernels inside see a
+    /// rayon worker and stay single-threaded, so a forward pass has one fork and one join instead
+    /// of one per linear layer, attention, GELU and LayerNorm (seven per layer, each a wake-up
+    /// and a wait for the slower thread). Every sentence's arithmetic is the same either way.
     pub fn encode(&self, batch: &TokenBatch, ws: &mut Workspace) -> crate::Result<Vec<f32>> {
-        let h = self.cfg.hidden;
-        let states = self.hidden_states(batch, ws)?;
-        Ok(mean_pool(states, &batch.lengths, h))
+        self.encode_in_parts(batch, ws, joulecut_ops::pool_threads())
     }
+
+    /// [`BertEncoder::encode`] with the batch cut into up to `threads` parts.
+    fn encode_in_parts(
+        &self,
+        batch: &TokenBatch,
+        ws: &mut Workspace,
+        threads: usize,
+    ) -> crate::Result<Vec<f32>> {
+        let h = self.cfg.hidden;
+        let parts = split_batch(batch, threads);
+        if parts.len() < 2 {
+            let states = self.hidden_states(batch, ws)?;
+            return Ok(mean_pool(states, &batch.lengths, h));
+        }
+        self.check(batch)?;
+        if ws.parts.len() < parts.len() {
+            ws.parts.resize_with(parts.len(), Workspace::default);
+        }
+        let pooled: Vec<crate::Result<Vec<f32>>> = parts
+            .par_iter()
+            .zip(ws.parts.par_iter_mut())
+            .map(|(part, pws)| {
+                let states = self.hidden_states(part, pws)?;
+                Ok(mean_pool(states, &part.lengths, h))
+            })
+            .collect();
+        let mut out = Vec::with_capacity(batch.lengths.len() * h);
+        for p in pooled {
+            out.extend(p?);
+        }
+        Ok(out)
+    }
+}
+
+/// Tokens below which [`BertEncoder::encode`] keeps a batch in one part (a part's products are
+/// then too small to pay for a thread of their own).
+const SPLIT_MIN_TOKENS: usize = 64;
+
+/// `batch` cut into up to `threads` runs of whole sentences with about equal tokens, or one part
+/// (`batch` itself, not copied) when it is too small to split.
+fn split_batch(batch: &TokenBatch, threads: usize) -> Vec<Cow<'_, TokenBatch>> {
+    let parts = threads.min(batch.lengths.len());
+    if parts < 2 || batch.tokens() < SPLIT_MIN_TOKENS {
+        return vec![Cow::Borrowed(batch)];
+    }
+    let total = batch.tokens();
+    let mut out = Vec::with_capacity(parts);
+    let (mut part, mut t) = (TokenBatch::default(), 0);
+    for (i, &len) in batch.lengths.iter().enumerate() {
+        // Part k ends at the sentence boundary nearest to token (k + 1) · total / parts, leaving
+        // at least one sentence for each later part.
+        let target = (out.len() + 1) * total / parts;
+        let later = parts - out.len() - 1;
+        if !part.lengths.is_empty()
+            && later > 0
+            && (2 * t + len > 2 * target || batch.lengths.len() - i == later)
+        {
+            out.push(Cow::Owned(std::mem::take(&mut part)));
+        }
+        part.push(&batch.ids[t..t + len], &batch.type_ids[t..t + len]);
+        t += len;
+    }
+    if !part.lengths.is_empty() {
+        out.push(Cow::Owned(part));
+    }
+    out
 }
 
 /// Mean of each sentence's token states: `states` `[Σ lengths, width]` → `[sentences, width]`
@@ -320,4 +395,75 @@ pub fn mean_pool(states: &[f32], lengths: &[usize], width: usize) -> Vec<f32> {
         t += len;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::structured_tests::{load, tensors};
+    use super::*;
+
+    fn long_batch() -> TokenBatch {
+        let mut b = TokenBatch::default();
+        for (i, len) in [5usize, 9, 1, 13, 7, 11, 16, 2, 8, 14, 3, 12]
+            .into_iter()
+            .enumerate()
+        {
+            let ids: Vec<u32> = (0..len).map(|t| ((i * 7 + t * 3) % 30) as u32).collect();
+            b.push(&ids, &vec![(i % 2) as u32; len]);
+        }
+        b
+    }
+
+    #[test]
+    fn split_parts_are_the_batch_in_order_with_balanced_tokens() {
+        let b = long_batch();
+        for threads in [2, 3, 4, 20] {
+            let parts = split_batch(&b, threads);
+            assert_eq!(
+                parts.len(),
+                threads.min(b.lengths.len()),
+                "{threads} threads"
+            );
+            let mut joined = TokenBatch::default();
+            for p in &parts {
+                assert!(!p.lengths.is_empty());
+                let mut t = 0;
+                for &len in &p.lengths {
+                    joined.push(&p.ids[t..t + len], &p.type_ids[t..t + len]);
+                    t += len;
+                }
+            }
+            assert_eq!(joined, b);
+            if threads == 2 {
+                let (a, c) = (parts[0].tokens(), parts[1].tokens());
+                assert!(a.abs_diff(c) <= 16, "{a} vs {c} tokens");
+            }
+        }
+        // Too few tokens or one thread: the batch itself.
+        assert!(matches!(split_batch(&b, 1)[..], [Cow::Borrowed(_)]));
+        let mut short = TokenBatch::default();
+        short.push(&[1, 2, 3], &[0, 0, 0]);
+        short.push(&[4, 5], &[0, 0]);
+        assert!(matches!(split_batch(&short, 2)[..], [Cow::Borrowed(_)]));
+    }
+
+    #[test]
+    fn a_batch_split_over_threads_encodes_as_one_part() {
+        let enc = load(&tensors(5));
+        let b = long_batch();
+        let whole = enc
+            .encode_in_parts(&b, &mut Workspace::default(), 1)
+            .unwrap();
+        let mut ws = Workspace::default();
+        for threads in [2, 3] {
+            let split = enc.encode_in_parts(&b, &mut ws, threads).unwrap();
+            assert_eq!(ws.parts.len(), threads);
+            let d = whole
+                .iter()
+                .zip(&split)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(d < 1e-6, "{threads} threads: {d}");
+        }
+    }
 }

@@ -108,9 +108,11 @@ impl std::str::FromStr for Int8Kernel {
 pub(crate) enum Signs {
     /// Any int8 value.
     Mixed,
-    /// Every value in `0..=127` (the AVX2 kernel pairs groups before widening; the VNNI kernel
-    /// needs no flip).
+    /// Every value in `0..=127` (the AVX2 kernel pairs groups before widening when the weights
+    /// allow it: [`PackedWeights::pairs_u7`]).
     NonNegative,
+    /// Every value in `0..=63` (the AVX2 kernel pairs groups before widening, for any weights).
+    SixBit,
 }
 
 impl Signs {
@@ -123,24 +125,31 @@ impl Signs {
         {
             // SAFETY: AVX2 checked.
             let bits = unsafe { x86::or_all_avx2(a) };
-            // Bit 7 set: some value is negative.
+            // Bit 7 set: some value is negative. Otherwise the OR bounds every value from above
+            // and is at most 63 exactly when every value is.
             return if bits & 0x80 != 0 {
                 Signs::Mixed
             } else {
-                Signs::NonNegative
+                Signs::of_range(0, i32::from(bits))
             };
         }
         let _ = (kernel, a);
         Signs::Mixed
     }
 
+    /// The loop values in `lo..=hi` allow.
+    fn of_range(lo: i32, hi: i32) -> Signs {
+        match (lo >= 0, hi <= 63) {
+            (true, true) => Signs::SixBit,
+            (true, false) => Signs::NonNegative,
+            (false, _) => Signs::Mixed,
+        }
+    }
+
     /// What every value a `mode` produces is known to satisfy.
     pub(super) fn of_mode(mode: ActivationQuant) -> Signs {
-        if mode.code_range().0 >= 0 {
-            Signs::NonNegative
-        } else {
-            Signs::Mixed
-        }
+        let (lo, hi) = mode.code_range();
+        Signs::of_range(lo, hi)
     }
 }
 

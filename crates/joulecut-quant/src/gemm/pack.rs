@@ -11,13 +11,17 @@
 //! assert_eq!(p.unpack(), w);
 //! ```
 
-use super::residual::Residual;
+use super::Signs;
+use super::residual::{self, Residual};
 use crate::error::{Error, Result};
 
 /// Output columns per packed panel.
 pub const PANEL_N: usize = 16;
 /// Consecutive `k` per packed group.
 pub const GROUP_K: usize = 4;
+/// At most one weight in this many may move to the residual for the 7-bit paired loop.
+const MAX_RESIDUAL_SHARE: usize = 1024;
+
 /// Bytes of one (panel, k-group) block.
 pub(super) const BLOCK: usize = PANEL_N * GROUP_K;
 const _: () = assert!(BLOCK == 64, "one block is one 512-bit vector");
@@ -50,6 +54,9 @@ pub struct PackedWeights {
     pub(super) vnni_init: Vec<i32>,
     /// Whether some body weight is -128 (the AVX2 signed loop can't take those exactly).
     pub(super) has_min: bool,
+    /// Whether the body keeps every paired quad within [`residual::QUAD_SUM_MAX`], so 7-bit
+    /// activations may take the AVX2 paired loop.
+    pub(super) pairs_u7: bool,
 }
 
 impl PackedWeights {
@@ -68,7 +75,16 @@ impl PackedWeights {
         let k_pad = k.next_multiple_of(GROUP_K);
         let n_pad = n.next_multiple_of(PANEL_N);
         let kq = k_pad / GROUP_K;
-        let (body, residual) = Residual::split(w, n, k, n_pad);
+        // Split off the weights the paired 7-bit loop can't hold only when they are few: each
+        // costs a scalar multiply-add per row, about 40 of the paired loop's (LeNet-5's fc1 would
+        // move 3.4 % of its weights; all-MiniLM-L6-v2's layers 0.003-0.04 %).
+        let (split, residual) = Residual::split(w, n, k, n_pad);
+        let pairs_u7 = residual.len() * MAX_RESIDUAL_SHARE <= n * k;
+        let (body, residual) = if pairs_u7 {
+            (split, residual)
+        } else {
+            (w.to_vec(), Residual::default())
+        };
         let mut data = vec![Block([0; BLOCK]); n_pad * k_pad / BLOCK];
         for (col, row) in body.chunks_exact(k).enumerate() {
             let (panel, c) = (col / PANEL_N, col % PANEL_N);
@@ -95,6 +111,7 @@ impl PackedWeights {
             col_sums: sums(w),
             vnni_init,
             has_min: body.contains(&i8::MIN),
+            pairs_u7,
         })
     }
 
@@ -131,6 +148,20 @@ impl PackedWeights {
     /// Weights kept outside the packed body (see the module docs of `residual.rs`).
     pub fn residual_len(&self) -> usize {
         self.residual.len()
+    }
+
+    /// Whether 7-bit activations take the AVX2 paired loop with these weights.
+    pub fn pairs_u7(&self) -> bool {
+        self.pairs_u7
+    }
+
+    /// Whether activations of these `signs` may take the AVX2 paired loop.
+    pub(super) fn pairs(&self, signs: Signs) -> bool {
+        match signs {
+            Signs::SixBit => true,
+            Signs::NonNegative => self.pairs_u7,
+            Signs::Mixed => false,
+        }
     }
 
     /// The weights back in `[n, k]` row-major order.

@@ -1,6 +1,8 @@
 //! Splitting a GEMM over the rayon pool: rectangles of rows × panels ([`Task`]), or whole row
 //! chunks for the fused quantize + GEMM; small products stay on the calling thread.
 
+use joulecut_ops::pool_threads;
+
 use super::{PANEL_N, PackedWeights};
 
 /// Work (m·n·k multiply-adds) below which a GEMM runs on the calling thread.
@@ -13,16 +15,6 @@ pub(crate) struct Task {
     pub r1: usize,
     pub p0: usize,
     pub p1: usize,
-}
-
-/// Threads a GEMM may split over: 1 when it already runs on a rayon worker (e.g. one row chunk of a
-/// batch that the model split across threads), where a nested split only adds hand-offs.
-pub(super) fn pool_threads() -> usize {
-    if rayon::current_thread_index().is_some() {
-        1
-    } else {
-        rayon::current_num_threads()
-    }
 }
 
 /// Splits `m × panels` into tasks for the rayon pool.

@@ -29,8 +29,8 @@ fn check_all_kernels(a: &[i8], w: &[i8], m: usize, n: usize, k: usize) {
 
 #[test]
 fn non_negative_activations_are_exact_with_every_weight() {
-    // 0..=127 activations take the AVX2 paired loop, which is exact even for -128 weights; all
-    // weights ±127/-128 put half of every paired quad into the residual.
+    // 0..=127 activations take the AVX2 sign-free loop, which is exact even for -128 weights
+    // (all weights -128 or 127 are far too many for the paired loop's residual: unpaired).
     for &(m, n, k) in &[
         (1, 10, 784),
         (3, 300, 784),
@@ -84,8 +84,8 @@ fn signs_are_detected_from_the_bytes() {
         return;
     }
     let mut a = vec![5i8; 100];
-    assert_eq!(Signs::of(Int8Kernel::Avx2, &a), Signs::NonNegative);
-    a[40] = 127; // in a full chunk
+    assert_eq!(Signs::of(Int8Kernel::Avx2, &a), Signs::SixBit);
+    a[40] = 64; // bit 6, in a full chunk
     assert_eq!(Signs::of(Int8Kernel::Avx2, &a), Signs::NonNegative);
     a[40] = 5;
     a[98] = 100; // bit 6, in the scalar remainder
@@ -203,8 +203,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     /// Random shapes (odd ones included) and random bytes: every kernel equals the oracle, with
-    /// signed, non-negative (7-bit) and 6-bit activations (both AVX2 loops; random 7-bit weights
-    /// leave many quads over the paired bound, so the residual is large).
+    /// signed, non-negative (7-bit) and 6-bit activations (the three AVX2 loops).
     #[test]
     fn gemm_i32_matches_reference_on_random_shapes(
         m in 1usize..40,
@@ -230,20 +229,21 @@ proptest! {
 
 #[test]
 fn residual_corrections_land_in_the_right_tiles() {
-    // Weights small enough for the paired loop, except one over-bound quad per chosen column,
-    // scattered over panels (first, middle, last, ragged) and rows (1..=9, every tile height of
-    // every kernel, the wide tile's single last row included).
-    for &(n, k) in &[(16, 8), (48, 12), (70, 300), (300, 784)] {
+    // Weights small enough for the paired 7-bit loop, except one over-bound quad in each chosen
+    // column, scattered over panels (first, middle, last, ragged) and rows (1..=9: every tile
+    // height of every kernel, the wide tile's single last row included).
+    for &(n, k) in &[(70, 300), (33, 1000), (300, 784)] {
         let mut w: Vec<i8> = bytes(n * k, 41).into_iter().map(|v| v / 4).collect();
         for col in [0, n / 2, n - 1] {
-            for kk in [0, 1, 4, 5] {
-                if kk < k {
-                    w[col * k + kk] = 127;
-                }
+            for kk in [8, 9, 12, 13] {
+                w[col * k + kk] = 127;
             }
         }
         let packed = PackedWeights::pack(&w, n, k).unwrap();
-        assert!(packed.residual_len() >= 3, "n={n} k={k}");
+        assert!(
+            packed.pairs_u7() && packed.residual_len() >= 3,
+            "n={n} k={k}"
+        );
         assert_eq!(packed.unpack(), w);
         for m in 1..=9 {
             let a: Vec<i8> = bytes(m * k, 42 + m as u64)
@@ -253,6 +253,18 @@ fn residual_corrections_land_in_the_right_tiles() {
             check_all_kernels(&a, &w, m, n, k);
         }
     }
+}
+
+#[test]
+fn weights_with_many_over_bound_quads_keep_no_residual() {
+    // Random bytes: a large share of quads over the bound, so 7-bit rows run unpaired.
+    let (n, k) = (40, 200);
+    let w = bytes(n * k, 43);
+    let packed = PackedWeights::pack(&w, n, k).unwrap();
+    assert!(!packed.pairs_u7());
+    assert_eq!(packed.residual_len(), 0);
+    let a: Vec<i8> = bytes(5 * k, 44).into_iter().map(|v| v & 0x7f).collect();
+    check_all_kernels(&a, &w, 5, n, k);
 }
 
 #[test]

@@ -7,21 +7,21 @@
 //! The AVX2 micro-tile is 4 rows × 16 columns: 8 accumulators, 2 weight vectors, the broadcast
 //! activations and temporaries fit the 16 ymm registers without spills (measured on Zen 3 with
 //! intrinsics: 4 × 16 beats 6 × 16, 3 × 24 and 2 × 32, which spill; the paired loop's 2 × 32 tile
-//! below is assembly, which does not). It has two inner loops:
+//! below is assembly, which does not). It has these inner loops:
 //! * signed activations: `vpsignb(w, a)` → `vpmaddubsw(|a|, ·)` (pairs ≤ 2·128·127, exact as long
 //!   as no weight is -128);
-//! * non-negative activations (every byte in `0..=127`, e.g. [`super::ActivationQuant::DynamicU7`]
-//!   or `DynamicU6`): `vpmaddubsw(a, w)` directly, no `vpabsb`/`vpsignb`, and two groups' 16-bit
-//!   pair sums added before one `vpmaddwd` widens them: 3 multiply-port instructions per 128
-//!   products instead of 4. The packed body keeps every paired quad's same-sign weights within
-//!   258, so `127 · 258 < 2¹⁵` cannot saturate; the few weights that would break that live in the
-//!   residual (residual.rs). Pairs of panels run this loop on a 2-row × 32-column tile written in
-//!   assembly (`tile_avx2_paired_wide`): fewer broadcasts and adds per product, which pays most
-//!   when the VM's FP pipes are contended (raw GEMM 256 × 304 × 784, one thread: 3 % faster in the
-//!   fast state, 13 % in the slow one).
-//!
-//! Until session 16 the paired loop took only 6-bit activations (`4 · 63 · 128 < 2¹⁵` for any
-//! weight) and 7-bit ones ran unpaired; with the residual, u7 layers run as fast as u6 ones.
+//! * non-negative activations (every byte in `0..=127`, e.g. [`super::ActivationQuant::DynamicU7`]):
+//!   `vpmaddubsw(a, w)` directly (pairs ≤ 2·127·128, exact for every weight) — no `vpabsb`/`vpsignb`,
+//!   about 1.4× the throughput;
+//! * the paired loop: two groups' `vpmaddubsw` products are added in 16 bits before one `vpmaddwd`
+//!   widens them: 3 multiply-port instructions per 128 products instead of 4. Exact for 6-bit
+//!   activations (`0..=63`, e.g. [`super::ActivationQuant::DynamicU6`]) with any weights
+//!   (|2 · 2 · 63 · 128| < 2¹⁵), and for 7-bit ones when packing kept every paired quad's
+//!   same-sign weights within 258 (`127 · 258 < 2¹⁵`), the few weights past that in a residual
+//!   (residual.rs; [`PackedWeights::pairs_u7`]). Pairs of panels run this loop on a 2-row ×
+//!   32-column tile written in assembly (`tile_avx2_paired_wide`): fewer broadcasts and adds per
+//!   product, which pays most when the VM's FP pipes are contended (raw GEMM 256 × 304 × 784, one
+//!   thread: 3 % faster in the fast state, 13 % in the slow one).
 
 use core::arch::x86_64::*;
 
@@ -33,7 +33,7 @@ const MR_AVX2: usize = 4;
 /// # Safety
 /// The CPU must support AVX2; `a` must hold `t.r1` rows of `stride = w.k_pad` bytes; with
 /// `Signs::Mixed` no body weight may be -128, with `Signs::NonNegative` no activation may be
-/// negative.
+/// negative, with `Signs::SixBit` none may be outside `0..=63`.
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn task_avx2<S: TileSink>(
     a: &[i8],
@@ -46,7 +46,8 @@ pub(super) unsafe fn task_avx2<S: TileSink>(
     assert!(a.len() >= t.r1 * stride && stride == w.k_pad);
     let kq = w.k_pad / GROUP_K;
     let mut p0 = t.p0;
-    if signs == Signs::NonNegative {
+    let paired = w.pairs(signs);
+    if paired {
         // Pairs of panels in 2-row tiles (`tile_avx2_paired_wide`); an odd last panel below.
         while p0 + 1 < t.p1 {
             let (pa, pb) = (w.panel(p0).as_ptr(), w.panel(p0 + 1).as_ptr());
@@ -89,23 +90,25 @@ pub(super) unsafe fn task_avx2<S: TileSink>(
             let ap = a.as_ptr().wrapping_add(r * stride);
             // SAFETY: rows r..r+rows are in bounds (asserted above); the panel holds kq blocks.
             unsafe {
-                match (signs, rows) {
-                    (Signs::Mixed, 4) => tile_avx2::<4>(ap, stride, panel, kq, &mut acc),
-                    (Signs::Mixed, 3) => tile_avx2::<3>(ap, stride, panel, kq, &mut acc),
-                    (Signs::Mixed, 2) => tile_avx2::<2>(ap, stride, panel, kq, &mut acc),
-                    (Signs::Mixed, _) => tile_avx2::<1>(ap, stride, panel, kq, &mut acc),
-                    (Signs::NonNegative, 4) => {
-                        tile_avx2_paired::<4>(ap, stride, panel, kq, &mut acc)
-                    }
-                    (Signs::NonNegative, 3) => {
-                        tile_avx2_paired::<3>(ap, stride, panel, kq, &mut acc)
-                    }
-                    (Signs::NonNegative, 2) => {
-                        tile_avx2_paired::<2>(ap, stride, panel, kq, &mut acc)
-                    }
-                    (Signs::NonNegative, _) => {
-                        tile_avx2_paired::<1>(ap, stride, panel, kq, &mut acc)
-                    }
+                macro_rules! go {
+                    ($s:literal) => {
+                        match rows {
+                            4 => tile_avx2::<4, $s>(ap, stride, panel, kq, &mut acc),
+                            3 => tile_avx2::<3, $s>(ap, stride, panel, kq, &mut acc),
+                            2 => tile_avx2::<2, $s>(ap, stride, panel, kq, &mut acc),
+                            _ => tile_avx2::<1, $s>(ap, stride, panel, kq, &mut acc),
+                        }
+                    };
+                }
+                match signs {
+                    _ if paired => match rows {
+                        4 => tile_avx2_paired::<4>(ap, stride, panel, kq, &mut acc),
+                        3 => tile_avx2_paired::<3>(ap, stride, panel, kq, &mut acc),
+                        2 => tile_avx2_paired::<2>(ap, stride, panel, kq, &mut acc),
+                        _ => tile_avx2_paired::<1>(ap, stride, panel, kq, &mut acc),
+                    },
+                    Signs::Mixed => go!(true),
+                    Signs::NonNegative | Signs::SixBit => go!(false),
                 }
             }
             sink.tile(r, rows, p * PANEL_N, PANEL_N, &acc[..rows * PANEL_N]);
@@ -114,13 +117,13 @@ pub(super) unsafe fn task_avx2<S: TileSink>(
     }
 }
 
-/// `R` rows × 16 columns over `kq` groups of 4, signed activations.
+/// `R` rows × 16 columns over `kq` groups of 4.
 ///
-/// Per group and row: broadcast 4 activation bytes, `|a|` once and per 8-column vector
-/// `vpsignb(w, a)` moves the activation's sign onto the weight; then `vpmaddubsw` →
+/// Per group and row: broadcast 4 activation bytes; when `SIGNED`, `|a|` once and per 8-column
+/// vector `vpsignb(w, a)` moves the activation's sign onto the weight; then `vpmaddubsw` →
 /// `vpmaddwd(·, 1)` → add.
 #[target_feature(enable = "avx2")]
-unsafe fn tile_avx2<const R: usize>(
+unsafe fn tile_avx2<const R: usize, const SIGNED: bool>(
     a: *const i8,
     stride: usize,
     w: *const i8,
@@ -140,9 +143,15 @@ unsafe fn tile_avx2<const R: usize>(
                 let av = _mm256_set1_epi32(
                     (a.add(r * stride + q * GROUP_K) as *const i32).read_unaligned(),
                 );
-                let aa = _mm256_abs_epi8(av);
-                let p0 = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(w0, av));
-                let p1 = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(w1, av));
+                let (p0, p1) = if SIGNED {
+                    let aa = _mm256_abs_epi8(av);
+                    (
+                        _mm256_maddubs_epi16(aa, _mm256_sign_epi8(w0, av)),
+                        _mm256_maddubs_epi16(aa, _mm256_sign_epi8(w1, av)),
+                    )
+                } else {
+                    (_mm256_maddubs_epi16(av, w0), _mm256_maddubs_epi16(av, w1))
+                };
                 acc0[r] = _mm256_add_epi32(acc0[r], _mm256_madd_epi16(p0, ones));
                 acc1[r] = _mm256_add_epi32(acc1[r], _mm256_madd_epi16(p1, ones));
             }
@@ -160,9 +169,10 @@ unsafe fn tile_avx2<const R: usize>(
     }
 }
 
-/// [`tile_avx2`] for activations in `0..=127`: groups `q` and `q + 1` are multiplied, their 16-bit
-/// pair sums added (at most 127 · 258 = 32,766 in magnitude with the packed body's bound: no
-/// saturation), and only then widened to 32 bits. An odd last group runs alone.
+/// [`tile_avx2`]'s paired loop ([`PackedWeights::pairs`]): groups `q` and `q + 1` are multiplied,
+/// their 16-bit pair sums added (at most 2 · 2 · 63 · 128 = 32,256 in magnitude for 6-bit
+/// activations, 127 · 258 = 32,766 for 7-bit ones on a `pairs_u7` body: no saturation), and only
+/// then widened to 32 bits. An odd last group runs alone.
 #[target_feature(enable = "avx2")]
 unsafe fn tile_avx2_paired<const R: usize>(
     a: *const i8,
@@ -296,7 +306,8 @@ macro_rules! wide_single {
 /// `wb`'s).
 ///
 /// # Safety
-/// AVX2; both rows (`a` and `a + row_step`) have `kq · 4` readable bytes, all in `0..=127`; `wa` and
+/// AVX2; both rows (`a` and `a + row_step`) have `kq · 4` readable bytes that the weights can
+/// pair ([`PackedWeights::pairs`]); `wa` and
 /// `wb` hold `kq` 64-byte blocks each.
 #[target_feature(enable = "avx2")]
 unsafe fn tile_avx2_paired_wide(
@@ -382,7 +393,8 @@ unsafe fn tile_avx2_paired_wide(
     }
 }
 
-/// The bitwise OR of every byte (32 bytes per step): bit 7 clear means all are in `0..=127`.
+/// The bitwise OR of every byte (32 bytes per step): bit 7 clear means all are in `0..=127`, bits
+/// 7 and 6 clear mean all are in `0..=63`.
 ///
 /// # Safety
 /// The CPU must support AVX2.
@@ -409,7 +421,7 @@ const MR_VNNI: usize = 8;
 
 /// # Safety
 /// The CPU must support AVX-512F/BW and AVX-512 VNNI; `a` must hold `t.r1` rows of `stride = w.k_pad`;
-/// with `Signs::NonNegative` no activation may be negative.
+/// with `Signs::NonNegative` or `Signs::SixBit` no activation may be negative.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(super) unsafe fn task_vnni<S: TileSink>(
     a: &[i8],
