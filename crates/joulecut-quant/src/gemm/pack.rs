@@ -12,7 +12,7 @@
 //! ```
 
 use super::Signs;
-use super::residual::{self, Residual};
+use super::residual::Residual;
 use crate::error::{Error, Result};
 
 /// Output columns per packed panel.
@@ -54,7 +54,7 @@ pub struct PackedWeights {
     pub(super) vnni_init: Vec<i32>,
     /// Whether some body weight is -128 (the AVX2 signed loop can't take those exactly).
     pub(super) has_min: bool,
-    /// Whether the body keeps every paired quad within [`residual::QUAD_SUM_MAX`], so 7-bit
+    /// Whether the body keeps every paired quad within `residual::QUAD_SUM_MAX`, so 7-bit
     /// activations may take the AVX2 paired loop.
     pub(super) pairs_u7: bool,
 }
