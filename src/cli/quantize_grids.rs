@@ -34,7 +34,7 @@ pub fn choose(
                 "--activation-error {} must be a positive number",
                 policy.max_error
             ),
-            "e.g. --activation-error 0.0003 (the default)",
+            "e.g. --activation-error 0.0006 (the default)",
         ));
     }
     let sentences = read_sentences(calibration).map_err(embed_err)?;
