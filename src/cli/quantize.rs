@@ -89,8 +89,9 @@ pub struct QuantizeArgs {
     percentile: Option<f32>,
     /// int8 only: how int8 layers quantize their input activations at inference, stored in the
     /// file (`joulecut.int8_activations`): u6 = 6-bit unsigned (the AVX2 kernel adds two products
-    /// in 16 bits before widening, ~1.15x faster than u7), u7 = 7-bit unsigned (PyTorch's
-    /// `reduce_range`; no sign handling, ~1.4x faster than s8), s8 = 8-bit [default: u6; s8 for a
+    /// in 16 bits before widening, for any weights), u7 = 7-bit unsigned (PyTorch's
+    /// `reduce_range`; no sign handling, ~1.4x faster than s8, and as fast as u6 where the weights
+    /// keep the paired loop exact, e.g. a transformer's), s8 = 8-bit [default: u6; s8 for a
     /// transformer, whose grids --calibration chooses per layer].
     #[arg(long, value_parser = super::output::int8_activations_parser())]
     int8_activations: Option<ActivationGrid>,

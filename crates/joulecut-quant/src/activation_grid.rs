@@ -35,10 +35,12 @@ pub enum ActivationGrid {
     #[default]
     S8,
     /// 7-bit unsigned ([`ActivationQuant::DynamicU7`], PyTorch's `reduce_range`): half the
-    /// resolution, no sign handling in the AVX2 kernel (about 1.4x faster than `s8`).
+    /// resolution, no sign handling in the AVX2 kernel (about 1.4x faster than `s8`); on weights
+    /// whose paired quads fit 16 bits (`PackedWeights::pairs_u7`: most transformer layers) the
+    /// kernel's paired loop, as fast as `u6`.
     U7,
     /// 6-bit unsigned ([`ActivationQuant::DynamicU6`]): the AVX2 kernel adds two products in 16 bits
-    /// before widening them (about 1.15x faster than `u7`).
+    /// before widening them, for any weights (about 1.15x faster than unpaired `u7`).
     U6,
 }
 
@@ -68,7 +70,7 @@ impl ActivationGrid {
                 "8-bit asymmetric (exact 8-bit; the AVX2 kernel needs its sign handling)"
             }
             ActivationGrid::U7 => {
-                "7-bit unsigned (PyTorch's `reduce_range`): no sign handling, ~1.4x faster on AVX2"
+                "7-bit unsigned (PyTorch's `reduce_range`): no sign handling, ~1.4x faster on AVX2; as fast as u6 where the weights pair"
             }
             ActivationGrid::U6 => {
                 "6-bit unsigned: the AVX2 kernel adds two products in 16 bits before widening them"
