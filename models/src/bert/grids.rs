@@ -97,7 +97,7 @@ pub struct ProductChoice {
 impl GridErrors {
     /// The fastest option (grid, plain or smoothed where `policy` allows) within
     /// `policy.max_error`, the lower error among equally fast ones; the widest grid's best option
-    /// when none is within. Speed is the AVX2 kernel's ([`speed_tier`]): u7 is as fast as u6 on
+    /// when none is within. Speed is the AVX2 kernel's (`speed_tier`): u7 is as fast as u6 on
     /// weights that pair, so it wins there on its lower error.
     pub fn choose(&self, policy: &GridPolicy) -> ProductChoice {
         let plain = self.errors.iter().map(|&(grid, error)| {

@@ -3,9 +3,10 @@
 //!
 //! Sentences run unpadded: a batch is its sentences' tokens back to back ([`TokenBatch`]), so no
 //! product is spent on padding and attention needs no mask. Each linear layer runs on the kernel
-//! its stored encoding calls for ([`LinearOp`], routed by [`RealKernels`]): dense f32, int8 or
-//! packed sparse. A structurally pruned checkpoint (heads or FFN neurons removed) loads as a
-//! physically smaller layer: the sizes come from the weights, the head width from the config.
+//! its stored encoding calls for ([`LinearOp`], routed by [`RealKernels`](crate::RealKernels)):
+//! dense f32, int8 or packed sparse. A structurally pruned checkpoint (heads or FFN neurons
+//! removed) loads as a physically smaller layer: the sizes come from the weights, the head width
+//! from the config.
 //! Buffers live in a [`Workspace`] reused across batches, so the hot path does not allocate.
 //!
 //! Tensor names are Hugging Face's `BertModel` names without a prefix
