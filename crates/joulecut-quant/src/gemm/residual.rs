@@ -7,9 +7,9 @@
 //! activation in `0..=127` exactly when `127 · max(Σ w_i⁺, Σ w_i⁻) ≤ 32767`, i.e. the quad's
 //! positive weights and its negative weights each add up to at most [`QUAD_SUM_MAX`] in magnitude.
 //!
-//! Real weights almost always do: on all-MiniLM-L6-v2's int8 layers (per-channel, smoothed) 0.03-0.6 %
-//! of the quads do not, spread over most panels. Packing moves the largest same-sign weights of
-//! each such quad out of the packed body into this residual (a few hundred entries per layer), so
+//! Real weights almost always do: on all-MiniLM-L6-v2's int8 layers (per-channel, smoothed)
+//! 0.001-0.24 % of the quads do not, spread over most panels. Packing moves the largest same-sign weights of
+//! each such quad out of the packed body into this residual (2 to 210 entries per layer there), so
 //! the body fits the loop, and [`Corrected`] adds `a[r, k] · v` for each entry to the finished
 //! tiles. The result is exact for every kernel; only [`super::Int8Kernel::Reference`], the oracle,
 //! reads the original weights instead. Weights with more than one such weight in 1,024 (small
