@@ -116,22 +116,30 @@ mod tests {
 
     #[test]
     fn unpadded_attention_matches_the_textbook_per_sentence() {
-        let heads = Heads { count: 3, dim: 5 };
-        let lengths = [4usize, 1, 7, 60, 2];
-        let t: usize = lengths.iter().sum();
-        let qkv: Vec<f32> = (0..t * 3 * heads.width())
-            .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 3.0)
-            .collect();
-        let mut ctx = vec![f32::NAN; t * heads.width()];
-        attention(&qkv, &mut ctx, &lengths, heads);
-        let mut start = 0;
-        for &len in &lengths {
-            let w = heads.width();
-            let want = reference(&qkv[start * 3 * w..(start + len) * 3 * w], len, heads);
-            for (g, r) in ctx[start * w..(start + len) * w].iter().zip(&want) {
-                assert!((f64::from(*g) - r).abs() < 1e-5, "{g} vs {r}");
+        // Head widths 32 and 64 take the 8-key score step and the register-held sums, 16 the
+        // former only, 5 and 20 neither; lengths cover whole groups of 8, tails, and beyond the
+        // kernel's 64-score padded buffer (70).
+        for (count, dim) in [(3, 5), (2, 32), (1, 64), (3, 16), (2, 20)] {
+            let heads = Heads { count, dim };
+            let lengths = [4usize, 1, 7, 60, 2, 8, 9, 16, 23, 70];
+            let t: usize = lengths.iter().sum();
+            let qkv: Vec<f32> = (0..t * 3 * heads.width())
+                .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 3.0)
+                .collect();
+            let mut ctx = vec![f32::NAN; t * heads.width()];
+            attention(&qkv, &mut ctx, &lengths, heads);
+            let mut start = 0;
+            for &len in &lengths {
+                let w = heads.width();
+                let want = reference(&qkv[start * 3 * w..(start + len) * 3 * w], len, heads);
+                for (g, r) in ctx[start * w..(start + len) * w].iter().zip(&want) {
+                    assert!(
+                        (f64::from(*g) - r).abs() < 1e-5,
+                        "d={dim} len={len}: {g} vs {r}"
+                    );
+                }
+                start += len;
             }
-            start += len;
         }
     }
 }

@@ -78,7 +78,7 @@ impl PackedWeights {
         // Split off the weights the paired 7-bit loop can't hold only when they are few: each
         // costs a scalar multiply-add per row, about 40 of the paired loop's (LeNet-5's fc1 would
         // move 3.4 % of its weights; all-MiniLM-L6-v2's layers at most 0.06 %).
-        let (split, residual) = Residual::split(w, n, k, n_pad);
+        let (split, residual) = Residual::split(w, k, n_pad);
         let pairs_u7 = residual.len() * MAX_RESIDUAL_SHARE <= n * k;
         let (body, residual) = if pairs_u7 {
             (split, residual)

@@ -38,9 +38,9 @@ pub(super) struct Residual {
 }
 
 impl Residual {
-    /// Splits row-major `w` (`[n, k]`, `k_pad` = `k` rounded up to 4) into a body that fits the
-    /// paired loop (returned, same layout) and the residual, for `n_pad / 16` panels.
-    pub(super) fn split(w: &[i8], n: usize, k: usize, n_pad: usize) -> (Vec<i8>, Residual) {
+    /// Splits row-major `w` (`[n, k]`) into a body that fits the paired loop (returned, same
+    /// layout) and the residual, for `n_pad / 16` panels.
+    pub(super) fn split(w: &[i8], k: usize, n_pad: usize) -> (Vec<i8>, Residual) {
         let mut body = w.to_vec();
         let mut entries = Vec::new();
         let mut start = vec![0u32; n_pad / PANEL_N + 1];
@@ -79,7 +79,6 @@ impl Residual {
         for p in 1..start.len() {
             start[p] = start[p].max(start[p - 1]);
         }
-        debug_assert!(n <= n_pad);
         (body, Residual { start, entries })
     }
 
@@ -204,7 +203,7 @@ mod tests {
         for &(n, k) in &[(1, 8), (17, 7), (33, 300), (40, 13), (3, 1)] {
             let w = joulecut_testkit::XorShift64::new(n as u64 * 31 + k as u64).i8_vec(n * k);
             let n_pad = n.next_multiple_of(PANEL_N);
-            let (body, res) = Residual::split(&w, n, k, n_pad);
+            let (body, res) = Residual::split(&w, k, n_pad);
             assert!(fits(&body, k), "n={n} k={k}");
             for col in 0..n {
                 for kk in 0..k {
@@ -222,13 +221,13 @@ mod tests {
     #[test]
     fn weights_within_the_bound_stay_in_the_body() {
         // 64 · 4 = 256 ≤ 258: nothing moves; 65 · 4 = 260 moves one weight per quad.
-        let (_, res) = Residual::split(&[64i8; 16 * 8], 16, 8, 16);
+        let (_, res) = Residual::split(&[64i8; 16 * 8], 8, 16);
         assert!(res.is_empty());
-        let (body, res) = Residual::split(&[-65i8; 16 * 8], 16, 8, 16);
+        let (body, res) = Residual::split(&[-65i8; 16 * 8], 8, 16);
         assert_eq!(res.len(), 16 * 2);
         assert!(fits(&body, 8));
         // A lone odd last group is never paired: k = 4 has one group.
-        let (_, res) = Residual::split(&[127i8; 16 * 4], 16, 4, 16);
+        let (_, res) = Residual::split(&[127i8; 16 * 4], 4, 16);
         assert!(res.is_empty());
     }
 }
